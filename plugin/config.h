@@ -1,0 +1,53 @@
+/* Runtime configuration: keys, their parsing, defaults and sources. */
+#ifndef RM_INTERNAL_CONFIG_H
+#define RM_INTERNAL_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rm_plugin.h"
+
+typedef struct rm_config {
+    uint64_t features;          /* RM_FEATURE_* enabled */
+    int32_t log_level;          /* RM_LOG_* */
+    double registry_ttl_s;      /* 0 = TTL off */
+    uint64_t registry_max_bytes;  /* 0 = unlimited */
+    uint64_t registry_max_models; /* 0 = unlimited */
+} rm_config;
+
+/** Capabilities compiled into this build. */
+uint64_t rm_features_built(void);
+
+/** Built-in defaults (documented in abi/rm_plugin.h). */
+void rm_config_defaults(rm_config *config);
+
+/**
+ * Parses `value` for `key` into `config`. `origin` says where the pair came
+ * from ("entry 2", "/etc/x.conf:7") and prefixes any error message, which is
+ * recorded for `error_owner`. Returns RM_OK, RM_E_CONFIG_UNKNOWN_KEY,
+ * RM_E_CONFIG_INVALID_VALUE, RM_E_FEATURE_UNAVAILABLE.
+ */
+int32_t rm_config_set(rm_config *config, const char *key, const char *value,
+                      const char *origin, const void *error_owner);
+
+/**
+ * Applies every `key = value` line of the file at `path`. Returns RM_OK,
+ * RM_E_CONFIG_FILE (unreadable, or a line that is not `key = value`), or
+ * any code of rm_config_set().
+ */
+int32_t rm_config_apply_file(rm_config *config, const char *path,
+                             const void *error_owner);
+
+/**
+ * Writes the effective value of `key` in its accepted form. *needed gets the
+ * size with the NUL. Returns RM_OK, RM_E_CONFIG_UNKNOWN_KEY,
+ * RM_E_BUFFER_TOO_SMALL.
+ */
+int32_t rm_config_format(const rm_config *config, const char *key,
+                         char *buffer, size_t buffer_size, size_t *needed,
+                         const void *error_owner);
+
+/** Name of the index-th key, or NULL past the end. */
+const char *rm_config_key_at(uint32_t index);
+
+#endif

@@ -1,0 +1,410 @@
+/* A context: one configured instance of the plugin, and the vtable
+ * functions that act on it.
+ *
+ * Every entry point checks the context before anything else: NULL, a
+ * context inherited through fork(), a capability that is not enabled. The
+ * checks are a few loads, because get_or_load sits on every node's hot
+ * path. */
+#include "context.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "error.h"
+#include "host.h"
+#include "negotiate.h"
+#include "rm_build_config.h"
+#include "../hooks/fork.h"
+#if RM_HAVE_MODEL_REGISTRY
+#include "model_key.h"
+#include "registry.h"
+#endif
+#if RM_HAVE_SHARED_MEMORY
+#include "allocator.h"
+#endif
+
+/* Sizes of the published 1.0 structs; tests/abi pins them. */
+#define CONTEXT_OPTIONS_V1_0_SIZE sizeof(rm_context_options)
+#define CONTEXT_INFO_V1_0_SIZE sizeof(rm_context_info)
+#define REGISTRY_METRICS_V1_0_SIZE sizeof(rm_registry_metrics)
+#define MODEL_INFO_V1_0_SIZE offsetof(rm_model_info, last_used_ns) + sizeof(uint64_t)
+
+#define NO_ARENA UINT32_MAX
+
+struct rm_context {
+    uint64_t fork_generation;
+    uint64_t features_enabled;
+    uint32_t negotiated_abi_version;
+    uint32_t allocator_arena;
+    rm_host host;
+    rm_config config;
+#if RM_HAVE_MODEL_REGISTRY
+    rm_registry *registry;
+#endif
+};
+
+/* ---- checks shared by every entry point ------------------------------- */
+
+static int32_t check_context(const rm_context *context)
+{
+    if (context == NULL)
+        return rm_error_set(NULL, RM_E_INVALID_ARGUMENT, "context is NULL");
+    if (context->fork_generation != rm_fork_generation())
+        return rm_error_set(context, RM_E_FORKED,
+                            "this context was created before fork(); create a new "
+                            "context in the child process");
+    return RM_OK;
+}
+
+static int32_t check_feature(const rm_context *context, uint64_t feature,
+                             const char *name)
+{
+    int32_t status = check_context(context);
+    if (status != RM_OK)
+        return status;
+    if ((rm_features_built() & feature) == 0)
+        return rm_error_set(context, RM_E_FEATURE_UNAVAILABLE,
+                            "feature '%s' was not built into this plugin", name);
+    if ((context->features_enabled & feature) == 0)
+        return rm_error_set(context, RM_E_FEATURE_DISABLED,
+                            "feature '%s' is not enabled in this context (config key "
+                            "'features')",
+                            name);
+    return RM_OK;
+}
+
+static int32_t check_struct_size(const void *owner, uint32_t size, size_t minimum,
+                                 const char *type)
+{
+    if (size < minimum)
+        return rm_error_set(owner, RM_E_STRUCT_SIZE,
+                            "%s.struct_size %u is below the 1.0 size %zu", type, size,
+                            minimum);
+    return RM_OK;
+}
+
+/* Copies a plugin-filled struct into the host's, keeping the host's two
+ * leading fields and writing no further than the host's struct_size. */
+static void copy_out(void *host_struct, const void *filled, size_t filled_size)
+{
+    uint32_t host_size;
+    memcpy(&host_size, host_struct, sizeof host_size);
+    size_t size = host_size < filled_size ? host_size : filled_size;
+    size_t header = 2 * sizeof(uint32_t);
+    if (size > header)
+        memcpy((char *)host_struct + header, (const char *)filled + header, size - header);
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+static int32_t apply_options(rm_config *config, const rm_context_options *options)
+{
+    const char *path = options->config_path;
+    if (path == NULL && (options->flags & RM_CONTEXT_IGNORE_ENV) == 0) {
+        const char *from_env = getenv(RM_CONFIG_ENV);
+        if (from_env != NULL && from_env[0] != '\0')
+            path = from_env;
+    }
+    if (path != NULL) {
+        int32_t status = rm_config_apply_file(config, path, NULL);
+        if (status != RM_OK)
+            return status;
+    }
+    for (uint64_t i = 0; i < options->entry_count; i++) {
+        const rm_config_entry *entry = &options->entries[i];
+        if (entry->key == NULL || entry->value == NULL)
+            return rm_error_set(NULL, RM_E_INVALID_ARGUMENT,
+                                "config entry %llu has a NULL key or value",
+                                (unsigned long long)i);
+        char origin[64];
+        snprintf(origin, sizeof origin, "config entry %llu", (unsigned long long)i);
+        int32_t status = rm_config_set(config, entry->key, entry->value, origin, NULL);
+        if (status != RM_OK)
+            return status;
+    }
+    return RM_OK;
+}
+
+static int32_t validate_options(const rm_context_options *options)
+{
+    int32_t status = check_struct_size(NULL, options->struct_size,
+                                       CONTEXT_OPTIONS_V1_0_SIZE, "rm_context_options");
+    if (status != RM_OK)
+        return status;
+    for (size_t i = 0; i < sizeof options->reserved / sizeof options->reserved[0]; i++)
+        if (options->reserved[i] != 0)
+            return rm_error_set(NULL, RM_E_INVALID_ARGUMENT,
+                                "rm_context_options.reserved[%zu] must be zero", i);
+    if (options->flags & ~RM_CONTEXT_IGNORE_ENV)
+        return rm_error_set(NULL, RM_E_INVALID_ARGUMENT,
+                            "rm_context_options.flags has unknown bits 0x%llx",
+                            (unsigned long long)(options->flags & ~RM_CONTEXT_IGNORE_ENV));
+    if (options->entry_count > 0 && options->entries == NULL)
+        return rm_error_set(NULL, RM_E_INVALID_ARGUMENT,
+                            "rm_context_options.entries is NULL but entry_count is %llu",
+                            (unsigned long long)options->entry_count);
+    return RM_OK;
+}
+
+static int32_t start_capabilities(rm_context *context)
+{
+#if RM_HAVE_SHARED_MEMORY
+    if (context->features_enabled & RM_FEATURE_SHARED_MEMORY) {
+        int32_t status = rm_allocator_arena_create(NULL, &context->allocator_arena);
+        if (status != RM_OK)
+            return status;
+    }
+#endif
+#if RM_HAVE_MODEL_REGISTRY
+    if (context->features_enabled & RM_FEATURE_MODEL_REGISTRY) {
+        rm_registry_config registry_config = {
+            .ttl_ns = (uint64_t)(context->config.registry_ttl_s * 1e9),
+            .max_bytes = context->config.registry_max_bytes,
+            .max_models = context->config.registry_max_models,
+        };
+        int32_t status = rm_registry_create(&registry_config, &context->host, context,
+                                            &context->registry);
+        if (status != RM_OK)
+            /* The registry recorded its message for the context that does not
+             * exist yet; hand it to the NULL owner that create reports on. */
+            return rm_error_set(NULL, status, "%s", rm_error_last(context));
+    }
+#endif
+    return RM_OK;
+}
+
+static void stop_capabilities(rm_context *context)
+{
+#if RM_HAVE_MODEL_REGISTRY
+    rm_registry_destroy(context->registry);
+    context->registry = NULL;
+#endif
+#if RM_HAVE_SHARED_MEMORY
+    if (context->allocator_arena != NO_ARENA)
+        rm_allocator_arena_destroy(context->allocator_arena);
+    context->allocator_arena = NO_ARENA;
+#endif
+}
+
+int32_t rm_context_create(const rm_context_options *options, rm_context **out_context)
+{
+    rm_error_clear();
+    if (out_context == NULL)
+        return rm_error_set(NULL, RM_E_INVALID_ARGUMENT, "out_context is NULL");
+    *out_context = NULL;
+
+    rm_context_options defaults = RM_STRUCT_INIT(rm_context_options);
+    if (options == NULL)
+        options = &defaults;
+
+    rm_host host = {.log_level = RM_LOG_WARN};
+    uint32_t negotiated;
+    rm_negotiated_snapshot(&host.services, &negotiated);
+
+    rm_config config;
+    rm_config_defaults(&config);
+    int32_t status = validate_options(options);
+    if (status == RM_OK)
+        status = apply_options(&config, options);
+    if (status != RM_OK) {
+        rm_host_log(&host, RM_LOG_ERROR, "context_create: %s", rm_error_last(NULL));
+        return status;
+    }
+
+    rm_context *context = calloc(1, sizeof *context);
+    if (context == NULL)
+        return rm_error_set(NULL, RM_E_NO_MEMORY, "cannot allocate a context");
+    *context = (rm_context){
+        .fork_generation = rm_fork_generation(),
+        .features_enabled = config.features,
+        .negotiated_abi_version = negotiated,
+        .allocator_arena = NO_ARENA,
+        .host = host,
+        .config = config,
+    };
+    context->host.log_level = config.log_level;
+
+    status = start_capabilities(context);
+    if (status != RM_OK) {
+        rm_host_log(&context->host, RM_LOG_ERROR, "context_create: %s",
+                    rm_error_last(NULL));
+        stop_capabilities(context);
+        free(context);
+        return status;
+    }
+    rm_host_log(&context->host, RM_LOG_INFO, "context created (ABI %u.%u)",
+                RM_ABI_VERSION_MAJOR(negotiated), RM_ABI_VERSION_MINOR(negotiated));
+    *out_context = context;
+    return RM_OK;
+}
+
+void rm_context_destroy(rm_context *context)
+{
+    if (context == NULL)
+        return;
+    if (context->fork_generation != rm_fork_generation()) {
+        /* A child's copy: the parent's threads do not exist here and its
+         * locks may be held, so only the memory is ours to give back. */
+        free(context);
+        return;
+    }
+    stop_capabilities(context);
+    free(context);
+}
+
+const char *rm_context_last_error(const rm_context *context)
+{
+    return rm_error_last(context);
+}
+
+int32_t rm_context_info_get(const rm_context *context, rm_context_info *out)
+{
+    int32_t status = check_context(context);
+    if (status != RM_OK)
+        return status;
+    if (out == NULL)
+        return rm_error_set(context, RM_E_INVALID_ARGUMENT, "info is NULL");
+    status = check_struct_size(context, out->struct_size, CONTEXT_INFO_V1_0_SIZE,
+                               "rm_context_info");
+    if (status != RM_OK)
+        return status;
+    rm_context_info info = {
+        .negotiated_abi_version = context->negotiated_abi_version,
+        .features_built = rm_features_built(),
+        .features_enabled = context->features_enabled,
+        .allocator_arena = context->allocator_arena,
+    };
+#if RM_HAVE_SHARED_MEMORY
+    snprintf(info.allocator, sizeof info.allocator, "%s", rm_allocator_version());
+#endif
+    copy_out(out, &info, sizeof info);
+    return RM_OK;
+}
+
+int32_t rm_context_config_get(const rm_context *context, const char *key, char *buffer,
+                              uint64_t buffer_size, uint64_t *out_needed)
+{
+    int32_t status = check_context(context);
+    if (status != RM_OK)
+        return status;
+    if (key == NULL)
+        return rm_error_set(context, RM_E_INVALID_ARGUMENT, "key is NULL");
+    size_t needed = 0;
+    status = rm_config_format(&context->config, key, buffer, (size_t)buffer_size,
+                              &needed, context);
+    if (out_needed != NULL && status != RM_E_CONFIG_UNKNOWN_KEY)
+        *out_needed = needed;
+    return status;
+}
+
+/* ---- model registry ----------------------------------------------------- */
+
+int32_t rm_context_model_key_normalize(const char *key, char *out, uint64_t out_size)
+{
+#if RM_HAVE_MODEL_REGISTRY
+    rm_error_clear();
+    return rm_model_key_normalize(key, out, (size_t)out_size, NULL);
+#else
+    (void)key, (void)out, (void)out_size;
+    return rm_error_set(NULL, RM_E_FEATURE_UNAVAILABLE,
+                        "feature 'model-registry' was not built into this plugin");
+#endif
+}
+
+int32_t rm_context_model_get_or_load(rm_context *context, const char *key,
+                                     rm_model_loader_fn loader, void *loader_user,
+                                     rm_model_handle **out_handle, void **out_model)
+{
+    if (out_handle != NULL)
+        *out_handle = NULL;
+    if (out_model != NULL)
+        *out_model = NULL;
+    int32_t status = check_feature(context, RM_FEATURE_MODEL_REGISTRY, "model-registry");
+    if (status != RM_OK)
+        return status;
+    if (key == NULL || loader == NULL || out_handle == NULL || out_model == NULL)
+        return rm_error_set(context, RM_E_INVALID_ARGUMENT,
+                            "model_get_or_load: key, loader, out_handle and out_model "
+                            "must not be NULL");
+#if RM_HAVE_MODEL_REGISTRY
+    return rm_registry_get_or_load(context->registry, key, loader, loader_user,
+                                   out_handle, out_model);
+#else
+    (void)loader_user;
+    return RM_E_FEATURE_UNAVAILABLE;
+#endif
+}
+
+int32_t rm_context_model_release(rm_context *context, rm_model_handle *handle)
+{
+    int32_t status = check_feature(context, RM_FEATURE_MODEL_REGISTRY, "model-registry");
+    if (status != RM_OK)
+        return status;
+    if (handle == NULL)
+        return rm_error_set(context, RM_E_INVALID_ARGUMENT, "model_release: handle is NULL");
+#if RM_HAVE_MODEL_REGISTRY
+    return rm_registry_release(context->registry, handle);
+#else
+    return RM_E_FEATURE_UNAVAILABLE;
+#endif
+}
+
+int32_t rm_context_model_evict(rm_context *context, const char *key)
+{
+    int32_t status = check_feature(context, RM_FEATURE_MODEL_REGISTRY, "model-registry");
+    if (status != RM_OK)
+        return status;
+#if RM_HAVE_MODEL_REGISTRY
+    return rm_registry_evict(context->registry, key);
+#else
+    (void)key;
+    return RM_E_FEATURE_UNAVAILABLE;
+#endif
+}
+
+int32_t rm_context_registry_metrics(rm_context *context, rm_registry_metrics *out)
+{
+    int32_t status = check_feature(context, RM_FEATURE_MODEL_REGISTRY, "model-registry");
+    if (status != RM_OK)
+        return status;
+    if (out == NULL)
+        return rm_error_set(context, RM_E_INVALID_ARGUMENT, "metrics is NULL");
+    status = check_struct_size(context, out->struct_size, REGISTRY_METRICS_V1_0_SIZE,
+                               "rm_registry_metrics");
+    if (status != RM_OK)
+        return status;
+#if RM_HAVE_MODEL_REGISTRY
+    rm_registry_metrics metrics = RM_STRUCT_INIT(rm_registry_metrics);
+    rm_registry_get_metrics(context->registry, &metrics);
+    copy_out(out, &metrics, sizeof metrics);
+    return RM_OK;
+#else
+    return RM_E_FEATURE_UNAVAILABLE;
+#endif
+}
+
+int32_t rm_context_registry_list(rm_context *context, rm_model_info *out,
+                                 uint32_t info_struct_size, uint32_t capacity,
+                                 uint32_t *out_count)
+{
+    int32_t status = check_feature(context, RM_FEATURE_MODEL_REGISTRY, "model-registry");
+    if (status != RM_OK)
+        return status;
+    if (out_count == NULL || (out == NULL && capacity > 0))
+        return rm_error_set(context, RM_E_INVALID_ARGUMENT,
+                            "registry_list: out_count is NULL, or out is NULL with "
+                            "capacity %u",
+                            capacity);
+    status = check_struct_size(context, info_struct_size, MODEL_INFO_V1_0_SIZE,
+                               "rm_model_info");
+    if (status != RM_OK)
+        return status;
+#if RM_HAVE_MODEL_REGISTRY
+    return rm_registry_list(context->registry, out, info_struct_size, capacity, out_count);
+#else
+    return RM_E_FEATURE_UNAVAILABLE;
+#endif
+}

@@ -1,0 +1,24 @@
+/* The services a host lends the plugin: a log sink and a clock. */
+#ifndef RM_INTERNAL_HOST_H
+#define RM_INTERNAL_HOST_H
+
+#include <stdint.h>
+
+#include "rm_plugin.h"
+
+typedef struct rm_host {
+    rm_host_services services; /* copied at negotiation; zeroed = none */
+    int32_t log_level;         /* lines above this level are dropped */
+} rm_host;
+
+/** Sends one line to the host's sink (or stderr) if `level` passes. */
+void rm_host_log(const rm_host *host, int32_t level, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/** Monotonic nanoseconds from the host's clock, or CLOCK_MONOTONIC. */
+uint64_t rm_host_now_ns(const rm_host *host);
+
+/** Static name of a log level ("error", ...), or NULL if out of range. */
+const char *rm_log_level_name(int32_t level);
+
+#endif

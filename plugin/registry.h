@@ -1,0 +1,43 @@
+/* The process-scope model registry: one load per `name@device` key. */
+#ifndef RM_INTERNAL_REGISTRY_H
+#define RM_INTERNAL_REGISTRY_H
+
+#include <stdint.h>
+
+#include "host.h"
+#include "rm_plugin.h"
+
+typedef struct rm_registry rm_registry;
+
+typedef struct rm_registry_config {
+    uint64_t ttl_ns;     /* idle time before eviction; 0 = no TTL */
+    uint64_t max_bytes;  /* 0 = unlimited */
+    uint64_t max_models; /* 0 = unlimited */
+} rm_registry_config;
+
+/**
+ * Creates a registry and starts its eviction thread. `host` (log, clock)
+ * must outlive the registry; `error_owner` is the context that failures are
+ * recorded for (rm_error_set). Returns RM_OK, RM_E_NO_MEMORY, RM_E_SYSTEM.
+ */
+int32_t rm_registry_create(const rm_registry_config *config,
+                           const rm_host *host, const void *error_owner,
+                           rm_registry **out);
+
+/** Joins the eviction thread and destroys every model. NULL: no-op. */
+void rm_registry_destroy(rm_registry *registry);
+
+/* The following implement the vtable members of the same names; see
+ * abi/rm_plugin.h for their contracts. Callers have already checked the
+ * context (NULL, fork generation, feature enabled) and struct sizes. */
+int32_t rm_registry_get_or_load(rm_registry *registry, const char *key,
+                                rm_model_loader_fn loader, void *loader_user,
+                                rm_model_handle **out_handle, void **out_model);
+int32_t rm_registry_release(rm_registry *registry, rm_model_handle *handle);
+int32_t rm_registry_evict(rm_registry *registry, const char *key);
+void rm_registry_get_metrics(rm_registry *registry, rm_registry_metrics *out);
+int32_t rm_registry_list(rm_registry *registry, rm_model_info *out,
+                         uint32_t info_struct_size, uint32_t capacity,
+                         uint32_t *out_count);
+
+#endif

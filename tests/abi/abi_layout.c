@@ -1,0 +1,110 @@
+/* Pins the size and every field offset of each published ABI struct (1.0,
+ * LP64). A failure here means the ABI changed: only appending is allowed,
+ * which changes sizes but never an existing offset; update a size only for
+ * an append, and never an offset. */
+#include <stddef.h>
+
+#include "rm_plugin.h"
+
+#define PIN_SIZE(type, size) _Static_assert(sizeof(type) == (size), #type " size")
+#define PIN_OFFSET(type, field, offset) \
+    _Static_assert(offsetof(type, field) == (offset), #type "." #field " offset")
+
+_Static_assert(sizeof(void *) == 8, "the pinned layout is the LP64 one");
+
+PIN_SIZE(rm_host_services, 32);
+PIN_OFFSET(rm_host_services, struct_size, 0);
+PIN_OFFSET(rm_host_services, abi_version, 4);
+PIN_OFFSET(rm_host_services, user, 8);
+PIN_OFFSET(rm_host_services, log, 16);
+PIN_OFFSET(rm_host_services, monotonic_ns, 24);
+
+PIN_SIZE(rm_negotiate_request, 72);
+PIN_OFFSET(rm_negotiate_request, struct_size, 0);
+PIN_OFFSET(rm_negotiate_request, abi_version, 4);
+PIN_OFFSET(rm_negotiate_request, min_abi_version, 8);
+PIN_OFFSET(rm_negotiate_request, max_abi_version, 12);
+PIN_OFFSET(rm_negotiate_request, services, 16);
+PIN_OFFSET(rm_negotiate_request, error_buffer, 24);
+PIN_OFFSET(rm_negotiate_request, error_buffer_size, 32);
+PIN_OFFSET(rm_negotiate_request, reserved, 40);
+
+PIN_SIZE(rm_config_entry, 16);
+PIN_OFFSET(rm_config_entry, key, 0);
+PIN_OFFSET(rm_config_entry, value, 8);
+
+PIN_SIZE(rm_context_options, 72);
+PIN_OFFSET(rm_context_options, entries, 8);
+PIN_OFFSET(rm_context_options, entry_count, 16);
+PIN_OFFSET(rm_context_options, config_path, 24);
+PIN_OFFSET(rm_context_options, flags, 32);
+PIN_OFFSET(rm_context_options, reserved, 40);
+
+PIN_SIZE(rm_context_info, 136);
+PIN_OFFSET(rm_context_info, negotiated_abi_version, 8);
+PIN_OFFSET(rm_context_info, reserved0, 12);
+PIN_OFFSET(rm_context_info, features_built, 16);
+PIN_OFFSET(rm_context_info, features_enabled, 24);
+PIN_OFFSET(rm_context_info, allocator, 32);
+PIN_OFFSET(rm_context_info, allocator_arena, 128);
+PIN_OFFSET(rm_context_info, reserved1, 132);
+
+PIN_SIZE(rm_loaded_model, 40);
+PIN_OFFSET(rm_loaded_model, model, 8);
+PIN_OFFSET(rm_loaded_model, bytes, 16);
+PIN_OFFSET(rm_loaded_model, destroy, 24);
+PIN_OFFSET(rm_loaded_model, destroy_user, 32);
+
+PIN_SIZE(rm_model_info, 328);
+PIN_OFFSET(rm_model_info, key, 8);
+PIN_OFFSET(rm_model_info, device, 264);
+PIN_OFFSET(rm_model_info, bytes, 296);
+PIN_OFFSET(rm_model_info, refcount, 304);
+PIN_OFFSET(rm_model_info, loaded_at_ns, 312);
+PIN_OFFSET(rm_model_info, last_used_ns, 320);
+
+PIN_SIZE(rm_registry_metrics, 104);
+PIN_OFFSET(rm_registry_metrics, hits, 8);
+PIN_OFFSET(rm_registry_metrics, misses, 16);
+PIN_OFFSET(rm_registry_metrics, loads, 24);
+PIN_OFFSET(rm_registry_metrics, load_failures, 32);
+PIN_OFFSET(rm_registry_metrics, evictions, 40);
+PIN_OFFSET(rm_registry_metrics, evictions_ttl, 48);
+PIN_OFFSET(rm_registry_metrics, evictions_lru, 56);
+PIN_OFFSET(rm_registry_metrics, evictions_explicit, 64);
+PIN_OFFSET(rm_registry_metrics, models, 72);
+PIN_OFFSET(rm_registry_metrics, bytes, 80);
+PIN_OFFSET(rm_registry_metrics, over_budget, 88);
+PIN_OFFSET(rm_registry_metrics, hit_rate, 96);
+
+PIN_SIZE(rm_plugin_v1, 144);
+PIN_OFFSET(rm_plugin_v1, struct_size, 0);
+PIN_OFFSET(rm_plugin_v1, abi_version, 4);
+PIN_OFFSET(rm_plugin_v1, features_built, 8);
+PIN_OFFSET(rm_plugin_v1, name, 16);
+PIN_OFFSET(rm_plugin_v1, version, 24);
+PIN_OFFSET(rm_plugin_v1, error_name, 32);
+PIN_OFFSET(rm_plugin_v1, strerror, 40);
+PIN_OFFSET(rm_plugin_v1, context_create, 48);
+PIN_OFFSET(rm_plugin_v1, context_destroy, 56);
+PIN_OFFSET(rm_plugin_v1, context_last_error, 64);
+PIN_OFFSET(rm_plugin_v1, context_info, 72);
+PIN_OFFSET(rm_plugin_v1, config_get, 80);
+PIN_OFFSET(rm_plugin_v1, config_key_at, 88);
+PIN_OFFSET(rm_plugin_v1, model_key_normalize, 96);
+PIN_OFFSET(rm_plugin_v1, model_get_or_load, 104);
+PIN_OFFSET(rm_plugin_v1, model_release, 112);
+PIN_OFFSET(rm_plugin_v1, model_evict, 120);
+PIN_OFFSET(rm_plugin_v1, registry_metrics, 128);
+PIN_OFFSET(rm_plugin_v1, registry_list, 136);
+
+/* Error codes and feature bits are part of the ABI too. */
+_Static_assert(RM_E_INVALID_ARGUMENT == -1 && RM_E_SHUTTING_DOWN == -19, "error codes");
+_Static_assert(RM_FEATURE_MODEL_REGISTRY == 1 && RM_FEATURE_SHARED_MEMORY == 2 &&
+                   RM_FEATURE_CUDA_IPC == 4, "feature bits");
+_Static_assert(RM_MODEL_KEY_MAX == 256, "key limit");
+
+int main(void)
+{
+    return 0;
+}

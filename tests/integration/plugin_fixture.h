@@ -1,0 +1,44 @@
+/* Loads the real rm_plugin.so (named by $RM_PLUGIN_PATH) for a test suite. */
+#ifndef RM_TEST_PLUGIN_FIXTURE_H
+#define RM_TEST_PLUGIN_FIXTURE_H
+
+#include <criterion/criterion.h>
+#include <stdlib.h>
+
+#include "plugin_loader.h"
+
+static rm_loaded_plugin fixture_plugin;
+static const rm_plugin_v1 *vt;
+
+static inline void fixture_load(void)
+{
+    char error[1024];
+    const char *path = getenv("RM_PLUGIN_PATH");
+    cr_assert_not_null(path, "RM_PLUGIN_PATH must name the built rm_plugin.so");
+    cr_assert_eq(rm_plugin_load(path, NULL, RM_ABI_VERSION(1, 0), RM_ABI_VERSION_CURRENT,
+                                NULL, &fixture_plugin, error, sizeof error),
+                 0, "%s", error);
+    vt = fixture_plugin.vtable;
+}
+
+static inline void fixture_unload(void)
+{
+    rm_plugin_unload(&fixture_plugin);
+    vt = NULL;
+}
+
+/* A context from key/value pairs (NULL-terminated), ignoring $RM_PLUGIN_CONFIG. */
+static inline int32_t fixture_context(rm_context **out, const char *const *pairs)
+{
+    rm_config_entry entries[16];
+    uint64_t count = 0;
+    for (; pairs != NULL && pairs[2 * count] != NULL; count++)
+        entries[count] = (rm_config_entry){.key = pairs[2 * count], .value = pairs[2 * count + 1]};
+    rm_context_options options = RM_STRUCT_INIT(rm_context_options);
+    options.entries = entries;
+    options.entry_count = count;
+    options.flags = RM_CONTEXT_IGNORE_ENV;
+    return vt->context_create(&options, out);
+}
+
+#endif

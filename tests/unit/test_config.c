@@ -1,0 +1,243 @@
+/* Configuration keys: every key valid, invalid and unknown; files. */
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "error.h"
+
+TestSuite(config, .timeout = 10);
+
+/* Criterion re-executes its workers, so parameters hold their strings
+ * inline: a pointer into the parent's data would not survive ASLR. */
+struct valid_case {
+    char key[32];
+    char value[48];
+    char effective[32]; /* config_get's answer afterwards */
+};
+
+ParameterizedTestParameters(config, valid_values)
+{
+    static struct valid_case cases[] = {
+        {"features", "none", "none"},
+        {"features", "shared-memory", "shared-memory"},
+        {"features", " shared-memory , shared-memory ", "shared-memory"},
+        {"log.level", "error", "error"},
+        {"log.level", "debug", "debug"},
+        {"registry.ttl_s", "0", "0"},
+        {"registry.ttl_s", "0.25", "0.25"},
+        {"registry.ttl_s", "31536000", "31536000"},
+        {"registry.max_bytes", "0", "0"},
+        {"registry.max_bytes", "1536", "1536"},
+        {"registry.max_bytes", "2K", "2048"},
+        {"registry.max_bytes", "3MiB", "3145728"},
+        {"registry.max_bytes", "1G", "1073741824"},
+        {"registry.max_bytes", "4TiB", "4398046511104"},
+        {"registry.max_bytes", "18446744073709551615", "18446744073709551615"},
+        {"registry.max_models", "0", "0"},
+        {"registry.max_models", "1048576", "1048576"},
+    };
+    return cr_make_param_array(struct valid_case, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(struct valid_case *c, config, valid_values)
+{
+    rm_config config;
+    rm_config_defaults(&config);
+    cr_assert_eq(rm_config_set(&config, c->key, c->value, "test", NULL), RM_OK,
+                 "%s = %s: %s", c->key, c->value, rm_error_last(NULL));
+    char text[64];
+    size_t needed = 0;
+    cr_assert_eq(rm_config_format(&config, c->key, text, sizeof text, &needed, NULL), RM_OK);
+    cr_expect_str_eq(text, c->effective);
+    cr_expect_eq(needed, strlen(c->effective) + 1);
+}
+
+struct invalid_case {
+    char key[32];
+    char value[48];
+    int32_t code;
+};
+
+ParameterizedTestParameters(config, invalid_values)
+{
+    static struct invalid_case cases[] = {
+        {"features", "", RM_E_CONFIG_INVALID_VALUE},
+        {"features", "model_registry", RM_E_CONFIG_INVALID_VALUE},
+        {"features", "shared-memory,", RM_E_CONFIG_INVALID_VALUE},
+        {"features", "cuda-ipc", RM_E_CONFIG_INVALID_VALUE},
+        {"features", "ALL", RM_E_CONFIG_INVALID_VALUE},
+        {"log.level", "verbose", RM_E_CONFIG_INVALID_VALUE},
+        {"log.level", "", RM_E_CONFIG_INVALID_VALUE},
+        {"log.level", "WARN", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.ttl_s", "", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.ttl_s", "-1", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.ttl_s", "31536000.5", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.ttl_s", "1e3", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.ttl_s", "nan", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.ttl_s", "inf", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.ttl_s", "5.", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.ttl_s", ".5", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.ttl_s", "30s", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.max_bytes", "", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.max_bytes", "-5", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.max_bytes", "10X", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.max_bytes", "1 G", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.max_bytes", "16777216T", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.max_bytes", "18446744073709551616", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.max_bytes", "0x10", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.max_models", "1048577", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.max_models", "2K", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.max_models", "-1", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.ttl", "30", RM_E_CONFIG_UNKNOWN_KEY},
+        {"Features", "all", RM_E_CONFIG_UNKNOWN_KEY},
+        {"", "x", RM_E_CONFIG_UNKNOWN_KEY},
+    };
+    return cr_make_param_array(struct invalid_case, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(struct invalid_case *c, config, invalid_values)
+{
+    rm_config config, before;
+    rm_config_defaults(&config);
+    before = config;
+    cr_assert_eq(rm_config_set(&config, c->key, c->value, "entry 3", NULL), c->code,
+                 "%s = '%s'", c->key, c->value);
+    const char *message = rm_error_last(NULL);
+    /* The message names where the pair came from and the key. */
+    cr_expect(strstr(message, "entry 3") != NULL, "message: %s", message);
+    cr_expect(strstr(message, c->key) != NULL, "message: %s", message);
+    if (c->code == RM_E_CONFIG_INVALID_VALUE)
+        cr_expect(strstr(message, "expected") != NULL, "message: %s", message);
+    else
+        cr_expect(strstr(message, "known keys: features") != NULL, "message: %s", message);
+    /* A rejected value changes nothing. */
+    cr_expect(memcmp(&config, &before, sizeof config) == 0);
+}
+
+Test(config, defaults_are_documented_values)
+{
+    rm_config config;
+    rm_config_defaults(&config);
+    cr_expect_eq(config.features, rm_features_built());
+    cr_expect_eq(config.log_level, RM_LOG_WARN);
+    cr_expect_float_eq(config.registry_ttl_s, 30.0, 1e-9);
+    cr_expect_eq(config.registry_max_bytes, 0);
+    cr_expect_eq(config.registry_max_models, 0);
+}
+
+Test(config, key_enumeration_matches_formatter)
+{
+    rm_config config;
+    rm_config_defaults(&config);
+    uint32_t count = 0;
+    for (const char *key; (key = rm_config_key_at(count)) != NULL; count++) {
+        char text[128];
+        cr_expect_eq(rm_config_format(&config, key, text, sizeof text, NULL, NULL), RM_OK,
+                     "%s", key);
+    }
+    cr_expect_eq(count, 5);
+}
+
+Test(config, format_reports_needed_size_and_leaves_small_buffer_alone)
+{
+    rm_config config;
+    rm_config_defaults(&config);
+    char tiny[2] = {'#', '#'};
+    size_t needed = 0;
+    cr_assert_eq(rm_config_format(&config, "log.level", tiny, sizeof tiny, &needed, NULL),
+                 RM_E_BUFFER_TOO_SMALL);
+    cr_expect_eq(needed, sizeof "warn");
+    cr_expect_eq(tiny[0], '#');
+    cr_expect_eq(rm_config_format(&config, "nope", tiny, sizeof tiny, &needed, NULL),
+                 RM_E_CONFIG_UNKNOWN_KEY);
+}
+
+static char *write_temp_file(const char *content)
+{
+    static char path[64];
+    snprintf(path, sizeof path, "/tmp/rm-config-test-XXXXXX");
+    int fd = mkstemp(path);
+    cr_assert(fd >= 0);
+    cr_assert_eq(write(fd, content, strlen(content)), (ssize_t)strlen(content));
+    close(fd);
+    return path;
+}
+
+Test(config, file_with_comments_blanks_and_spaces)
+{
+    char *path = write_temp_file("# a deployment\n\n  registry.ttl_s = 2.5  \n"
+                                 "log.level=debug\n\t# indented comment\n"
+                                 "registry.max_bytes = 1G\n");
+    rm_config config;
+    rm_config_defaults(&config);
+    cr_assert_eq(rm_config_apply_file(&config, path, NULL), RM_OK, "%s", rm_error_last(NULL));
+    cr_expect_float_eq(config.registry_ttl_s, 2.5, 1e-9);
+    cr_expect_eq(config.log_level, RM_LOG_DEBUG);
+    cr_expect_eq(config.registry_max_bytes, 1ull << 30);
+    unlink(path);
+}
+
+struct file_case {
+    char content[64];
+    int32_t code;
+    char message_part[64];
+};
+
+ParameterizedTestParameters(config, bad_files)
+{
+    static struct file_case cases[] = {
+        {"registry.ttl_s 5\n", RM_E_CONFIG_FILE, ":1: expected 'key = value'"},
+        {"log.level = info\n = 5\n", RM_E_CONFIG_FILE, ":2: missing key"},
+        {"\n\nbogus = 1\n", RM_E_CONFIG_UNKNOWN_KEY, ":3: unknown configuration key 'bogus'"},
+        {"registry.max_models = many\n", RM_E_CONFIG_INVALID_VALUE, ":1: invalid value 'many'"},
+    };
+    return cr_make_param_array(struct file_case, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(struct file_case *c, config, bad_files)
+{
+    char *path = write_temp_file(c->content);
+    rm_config config;
+    rm_config_defaults(&config);
+    cr_expect_eq(rm_config_apply_file(&config, path, NULL), c->code);
+    cr_expect(strstr(rm_error_last(NULL), c->message_part) != NULL, "message: %s",
+              rm_error_last(NULL));
+    cr_expect(strstr(rm_error_last(NULL), path) != NULL);
+    unlink(path);
+}
+
+Test(config, missing_file_names_path_and_reason)
+{
+    rm_config config;
+    rm_config_defaults(&config);
+    cr_expect_eq(rm_config_apply_file(&config, "/nonexistent/rm.conf", NULL), RM_E_CONFIG_FILE);
+    cr_expect(strstr(rm_error_last(NULL), "/nonexistent/rm.conf") != NULL);
+    cr_expect(strstr(rm_error_last(NULL), "No such file") != NULL, "%s", rm_error_last(NULL));
+}
+
+Test(config, overlong_line_is_rejected)
+{
+    static char content[6000];
+    memset(content, 'a', sizeof content - 2);
+    content[sizeof content - 2] = '\n';
+    char *path = write_temp_file(content);
+    rm_config config;
+    rm_config_defaults(&config);
+    cr_expect_eq(rm_config_apply_file(&config, path, NULL), RM_E_CONFIG_FILE);
+    cr_expect(strstr(rm_error_last(NULL), "line longer than") != NULL);
+    unlink(path);
+}
+
+Test(config, error_names_and_strings_cover_every_code)
+{
+#define CHECK_CODE_(code, name, message)                        \
+    cr_expect_str_eq(rm_error_name(code), #name);                \
+    cr_expect_str_eq(rm_error_string(code), message);
+    RM_ERROR_MAP(CHECK_CODE_)
+#undef CHECK_CODE_
+    cr_expect_str_eq(rm_error_name(-9999), "UNKNOWN");
+    cr_expect_str_eq(rm_error_string(42), "unknown error");
+}
