@@ -359,7 +359,8 @@ typedef struct rm_model_info {
     uint64_t bytes;
     uint64_t refcount;           /* handles not yet released */
     uint64_t loaded_at_ns;       /* host clock (monotonic) */
-    uint64_t last_used_ns;       /* last get or release */
+    uint64_t last_used_ns;       /* last release (or the load); rows are
+                                    ordered by last get or release */
 } rm_model_info;
 
 /** Counters since the context was created. */
@@ -387,8 +388,10 @@ typedef struct rm_registry_metrics {
 /**
  * The plugin's functions, ABI major 1. Static; never freed.
  * Structs the plugin fills for the host (rm_context_info,
- * rm_registry_metrics, rm_model_info rows) keep the host's struct_size and
- * abi_version; the plugin writes only the fields that fit in struct_size.
+ * rm_registry_metrics) keep the host's struct_size and abi_version; the
+ * plugin writes only the fields that fit in struct_size. Rows of
+ * registry_list() are written whole: their struct_size says how many bytes
+ * the plugin wrote (the smaller of the host's and the plugin's size).
  * Capability functions return RM_E_FEATURE_UNAVAILABLE when the capability
  * was not built, and RM_E_FEATURE_DISABLED when it was built but the
  * context's "features" leaves it out.

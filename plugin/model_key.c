@@ -1,7 +1,8 @@
 /* The `name@device` model key grammar (documented in abi/rm_plugin.h).
  *
- * Normalisation sits on the registry's hit path, so it is one pass over the
- * bytes with a bitset, no allocation and no locale-dependent calls.
+ * Normalisation runs whenever the registry meets a key string it has not
+ * just seen on that thread, so it is one pass over the bytes with a bitset,
+ * no allocation and no locale-dependent calls.
  * Every rejection names the key (escaped, truncated) and the exact problem,
  * because the message is all a host operator sees. */
 #include "model_key.h"
@@ -97,20 +98,14 @@ static int32_t reject(const void *error_owner, const char *key,
                         quoted, problem);
 }
 
-/* Lower-cases ASCII letters only; the grammar is ASCII, and tolower() would
- * consult the locale. */
-static char ascii_lower(char c)
+/* Case-insensitive match of `length` bytes against lower-case `word`.
+ * OR-ing 0x20 folds only letters here: the bytes were already checked to be
+ * printable (0x21..0x7e), and the only other byte that folds onto one of
+ * "cpuda:" is 0x1a, a control byte. Avoids locale-dependent tolower(). */
+static bool device_word_is(const char *device, const char *word, size_t length)
 {
-    return (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-}
-
-static bool device_word_is(const char *device, size_t length, const char *word)
-{
-    size_t word_length = strlen(word);
-    if (length != word_length)
-        return false;
     for (size_t i = 0; i < length; i++) {
-        if (ascii_lower(device[i]) != word[i])
+        if ((char)(device[i] | 0x20) != word[i])
             return false;
     }
     return true;
@@ -124,16 +119,16 @@ static int32_t normalize_device(const char *key, size_t key_length,
 {
     if (device_length == 0)
         return reject(error_owner, key, key_length, "has an empty device");
-    if (device_word_is(device, device_length, "cpu")) {
+    if (device_length == 3 && device_word_is(device, "cpu", 3)) {
         memcpy(normal, "cpu", 4);
         return RM_OK;
     }
-    if (device_word_is(device, device_length, "cuda")) {
+    if (device_length == 4 && device_word_is(device, "cuda", 4)) {
         memcpy(normal, "cuda:0", 7);
         return RM_OK;
     }
     char quoted_device[QUOTED_BUFFER_SIZE];
-    if (device_length > 5 && device_word_is(device, 5, "cuda:")) {
+    if (device_length > 5 && device_word_is(device, "cuda:", 5)) {
         const char *digits = device + 5;
         size_t digit_count = device_length - 5;
         bool all_digits = true;

@@ -20,10 +20,12 @@
  *    by construction (every wait is checked before it starts), so the walk
  *    ends.
  *  - A handle is the entry itself, so taking a reference allocates nothing.
- *  - READY entries sit in one LRU list ordered by last use; last_used_ns
- *    is clamped to never go backwards along the list, so the idle entries
- *    are also in deadline order and TTL scanning can stop at the first
- *    idle entry that has not expired.
+ *  - READY entries sit in one LRU list ordered by last use (get or
+ *    release). Only a release (or the end of a load) reads the clock into
+ *    last_used_ns: the host clock costs as much as the rest of a hit, and
+ *    only idle models' times matter, for TTL. The time is clamped to never
+ *    go backwards, so the idle entries of the list are in deadline order
+ *    and TTL scanning can stop at the first one that has not expired.
  *  - A background thread sleeps (CLOCK_MONOTONIC timed wait) until the
  *    earliest TTL deadline. Releasers wake it only when they create an
  *    earlier deadline than the one it sleeps for, which in steady state is
@@ -131,8 +133,9 @@ struct rm_registry {
 /* Small helpers                                                            */
 /* ------------------------------------------------------------------------ */
 
-/* Word-at-a-time multiply-xorshift with the murmur3 finaliser: keys are
- * short, and byte-at-a-time FNV costs more than the rest of a hit. */
+/* Word-at-a-time multiply-xorshift with the murmur3 finaliser: cheaper than
+ * byte-at-a-time FNV-1a on typical 15-40 byte keys, and every input bit
+ * reaches the bucket index. */
 static uint64_t hash_key(const char *key, size_t length)
 {
     const uint64_t multiplier = UINT64_C(0xff51afd7ed558ccd);
@@ -151,6 +154,52 @@ static uint64_t hash_key(const char *key, size_t length)
     hash *= UINT64_C(0xc4ceb9fe1a85ec53);
     hash ^= hash >> 33;
     return hash;
+}
+
+/* The last key this thread resolved, as given and as normalised. Hosts
+ * call get_or_load with the same key string on every inference, and
+ * comparing the bytes is several times cheaper than validating and hashing
+ * them again. The normal form and hash are a pure function of the raw
+ * bytes, so a byte-for-byte match makes them reusable. */
+typedef struct resolved_key_cache {
+    size_t raw_length; /* 0: empty (a valid key is never empty) */
+    size_t normal_length;
+    uint64_t hash;
+    char raw[RM_MODEL_KEY_MAX];
+    char normal[RM_MODEL_KEY_MAX];
+} resolved_key_cache;
+
+static _Thread_local resolved_key_cache last_resolved_key;
+
+/* Checks and normalises `key` into `normal` (RM_MODEL_KEY_MAX bytes, on the
+ * caller's stack: a loader running inside this call may resolve other keys
+ * on the same thread and overwrite the cache) and sets its length and
+ * hash. Returns RM_OK or the normalisation error. */
+static int32_t resolve_key(const void *error_owner, const char *key,
+                           char *normal, size_t *normal_length, uint64_t *hash)
+{
+    resolved_key_cache *cache = &last_resolved_key;
+    size_t raw_length = strnlen(key, RM_MODEL_KEY_MAX);
+    if (raw_length == cache->raw_length &&
+        memcmp(key, cache->raw, raw_length) == 0) {
+        memcpy(normal, cache->normal, cache->normal_length + 1);
+        *normal_length = cache->normal_length;
+        *hash = cache->hash;
+        return RM_OK;
+    }
+    int32_t status =
+        rm_model_key_normalize(key, normal, RM_MODEL_KEY_MAX, error_owner);
+    if (status != RM_OK)
+        return status;
+    *normal_length = strlen(normal);
+    *hash = hash_key(normal, *normal_length);
+    /* raw_length < RM_MODEL_KEY_MAX: normalisation rejects longer keys. */
+    cache->raw_length = raw_length;
+    memcpy(cache->raw, key, raw_length);
+    cache->normal_length = *normal_length;
+    memcpy(cache->normal, normal, *normal_length + 1);
+    cache->hash = *hash;
+    return RM_OK;
 }
 
 static uint64_t saturating_add(uint64_t a, uint64_t b)
@@ -298,20 +347,28 @@ static void lru_append(rm_registry *registry, entry *e)
     registry->lru_tail = e;
 }
 
-/* Marks `e` as used at `now_ns` (read before the mutex was taken) and moves
- * it to the most-recent end. */
-static void mark_used(rm_registry *registry, entry *e, uint64_t now_ns)
+/* Moves `e` to the most-recently-used end of the list. */
+static void move_to_lru_tail(rm_registry *registry, entry *e)
 {
-    /* Two threads may read the clock in one order and take the mutex in
-     * the other; clamping keeps the list sorted by last_used_ns. */
-    if (now_ns < registry->latest_use_ns)
-        now_ns = registry->latest_use_ns;
-    registry->latest_use_ns = now_ns;
-    e->last_used_ns = now_ns;
     if (registry->lru_tail != e) {
         lru_unlink(registry, e);
         lru_append(registry, e);
     }
+}
+
+/* Records that `e` stopped being used (released, or admitted after its
+ * load) at `now_ns`, read before the mutex was taken, and makes it the most
+ * recently used. */
+static void mark_released(rm_registry *registry, entry *e, uint64_t now_ns)
+{
+    /* Two threads may read the clock in one order and take the mutex in
+     * the other; clamping keeps the idle entries of the list sorted by
+     * last_used_ns, which TTL scanning relies on. */
+    if (now_ns < registry->latest_use_ns)
+        now_ns = registry->latest_use_ns;
+    registry->latest_use_ns = now_ns;
+    e->last_used_ns = now_ns;
+    move_to_lru_tail(registry, e);
 }
 
 /* Takes a READY entry out of the table and the list and queues it for
@@ -728,7 +785,7 @@ static int32_t load(rm_registry *registry, const char *key, size_t key_length,
     registry->models++;
     registry->bytes += loaded.bytes;
     lru_append(registry, e);
-    mark_used(registry, e, now_ns);
+    mark_released(registry, e, now_ns);
     e->loaded_at_ns = e->last_used_ns;
 
     victim_list victims;
@@ -774,14 +831,11 @@ int32_t rm_registry_get_or_load(rm_registry *registry, const char *key,
                                                  : "out_model");
 
     char normal[RM_MODEL_KEY_MAX];
-    int32_t status = rm_model_key_normalize(key, normal, sizeof normal, owner);
+    size_t key_length;
+    uint64_t hash;
+    int32_t status = resolve_key(owner, key, normal, &key_length, &hash);
     if (status != RM_OK)
         return status;
-    size_t key_length = strlen(normal);
-    uint64_t hash = hash_key(normal, key_length);
-    /* Read before locking: the clock may be host code, and this keeps the
-     * critical section short. */
-    uint64_t now_ns = rm_host_now_ns(registry->host);
 
     lock(registry);
     if (registry->shutting_down) {
@@ -793,9 +847,12 @@ int32_t rm_registry_get_or_load(rm_registry *registry, const char *key,
     }
     entry *e = table_find(registry, normal, key_length, hash);
     if (e != NULL && e->state == ENTRY_READY) {
+        /* A hit moves the model in the LRU order but reads no clock: the
+         * clock costs as much as the rest of a hit, and only idle models'
+         * times matter (TTL), which their release records. */
         e->refcount++;
         registry->hits++;
-        mark_used(registry, e, now_ns);
+        move_to_lru_tail(registry, e);
         hand_out(e, out_handle, out_model);
         unlock(registry);
         return RM_OK;
@@ -830,7 +887,7 @@ int32_t rm_registry_release(rm_registry *registry, rm_model_handle *handle)
                             "acquired");
     }
     handle->refcount--;
-    mark_used(registry, handle, now_ns);
+    mark_released(registry, handle, now_ns);
     if (handle->refcount == 0) {
         if (registry->evictor_started) {
             uint64_t deadline =
@@ -871,12 +928,12 @@ int32_t rm_registry_evict(rm_registry *registry, const char *key)
     }
 
     char normal[RM_MODEL_KEY_MAX];
-    int32_t status = rm_model_key_normalize(key, normal, sizeof normal,
-                                            registry->error_owner);
+    size_t key_length;
+    uint64_t hash;
+    int32_t status = resolve_key(registry->error_owner, key, normal,
+                                 &key_length, &hash);
     if (status != RM_OK)
         return status;
-    size_t key_length = strlen(normal);
-    uint64_t hash = hash_key(normal, key_length);
 
     lock(registry);
     entry *e = table_find(registry, normal, key_length, hash);

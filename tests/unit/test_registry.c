@@ -385,6 +385,53 @@ Test(registry, invalid_keys_and_arguments_are_rejected_without_loading)
     rm_registry_destroy(registry);
 }
 
+Test(registry, repeated_and_similar_key_strings_resolve_to_the_right_entry)
+{
+    /* The registry remembers the last key string each thread resolved;
+     * strings that differ in any byte, length or validity must not be
+     * taken for it. */
+    rm_registry *registry = make_registry(0, 0, 0);
+    loader_spec a = make_spec("a", 1);
+    loader_spec ab = make_spec("ab", 1);
+    rm_model_handle *first = must_get(registry, "a@cpu", &a);
+    rm_model_handle *again = must_get(registry, "a@cpu", &a);
+    cr_assert_eq(first, again);
+    rm_model_handle *handle;
+    void *model;
+    cr_assert_eq(rm_registry_get_or_load(registry, "a@cp", spec_loader, &a,
+                                         &handle, &model),
+                 RM_E_INVALID_KEY);
+    cr_assert_eq(rm_registry_get_or_load(registry, "a@cpux", spec_loader, &a,
+                                         &handle, &model),
+                 RM_E_INVALID_KEY);
+    rm_model_handle *upper = must_get(registry, "a@CPU", &a);
+    cr_assert_eq(upper, first);
+    rm_model_handle *other = must_get(registry, "ab@cpu", &ab);
+    cr_assert_neq(other, first);
+    rm_model_handle *back = must_get(registry, "a@cpu", &a);
+    cr_assert_eq(back, first);
+    /* A key string changed in place between calls. */
+    char mutable_key[] = "a@cpu";
+    rm_model_handle *from_buffer = must_get(registry, mutable_key, &a);
+    cr_assert_eq(from_buffer, first);
+    mutable_key[0] = 'b';
+    loader_spec b = make_spec("b", 1);
+    rm_model_handle *changed = must_get(registry, mutable_key, &b);
+    cr_assert_neq(changed, first);
+    cr_assert_eq(atomic_load(&a.calls), 1);
+    cr_assert_eq(atomic_load(&ab.calls), 1);
+    cr_assert_eq(atomic_load(&b.calls), 1);
+    cr_assert_eq(rm_registry_evict(registry, "b@cpu"), RM_E_BUSY);
+    rm_model_handle *handles[] = {first, again, upper, other, back,
+                                  from_buffer, changed};
+    for (size_t i = 0; i < sizeof handles / sizeof handles[0]; i++)
+        must_release(registry, handles[i]);
+    cr_assert_eq(rm_registry_evict(registry, "b@cpu"), RM_OK);
+    cr_assert_eq(rm_registry_evict(registry, "b@cpu"), RM_E_NOT_FOUND);
+    cr_assert(lru_order_is(registry, "ab@cpu,a@cpu"));
+    rm_registry_destroy(registry);
+}
+
 Test(registry, double_release_is_caught)
 {
     rm_registry *registry = make_registry(0, 0, 0);

@@ -257,7 +257,7 @@ static void print_registry(const rm_plugin_v1 *vt, rm_context *context)
     vt->registry_metrics(context, &metrics);
     printf("      metrics: hits %" PRIu64 ", misses %" PRIu64 ", loads %" PRIu64
            ", failures %" PRIu64 ", evictions %" PRIu64 " (ttl %" PRIu64 ", lru %" PRIu64
-           ", explicit %" PRIu64 "), models %" PRIu64 ", %.1f MiB, hit rate %.1f%%\n",
+           ", explicit %" PRIu64 "), models %" PRIu64 ", %.1f MiB, hit rate %.2f%%\n",
            metrics.hits, metrics.misses, metrics.loads, metrics.load_failures,
            metrics.evictions, metrics.evictions_ttl, metrics.evictions_lru,
            metrics.evictions_explicit, metrics.models, (double)metrics.bytes / (1 << 20),
