@@ -344,8 +344,9 @@ typedef struct rm_loaded_model {
  * every caller waiting for the same key; no entry is left behind and the
  * next get_or_load() runs a loader again. A positive return is treated as
  * RM_E_LOADER_FAILED. The loader runs on the calling thread with no
- * registry lock held; it may call model_get_or_load() for other keys (a
- * cycle gives RM_E_LOAD_CYCLE instead of a deadlock).
+ * registry lock held; it may call model_get_or_load() for other keys, in
+ * this or another context (a cycle, even one through several contexts and
+ * threads, gives RM_E_LOAD_CYCLE instead of a deadlock).
  */
 typedef int32_t (*rm_model_loader_fn)(void *loader_user, const char *key,
                                       rm_loaded_model *out);

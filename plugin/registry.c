@@ -36,7 +36,6 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,18 +58,19 @@ typedef enum entry_state {
 } entry_state;
 
 /* What each thread publishes so that other threads can follow wait-for
- * chains. Written only by its own thread, under the mutex of the registry
- * named in waiting_in; read by others under that same mutex. */
+ * chains. A loader may wait on a key of another context (another
+ * registry), so the chains cross registries: they are kept under one
+ * process-wide lock, wait_graph_lock, which is taken only by misses (to
+ * start or end a load, or to wait), always inside a registry mutex and
+ * never the other way round. Hits never take it. */
 typedef struct load_thread {
-    /* The registry whose entry this thread is blocked on, or NULL. Atomic
-     * because a thread blocked in another registry writes it under a mutex
-     * that the reader does not hold. */
-    _Atomic(const rm_registry *) waiting_in;
-    /* Valid only while waiting_in is the reader's registry. */
+    /* The LOADING entry (of any registry) this thread is blocked on, or
+     * NULL. Alive while set: the waiter is counted in its `waiters`. */
     struct rm_model_handle *waiting_for;
 } load_thread;
 
 static _Thread_local load_thread this_thread;
+static pthread_mutex_t wait_graph_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* One key's entry. A handle given to the host is a pointer to it. */
 struct rm_model_handle {
@@ -86,7 +86,8 @@ struct rm_model_handle {
     entry_state state;
     int32_t failure;          /* the loader's code, when FAILED */
     uint32_t waiters;         /* threads blocked on load_done */
-    load_thread *loader;      /* the thread running the loader, LOADING */
+    load_thread *loader;      /* the thread running the loader, while
+                                 LOADING; under wait_graph_lock */
     pthread_cond_t load_done; /* broadcast when LOADING ends */
     size_t key_length;
     size_t name_length; /* the device starts at key + name_length + 1 */
@@ -617,21 +618,18 @@ void rm_registry_destroy(rm_registry *registry)
 
 /* True when blocking on `target` would close a wait-for cycle through the
  * calling thread: its loader is this thread, or is blocked on an entry
- * whose loader is, and so on. */
-static bool wait_would_cycle(const rm_registry *registry, const entry *target)
+ * (in any registry) whose loader is, and so on. wait_graph_lock held. */
+static bool wait_would_cycle(const entry *target)
 {
     const load_thread *self = &this_thread;
-    const entry *e = target;
-    while (e->state == ENTRY_LOADING) {
+    for (const entry *e = target; e != NULL;) {
         const load_thread *loader = e->loader;
+        if (loader == NULL)
+            return false; /* that load has ended: not blocked */
         if (loader == self)
             return true;
-        if (atomic_load_explicit(&loader->waiting_in, memory_order_acquire) !=
-            registry)
-            return false; /* running, or blocked in another context */
-        e = loader->waiting_for;
+        e = loader->waiting_for; /* NULL: that loader is running */
     }
-    /* The loader being waited on has already finished: not blocked. */
     return false;
 }
 
@@ -645,7 +643,13 @@ static void hand_out(entry *e, rm_model_handle **out_handle, void **out_model)
 static int32_t wait_for_load(rm_registry *registry, entry *e,
                              rm_model_handle **out_handle, void **out_model)
 {
-    if (wait_would_cycle(registry, e)) {
+    load_thread *self = &this_thread;
+    pthread_mutex_lock(&wait_graph_lock);
+    bool cycle = wait_would_cycle(e);
+    if (!cycle)
+        self->waiting_for = e;
+    pthread_mutex_unlock(&wait_graph_lock);
+    if (cycle) {
         unlock(registry);
         return rm_error_set(registry->error_owner, RM_E_LOAD_CYCLE,
                             "model key '%s' is being loaded by a loader that "
@@ -653,14 +657,12 @@ static int32_t wait_for_load(rm_registry *registry, entry *e,
                             "this caller: the loaders form a cycle",
                             e->key);
     }
-    load_thread *self = &this_thread;
     e->waiters++;
-    self->waiting_for = e;
-    atomic_store_explicit(&self->waiting_in, registry, memory_order_release);
     while (e->state == ENTRY_LOADING)
         pthread_cond_wait(&e->load_done, &registry->mutex);
-    atomic_store_explicit(&self->waiting_in, NULL, memory_order_release);
+    pthread_mutex_lock(&wait_graph_lock);
     self->waiting_for = NULL;
+    pthread_mutex_unlock(&wait_graph_lock);
     e->waiters--;
 
     if (e->state == ENTRY_READY) {
@@ -747,7 +749,9 @@ static int32_t load(rm_registry *registry, const char *key, size_t key_length,
     uint64_t now_ns = rm_host_now_ns(registry->host);
 
     lock(registry);
+    pthread_mutex_lock(&wait_graph_lock);
     e->loader = NULL;
+    pthread_mutex_unlock(&wait_graph_lock);
     if (status != RM_OK) {
         registry->load_failures++;
         table_remove(registry, e);

@@ -1,0 +1,456 @@
+/* A process's shared-memory pool: one /dev/shm segment, mapped once, with a
+ * private jemalloc arena carved out of it.
+ *
+ * The arena is created with "arenas.create" and the hooks of
+ * hooks/shm_extent_hooks.c, which commit with fallocate() and decommit by
+ * punching holes. Three arena settings make frees cheap and purging
+ * explicit (jemalloc 5.3.0, file:line in its src/):
+ *  - dirty_decay_ms = muzzy_decay_ms = -1: no purging on a timer, in the
+ *    allocating thread (arena_decay ticks) or in a background thread.
+ *  - The same two settings switch off the "oversize" shortcut that would
+ *    otherwise purge every freed extent of 8 MiB or more synchronously
+ *    inside the free (extent_record, extent.c:940-946, guarded by
+ *    extent_may_force_decay, extent.c:55-58, which is false when either
+ *    decay time is -1): measured at 76 ms for a 256 MiB free. It is a
+ *    per-arena decision, so the plugin's jemalloc needs no global
+ *    malloc_conf and other arenas keep their defaults. (The huge arena that
+ *    opt.oversize_threshold also selects is never used: MALLOCX_ARENA
+ *    bypasses it, arena_inlines_b.h:21-24.)
+ *  - retain_grow_limit: jemalloc grows its retained address space in an
+ *    exponential series (exp_grow.h); after a 256 MiB block the next step
+ *    would take 320 MiB of the ceiling for whatever comes next. The limit
+ *    keeps steps small (requests above it still get exactly what they
+ *    need), so the ceiling is spent on blocks rather than on growth steps.
+ * Every allocation and free passes MALLOCX_TCACHE_NONE: the thread cache
+ * mixes arenas, and a block cached from this arena could be handed to
+ * someone else's malloc (or a heap block to this pool). */
+#include "pool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "jemalloc.h"
+#include "shm_extent_hooks.h"
+
+/* Largest step by which the arena grows its address space; see above. */
+#define RETAIN_GROW_LIMIT ((size_t)64 << 20)
+
+/* Bytes of randomness in a segment name (16 hex digits). */
+#define NAME_RANDOM_BYTES 8
+
+struct rm_pool {
+    rm_shm_extent_hooks hooks; /* must outlive the arena */
+    const void *error_owner;
+    char name[RM_POOL_NAME_MAX];
+    int fd;                    /* -1 until the segment exists */
+    unsigned char *base;       /* NULL until mapped */
+    uint64_t ceiling;
+    bool hooks_ready;
+    bool arena_ready;
+    unsigned arena;
+    int flags;                 /* MALLOCX_ARENA(arena) | MALLOCX_TCACHE_NONE */
+    char purge_ctl[40];        /* "arena.<i>.purge" */
+};
+
+/* ------------------------------------------------------------------------ */
+/* Creation                                                                 */
+/* ------------------------------------------------------------------------ */
+
+static bool namespace_valid(const char *name)
+{
+    size_t length = 0;
+    for (; name[length] != '\0'; length++) {
+        char c = name[length];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                  (c >= '0' && c <= '9') || c == '_' || c == '-';
+        if (!ok || length >= RM_POOL_NAMESPACE_MAX)
+            return false;
+    }
+    return length > 0;
+}
+
+/* "/rm.<namespace>.<pid>.<hex>": the random part makes the name
+ * unguessable, so nobody can pre-create it or open it without being told. */
+static int32_t choose_name(rm_pool *pool, const char *namespace_name)
+{
+    unsigned char random[NAME_RANDOM_BYTES];
+    size_t filled = 0;
+    while (filled < sizeof random) {
+        ssize_t got = getrandom(random + filled, sizeof random - filled, 0);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return rm_error_set(pool->error_owner, RM_E_SYSTEM,
+                                "getrandom() for a shared-memory segment name "
+                                "failed: %s", strerror(errno));
+        filled += (size_t)got;
+    }
+    char hex[2 * NAME_RANDOM_BYTES + 1];
+    for (size_t i = 0; i < sizeof random; i++)
+        snprintf(hex + 2 * i, 3, "%02x", random[i]);
+    snprintf(pool->name, sizeof pool->name, "/rm.%s.%ld.%s", namespace_name,
+             (long)getpid(), hex);
+    return RM_OK;
+}
+
+/* Creates the segment, makes it 0600 whatever the umask, proves that it is
+ * ours (a regular, empty file of our effective user, mode 0600) and sizes
+ * it to the ceiling: sparse, so nothing of /dev/shm is used yet. */
+static int32_t create_segment(rm_pool *pool)
+{
+    int fd = shm_open(pool->name, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC,
+                      S_IRUSR | S_IWUSR);
+    if (fd < 0) {
+        int err = errno;
+        pool->name[0] = '\0'; /* not ours: never unlink it */
+        return rm_error_set(pool->error_owner, RM_E_SYSTEM,
+                            "shm_open() of a new segment in /dev/shm failed: %s",
+                            strerror(err));
+    }
+    pool->fd = fd;
+    if (fchmod(fd, S_IRUSR | S_IWUSR) != 0)
+        return rm_error_set(pool->error_owner, RM_E_SYSTEM,
+                            "fchmod(0600) of segment %s failed: %s", pool->name,
+                            strerror(errno));
+    struct stat info;
+    if (fstat(fd, &info) != 0)
+        return rm_error_set(pool->error_owner, RM_E_SYSTEM,
+                            "fstat() of segment %s failed: %s", pool->name,
+                            strerror(errno));
+    if (!S_ISREG(info.st_mode) || info.st_uid != geteuid() ||
+        (info.st_mode & 07777) != (S_IRUSR | S_IWUSR) || info.st_size != 0)
+        return rm_error_set(pool->error_owner, RM_E_SYSTEM,
+                            "segment %s is not a new private file (type/mode "
+                            "%o, owner %ld, %lld bytes; expected a regular "
+                            "file, mode 600, owner %ld, empty)",
+                            pool->name, (unsigned)info.st_mode, (long)info.st_uid,
+                            (long long)info.st_size, (long)geteuid());
+    if (ftruncate(fd, (off_t)pool->ceiling) != 0)
+        return rm_error_set(pool->error_owner, RM_E_SYSTEM,
+                            "ftruncate() of segment %s to %llu bytes failed: %s",
+                            pool->name, (unsigned long long)pool->ceiling,
+                            strerror(errno));
+    return RM_OK;
+}
+
+/* Maps the whole ceiling once, at an address aligned to the granule: the
+ * arena's metadata blocks ask for 2 MiB alignment, and an unaligned start
+ * would waste up to 2 MiB of the ceiling before the first one. */
+static int32_t map_segment(rm_pool *pool)
+{
+    size_t length = (size_t)pool->ceiling;
+    size_t granule = (size_t)RM_POOL_CEILING_GRANULE;
+    unsigned char *area = mmap(NULL, length + granule, PROT_NONE,
+                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (area == MAP_FAILED)
+        return rm_error_set(pool->error_owner,
+                            errno == ENOMEM ? RM_E_NO_MEMORY : RM_E_SYSTEM,
+                            "no address space for the %llu-byte reservation of "
+                            "segment %s: %s",
+                            (unsigned long long)pool->ceiling, pool->name,
+                            strerror(errno));
+    uintptr_t start = ((uintptr_t)area + granule - 1) & ~(uintptr_t)(granule - 1);
+    unsigned char *base = mmap((void *)start, length, PROT_READ | PROT_WRITE,
+                               MAP_SHARED | MAP_FIXED, pool->fd, 0);
+    if (base == MAP_FAILED) {
+        int err = errno;
+        munmap(area, length + granule);
+        return rm_error_set(pool->error_owner,
+                            err == ENOMEM ? RM_E_NO_MEMORY : RM_E_SYSTEM,
+                            "mmap() of segment %s (%llu bytes) failed: %s", pool->name,
+                            (unsigned long long)pool->ceiling, strerror(err));
+    }
+    /* Give back the unaligned head and the tail of the placeholder. */
+    size_t head = start - (uintptr_t)area;
+    if (head != 0)
+        munmap(area, head);
+    if (granule - head != 0)
+        munmap(base + length, granule - head);
+    pool->base = base;
+    return RM_OK;
+}
+
+static int32_t arena_setting(rm_pool *pool, const char *leaf, void *value,
+                             size_t value_size)
+{
+    char name[64];
+    snprintf(name, sizeof name, "arena.%u.%s", pool->arena, leaf);
+    int err = rmje_mallctl(name, NULL, NULL, value, value_size);
+    if (err != 0)
+        return rm_error_set(pool->error_owner, RM_E_ALLOCATOR,
+                            "jemalloc %s failed for pool %s: %s", name, pool->name,
+                            strerror(err));
+    return RM_OK;
+}
+
+/* Why the calling thread's last jemalloc call got no memory, as an error. */
+static int32_t report_no_memory(rm_pool *pool, rm_shm_extent_failure failure,
+                                const char *what, size_t size)
+{
+    if (failure.commit_errno != 0)
+        return rm_error_set(pool->error_owner, RM_E_NO_MEMORY,
+                            "/dev/shm has no room for %s of %zu bytes in pool %s: "
+                            "committing %llu bytes failed (fallocate: %s)",
+                            what, size, pool->name,
+                            (unsigned long long)failure.commit_bytes,
+                            strerror(failure.commit_errno));
+    if (failure.reservation_short != 0)
+        return rm_error_set(pool->error_owner, RM_E_NO_MEMORY,
+                            "pool %s reached its ceiling of %llu bytes: %s of "
+                            "%zu bytes does not fit in what is left",
+                            pool->name, (unsigned long long)pool->ceiling, what, size);
+    return rm_error_set(pool->error_owner, RM_E_NO_MEMORY,
+                        "jemalloc arena %u of pool %s could not provide %s of %zu "
+                        "bytes", pool->arena, pool->name, what, size);
+}
+
+static int32_t create_arena(rm_pool *pool)
+{
+    extent_hooks_t *hooks = &pool->hooks.hooks;
+    unsigned arena = 0;
+    size_t arena_size = sizeof arena;
+    /* The arena's metadata is allocated through the hooks right away. */
+    rm_shm_extent_failure_reset();
+    int err = rmje_mallctl("arenas.create", &arena, &arena_size, &hooks, sizeof hooks);
+    if (err != 0) {
+        rm_shm_extent_failure failure = rm_shm_extent_failure_last();
+        if (failure.commit_errno != 0 || failure.reservation_short != 0)
+            return report_no_memory(pool, failure, "the arena's metadata",
+                                    (size_t)RM_POOL_CEILING_GRANULE);
+        return rm_error_set(pool->error_owner, RM_E_ALLOCATOR,
+                            "jemalloc arenas.create failed for pool %s: %s",
+                            pool->name, strerror(err));
+    }
+    pool->arena = arena;
+    pool->arena_ready = true;
+    pool->flags = MALLOCX_ARENA(arena) | MALLOCX_TCACHE_NONE;
+    snprintf(pool->purge_ctl, sizeof pool->purge_ctl, "arena.%u.purge", arena);
+
+    /* Set before the first block exists, so no free ever sees the defaults. */
+    ssize_t never = -1;
+    size_t grow_limit = RETAIN_GROW_LIMIT;
+    int32_t rc = arena_setting(pool, "dirty_decay_ms", &never, sizeof never);
+    if (rc == RM_OK)
+        rc = arena_setting(pool, "muzzy_decay_ms", &never, sizeof never);
+    if (rc == RM_OK)
+        rc = arena_setting(pool, "retain_grow_limit", &grow_limit, sizeof grow_limit);
+    return rc;
+}
+
+/* Undoes whatever part of creation happened. False if the arena could not
+ * be destroyed: then jemalloc may still call the hooks, so the mapping and
+ * the hooks (inside `pool`) are deliberately leaked rather than freed. */
+static bool discard(rm_pool *pool)
+{
+    bool released = true;
+    if (pool->arena_ready) {
+        char name[64];
+        snprintf(name, sizeof name, "arena.%u.destroy", pool->arena);
+        released = rmje_mallctl(name, NULL, NULL, NULL, 0) == 0;
+    }
+    if (pool->name[0] != '\0')
+        (void)shm_unlink(pool->name);
+    if (!released)
+        return false;
+    if (pool->hooks_ready)
+        rm_shm_extent_hooks_fini(&pool->hooks);
+    if (pool->base != NULL)
+        munmap(pool->base, (size_t)pool->ceiling);
+    if (pool->fd >= 0)
+        close(pool->fd);
+    free(pool);
+    return true;
+}
+
+int32_t rm_pool_create(const rm_pool_config *config, const void *error_owner,
+                       rm_pool **out)
+{
+    if (out == NULL || config == NULL)
+        return rm_error_set(error_owner, RM_E_INVALID_ARGUMENT,
+                            "rm_pool_create: config and out must not be NULL");
+    *out = NULL;
+    if (config->namespace_name == NULL || !namespace_valid(config->namespace_name))
+        return rm_error_set(error_owner, RM_E_INVALID_ARGUMENT,
+                            "pool namespace must be 1 to %d characters of "
+                            "[A-Za-z0-9_-]",
+                            RM_POOL_NAMESPACE_MAX);
+    uint64_t ceiling = config->ceiling_bytes != 0 ? config->ceiling_bytes
+                                                  : RM_POOL_DEFAULT_CEILING;
+    if (ceiling % RM_POOL_CEILING_GRANULE != 0 || ceiling < RM_POOL_MIN_CEILING ||
+        ceiling > RM_POOL_MAX_CEILING || ceiling > SIZE_MAX / 2)
+        return rm_error_set(error_owner, RM_E_INVALID_ARGUMENT,
+                            "pool ceiling of %llu bytes must be a multiple of "
+                            "%llu between %llu and %llu",
+                            (unsigned long long)ceiling,
+                            (unsigned long long)RM_POOL_CEILING_GRANULE,
+                            (unsigned long long)RM_POOL_MIN_CEILING,
+                            (unsigned long long)RM_POOL_MAX_CEILING);
+
+    rm_pool *pool = calloc(1, sizeof *pool);
+    if (pool == NULL)
+        return rm_error_set(error_owner, RM_E_NO_MEMORY,
+                            "no memory for a pool (%zu bytes)", sizeof *pool);
+    pool->error_owner = error_owner;
+    pool->fd = -1;
+    pool->ceiling = ceiling;
+
+    int32_t rc = choose_name(pool, config->namespace_name);
+    if (rc == RM_OK)
+        rc = create_segment(pool);
+    if (rc == RM_OK)
+        rc = map_segment(pool);
+    if (rc == RM_OK) {
+        int err = rm_shm_extent_hooks_init(&pool->hooks, pool->fd, pool->base,
+                                           (size_t)pool->ceiling);
+        if (err != 0)
+            rc = rm_error_set(error_owner, RM_E_SYSTEM,
+                              "pool %s: pthread_mutex_init failed: %s", pool->name,
+                              strerror(err));
+        else
+            pool->hooks_ready = true;
+    }
+    if (rc == RM_OK)
+        rc = create_arena(pool);
+    if (rc != RM_OK) {
+        discard(pool);
+        return rc;
+    }
+    *out = pool;
+    return RM_OK;
+}
+
+void rm_pool_destroy(rm_pool *pool)
+{
+    if (pool != NULL)
+        (void)discard(pool);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Blocks                                                                   */
+/* ------------------------------------------------------------------------ */
+
+static bool inside(const rm_pool *pool, const void *ptr)
+{
+    uintptr_t at = (uintptr_t)ptr;
+    uintptr_t begin = (uintptr_t)pool->base;
+    return at >= begin && at - begin < pool->ceiling;
+}
+
+int32_t rm_pool_alloc(rm_pool *pool, size_t size, size_t alignment, void **out)
+{
+    if (pool == NULL || out == NULL)
+        return rm_error_set(pool != NULL ? pool->error_owner : NULL,
+                            RM_E_INVALID_ARGUMENT,
+                            "rm_pool_alloc: pool and out must not be NULL");
+    *out = NULL;
+    if (size == 0)
+        return rm_error_set(pool->error_owner, RM_E_INVALID_ARGUMENT,
+                            "pool %s: a block must have at least one byte", pool->name);
+    if ((alignment & (alignment - 1)) != 0)
+        return rm_error_set(pool->error_owner, RM_E_INVALID_ARGUMENT,
+                            "pool %s: alignment %zu is not a power of two",
+                            pool->name, alignment);
+    if (alignment < RM_POOL_MIN_ALIGNMENT)
+        alignment = RM_POOL_MIN_ALIGNMENT;
+    if (size > pool->ceiling || alignment > pool->ceiling)
+        return rm_error_set(pool->error_owner, RM_E_NO_MEMORY,
+                            "pool %s: a block of %zu bytes aligned to %zu can never "
+                            "fit in its ceiling of %llu bytes",
+                            pool->name, size, alignment,
+                            (unsigned long long)pool->ceiling);
+
+    int flags = pool->flags | MALLOCX_LG_ALIGN(__builtin_ctzll(alignment));
+    rm_shm_extent_failure_reset();
+    void *block = rmje_mallocx(size, flags);
+    if (block == NULL) {
+        /* Freed pages stay committed (no decay), so /dev/shm may be full of
+         * our own unused pages: give them back and try once more. */
+        rm_shm_extent_failure first = rm_shm_extent_failure_last();
+        (void)rmje_mallctl(pool->purge_ctl, NULL, NULL, NULL, 0);
+        rm_shm_extent_failure_reset();
+        block = rmje_mallocx(size, flags);
+        if (block == NULL) {
+            rm_shm_extent_failure again = rm_shm_extent_failure_last();
+            bool told = again.commit_errno != 0 || again.reservation_short != 0;
+            return report_no_memory(pool, told ? again : first, "a block", size);
+        }
+    }
+    *out = block;
+    return RM_OK;
+}
+
+int32_t rm_pool_free(rm_pool *pool, void *ptr)
+{
+    if (pool == NULL)
+        return rm_error_set(NULL, RM_E_INVALID_ARGUMENT,
+                            "rm_pool_free: pool must not be NULL");
+    if (ptr == NULL)
+        return RM_OK;
+    if (!inside(pool, ptr) || ((uintptr_t)ptr & (RM_POOL_MIN_ALIGNMENT - 1)) != 0)
+        return rm_error_set(pool->error_owner, RM_E_INVALID_ARGUMENT,
+                            "pool %s: %p is not a block of this pool", pool->name, ptr);
+    rmje_dallocx(ptr, pool->flags);
+    return RM_OK;
+}
+
+int32_t rm_pool_offset_of(const rm_pool *pool, const void *ptr, uint64_t *offset)
+{
+    if (pool == NULL || offset == NULL)
+        return rm_error_set(pool != NULL ? pool->error_owner : NULL,
+                            RM_E_INVALID_ARGUMENT,
+                            "rm_pool_offset_of: pool and offset must not be NULL");
+    if (!inside(pool, ptr))
+        return rm_error_set(pool->error_owner, RM_E_INVALID_ARGUMENT,
+                            "pool %s: %p lies outside its %llu bytes at %p",
+                            pool->name, ptr, (unsigned long long)pool->ceiling,
+                            (void *)pool->base);
+    *offset = (uint64_t)((uintptr_t)ptr - (uintptr_t)pool->base);
+    return RM_OK;
+}
+
+int32_t rm_pool_purge(rm_pool *pool)
+{
+    if (pool == NULL)
+        return rm_error_set(NULL, RM_E_INVALID_ARGUMENT,
+                            "rm_pool_purge: pool must not be NULL");
+    int err = rmje_mallctl(pool->purge_ctl, NULL, NULL, NULL, 0);
+    if (err != 0)
+        return rm_error_set(pool->error_owner, RM_E_ALLOCATOR,
+                            "jemalloc %s failed for pool %s: %s", pool->purge_ctl,
+                            pool->name, strerror(err));
+    return RM_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Introspection                                                            */
+/* ------------------------------------------------------------------------ */
+
+const char *rm_pool_name(const rm_pool *pool)
+{
+    return pool->name;
+}
+
+void *rm_pool_base(const rm_pool *pool)
+{
+    return pool->base;
+}
+
+uint64_t rm_pool_ceiling_bytes(const rm_pool *pool)
+{
+    return pool->ceiling;
+}
+
+uint64_t rm_pool_committed_bytes(const rm_pool *pool)
+{
+    return rm_shm_extent_hooks_committed(&pool->hooks);
+}
