@@ -38,7 +38,8 @@
  *             fail with ENOSPC, leaving that hole behind. Failing costs
  *             nothing: every caller tries decommit first, which does the
  *             real work (extent_dalloc_wrapper, extent.c:1053-1061;
- *             base_unmap, base.c:93-96). The one other caller,
+ *             base_unmap, base.c:93-96, for arenas whose metadata uses the
+ *             hooks). The one other caller,
  *             extents_abandon_vm (extent.c:238-242), leaks a range after a
  *             failed split; its pages then stay committed until the pool is
  *             destroyed, which is safe.
@@ -54,6 +55,7 @@
 #include <fcntl.h>
 #include <stdbool.h>
 #include <string.h>
+#include <unistd.h>
 
 /* The calling thread's last refusal; see rm_shm_extent_failure_last(). */
 static _Thread_local rm_shm_extent_failure last_failure;
@@ -72,6 +74,13 @@ static rm_shm_extent_hooks *self_of(extent_hooks_t *hooks)
 {
     /* `hooks` is the first member, so the addresses coincide. */
     return (rm_shm_extent_hooks *)(void *)hooks;
+}
+
+/* False in a child of fork(): the file is the parent's (see the header).
+ * A system call, but hooks run per extent, next to an fallocate. */
+static bool in_owner(const rm_shm_extent_hooks *self)
+{
+    return getpid() == self->owner;
 }
 
 /* True and the range's file offset if [addr, addr + length) lies inside the
@@ -126,7 +135,8 @@ static void *shm_extent_alloc(extent_hooks_t *hooks, void *new_addr, size_t size
 {
     (void)arena_ind;
     rm_shm_extent_hooks *self = self_of(hooks);
-    if (size == 0 || alignment == 0 || (alignment & (alignment - 1)) != 0)
+    if (size == 0 || alignment == 0 || (alignment & (alignment - 1)) != 0 ||
+        !in_owner(self))
         return NULL;
 
     pthread_mutex_lock(&self->mutex);
@@ -172,7 +182,7 @@ static void shm_extent_destroy(extent_hooks_t *hooks, void *addr, size_t size,
     (void)arena_ind;
     rm_shm_extent_hooks *self = self_of(hooks);
     size_t offset;
-    if (!range_offset(self, addr, size, &offset))
+    if (!in_owner(self) || !range_offset(self, addr, size, &offset))
         return;
     /* Uncommitted ranges are holes already; punching them is harmless and
      * the counter only ever held what was committed. */
@@ -186,7 +196,8 @@ static bool shm_extent_commit(extent_hooks_t *hooks, void *addr, size_t size,
     (void)size, (void)arena_ind;
     rm_shm_extent_hooks *self = self_of(hooks);
     size_t at;
-    if (!range_offset(self, (const unsigned char *)addr + offset, length, &at))
+    if (!in_owner(self) ||
+        !range_offset(self, (const unsigned char *)addr + offset, length, &at))
         return true;
     return commit_range(self, at, length) != 0;
 }
@@ -197,7 +208,8 @@ static bool shm_extent_decommit(extent_hooks_t *hooks, void *addr, size_t size,
     (void)size, (void)arena_ind;
     rm_shm_extent_hooks *self = self_of(hooks);
     size_t at;
-    if (!range_offset(self, (const unsigned char *)addr + offset, length, &at))
+    if (!in_owner(self) ||
+        !range_offset(self, (const unsigned char *)addr + offset, length, &at))
         return true;
     if (punch(self, at, length) != 0)
         return true;
@@ -258,6 +270,7 @@ int rm_shm_extent_hooks_init(rm_shm_extent_hooks *self, int fd, void *base,
         .split = shm_extent_split,
         .merge = shm_extent_merge,
     };
+    self->owner = getpid();
     self->fd = fd;
     self->base = base;
     self->size = size;

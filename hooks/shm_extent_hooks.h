@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "jemalloc.h"
 
@@ -25,9 +26,15 @@
  *    returns its pages to /dev/shm and reads as zeroes afterwards.
  * Every range is handed out by alloc at most once (dalloc opts out, so
  * jemalloc retains and reuses ranges itself), and it starts as a hole.
+ *
+ * The segment stays shared with children of fork(), which inherit a copy
+ * of the arena: in any process but `owner` every hook refuses (alloc and
+ * commit fail, decommit and the purges opt out, destroy does nothing), so a
+ * child that purges or destroys its copy cannot punch the parent's pages.
  */
 typedef struct rm_shm_extent_hooks {
     extent_hooks_t hooks;    /* first: see above; never holds a NULL hook */
+    pid_t owner;             /* the process whose pool this is */
     int fd;                  /* the segment; not owned */
     unsigned char *base;     /* the reservation, page-aligned; not owned */
     size_t size;             /* its bytes, a multiple of the page size */
@@ -37,9 +44,10 @@ typedef struct rm_shm_extent_hooks {
 } rm_shm_extent_hooks;
 
 /**
- * Prepares `self` for a reservation. Returns 0, or an errno value if the
- * mutex could not be created. The reservation must be a hole throughout
- * (a freshly ftruncate()d file): alloc reports its ranges as zeroed.
+ * Prepares `self` for a reservation owned by the calling process. Returns
+ * 0, or an errno value if the mutex could not be created. The reservation
+ * must be a hole throughout (a freshly ftruncate()d file): alloc reports
+ * its ranges as zeroed.
  */
 int rm_shm_extent_hooks_init(rm_shm_extent_hooks *self, int fd, void *base,
                              size_t size);

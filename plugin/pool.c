@@ -1,10 +1,11 @@
 /* A process's shared-memory pool: one /dev/shm segment, mapped once, with a
  * private jemalloc arena carved out of it.
  *
- * The arena is created with "arenas.create" and the hooks of
- * hooks/shm_extent_hooks.c, which commit with fallocate() and decommit by
- * punching holes. Three arena settings make frees cheap and purging
- * explicit (jemalloc 5.3.0, file:line in its src/):
+ * The arena takes its extents from the hooks of hooks/shm_extent_hooks.c,
+ * which commit with fallocate() and decommit by punching holes, and keeps
+ * its metadata in private memory (create_arena says why). Three arena
+ * settings make frees cheap and purging explicit (jemalloc 5.3.0, file:line
+ * in its src/):
  *  - dirty_decay_ms = muzzy_decay_ms = -1: no purging on a timer, in the
  *    allocating thread (arena_decay ticks) or in a background thread.
  *  - The same two settings switch off the "oversize" shortcut that would
@@ -51,6 +52,7 @@
 struct rm_pool {
     rm_shm_extent_hooks hooks; /* must outlive the arena */
     const void *error_owner;
+    pid_t owner;               /* the process that created the pool */
     char name[RM_POOL_NAME_MAX];
     int fd;                    /* -1 until the segment exists */
     unsigned char *base;       /* NULL until mapped */
@@ -143,22 +145,25 @@ static int32_t create_segment(rm_pool *pool)
     return RM_OK;
 }
 
-/* Maps the whole ceiling once, at an address aligned to the granule: the
- * arena's metadata blocks ask for 2 MiB alignment, and an unaligned start
- * would waste up to 2 MiB of the ceiling before the first one. */
+/* Maps the whole ceiling once, at an address aligned to the granule, so
+ * that a block's offset is aligned as well as its address (up to 2 MiB):
+ * a consumer that maps the segment at a 2 MiB boundary sees the alignment
+ * the owner asked for. */
 static int32_t map_segment(rm_pool *pool)
 {
     size_t length = (size_t)pool->ceiling;
     size_t granule = (size_t)RM_POOL_CEILING_GRANULE;
     unsigned char *area = mmap(NULL, length + granule, PROT_NONE,
                                MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (area == MAP_FAILED)
+    if (area == MAP_FAILED) {
+        int err = errno;
         return rm_error_set(pool->error_owner,
-                            errno == ENOMEM ? RM_E_NO_MEMORY : RM_E_SYSTEM,
+                            err == ENOMEM ? RM_E_NO_MEMORY : RM_E_SYSTEM,
                             "no address space for the %llu-byte reservation of "
                             "segment %s: %s",
                             (unsigned long long)pool->ceiling, pool->name,
-                            strerror(errno));
+                            strerror(err));
+    }
     uintptr_t start = ((uintptr_t)area + granule - 1) & ~(uintptr_t)(granule - 1);
     unsigned char *base = mmap((void *)start, length, PROT_READ | PROT_WRITE,
                                MAP_SHARED | MAP_FIXED, pool->fd, 0);
@@ -193,44 +198,42 @@ static int32_t arena_setting(rm_pool *pool, const char *leaf, void *value,
     return RM_OK;
 }
 
-/* Why the calling thread's last jemalloc call got no memory, as an error. */
-static int32_t report_no_memory(rm_pool *pool, rm_shm_extent_failure failure,
-                                const char *what, size_t size)
-{
-    if (failure.commit_errno != 0)
-        return rm_error_set(pool->error_owner, RM_E_NO_MEMORY,
-                            "/dev/shm has no room for %s of %zu bytes in pool %s: "
-                            "committing %llu bytes failed (fallocate: %s)",
-                            what, size, pool->name,
-                            (unsigned long long)failure.commit_bytes,
-                            strerror(failure.commit_errno));
-    if (failure.reservation_short != 0)
-        return rm_error_set(pool->error_owner, RM_E_NO_MEMORY,
-                            "pool %s reached its ceiling of %llu bytes: %s of "
-                            "%zu bytes does not fit in what is left",
-                            pool->name, (unsigned long long)pool->ceiling, what, size);
-    return rm_error_set(pool->error_owner, RM_E_NO_MEMORY,
-                        "jemalloc arena %u of pool %s could not provide %s of %zu "
-                        "bytes", pool->arena, pool->name, what, size);
-}
+/* jemalloc's arena_config_t (5.3.0: include/jemalloc/internal/arena_types.h,
+ * lines 44-52), which its public header does not declare. The ctl rejects
+ * a struct of any other size (EINVAL), and the build pins 5.3. */
+#if JEMALLOC_VERSION_MAJOR != 5 || JEMALLOC_VERSION_MINOR != 3
+#error "arena_config_t is copied from jemalloc 5.3; check it against this version"
+#endif
+typedef struct jemalloc_arena_config {
+    extent_hooks_t *extent_hooks;
+    bool metadata_use_hooks;
+} jemalloc_arena_config;
 
+/* The arena takes its extents from the hooks but keeps its metadata
+ * (arena_t, bins, extent records, mutexes) in private memory. With plain
+ * "arenas.create" the metadata would be allocated through the hooks, i.e.
+ * inside the shared segment, and the segment is shared with every child of
+ * a fork(): jemalloc's fork handler re-initialises every arena's mutexes,
+ * lists and counters in the child (arena_postfork_child, arena.c:1856-1891),
+ * which would rewrite the parent's live allocator state, including a mutex
+ * the parent may hold. Private metadata is copied on write instead; it also
+ * keeps allocator internals out of reach of anyone who can open the
+ * segment, and leaves /dev/shm to tensor bytes alone. */
 static int32_t create_arena(rm_pool *pool)
 {
-    extent_hooks_t *hooks = &pool->hooks.hooks;
+    jemalloc_arena_config config = {
+        .extent_hooks = &pool->hooks.hooks,
+        .metadata_use_hooks = false,
+    };
     unsigned arena = 0;
     size_t arena_size = sizeof arena;
-    /* The arena's metadata is allocated through the hooks right away. */
-    rm_shm_extent_failure_reset();
-    int err = rmje_mallctl("arenas.create", &arena, &arena_size, &hooks, sizeof hooks);
-    if (err != 0) {
-        rm_shm_extent_failure failure = rm_shm_extent_failure_last();
-        if (failure.commit_errno != 0 || failure.reservation_short != 0)
-            return report_no_memory(pool, failure, "the arena's metadata",
-                                    (size_t)RM_POOL_CEILING_GRANULE);
+    int err = rmje_mallctl("experimental.arenas_create_ext", &arena, &arena_size,
+                           &config, sizeof config);
+    if (err != 0)
         return rm_error_set(pool->error_owner, RM_E_ALLOCATOR,
-                            "jemalloc arenas.create failed for pool %s: %s",
+                            "jemalloc experimental.arenas_create_ext failed for "
+                            "pool %s: %s",
                             pool->name, strerror(err));
-    }
     pool->arena = arena;
     pool->arena_ready = true;
     pool->flags = MALLOCX_ARENA(arena) | MALLOCX_TCACHE_NONE;
@@ -249,7 +252,11 @@ static int32_t create_arena(rm_pool *pool)
 
 /* Undoes whatever part of creation happened. False if the arena could not
  * be destroyed: then jemalloc may still call the hooks, so the mapping and
- * the hooks (inside `pool`) are deliberately leaked rather than freed. */
+ * the hooks (inside `pool`) are deliberately leaked rather than freed.
+ *
+ * In a child of fork() the pool is the parent's: the hooks refuse to touch
+ * the file there, so destroying the child's copy of the arena releases only
+ * the child's memory, and the name, which is the parent's, stays. */
 static bool discard(rm_pool *pool)
 {
     bool released = true;
@@ -258,7 +265,7 @@ static bool discard(rm_pool *pool)
         snprintf(name, sizeof name, "arena.%u.destroy", pool->arena);
         released = rmje_mallctl(name, NULL, NULL, NULL, 0) == 0;
     }
-    if (pool->name[0] != '\0')
+    if (pool->name[0] != '\0' && getpid() == pool->owner)
         (void)shm_unlink(pool->name);
     if (!released)
         return false;
@@ -301,6 +308,7 @@ int32_t rm_pool_create(const rm_pool_config *config, const void *error_owner,
         return rm_error_set(error_owner, RM_E_NO_MEMORY,
                             "no memory for a pool (%zu bytes)", sizeof *pool);
     pool->error_owner = error_owner;
+    pool->owner = getpid();
     pool->fd = -1;
     pool->ceiling = ceiling;
 
@@ -346,6 +354,26 @@ static bool inside(const rm_pool *pool, const void *ptr)
     return at >= begin && at - begin < pool->ceiling;
 }
 
+/* Why the calling thread's last jemalloc call got no memory, as an error. */
+static int32_t report_no_memory(rm_pool *pool, rm_shm_extent_failure failure,
+                                size_t size)
+{
+    if (failure.commit_errno != 0)
+        return rm_error_set(pool->error_owner, RM_E_NO_MEMORY,
+                            "/dev/shm has no room for a block of %zu bytes in pool "
+                            "%s: committing %llu bytes failed (fallocate: %s)",
+                            size, pool->name, (unsigned long long)failure.commit_bytes,
+                            strerror(failure.commit_errno));
+    if (failure.reservation_short != 0)
+        return rm_error_set(pool->error_owner, RM_E_NO_MEMORY,
+                            "pool %s reached its ceiling of %llu bytes: a block of "
+                            "%zu bytes does not fit in what is left",
+                            pool->name, (unsigned long long)pool->ceiling, size);
+    return rm_error_set(pool->error_owner, RM_E_NO_MEMORY,
+                        "jemalloc arena %u of pool %s could not provide a block of "
+                        "%zu bytes", pool->arena, pool->name, size);
+}
+
 int32_t rm_pool_alloc(rm_pool *pool, size_t size, size_t alignment, void **out)
 {
     if (pool == NULL || out == NULL)
@@ -382,7 +410,7 @@ int32_t rm_pool_alloc(rm_pool *pool, size_t size, size_t alignment, void **out)
         if (block == NULL) {
             rm_shm_extent_failure again = rm_shm_extent_failure_last();
             bool told = again.commit_errno != 0 || again.reservation_short != 0;
-            return report_no_memory(pool, told ? again : first, "a block", size);
+            return report_no_memory(pool, told ? again : first, size);
         }
     }
     *out = block;

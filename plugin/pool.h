@@ -17,8 +17,8 @@
  * Lifetime of memory:
  *  - Creation reserves the whole ceiling as one sparse file and one mapping;
  *    addresses and offsets are stable for the pool's life. Nothing is
- *    committed except the arena's own metadata (2 MiB, which jemalloc keeps
- *    in the pool too).
+ *    committed yet, and nothing but blocks ever is: the arena's own
+ *    metadata lives in private memory (see create_arena in pool.c).
  *  - /dev/shm pages are committed with fallocate() before jemalloc hands
  *    them out, so a full /dev/shm is RM_E_NO_MEMORY from rm_pool_alloc(),
  *    never a SIGBUS on a later write.
@@ -26,13 +26,20 @@
  *    purging: a free of any size costs microseconds). rm_pool_purge() gives
  *    every unused page back to /dev/shm; rm_pool_alloc() does so by itself,
  *    once, before it reports RM_E_NO_MEMORY.
+ *
+ * fork(): a child inherits the mapping (the parent's live blocks) and a
+ * copy of the arena. It must not allocate, free or purge through it (the
+ * callers check the fork generation first); rm_pool_destroy() in the child
+ * is safe and releases only the child's copy, never the parent's pages or
+ * name.
  */
 
 /** Segment names: "/rm.<namespace>.<pid>.<16 random hex digits>". */
 #define RM_POOL_NAMESPACE_MAX 32            /* characters, [A-Za-z0-9_-] */
 #define RM_POOL_NAME_MAX 80                 /* buffer for a name, NUL included */
 
-/** The ceiling is a multiple of the granule (the arena's metadata block). */
+/** The ceiling is a multiple of the granule (a huge page), and the mapping
+ *  starts on one. */
 #define RM_POOL_CEILING_GRANULE ((uint64_t)2 << 20)
 #define RM_POOL_DEFAULT_CEILING ((uint64_t)1 << 30)
 #define RM_POOL_MIN_CEILING ((uint64_t)4 << 20)
@@ -48,8 +55,8 @@ typedef struct rm_pool_config {
      *  reclaimed) per namespace: 1 to RM_POOL_NAMESPACE_MAX characters of
      *  [A-Za-z0-9_-]. Copied. */
     const char *namespace_name;
-    /** Most bytes the pool may ever hold, metadata and alignment gaps
-     *  included; a multiple of RM_POOL_CEILING_GRANULE between
+    /** Most bytes the pool may ever hold, alignment gaps and jemalloc's
+     *  per-block padding included; a multiple of RM_POOL_CEILING_GRANULE between
      *  RM_POOL_MIN_CEILING and RM_POOL_MAX_CEILING. 0 =
      *  RM_POOL_DEFAULT_CEILING. Costs address space only until used. */
     uint64_t ceiling_bytes;
@@ -63,19 +70,20 @@ typedef struct rm_pool_config {
  *
  * `error_owner` is the context that failures of this pool are recorded for
  * (rm_error_set), now and in every later call. Returns RM_OK,
- * RM_E_INVALID_ARGUMENT (config), RM_E_NO_MEMORY (no room in /dev/shm for
- * the arena's metadata, or no address space), RM_E_SYSTEM (a system call
- * failed, e.g. no /dev/shm), RM_E_ALLOCATOR (jemalloc refused). On failure
- * nothing is left behind: the segment is unlinked.
+ * RM_E_INVALID_ARGUMENT (config), RM_E_NO_MEMORY (no address space for the
+ * reservation), RM_E_SYSTEM (a system call failed, e.g. no /dev/shm),
+ * RM_E_ALLOCATOR (jemalloc refused). On failure nothing is left behind:
+ * the segment is unlinked.
  */
 int32_t rm_pool_create(const rm_pool_config *config, const void *error_owner,
                        rm_pool **out);
 
 /**
- * Destroys the arena (every block still allocated goes with it), unmaps the
- * segment, closes it and unlinks its name. Processes that still map the
- * segment keep their mapping; the memory is returned when the last one
- * unmaps it. NULL: no-op. Not concurrently with other calls on the pool.
+ * Destroys the arena (every block still allocated goes with it, and every
+ * page goes back to /dev/shm), unmaps the segment, closes it and unlinks
+ * its name. Processes that still map the segment keep the file, but no
+ * longer its contents. NULL: no-op. Not concurrently with other calls on
+ * the pool. In a child of fork(), see above.
  */
 void rm_pool_destroy(rm_pool *pool);
 

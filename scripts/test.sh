@@ -22,4 +22,17 @@ run_build() { # DIR SETUP [meson setup options...]
 run_build build default
 run_build build-asan asan -Db_sanitize=address,undefined -Db_lundef=false
 run_build build-tsan tsan -Db_sanitize=thread -Db_lundef=false
-echo "all test builds passed"
+
+# One closing line over the three runs, from meson's machine-readable logs.
+python3 - build/meson-logs/testlog.json build-asan/meson-logs/testlog-asan.json \
+    build-tsan/meson-logs/testlog-tsan.json <<'SUMMARY'
+import json, sys
+counts = {"OK": 0, "FAIL": 0, "SKIP": 0}
+for path in sys.argv[1:]:
+    for line in open(path):
+        result = json.loads(line)["result"]
+        key = "OK" if result in ("OK", "EXPECTEDFAIL") else "SKIP" if result == "SKIP" else "FAIL"
+        counts[key] += 1
+print("tests: %d passed, %d failed, %d skipped" % (counts["OK"], counts["FAIL"], counts["SKIP"]))
+sys.exit(1 if counts["FAIL"] else 0)
+SUMMARY
