@@ -288,11 +288,3 @@ uint64_t rm_shm_extent_hooks_committed(const rm_shm_extent_hooks *self)
 {
     return atomic_load_explicit(&self->committed, memory_order_relaxed);
 }
-
-uint64_t rm_shm_extent_hooks_reserved(rm_shm_extent_hooks *self)
-{
-    pthread_mutex_lock(&self->mutex);
-    uint64_t reserved = self->cursor;
-    pthread_mutex_unlock(&self->mutex);
-    return reserved;
-}

@@ -58,9 +58,6 @@ void rm_shm_extent_hooks_fini(rm_shm_extent_hooks *self);
 /** Bytes the hooks have committed in the file and not yet released. */
 uint64_t rm_shm_extent_hooks_committed(const rm_shm_extent_hooks *self);
 
-/** Bytes of the reservation handed to jemalloc so far (committed or not). */
-uint64_t rm_shm_extent_hooks_reserved(rm_shm_extent_hooks *self);
-
 /**
  * Why the calling thread's hooks last refused memory. jemalloc reports a
  * failed allocation only as NULL; the pool resets this record before it

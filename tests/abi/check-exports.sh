@@ -3,7 +3,8 @@
 # Usage: check-exports.sh PLUGIN.so VERSION_SCRIPT
 set -eu
 so=$1 map=$2
-exported=$(nm -D --defined-only "$so" | awk '$2 != "A" { sub(/@.*/, "", $3); print $3 }' | sort)
+# Every defined dynamic symbol counts, version nodes (type A) included.
+exported=$(nm -D --defined-only "$so" | awk '{ sub(/@.*/, "", $3); print $3 }' | sort)
 declared=$(sed -n '/global:/,/local:/p' "$map" | grep -v -e 'global:' -e 'local:' |
            tr -d ' \t;' | grep -v '^$' | sort)
 if [ "$exported" != "$declared" ]; then
