@@ -97,6 +97,15 @@ static bool range_offset(const rm_shm_extent_hooks *self, const void *addr,
     return true;
 }
 
+/* The check every hook that touches the file makes first: only the
+ * creating process may (a forked child shares the segment but not the
+ * arena), and only inside the reservation. */
+static bool owned_range(const rm_shm_extent_hooks *self, const void *addr,
+                        size_t length, size_t *out_offset)
+{
+    return in_owner(self) && range_offset(self, addr, length, out_offset);
+}
+
 /* FALLOC_FL_PUNCH_HOLE over a range; 0 or an errno value. */
 static int punch(rm_shm_extent_hooks *self, size_t offset, size_t length)
 {
@@ -182,7 +191,7 @@ static void shm_extent_destroy(extent_hooks_t *hooks, void *addr, size_t size,
     (void)arena_ind;
     rm_shm_extent_hooks *self = self_of(hooks);
     size_t offset;
-    if (!in_owner(self) || !range_offset(self, addr, size, &offset))
+    if (!owned_range(self, addr, size, &offset))
         return;
     /* Uncommitted ranges are holes already; punching them is harmless and
      * the counter only ever held what was committed. */
@@ -196,8 +205,7 @@ static bool shm_extent_commit(extent_hooks_t *hooks, void *addr, size_t size,
     (void)size, (void)arena_ind;
     rm_shm_extent_hooks *self = self_of(hooks);
     size_t at;
-    if (!in_owner(self) ||
-        !range_offset(self, (const unsigned char *)addr + offset, length, &at))
+    if (!owned_range(self, (const unsigned char *)addr + offset, length, &at))
         return true;
     return commit_range(self, at, length) != 0;
 }
@@ -208,8 +216,7 @@ static bool shm_extent_decommit(extent_hooks_t *hooks, void *addr, size_t size,
     (void)size, (void)arena_ind;
     rm_shm_extent_hooks *self = self_of(hooks);
     size_t at;
-    if (!in_owner(self) ||
-        !range_offset(self, (const unsigned char *)addr + offset, length, &at))
+    if (!owned_range(self, (const unsigned char *)addr + offset, length, &at))
         return true;
     if (punch(self, at, length) != 0)
         return true;
