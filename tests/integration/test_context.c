@@ -9,19 +9,9 @@
 #include <unistd.h>
 
 #include "plugin_fixture.h"
+#include "temp_file.h"
 
 TestSuite(context, .init = fixture_load, .fini = fixture_unload, .timeout = 20);
-
-static char *write_config(const char *content)
-{
-    static char path[64];
-    snprintf(path, sizeof path, "/tmp/rm-context-test-XXXXXX");
-    int fd = mkstemp(path);
-    cr_assert(fd >= 0);
-    cr_assert_eq(write(fd, content, strlen(content)), (ssize_t)strlen(content));
-    close(fd);
-    return path;
-}
 
 static void expect_config(rm_context *context, const char *key, const char *expected)
 {
@@ -48,7 +38,7 @@ Test(context, defaults_without_options)
 
 Test(context, precedence_defaults_file_entries)
 {
-    char *path = write_config("registry.ttl_s = 7\nregistry.max_models = 3\n");
+    char *path = write_temp_file("registry.ttl_s = 7\nregistry.max_models = 3\n");
     rm_config_entry entry = {.key = "registry.max_models", .value = "9"};
     rm_context_options options = RM_STRUCT_INIT(rm_context_options);
     options.config_path = path;
@@ -66,7 +56,7 @@ Test(context, precedence_defaults_file_entries)
 
 Test(context, environment_names_a_file_unless_ignored)
 {
-    char *path = write_config("log.level = debug\nregistry.ttl_s = 0.5\n");
+    char *path = write_temp_file("log.level = debug\nregistry.ttl_s = 0.5\n");
     setenv(RM_CONFIG_ENV, path, 1);
     rm_context *context;
     rm_context_options options = RM_STRUCT_INIT(rm_context_options);

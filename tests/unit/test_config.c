@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "error.h"
+#include "temp_file.h"
 
 TestSuite(config, .timeout = 10);
 
@@ -153,17 +154,6 @@ Test(config, format_reports_needed_size_and_leaves_small_buffer_alone)
     cr_expect_eq(tiny[0], '#');
     cr_expect_eq(rm_config_format(&config, "nope", tiny, sizeof tiny, &needed, NULL),
                  RM_E_CONFIG_UNKNOWN_KEY);
-}
-
-static char *write_temp_file(const char *content)
-{
-    static char path[64];
-    snprintf(path, sizeof path, "/tmp/rm-config-test-XXXXXX");
-    int fd = mkstemp(path);
-    cr_assert(fd >= 0);
-    cr_assert_eq(write(fd, content, strlen(content)), (ssize_t)strlen(content));
-    close(fd);
-    return path;
 }
 
 Test(config, file_with_comments_blanks_and_spaces)
