@@ -212,7 +212,9 @@ struct rm_plugin_v1;
  *  RM_E_INCOMPATIBLE_VERSION  no version in common (e.g. the host wants
  *                             major 2 only, or major 0).
  * On any error, *out_vtable is set to NULL, *out_abi_version to 0 (where
- * those pointers are non-NULL) and the reason is written to error_buffer.
+ * those pointers are non-NULL) and the reason is written to error_buffer,
+ * except for RM_E_STRUCT_SIZE, where error_buffer lies beyond what the host
+ * declared and is left alone (context_last_error(NULL) has the reason).
  * Services offered by a successful negotiation are used by contexts created
  * after it; contexts already created keep theirs. They belong to the whole
  * loaded object, not to one caller: two hosts in one process that negotiate
@@ -258,7 +260,8 @@ typedef struct rm_config_entry {
  *                       RM_E_FEATURE_UNAVAILABLE.
  *   log.level           error | warn | info | debug.  Default warn.
  *   registry.ttl_s      seconds an unused model stays loaded, decimal,
- *                       0 to 31536000; 0 disables TTL eviction. Default 30.
+ *                       0 to 31536000, at most 9 digits after the point;
+ *                       0 disables TTL eviction. Default 30.
  *   registry.max_bytes  byte budget for loaded models: an integer with an
  *                       optional K, M, G, T suffix (powers of 1024, also
  *                       KiB, MiB, GiB, TiB); 0 = unlimited. Default 0.
@@ -402,6 +405,8 @@ typedef struct rm_registry_metrics {
  * thread says what went wrong, naming the key, value, limit or file.
  * Each context records the fork generation at creation: used in a child
  * after fork(), functions return RM_E_FORKED (create a new context there).
+ * Threads inside the plugin (a caller waiting for a load, a loader) must
+ * not be cancelled with pthread_cancel(): cancellation is not supported.
  */
 typedef struct rm_plugin_v1 {
     uint32_t struct_size; /* sizeof the plugin's vtable */
@@ -517,8 +522,9 @@ typedef struct rm_plugin_v1 {
      * Gives back a reference from model_get_or_load(). The model stays
      * loaded (idle) until TTL, LRU pressure, model_evict() or
      * context_destroy(). Releasing a handle twice or a handle from another
-     * context is undefined. Returns RM_OK, RM_E_INVALID_ARGUMENT (NULL),
-     * RM_E_FORKED.
+     * context is undefined. Returns RM_OK, RM_E_INVALID_ARGUMENT (NULL, or a
+     * handle with no reference left, when that can still be seen),
+     * RM_E_FEATURE_DISABLED, RM_E_FEATURE_UNAVAILABLE, RM_E_FORKED.
      */
     int32_t (*model_release)(rm_context *context, rm_model_handle *handle);
 

@@ -5,6 +5,7 @@
  * block that belongs to another arena. */
 #include "allocator.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,18 +15,22 @@
 
 #define SELF_CHECK_BYTES (1u << 20)
 
+static char allocator_version[96];
+static pthread_once_t allocator_version_once = PTHREAD_ONCE_INIT;
+
+static void read_allocator_version(void)
+{
+    const char *text = NULL;
+    size_t size = sizeof text;
+    if (rmje_mallctl("version", &text, &size, NULL, 0) != 0 || text == NULL)
+        text = "unknown";
+    snprintf(allocator_version, sizeof allocator_version, "jemalloc %s", text);
+}
+
 const char *rm_allocator_version(void)
 {
-    static char version[96];
-    if (version[0] == '\0') {
-        const char *text = NULL;
-        size_t size = sizeof text;
-        if (rmje_mallctl("version", &text, &size, NULL, 0) != 0 || text == NULL)
-            text = "unknown";
-        /* Racing writers store the same bytes. */
-        snprintf(version, sizeof version, "jemalloc %s", text);
-    }
-    return version;
+    pthread_once(&allocator_version_once, read_allocator_version);
+    return allocator_version;
 }
 
 int32_t rm_allocator_arena_create(const void *error_owner, uint32_t *out_arena)

@@ -149,7 +149,9 @@ static void format_log_level(const rm_config *config, char *out, size_t out_size
     snprintf(out, out_size, "%s", rm_log_level_name(config->log_level));
 }
 
-/* Decimal without sign or exponent: digits, optionally '.' and digits. */
+/* Decimal without sign or exponent: digits, optionally '.' and 1 to 9
+ * digits (nanoseconds: finer values could not be honoured, and every
+ * accepted value prints back exactly). */
 static int parse_plain_decimal(const char *value, double *out)
 {
     const char *p = value;
@@ -165,7 +167,7 @@ static int parse_plain_decimal(const char *value, double *out)
             p++;
             fraction++;
         }
-        if (fraction == 0)
+        if (fraction == 0 || fraction > 9)
             return 0;
     }
     if (digits == 0 || *p != '\0' || p - value > 32)
@@ -181,14 +183,24 @@ static int32_t parse_ttl(rm_config *config, const char *value,
     double seconds;
     if (!parse_plain_decimal(value, &seconds) || seconds > TTL_MAX_S)
         return invalid_value(owner, origin, "registry.ttl_s", value,
-                             "seconds as a decimal number from 0 to 31536000; 0 disables TTL");
+                             "seconds as a decimal number from 0 to 31536000 with at most "
+                             "9 digits after the point; 0 disables TTL");
     config->registry_ttl_s = seconds;
     return RM_OK;
 }
 
+/* Fixed point with trailing zeros trimmed: the form the parser accepts. */
 static void format_ttl(const rm_config *config, char *out, size_t out_size)
 {
-    snprintf(out, out_size, "%.9g", config->registry_ttl_s);
+    snprintf(out, out_size, "%.9f", config->registry_ttl_s);
+    char *point = strchr(out, '.');
+    if (point == NULL)
+        return;
+    char *end = point + strlen(point) - 1;
+    while (end > point && *end == '0')
+        *end-- = '\0';
+    if (end == point)
+        *point = '\0';
 }
 
 /* Unsigned decimal integer, no sign, no blanks; *end gets the rest. */

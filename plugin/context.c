@@ -161,16 +161,22 @@ static int32_t start_capabilities(rm_context *context)
 #if RM_HAVE_MODEL_REGISTRY
     if (context->features_enabled & RM_FEATURE_MODEL_REGISTRY) {
         rm_registry_config registry_config = {
-            .ttl_ns = (uint64_t)(context->config.registry_ttl_s * 1e9),
+            /* Rounded: 9 fractional digits at most, so exact in ns. */
+            .ttl_ns = (uint64_t)(context->config.registry_ttl_s * 1e9 + 0.5),
             .max_bytes = context->config.registry_max_bytes,
             .max_models = context->config.registry_max_models,
         };
         int32_t status = rm_registry_create(&registry_config, &context->host, context,
                                             &context->registry);
-        if (status != RM_OK)
+        if (status != RM_OK) {
             /* The registry recorded its message for the context that does not
-             * exist yet; hand it to the NULL owner that create reports on. */
-            return rm_error_set(NULL, status, "%s", rm_error_last(context));
+             * exist yet; hand it to the NULL owner that create reports on
+             * (through a copy: the message lives in the buffer it is written
+             * to). */
+            char message[RM_ERROR_MESSAGE_MAX];
+            snprintf(message, sizeof message, "%s", rm_error_last(context));
+            return rm_error_set(NULL, status, "%s", message);
+        }
     }
 #endif
     return RM_OK;

@@ -24,6 +24,25 @@
 static pthread_mutex_t negotiated_lock = PTHREAD_MUTEX_INITIALIZER;
 static rm_host_services negotiated_services;
 static uint32_t negotiated_version = RM_PLUGIN_MAX_ABI;
+static pthread_once_t negotiated_fork_guard_once = PTHREAD_ONCE_INIT;
+
+/* Held across fork() so that a child never inherits it locked: the child
+ * negotiates and creates contexts too. */
+static void negotiated_lock_acquire(void)
+{
+    pthread_mutex_lock(&negotiated_lock);
+}
+
+static void negotiated_lock_release(void)
+{
+    pthread_mutex_unlock(&negotiated_lock);
+}
+
+static void install_negotiated_fork_guard(void)
+{
+    (void)pthread_atfork(negotiated_lock_acquire, negotiated_lock_release,
+                         negotiated_lock_release);
+}
 
 static const rm_plugin_v1 plugin_v1 = {
     .struct_size = sizeof(rm_plugin_v1),
@@ -122,6 +141,7 @@ rm_plugin_negotiate(const rm_negotiate_request *request, uint32_t *out_abi_versi
                       plugin_max);
 
     rm_fork_hook_install();
+    pthread_once(&negotiated_fork_guard_once, install_negotiated_fork_guard);
     pthread_mutex_lock(&negotiated_lock);
     memset(&negotiated_services, 0, sizeof negotiated_services);
     if (request->services != NULL) {

@@ -71,6 +71,28 @@ typedef struct load_thread {
 
 static _Thread_local load_thread this_thread;
 static pthread_mutex_t wait_graph_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t wait_graph_fork_guard_once = PTHREAD_ONCE_INIT;
+
+/* A fork() while another thread holds wait_graph_lock would hand the child
+ * a lock nobody there can release, and a context the child creates would
+ * hang on its first miss. The lock is therefore held across fork() and
+ * released on both sides. */
+static void wait_graph_lock_acquire(void)
+{
+    pthread_mutex_lock(&wait_graph_lock);
+}
+
+static void wait_graph_lock_release(void)
+{
+    pthread_mutex_unlock(&wait_graph_lock);
+}
+
+static void install_wait_graph_fork_guard(void)
+{
+    /* The plugin is linked -z nodelete, so the handlers outlive no code. */
+    (void)pthread_atfork(wait_graph_lock_acquire, wait_graph_lock_release,
+                         wait_graph_lock_release);
+}
 
 /* One key's entry. A handle given to the host is a pointer to it. */
 struct rm_model_handle {
@@ -181,7 +203,8 @@ static int32_t resolve_key(const void *error_owner, const char *key,
 {
     resolved_key_cache *cache = &last_resolved_key;
     size_t raw_length = strnlen(key, RM_MODEL_KEY_MAX);
-    if (raw_length == cache->raw_length &&
+    /* An empty cache has raw_length 0; the empty key must not match it. */
+    if (raw_length != 0 && raw_length == cache->raw_length &&
         memcmp(key, cache->raw, raw_length) == 0) {
         memcpy(normal, cache->normal, cache->normal_length + 1);
         *normal_length = cache->normal_length;
@@ -522,6 +545,7 @@ int32_t rm_registry_create(const rm_registry_config *config,
         return rm_error_set(error_owner, RM_E_INVALID_ARGUMENT,
                             "rm_registry_create needs an output pointer");
     *out = NULL;
+    pthread_once(&wait_graph_fork_guard_once, install_wait_graph_fork_guard);
     rm_registry *registry = calloc(1, sizeof *registry);
     entry **buckets = calloc(INITIAL_BUCKET_COUNT, sizeof *buckets);
     if (registry == NULL || buckets == NULL) {
@@ -590,8 +614,9 @@ void rm_registry_destroy(rm_registry *registry)
     while (registry->lru_head != NULL)
         detach_to_victims(registry, registry->lru_head, &victims);
     /* A LOADING entry here means a loader is still running on another
-     * thread, which the contract forbids. Its memory is left alone (that
-     * thread will touch it again) rather than freed under it. */
+     * thread: destroy raced with a call, which the contract forbids. The
+     * entry itself is not freed, but the registry is, so that thread's
+     * return is undefined behaviour; the error below names it. */
     size_t still_loading = registry->entry_count;
     if (handles_held != 0)
         rm_host_log(registry->host, RM_LOG_WARN,
@@ -602,7 +627,8 @@ void rm_registry_destroy(rm_registry *registry)
     if (still_loading != 0)
         rm_host_log(registry->host, RM_LOG_ERROR,
                     "model registry destroyed while %zu model(s) were still "
-                    "loading; their entries are leaked",
+                    "loading (context_destroy raced with model_get_or_load, "
+                    "which is not allowed); their entries are leaked",
                     still_loading);
     destroy_victims(&victims);
 

@@ -2,6 +2,9 @@
  * propagation, cycles, eviction (TTL, LRU, explicit, destroy), metrics,
  * listing, and a randomised stress run. */
 #include <criterion/criterion.h>
+#include <signal.h>
+#include <unistd.h>
+#include <sys/wait.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -382,6 +385,87 @@ Test(registry, invalid_keys_and_arguments_are_rejected_without_loading)
     rm_registry_metrics metrics = metrics_of(registry);
     cr_assert_eq(metrics.hits + metrics.misses, 0,
                  "rejected calls counted as lookups");
+    rm_registry_destroy(registry);
+}
+
+typedef struct miss_hammer {
+    rm_registry *registry;
+    atomic_bool stop;
+} miss_hammer;
+
+/* Loads and evicts in a loop, so that some thread is inside the
+ * process-wide wait-for bookkeeping most of the time. */
+static void *hammer_misses(void *argument)
+{
+    miss_hammer *hammer = argument;
+    loader_spec spec = make_spec("hammer", 1);
+    while (!atomic_load(&hammer->stop)) {
+        rm_model_handle *handle;
+        void *model;
+        if (rm_registry_get_or_load(hammer->registry, "hammer@cpu", spec_loader, &spec,
+                                    &handle, &model) == RM_OK)
+            rm_registry_release(hammer->registry, handle);
+        rm_registry_evict(hammer->registry, "hammer@cpu");
+    }
+    return NULL;
+}
+
+Test(registry, a_child_forked_during_loads_can_load_in_a_new_registry)
+{
+    rm_registry *registry = make_registry(0, 0, 0);
+    miss_hammer hammer = {.registry = registry};
+    pthread_t threads[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(pthread_create(&threads[i], NULL, hammer_misses, &hammer), 0);
+    int hung = 0, failed = 0;
+    for (int round = 0; round < 200; round++) {
+        pid_t child = fork();
+        cr_assert_geq(child, 0);
+        if (child == 0) {
+            /* A lock inherited held would hang here: SIGALRM ends it. */
+            alarm(2);
+            rm_registry *fresh = NULL;
+            loader_spec spec = make_spec("child", 1);
+            rm_model_handle *handle;
+            void *model;
+            int ok = rm_registry_create(&(rm_registry_config){0}, &test_host, OWNER, &fresh) ==
+                         RM_OK &&
+                     rm_registry_get_or_load(fresh, "child@cpu", spec_loader, &spec, &handle,
+                                             &model) == RM_OK;
+            _exit(ok ? 0 : 1);
+        }
+        int status;
+        cr_assert_eq(waitpid(child, &status, 0), child);
+        hung += WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM;
+        failed += !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    }
+    atomic_store(&hammer.stop, true);
+    for (int i = 0; i < 3; i++)
+        pthread_join(threads[i], NULL);
+    cr_expect_eq(hung, 0, "%d of 200 children hung on an inherited lock", hung);
+    cr_expect_eq(failed, 0, "%d of 200 children failed", failed);
+    rm_registry_destroy(registry);
+}
+
+Test(registry, empty_key_is_invalid_on_a_fresh_thread)
+{
+    /* Each Criterion test runs in a fresh process, so this is the thread's
+     * first lookup: its per-thread key cache is still empty and must not
+     * make "" look like a resolved key. */
+    rm_registry *registry = make_registry(0, 0, 0);
+    loader_spec spec = make_spec("empty", 1);
+    rm_model_handle *handle = (rm_model_handle *)1;
+    void *model = (void *)1;
+    cr_assert_eq(rm_registry_get_or_load(registry, "", spec_loader, &spec, &handle, &model),
+                 RM_E_INVALID_KEY);
+    cr_assert_null(handle);
+    cr_assert_null(model);
+    cr_assert_eq(atomic_load(&spec.calls), 0);
+    cr_assert_eq(rm_registry_evict(registry, ""), RM_E_INVALID_KEY);
+    rm_model_info row;
+    uint32_t count = 99;
+    cr_assert_eq(rm_registry_list(registry, &row, sizeof row, 1, &count), RM_OK);
+    cr_assert_eq(count, 0);
     rm_registry_destroy(registry);
 }
 
