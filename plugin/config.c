@@ -14,26 +14,15 @@
 
 #include "error.h"
 #include "host.h"
-#include "rm_build_config.h"
 
 #define TTL_MAX_S 31536000.0
 #define MAX_MODELS_LIMIT 1048576u
 #define CONFIG_LINE_MAX 4096
 
-uint64_t rm_features_built(void)
-{
-    uint64_t features = 0;
-    if (RM_HAVE_MODEL_REGISTRY)
-        features |= RM_FEATURE_MODEL_REGISTRY;
-    if (RM_HAVE_SHARED_MEMORY)
-        features |= RM_FEATURE_SHARED_MEMORY;
-    return features;
-}
-
 void rm_config_defaults(rm_config *config)
 {
     *config = (rm_config){
-        .features = rm_features_built(),
+        .features = RM_FEATURES_BUILT,
         .log_level = RM_LOG_WARN,
         .registry_ttl_s = 30.0,
         .registry_max_bytes = 0,
@@ -77,7 +66,7 @@ static int32_t parse_features(rm_config *config, const char *value,
     static const char accepted[] =
         "a comma-separated list of model-registry, shared-memory; or all, none";
     if (strcmp(value, "all") == 0) {
-        config->features = rm_features_built();
+        config->features = RM_FEATURES_BUILT;
         return RM_OK;
     }
     if (strcmp(value, "none") == 0) {
@@ -101,7 +90,7 @@ static int32_t parse_features(rm_config *config, const char *value,
         }
         if (bit == 0)
             return invalid_value(owner, origin, "features", value, accepted);
-        if ((rm_features_built() & bit) == 0)
+        if ((RM_FEATURES_BUILT & bit) == 0)
             return rm_error_set(owner, RM_E_FEATURE_UNAVAILABLE,
                                 "%s: feature '%.*s' was not built into this plugin "
                                 "(meson option -D%.*s=enabled)",

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "rm_build_config.h"
 #include "rm_plugin.h"
 
 typedef struct rm_config {
@@ -15,8 +16,11 @@ typedef struct rm_config {
     uint64_t registry_max_models; /* 0 = unlimited */
 } rm_config;
 
-/** Capabilities compiled into this build. */
-uint64_t rm_features_built(void);
+/** Capabilities compiled into this build (a constant, so that the static
+ *  vtable can use it too). */
+#define RM_FEATURES_BUILT                                            \
+    ((RM_HAVE_MODEL_REGISTRY ? RM_FEATURE_MODEL_REGISTRY : 0) |     \
+     (RM_HAVE_SHARED_MEMORY ? RM_FEATURE_SHARED_MEMORY : 0))
 
 /** Built-in defaults (documented in abi/rm_plugin.h). */
 void rm_config_defaults(rm_config *config);

@@ -65,7 +65,7 @@ static int32_t check_feature(const rm_context *context, uint64_t feature,
     int32_t status = check_context(context);
     if (status != RM_OK)
         return status;
-    if ((rm_features_built() & feature) == 0)
+    if ((RM_FEATURES_BUILT & feature) == 0)
         return rm_error_set(context, RM_E_FEATURE_UNAVAILABLE,
                             "feature '%s' was not built into this plugin", name);
     if ((context->features_enabled & feature) == 0)
@@ -279,7 +279,7 @@ int32_t rm_context_info_get(const rm_context *context, rm_context_info *out)
         return status;
     rm_context_info info = {
         .negotiated_abi_version = context->negotiated_abi_version,
-        .features_built = rm_features_built(),
+        .features_built = RM_FEATURES_BUILT,
         .features_enabled = context->features_enabled,
         .allocator_arena = context->allocator_arena,
     };

@@ -13,7 +13,6 @@
 
 #include "context.h"
 #include "error.h"
-#include "rm_build_config.h"
 #include "config.h"
 #include "../hooks/fork.h"
 
@@ -47,8 +46,7 @@ static void install_negotiated_fork_guard(void)
 static const rm_plugin_v1 plugin_v1 = {
     .struct_size = sizeof(rm_plugin_v1),
     .abi_version = RM_PLUGIN_MAX_ABI,
-    .features_built = (RM_HAVE_MODEL_REGISTRY ? RM_FEATURE_MODEL_REGISTRY : 0) |
-                      (RM_HAVE_SHARED_MEMORY ? RM_FEATURE_SHARED_MEMORY : 0),
+    .features_built = RM_FEATURES_BUILT,
     .name = "rm_plugin",
     .version = RM_PLUGIN_VERSION_STRING,
     .error_name = rm_error_name,

@@ -125,7 +125,7 @@ Test(config, defaults_are_documented_values)
 {
     rm_config config;
     rm_config_defaults(&config);
-    cr_expect_eq(config.features, rm_features_built());
+    cr_expect_eq(config.features, RM_FEATURES_BUILT);
     cr_expect_eq(config.log_level, RM_LOG_WARN);
     cr_expect_float_eq(config.registry_ttl_s, 30.0, 1e-9);
     cr_expect_eq(config.registry_max_bytes, 0);
