@@ -90,16 +90,20 @@ static int32_t parse_features(rm_config *config, const char *value,
         }
         if (bit == 0)
             return invalid_value(owner, origin, "features", value, accepted);
-        if ((RM_FEATURES_BUILT & bit) == 0)
-            return rm_error_set(owner, RM_E_FEATURE_UNAVAILABLE,
-                                "%s: feature '%.*s' was not built into this plugin "
-                                "(meson option -D%.*s=enabled)",
-                                origin, (int)trimmed, cursor, (int)trimmed, cursor);
         features |= bit;
         if (cursor[length] == '\0')
             break;
         cursor += length + 1;
     }
+    /* Only a well-formed list is checked against the build, so a malformed
+     * value is reported as malformed in every build. */
+    for (size_t i = 0; i < sizeof feature_names / sizeof feature_names[0]; i++)
+        if ((features & feature_names[i].bit) != 0 &&
+            (RM_FEATURES_BUILT & feature_names[i].bit) == 0)
+            return rm_error_set(owner, RM_E_FEATURE_UNAVAILABLE,
+                                "%s: feature '%s' was not built into this plugin "
+                                "(meson option -D%s=enabled)",
+                                origin, feature_names[i].name, feature_names[i].name);
     config->features = features;
     return RM_OK;
 }

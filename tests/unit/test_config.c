@@ -47,6 +47,9 @@ ParameterizedTestParameters(config, valid_values)
 
 ParameterizedTest(struct valid_case *c, config, valid_values)
 {
+    if (strstr(c->value, "shared-memory") != NULL &&
+        (RM_FEATURES_BUILT & RM_FEATURE_SHARED_MEMORY) == 0)
+        cr_skip_test("shared-memory not built");
     rm_config config;
     rm_config_defaults(&config);
     cr_assert_eq(rm_config_set(&config, c->key, c->value, "test", NULL), RM_OK,
@@ -119,6 +122,20 @@ ParameterizedTest(struct invalid_case *c, config, invalid_values)
         cr_expect(strstr(message, "known keys: features") != NULL, "message: %s", message);
     /* A rejected value changes nothing. */
     cr_expect(memcmp(&config, &before, sizeof config) == 0);
+}
+
+Test(config, a_feature_not_built_is_unavailable)
+{
+    if (RM_FEATURES_BUILT == (RM_FEATURE_MODEL_REGISTRY | RM_FEATURE_SHARED_MEMORY))
+        cr_skip_test("every feature is built");
+    const char *missing = (RM_FEATURES_BUILT & RM_FEATURE_MODEL_REGISTRY) == 0
+                              ? "model-registry"
+                              : "shared-memory";
+    rm_config config;
+    rm_config_defaults(&config);
+    cr_expect_eq(rm_config_set(&config, "features", missing, "entry 0", NULL),
+                 RM_E_FEATURE_UNAVAILABLE);
+    cr_expect(strstr(rm_error_last(NULL), "was not built") != NULL, "%s", rm_error_last(NULL));
 }
 
 Test(config, defaults_are_documented_values)
