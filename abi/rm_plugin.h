@@ -27,9 +27,11 @@
  *  - Before calling a vtable member newer than 1.0, check it with
  *    RM_PLUGIN_HAS(); members of 1.0 are always present.
  *
+ * History: 1.0 contexts, configuration, the process-scope model registry;
+ * 1.1 shared-memory tensors, descriptors, DLPack export, pool listing and
+ * reclaim (error codes -20..-23, config keys shm.*).
  * Planned minor versions (not yet part of the ABI, listed so that hosts know
- * where capabilities will arrive): shared-memory tensors and DLPack export,
- * the node-scope model registry, CUDA IPC.
+ * where capabilities will arrive): the node-scope model registry, CUDA IPC.
  *
  * ---------------------------------------------------------------------------
  * Loading
@@ -73,7 +75,7 @@ extern "C" {
 
 /** The ABI version this header describes. */
 #define RM_ABI_MAJOR 1
-#define RM_ABI_MINOR 0
+#define RM_ABI_MINOR 1
 #define RM_ABI_VERSION_CURRENT RM_ABI_VERSION(RM_ABI_MAJOR, RM_ABI_MINOR)
 
 /** The project (not ABI) version; the build reads it from here. */
@@ -122,7 +124,11 @@ extern "C" {
     XX(-16, FORKED, "context belongs to the parent of a fork()")              \
     XX(-17, ALLOCATOR, "bundled allocator failed")                            \
     XX(-18, SYSTEM, "operating system call failed")                           \
-    XX(-19, SHUTTING_DOWN, "context is being destroyed")
+    XX(-19, SHUTTING_DOWN, "context is being destroyed")                     \
+    XX(-20, NOT_SHAREABLE, "tensor is in private memory, not shareable")      \
+    XX(-21, INVALID_DESCRIPTOR, "malformed or forged tensor descriptor")      \
+    XX(-22, STALE_DESCRIPTOR, "descriptor names memory that is gone")         \
+    XX(-23, QUOTA_EXCEEDED, "quota exceeded")
 
 /* The map also yields RM_E_OK; RM_OK is the same 0 under its usual name. */
 typedef enum rm_error {
@@ -267,6 +273,21 @@ typedef struct rm_config_entry {
  *                       KiB, MiB, GiB, TiB); 0 = unlimited. Default 0.
  *   registry.max_models model count budget, 0 to 1048576; 0 = unlimited.
  *                       Default 0.
+ *   shm.namespace       (1.1) 1 to 32 characters of [A-Za-z0-9_-]. Tensors
+ *                       cross only between contexts of one namespace; it
+ *                       is part of every segment name, and rmctl ls/gc work
+ *                       per namespace. Default "default".
+ *   shm.pool_bytes      (1.1) most bytes of live tensors the context's pool
+ *                       holds (exact, the sum of their nbytes; a size as
+ *                       for registry.max_bytes), 4M to 512G. The pool
+ *                       reserves twice this in address space (room for
+ *                       alignment and fragmentation); /dev/shm pages are
+ *                       used only as tensors need them. Default 1G.
+ *   shm.session_quota   (1.1) most bytes of live tensors per session id of
+ *                       one context, shared and heap tensors together;
+ *                       0 = unlimited. Default 0.
+ *   shm.max_tensors     (1.1) tensors a pool can hold at once (slots in its
+ *                       control segment), 64 to 1048576. Default 16384.
  */
 typedef struct rm_context_options {
     uint32_t struct_size;
@@ -384,6 +405,243 @@ typedef struct rm_registry_metrics {
     uint64_t over_budget;   /* admissions that left the budget exceeded */
     double hit_rate;        /* hits / (hits + misses); 0 when both are 0 */
 } rm_registry_metrics;
+
+/* ------------------------------------------------------------------------ */
+/* Shared-memory tensors (feature "shared-memory", ABI 1.1)                 */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Model. Each context that allocates owns one pool: a /dev/shm segment
+ * ("/rm.<namespace>.<pid>.<16 hex>", mode 0600, unguessable) with the
+ * bundled jemalloc's arena over it, and a small control segment beside it
+ * (same name + ".ctl") holding one slot per live tensor: its generation,
+ * its extent, and which contexts hold it. The pool is created on the first
+ * allocation; its pages are committed with fallocate() before use, so a
+ * full /dev/shm is an error code (or the heap fallback), never SIGBUS.
+ *
+ * A tensor crosses to another process as a descriptor (pool identity,
+ * owner pid and start time, slot, generation, offset, nbytes, dtype, shape,
+ * strides): RM_TENSOR_DESCRIPTOR_SIZE bytes, or a printable string of at
+ * most RM_TENSOR_DESCRIPTOR_TEXT_MAX bytes. The importing context maps the
+ * pool once (read-only unless asked otherwise), caches the mapping by pool
+ * identity, checks every field of the descriptor against the pool's control
+ * segment, and only then forms a pointer. Nothing is copied.
+ *
+ * Lifetime. A tensor's memory is reused only after every context that
+ * holds it (the owner and every importer) has released every handle; only
+ * the owner frees. A release in another process travels back through the
+ * control segment; the owner frees it on its next tensor call in that
+ * context (allocate, release, import, tensor_reclaim). Handles of a context
+ * that is destroyed are released with it. Holds of a process that died are
+ * dropped by the owner's tensor_reclaim() (also run by itself when an
+ * allocation runs out of quota or space), and segments whose owner died are
+ * unlinked by any context created in the namespace (and by rmctl gc);
+ * importers that still map them keep reading valid memory.
+ *
+ * Limits: RM_TENSOR_MAX_DIMS dimensions; RM_TENSOR_MAX_HOLDERS importing
+ * contexts per pool at once (one more gives RM_E_QUOTA_EXCEEDED); strides
+ * are counted in elements (as in DLPack) and must be >= 0; the element size
+ * (bits * lanes) is a whole number of bytes.
+ *
+ * Fork: a child never allocates from its parent's pool (its contexts give
+ * RM_E_FORKED); a context created in the child gets its own pool.
+ */
+
+/*
+ * Descriptor format (version 1), for hosts that log, route or check
+ * descriptors; they are produced and consumed only by the plugin. 200
+ * bytes, little-endian:
+ *   0  u32 magic "RMT1"        4  u16 version (1)   6  u8 kind   7  u8 ndim
+ *   8  dtype: u8 code, u8 bits, u16 lanes
+ *  12  u32 slot               16  u32 generation  20  u32 owner pid
+ *  24  u64 pool id            32  u64 owner start time (clock ticks)
+ *  40  u64 offset             48  u64 nbytes      56  u64 session
+ *  64  i64 shape[8]          128  i64 strides[8] (elements; 0 beyond ndim)
+ * 192  u64 checksum of bytes 0..191: h = 0xcbf29ce484222325; for each
+ *      little-endian u64 word w: h = (h ^ w) * 0x100000001b3;
+ *      h ^= h >> 29. It catches damage in transport and proves nothing:
+ *      every field is checked against the pool before a pointer exists.
+ * Kind 1 = pool (offset into the pool's data segment); kind 2 = inline
+ * (pool fields 0, offset 200, nbytes of data follow the descriptor).
+ * Text form: "rmt1." and the 200 bytes in base64url without padding.
+ */
+#define RM_TENSOR_MAX_DIMS 8
+#define RM_TENSOR_MAX_HOLDERS 31
+#define RM_TENSOR_DESCRIPTOR_SIZE 200
+#define RM_TENSOR_DESCRIPTOR_TEXT_MAX 280
+/** Every tensor's data is aligned to at least this many bytes. */
+#define RM_TENSOR_MIN_ALIGNMENT 64
+
+/** Element type, laid out as DLPack's DLDataType. */
+typedef struct rm_dtype {
+    uint8_t code;   /* RM_DTYPE_* (DLPack's DLDataTypeCode) */
+    uint8_t bits;   /* bits per lane: 8, 16, 32, 64 (128 for complex) */
+    uint16_t lanes; /* 1 for scalars */
+} rm_dtype;
+
+#define RM_DTYPE_INT 0
+#define RM_DTYPE_UINT 1
+#define RM_DTYPE_FLOAT 2
+#define RM_DTYPE_BFLOAT 4
+#define RM_DTYPE_COMPLEX 5
+#define RM_DTYPE_BOOL 6
+
+/** Opaque handle to a tensor held by one context; see tensor_release(). */
+typedef struct rm_tensor rm_tensor;
+
+/** tensor_allocate(): fail with RM_E_NO_MEMORY rather than fall back to
+ *  private (heap) memory when /dev/shm is missing or full. */
+#define RM_TENSOR_ALLOC_SHARED_ONLY ((uint64_t)1 << 0)
+/** tensor_allocate(): zero the data (otherwise its contents are unspecified). */
+#define RM_TENSOR_ALLOC_ZERO ((uint64_t)1 << 1)
+/** tensor_allocate(): use spec.strides (otherwise C-contiguous). */
+#define RM_TENSOR_ALLOC_STRIDED ((uint64_t)1 << 2)
+
+/** What to allocate. */
+typedef struct rm_tensor_spec {
+    uint32_t struct_size;
+    uint32_t abi_version;
+    rm_dtype dtype;
+    uint32_t ndim;                       /* 0 (a scalar) to RM_TENSOR_MAX_DIMS */
+    int64_t shape[RM_TENSOR_MAX_DIMS];   /* >= 0; a 0 makes an empty tensor */
+    int64_t strides[RM_TENSOR_MAX_DIMS]; /* elements, >= 0; read only with
+                                            RM_TENSOR_ALLOC_STRIDED */
+    uint64_t alignment;                  /* 0, or a power of two <= 2 MiB;
+                                            raised to RM_TENSOR_MIN_ALIGNMENT */
+    uint64_t session;                    /* charged for shm.session_quota */
+    uint64_t flags;                      /* RM_TENSOR_ALLOC_* */
+    uint64_t reserved[4];                /* must be zero */
+} rm_tensor_spec;
+
+/** rm_tensor_info.flags */
+#define RM_TENSOR_WRITABLE ((uint64_t)1 << 0)  /* data may be written */
+#define RM_TENSOR_SHAREABLE ((uint64_t)1 << 1) /* in a pool: tensor_export works */
+#define RM_TENSOR_IMPORTED ((uint64_t)1 << 2)  /* from tensor_import*() */
+#define RM_TENSOR_OWNED ((uint64_t)1 << 3)     /* allocated by this context */
+
+/** What a handle refers to; filled by tensor_info(). */
+typedef struct rm_tensor_info {
+    uint32_t struct_size;
+    uint32_t abi_version;
+    /** The first element. Valid while the handle is held; writable only
+     *  with RM_TENSOR_WRITABLE (an importer's read-only view is mapped
+     *  PROT_READ: a write faults). */
+    void *data;
+    uint64_t nbytes;   /* the bytes the shape and strides span */
+    rm_dtype dtype;
+    uint32_t ndim;
+    int64_t shape[RM_TENSOR_MAX_DIMS];
+    int64_t strides[RM_TENSOR_MAX_DIMS]; /* always set, in elements */
+    uint64_t session;
+    uint64_t flags;                      /* RM_TENSOR_WRITABLE ... */
+    uint64_t pool_id;                    /* 0 for private memory */
+    uint32_t owner_pid;                  /* the allocating process */
+    uint32_t reserved0;
+} rm_tensor_info;
+
+/** tensor_import*() flags. */
+#define RM_TENSOR_IMPORT_WRITABLE ((uint64_t)1 << 0) /* map the pool read-write */
+
+/** Counters of this context's own pool and tensors; tensor_pool_stats(). */
+typedef struct rm_tensor_pool_stats {
+    uint32_t struct_size;
+    uint32_t abi_version;
+    char pool_name[96];        /* "" until the first shared allocation */
+    uint64_t pool_id;
+    uint64_t pool_bytes;       /* shm.pool_bytes */
+    uint64_t live_tensors;     /* shared tensors not yet freed */
+    uint64_t live_bytes;       /* their nbytes, counted against pool_bytes */
+    uint64_t committed_bytes;  /* /dev/shm bytes the pool holds now */
+    uint64_t heap_tensors;     /* live private (fallback) tensors */
+    uint64_t heap_bytes;
+    uint64_t allocations;      /* since the context was created */
+    uint64_t fallbacks;        /* allocations that fell back to the heap */
+    uint64_t frees;            /* shared tensors freed */
+    uint64_t remote_releases;  /* frees that another context's release caused */
+    uint64_t holders;          /* importing contexts registered now */
+    uint64_t dead_holders_reclaimed;
+    uint64_t holds_reclaimed;  /* tensor holds dropped for dead holders */
+    uint64_t imports;          /* tensor_import*() successes in this context */
+    uint64_t pools_mapped;     /* other pools this context maps now */
+    /** Segments of dead owners in the namespace that context creation
+     *  unlinked, and the /dev/shm bytes they held. */
+    uint64_t startup_segments_unlinked;
+    uint64_t startup_bytes_unlinked;
+} rm_tensor_pool_stats;
+
+/** What tensor_reclaim() did. */
+typedef struct rm_reclaim_report {
+    uint32_t struct_size;
+    uint32_t abi_version;
+    uint64_t dead_holders;     /* importing contexts of dead processes dropped */
+    uint64_t holds_dropped;    /* their holds on this context's tensors */
+    uint64_t tensors_freed;    /* tensors freed as a result, or waiting */
+    uint64_t segments_unlinked;/* segments of dead owners in the namespace */
+    uint64_t bytes_unlinked;   /* /dev/shm bytes those segments held */
+} rm_reclaim_report;
+
+/** One pool of the namespace, as shm_list() sees it (rmctl ls). */
+typedef struct rm_shm_pool_info {
+    uint32_t struct_size;
+    uint32_t abi_version;
+    char name[96];             /* the data segment, as for shm_open() */
+    uint64_t pool_id;
+    uint32_t owner_pid;
+    uint32_t owner_alive;      /* 1: pid and start time match a live process */
+    uint64_t owner_start_time; /* clock ticks since boot, /proc/<pid>/stat */
+    uint64_t pool_bytes;
+    uint64_t committed_bytes;  /* allocated in /dev/shm now */
+    uint64_t live_tensors;
+    uint64_t live_bytes;
+    uint32_t holders;          /* importing contexts registered */
+    uint32_t readable;         /* 0: the control segment could not be read
+                                  (another user's, missing, or damaged);
+                                  then only name, pool_id, owner_pid and
+                                  owner_alive (by pid alone) are set */
+} rm_shm_pool_info;
+
+/*
+ * DLPack, laid out exactly as dlpack.h's DLDevice, DLTensor,
+ * DLManagedTensor (all versions) and DLManagedTensorVersioned (1.0); a host
+ * that includes dlpack.h casts the pointers. tests/abi checks the layout
+ * against dlpack.h.
+ */
+typedef struct rm_dl_device {
+    int32_t device_type; /* 1 = kDLCPU */
+    int32_t device_id;
+} rm_dl_device;
+
+typedef struct rm_dl_tensor {
+    void *data;
+    rm_dl_device device;
+    int32_t ndim;
+    rm_dtype dtype;
+    int64_t *shape;
+    int64_t *strides;
+    uint64_t byte_offset;
+} rm_dl_tensor;
+
+typedef struct rm_dl_managed_tensor {
+    rm_dl_tensor dl_tensor;
+    void *manager_ctx;
+    void (*deleter)(struct rm_dl_managed_tensor *self);
+} rm_dl_managed_tensor;
+
+typedef struct rm_dl_pack_version {
+    uint32_t major;
+    uint32_t minor;
+} rm_dl_pack_version;
+
+/** DLPack 1.0 flag: the data must not be written. */
+#define RM_DLPACK_FLAG_READ_ONLY ((uint64_t)1 << 0)
+
+typedef struct rm_dl_managed_tensor_versioned {
+    rm_dl_pack_version version; /* 1.0 */
+    void *manager_ctx;
+    void (*deleter)(struct rm_dl_managed_tensor_versioned *self);
+    uint64_t flags;             /* RM_DLPACK_FLAG_READ_ONLY for read-only views */
+    rm_dl_tensor dl_tensor;
+} rm_dl_managed_tensor_versioned;
 
 /* ------------------------------------------------------------------------ */
 /* The vtable                                                               */
@@ -554,6 +812,151 @@ typedef struct rm_plugin_v1 {
     int32_t (*registry_list)(rm_context *context, rm_model_info *out,
                              uint32_t info_struct_size, uint32_t capacity,
                              uint32_t *out_count);
+
+    /* ---- 1.1: shared-memory tensors (check with RM_PLUGIN_HAS) -------- */
+    /*
+     * Every tensor function returns RM_E_FEATURE_UNAVAILABLE when
+     * shared-memory was not built, RM_E_FEATURE_DISABLED when the context
+     * does not enable it, RM_E_INVALID_ARGUMENT for NULL pointers, and
+     * RM_E_FORKED in a child of fork(). A handle belongs to the context
+     * that returned it; using it with another context, or after releasing
+     * it, is undefined.
+     */
+
+    /**
+     * Allocates a tensor in the context's pool (creating the pool on first
+     * use) and returns a writable handle. nbytes is what the shape and
+     * strides span (element size * (1 + sum((shape[i]-1) * strides[i]))),
+     * at least one byte is reserved even for an empty tensor.
+     * Returns RM_OK, or (*out_tensor NULL):
+     *  RM_E_INVALID_ARGUMENT  a bad dtype, ndim, shape, stride, alignment,
+     *                         reserved field or flag; a size that overflows.
+     *  RM_E_STRUCT_SIZE       spec smaller than its 1.1 size.
+     *  RM_E_QUOTA_EXCEEDED    shm.session_quota or shm.pool_bytes would be
+     *                         exceeded (the message names the limit, the
+     *                         bytes in use and the bytes asked for), or the
+     *                         pool's shm.max_tensors slots are all live.
+     *  RM_E_NO_MEMORY         with RM_TENSOR_ALLOC_SHARED_ONLY: /dev/shm is
+     *                         missing or full (the message says which and
+     *                         how many bytes); otherwise the heap is full.
+     * Without RM_TENSOR_ALLOC_SHARED_ONLY, a missing or full /dev/shm gives
+     * a private heap tensor instead (RM_TENSOR_SHAREABLE clear; counted as
+     * a fallback and logged once per pool). Thread-safe.
+     */
+    int32_t (*tensor_allocate)(rm_context *context, const rm_tensor_spec *spec,
+                               rm_tensor **out_tensor);
+
+    /** Fills *out (struct_size set by the caller). RM_OK,
+     *  RM_E_STRUCT_SIZE. Thread-safe. */
+    int32_t (*tensor_info)(rm_context *context, const rm_tensor *tensor,
+                           rm_tensor_info *out);
+
+    /**
+     * Writes the tensor's descriptor (RM_TENSOR_DESCRIPTOR_SIZE bytes) to
+     * `out`. The descriptor is not a reference: the tensor stays alive only
+     * while some handle holds it, so keep the handle until the receiver has
+     * imported (or acknowledged). Returns RM_OK, RM_E_BUFFER_TOO_SMALL,
+     * RM_E_NOT_SHAREABLE (a heap tensor: use tensor_export_inline).
+     */
+    int32_t (*tensor_export)(rm_context *context, const rm_tensor *tensor,
+                             void *out, uint64_t out_size);
+
+    /** The same descriptor as printable text ("rmt1." and base64url, no
+     *  blanks), NUL-terminated, at most RM_TENSOR_DESCRIPTOR_TEXT_MAX bytes
+     *  with the NUL. Same returns as tensor_export. */
+    int32_t (*tensor_export_text)(rm_context *context, const rm_tensor *tensor,
+                                  char *out, uint64_t out_size);
+
+    /**
+     * Serialises the tensor by value for hosts that must (another machine,
+     * a file): a descriptor marked inline followed by the nbytes of data.
+     * Works for every tensor, shared or not. *out_needed (optional) gets
+     * RM_TENSOR_DESCRIPTOR_SIZE + nbytes. Returns RM_OK,
+     * RM_E_BUFFER_TOO_SMALL (nothing written).
+     */
+    int32_t (*tensor_export_inline)(rm_context *context, const rm_tensor *tensor,
+                                    void *out, uint64_t out_size,
+                                    uint64_t *out_needed);
+
+    /**
+     * Imports a descriptor from tensor_export (`size` ==
+     * RM_TENSOR_DESCRIPTOR_SIZE), or an inline one from tensor_export_inline
+     * (`size` == its whole length), and returns a new handle. A pool
+     * descriptor gives a view of the same memory, read-only unless
+     * RM_TENSOR_IMPORT_WRITABLE; an inline one gives a private copy
+     * (writable). Importing into the owning context gives another handle
+     * on the owner's memory. Each import is one handle to release.
+     * Returns RM_OK, or (*out_tensor NULL, nothing held, nothing mapped
+     * that is not cached):
+     *  RM_E_INVALID_DESCRIPTOR  wrong size, magic, version or checksum; a
+     *                           field out of range; dtype, shape and
+     *                           strides that do not fit nbytes; an extent
+     *                           outside the pool; a segment that is not a
+     *                           0600 regular file of this user; a slot
+     *                           whose extent differs from the descriptor.
+     *  RM_E_STALE_DESCRIPTOR    the pool's segments are gone, belong to
+     *                           another process now (owner start time), or
+     *                           the tensor was freed (generation).
+     *  RM_E_QUOTA_EXCEEDED      RM_TENSOR_MAX_HOLDERS contexts already
+     *                           import from that pool.
+     *  RM_E_NO_MEMORY, RM_E_SYSTEM (mapping failed).
+     * Thread-safe.
+     */
+    int32_t (*tensor_import)(rm_context *context, const void *descriptor,
+                             uint64_t size, uint64_t flags, rm_tensor **out_tensor);
+
+    /** tensor_import of the text form (pool descriptors only; inline ones
+     *  have no text form). Same returns. */
+    int32_t (*tensor_import_text)(rm_context *context, const char *text,
+                                  uint64_t flags, rm_tensor **out_tensor);
+
+    /**
+     * Releases a handle. When it was the context's last handle on that
+     * tensor, the context's hold ends; when every hold has ended the owner
+     * frees it (at once if this is the owner, else on the owner's next
+     * tensor call). Returns RM_OK, RM_E_INVALID_ARGUMENT (NULL).
+     */
+    int32_t (*tensor_release)(rm_context *context, rm_tensor *tensor);
+
+    /**
+     * Exports as DLPack without a copy. The managed tensor holds its own
+     * reference: the handle may be released before the consumer calls
+     * `deleter`, which releases that reference (call it from any thread,
+     * exactly once, before the context is destroyed). Read-only views set
+     * RM_DLPACK_FLAG_READ_ONLY in the versioned form; the unversioned form
+     * cannot say so, and a write still faults. Returns RM_OK,
+     * RM_E_NO_MEMORY.
+     */
+    int32_t (*tensor_to_dlpack)(rm_context *context, rm_tensor *tensor,
+                                rm_dl_managed_tensor **out);
+    int32_t (*tensor_to_dlpack_versioned)(rm_context *context, rm_tensor *tensor,
+                                          rm_dl_managed_tensor_versioned **out);
+
+    /** Fills *out with this context's pool counters. RM_OK,
+     *  RM_E_STRUCT_SIZE. */
+    int32_t (*tensor_pool_stats)(rm_context *context, rm_tensor_pool_stats *out);
+
+    /** Bytes of live tensors charged to `session` in this context. */
+    int32_t (*tensor_session_bytes)(rm_context *context, uint64_t session,
+                                    uint64_t *out_bytes);
+
+    /**
+     * Drops the holds of importing contexts whose process died (pid and
+     * start time), frees what that and earlier remote releases left, and
+     * unlinks the segments of dead owners in the namespace. `out` optional.
+     * Returns RM_OK, RM_E_STRUCT_SIZE, RM_E_SYSTEM (/dev/shm unreadable).
+     */
+    int32_t (*tensor_reclaim)(rm_context *context, rm_reclaim_report *out);
+
+    /**
+     * Lists the pools of the context's namespace found in /dev/shm, like
+     * registry_list (rows of `info_struct_size` bytes; *out_count gets the
+     * number of pools; RM_E_BUFFER_TOO_SMALL when it exceeds capacity).
+     * RM_E_SYSTEM when /dev/shm cannot be read.
+     */
+    int32_t (*shm_list)(rm_context *context, rm_shm_pool_info *out,
+                        uint32_t info_struct_size, uint32_t capacity,
+                        uint32_t *out_count);
 } rm_plugin_v1;
 
 /**

@@ -35,12 +35,14 @@
 typedef struct rm_shm_extent_hooks {
     extent_hooks_t hooks;    /* first: see above; never holds a NULL hook */
     pid_t owner;             /* the process whose pool this is */
+    uint64_t owner_generation; /* rm_fork_generation() in that process */
     int fd;                  /* the segment; not owned */
     unsigned char *base;     /* the reservation, page-aligned; not owned */
     size_t size;             /* its bytes, a multiple of the page size */
     pthread_mutex_t mutex;   /* guards cursor */
     size_t cursor;           /* offset of the first never-handed-out byte */
     atomic_uint_least64_t committed; /* bytes fallocated minus bytes punched */
+    atomic_bool keep_pages;  /* destroy leaves pages for other mappers */
 } rm_shm_extent_hooks;
 
 /**

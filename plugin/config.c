@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -27,6 +28,10 @@ void rm_config_defaults(rm_config *config)
         .registry_ttl_s = 30.0,
         .registry_max_bytes = 0,
         .registry_max_models = 0,
+        .shm_namespace = "default",
+        .shm_pool_bytes = (uint64_t)1 << 30,
+        .shm_session_quota = 0,
+        .shm_max_tensors = 16384,
     };
 }
 
@@ -215,8 +220,8 @@ static int parse_unsigned(const char *value, uint64_t *out, const char **end)
     return 1;
 }
 
-static int32_t parse_max_bytes(rm_config *config, const char *value,
-                               const char *origin, const void *owner)
+/* A byte count with an optional binary suffix. 1 on success. */
+static int parse_size(const char *value, uint64_t *out)
 {
     static const struct {
         const char *suffix;
@@ -227,24 +232,106 @@ static int32_t parse_max_bytes(rm_config *config, const char *value,
     };
     uint64_t number;
     const char *rest;
-    if (parse_unsigned(value, &number, &rest)) {
-        for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
-            if (strcmp(rest, suffixes[i].suffix) != 0)
-                continue;
-            if (number > (UINT64_MAX >> suffixes[i].shift))
-                break;
-            config->registry_max_bytes = number << suffixes[i].shift;
-            return RM_OK;
-        }
+    if (!parse_unsigned(value, &number, &rest))
+        return 0;
+    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        if (strcmp(rest, suffixes[i].suffix) != 0)
+            continue;
+        if (number > (UINT64_MAX >> suffixes[i].shift))
+            return 0;
+        *out = number << suffixes[i].shift;
+        return 1;
     }
+    return 0;
+}
+
+#define SIZE_FORM "a byte count with an optional K, M, G, T, KiB, MiB, GiB or TiB " \
+                  "suffix (powers of 1024)"
+
+static int32_t parse_max_bytes(rm_config *config, const char *value,
+                               const char *origin, const void *owner)
+{
+    if (parse_size(value, &config->registry_max_bytes))
+        return RM_OK;
     return invalid_value(owner, origin, "registry.max_bytes", value,
-                         "a byte count with an optional K, M, G, T, KiB, MiB, GiB or TiB "
-                         "suffix (powers of 1024), at most 2^64-1 bytes; 0 = unlimited");
+                         SIZE_FORM ", at most 2^64-1 bytes; 0 = unlimited");
 }
 
 static void format_max_bytes(const rm_config *config, char *out, size_t out_size)
 {
     snprintf(out, out_size, "%llu", (unsigned long long)config->registry_max_bytes);
+}
+
+static int32_t parse_shm_namespace(rm_config *config, const char *value,
+                                   const char *origin, const void *owner)
+{
+    size_t length = strlen(value);
+    bool ok = length >= 1 && length <= RM_SHM_NAMESPACE_MAX;
+    for (size_t i = 0; ok && i < length; i++) {
+        char c = value[i];
+        ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '_' || c == '-';
+    }
+    if (!ok)
+        return invalid_value(owner, origin, "shm.namespace", value,
+                             "1 to 32 characters of A-Z, a-z, 0-9, '_' and '-'");
+    memcpy(config->shm_namespace, value, length + 1);
+    return RM_OK;
+}
+
+static void format_shm_namespace(const rm_config *config, char *out, size_t out_size)
+{
+    snprintf(out, out_size, "%s", config->shm_namespace);
+}
+
+static int32_t parse_shm_pool_bytes(rm_config *config, const char *value,
+                                    const char *origin, const void *owner)
+{
+    uint64_t bytes;
+    if (!parse_size(value, &bytes) || bytes < RM_SHM_POOL_BYTES_MIN ||
+        bytes > RM_SHM_POOL_BYTES_MAX)
+        return invalid_value(owner, origin, "shm.pool_bytes", value,
+                             SIZE_FORM ", from 4M to 512G");
+    config->shm_pool_bytes = bytes;
+    return RM_OK;
+}
+
+static void format_shm_pool_bytes(const rm_config *config, char *out, size_t out_size)
+{
+    snprintf(out, out_size, "%llu", (unsigned long long)config->shm_pool_bytes);
+}
+
+static int32_t parse_shm_session_quota(rm_config *config, const char *value,
+                                       const char *origin, const void *owner)
+{
+    if (parse_size(value, &config->shm_session_quota))
+        return RM_OK;
+    return invalid_value(owner, origin, "shm.session_quota", value,
+                         SIZE_FORM "; 0 = unlimited");
+}
+
+static void format_shm_session_quota(const rm_config *config, char *out,
+                                     size_t out_size)
+{
+    snprintf(out, out_size, "%llu", (unsigned long long)config->shm_session_quota);
+}
+
+static int32_t parse_shm_max_tensors(rm_config *config, const char *value,
+                                     const char *origin, const void *owner)
+{
+    uint64_t number;
+    const char *rest;
+    if (!parse_unsigned(value, &number, &rest) || *rest != '\0' ||
+        number < RM_SHM_MAX_TENSORS_MIN || number > RM_SHM_MAX_TENSORS_MAX)
+        return invalid_value(owner, origin, "shm.max_tensors", value,
+                             "an integer from 64 to 1048576");
+    config->shm_max_tensors = (uint32_t)number;
+    return RM_OK;
+}
+
+static void format_shm_max_tensors(const rm_config *config, char *out, size_t out_size)
+{
+    snprintf(out, out_size, "%u", config->shm_max_tensors);
 }
 
 static int32_t parse_max_models(rm_config *config, const char *value,
@@ -271,6 +358,10 @@ static const struct config_key config_keys[] = {
     {"registry.ttl_s", parse_ttl, format_ttl},
     {"registry.max_bytes", parse_max_bytes, format_max_bytes},
     {"registry.max_models", parse_max_models, format_max_models},
+    {"shm.namespace", parse_shm_namespace, format_shm_namespace},
+    {"shm.pool_bytes", parse_shm_pool_bytes, format_shm_pool_bytes},
+    {"shm.session_quota", parse_shm_session_quota, format_shm_session_quota},
+    {"shm.max_tensors", parse_shm_max_tensors, format_shm_max_tensors},
 };
 #define CONFIG_KEY_COUNT (sizeof config_keys / sizeof config_keys[0])
 

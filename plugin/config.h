@@ -8,12 +8,22 @@
 #include "rm_build_config.h"
 #include "rm_plugin.h"
 
+#define RM_SHM_NAMESPACE_MAX 32
+#define RM_SHM_POOL_BYTES_MIN ((uint64_t)4 << 20)
+#define RM_SHM_POOL_BYTES_MAX ((uint64_t)512 << 30)
+#define RM_SHM_MAX_TENSORS_MIN 64u
+#define RM_SHM_MAX_TENSORS_MAX 1048576u
+
 typedef struct rm_config {
     uint64_t features;          /* RM_FEATURE_* enabled */
     int32_t log_level;          /* RM_LOG_* */
     double registry_ttl_s;      /* 0 = TTL off */
     uint64_t registry_max_bytes;  /* 0 = unlimited */
     uint64_t registry_max_models; /* 0 = unlimited */
+    char shm_namespace[RM_SHM_NAMESPACE_MAX + 1];
+    uint64_t shm_pool_bytes;      /* exact limit on live tensor bytes */
+    uint64_t shm_session_quota;   /* 0 = unlimited */
+    uint32_t shm_max_tensors;     /* slots of a pool's control segment */
 } rm_config;
 
 /** Capabilities compiled into this build (a constant, so that the static

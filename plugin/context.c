@@ -24,6 +24,7 @@
 #endif
 #if RM_HAVE_SHARED_MEMORY
 #include "allocator.h"
+#include "tensor.h"
 #endif
 
 /* Sizes of the published 1.0 structs; tests/abi pins them. */
@@ -31,6 +32,13 @@
 #define CONTEXT_INFO_V1_0_SIZE sizeof(rm_context_info)
 #define REGISTRY_METRICS_V1_0_SIZE sizeof(rm_registry_metrics)
 #define MODEL_INFO_V1_0_SIZE offsetof(rm_model_info, last_used_ns) + sizeof(uint64_t)
+
+/* Sizes of the structs first published in 1.1. */
+#define TENSOR_SPEC_V1_1_SIZE sizeof(rm_tensor_spec)
+#define TENSOR_INFO_V1_1_SIZE sizeof(rm_tensor_info)
+#define TENSOR_POOL_STATS_V1_1_SIZE sizeof(rm_tensor_pool_stats)
+#define RECLAIM_REPORT_V1_1_SIZE sizeof(rm_reclaim_report)
+#define SHM_POOL_INFO_V1_1_SIZE sizeof(rm_shm_pool_info)
 
 #define NO_ARENA UINT32_MAX
 
@@ -43,6 +51,9 @@ struct rm_context {
     rm_config config;
 #if RM_HAVE_MODEL_REGISTRY
     rm_registry *registry;
+#endif
+#if RM_HAVE_SHARED_MEMORY
+    rm_tensors *tensors;
 #endif
 };
 
@@ -81,8 +92,8 @@ static int32_t check_struct_size(const void *owner, uint32_t size, size_t minimu
 {
     if (size < minimum)
         return rm_error_set(owner, RM_E_STRUCT_SIZE,
-                            "%s.struct_size %u is below the 1.0 size %zu", type, size,
-                            minimum);
+                            "%s.struct_size %u is below its oldest published size %zu",
+                            type, size, minimum);
     return RM_OK;
 }
 
@@ -156,6 +167,13 @@ static int32_t start_capabilities(rm_context *context)
         int32_t status = rm_allocator_arena_create(NULL, &context->allocator_arena);
         if (status != RM_OK)
             return status;
+        status = rm_tensors_create(&context->config, &context->host, context,
+                                   &context->tensors);
+        if (status != RM_OK) {
+            char message[RM_ERROR_MESSAGE_MAX];
+            snprintf(message, sizeof message, "%s", rm_error_last(context));
+            return rm_error_set(NULL, status, "%s", message);
+        }
     }
 #endif
 #if RM_HAVE_MODEL_REGISTRY
@@ -189,6 +207,8 @@ static void stop_capabilities(rm_context *context)
     context->registry = NULL;
 #endif
 #if RM_HAVE_SHARED_MEMORY
+    rm_tensors_destroy(context->tensors);
+    context->tensors = NULL;
     if (context->allocator_arena != NO_ARENA)
         rm_allocator_arena_destroy(context->allocator_arena);
     context->allocator_arena = NO_ARENA;
@@ -413,4 +433,204 @@ int32_t rm_context_registry_list(rm_context *context, rm_model_info *out,
 #else
     return RM_E_FEATURE_UNAVAILABLE;
 #endif
+}
+
+/* ---- 1.1: shared-memory tensors ----------------------------------------- */
+
+#define SHM_FEATURE RM_FEATURE_SHARED_MEMORY, "shared-memory"
+
+#if RM_HAVE_SHARED_MEMORY
+#define TENSORS_OR_UNAVAILABLE(call) return (call)
+#else
+#define TENSORS_OR_UNAVAILABLE(call) return RM_E_FEATURE_UNAVAILABLE
+#endif
+
+static int32_t check_tensor_call(rm_context *context, const void *a, const void *b,
+                                 const char *what)
+{
+    int32_t status = check_feature(context, SHM_FEATURE);
+    if (status != RM_OK)
+        return status;
+    if (a == NULL || b == NULL)
+        return rm_error_set(context, RM_E_INVALID_ARGUMENT, "%s: NULL argument", what);
+    return RM_OK;
+}
+
+int32_t rm_context_tensor_allocate(rm_context *context, const rm_tensor_spec *spec,
+                                   rm_tensor **out_tensor)
+{
+    if (out_tensor != NULL)
+        *out_tensor = NULL;
+    int32_t status = check_tensor_call(context, spec, out_tensor, "tensor_allocate");
+    if (status == RM_OK && spec->struct_size < TENSOR_SPEC_V1_1_SIZE)
+        status = rm_error_set(context, RM_E_STRUCT_SIZE,
+                              "rm_tensor_spec.struct_size %u is below the 1.1 size %zu",
+                              spec->struct_size, TENSOR_SPEC_V1_1_SIZE);
+    if (status != RM_OK)
+        return status;
+    TENSORS_OR_UNAVAILABLE(rm_tensors_allocate(context->tensors, spec, out_tensor));
+}
+
+int32_t rm_context_tensor_info(rm_context *context, const rm_tensor *tensor,
+                               rm_tensor_info *out)
+{
+    int32_t status = check_tensor_call(context, tensor, out, "tensor_info");
+    if (status == RM_OK)
+        status = check_struct_size(context, out->struct_size, TENSOR_INFO_V1_1_SIZE,
+                                   "rm_tensor_info");
+    if (status != RM_OK)
+        return status;
+#if RM_HAVE_SHARED_MEMORY
+    rm_tensor_info info;
+    status = rm_tensors_info(context->tensors, tensor, &info);
+    if (status == RM_OK)
+        copy_out(out, &info, sizeof info);
+    return status;
+#else
+    return RM_E_FEATURE_UNAVAILABLE;
+#endif
+}
+
+int32_t rm_context_tensor_export(rm_context *context, const rm_tensor *tensor, void *out,
+                                 uint64_t out_size)
+{
+    int32_t status = check_tensor_call(context, tensor, out, "tensor_export");
+    if (status != RM_OK)
+        return status;
+    TENSORS_OR_UNAVAILABLE(rm_tensors_export(context->tensors, tensor, out, out_size));
+}
+
+int32_t rm_context_tensor_export_text(rm_context *context, const rm_tensor *tensor, char *out,
+                                      uint64_t out_size)
+{
+    int32_t status = check_tensor_call(context, tensor, out, "tensor_export_text");
+    if (status != RM_OK)
+        return status;
+    TENSORS_OR_UNAVAILABLE(rm_tensors_export_text(context->tensors, tensor, out, out_size));
+}
+
+int32_t rm_context_tensor_export_inline(rm_context *context, const rm_tensor *tensor,
+                                        void *out, uint64_t out_size, uint64_t *out_needed)
+{
+    int32_t status = check_tensor_call(context, tensor, tensor, "tensor_export_inline");
+    if (status != RM_OK)
+        return status;
+    TENSORS_OR_UNAVAILABLE(
+        rm_tensors_export_inline(context->tensors, tensor, out, out_size, out_needed));
+}
+
+int32_t rm_context_tensor_import(rm_context *context, const void *descriptor, uint64_t size,
+                                 uint64_t flags, rm_tensor **out_tensor)
+{
+    if (out_tensor != NULL)
+        *out_tensor = NULL;
+    int32_t status = check_tensor_call(context, descriptor, out_tensor, "tensor_import");
+    if (status != RM_OK)
+        return status;
+    TENSORS_OR_UNAVAILABLE(
+        rm_tensors_import(context->tensors, descriptor, size, flags, out_tensor));
+}
+
+int32_t rm_context_tensor_import_text(rm_context *context, const char *text, uint64_t flags,
+                                      rm_tensor **out_tensor)
+{
+    if (out_tensor != NULL)
+        *out_tensor = NULL;
+    int32_t status = check_tensor_call(context, text, out_tensor, "tensor_import_text");
+    if (status != RM_OK)
+        return status;
+    TENSORS_OR_UNAVAILABLE(rm_tensors_import_text(context->tensors, text, flags, out_tensor));
+}
+
+int32_t rm_context_tensor_release(rm_context *context, rm_tensor *tensor)
+{
+    int32_t status = check_tensor_call(context, tensor, tensor, "tensor_release");
+    if (status != RM_OK)
+        return status;
+    TENSORS_OR_UNAVAILABLE(rm_tensors_release(context->tensors, tensor));
+}
+
+int32_t rm_context_tensor_to_dlpack(rm_context *context, rm_tensor *tensor,
+                                    rm_dl_managed_tensor **out)
+{
+    if (out != NULL)
+        *out = NULL;
+    int32_t status = check_tensor_call(context, tensor, out, "tensor_to_dlpack");
+    if (status != RM_OK)
+        return status;
+    TENSORS_OR_UNAVAILABLE(rm_tensors_to_dlpack(context->tensors, tensor, out));
+}
+
+int32_t rm_context_tensor_to_dlpack_versioned(rm_context *context, rm_tensor *tensor,
+                                              rm_dl_managed_tensor_versioned **out)
+{
+    if (out != NULL)
+        *out = NULL;
+    int32_t status = check_tensor_call(context, tensor, out, "tensor_to_dlpack_versioned");
+    if (status != RM_OK)
+        return status;
+    TENSORS_OR_UNAVAILABLE(rm_tensors_to_dlpack_versioned(context->tensors, tensor, out));
+}
+
+int32_t rm_context_tensor_pool_stats(rm_context *context, rm_tensor_pool_stats *out)
+{
+    int32_t status = check_tensor_call(context, out, out, "tensor_pool_stats");
+    if (status == RM_OK)
+        status = check_struct_size(context, out->struct_size, TENSOR_POOL_STATS_V1_1_SIZE,
+                                   "rm_tensor_pool_stats");
+    if (status != RM_OK)
+        return status;
+#if RM_HAVE_SHARED_MEMORY
+    rm_tensor_pool_stats stats;
+    status = rm_tensors_pool_stats(context->tensors, &stats);
+    if (status == RM_OK)
+        copy_out(out, &stats, sizeof stats);
+    return status;
+#else
+    return RM_E_FEATURE_UNAVAILABLE;
+#endif
+}
+
+int32_t rm_context_tensor_session_bytes(rm_context *context, uint64_t session,
+                                        uint64_t *out_bytes)
+{
+    int32_t status = check_tensor_call(context, out_bytes, out_bytes, "tensor_session_bytes");
+    if (status != RM_OK)
+        return status;
+    TENSORS_OR_UNAVAILABLE(rm_tensors_session_bytes(context->tensors, session, out_bytes));
+}
+
+int32_t rm_context_tensor_reclaim(rm_context *context, rm_reclaim_report *out)
+{
+    int32_t status = check_tensor_call(context, context, context, "tensor_reclaim");
+    if (status == RM_OK && out != NULL)
+        status = check_struct_size(context, out->struct_size, RECLAIM_REPORT_V1_1_SIZE,
+                                   "rm_reclaim_report");
+    if (status != RM_OK)
+        return status;
+#if RM_HAVE_SHARED_MEMORY
+    rm_reclaim_report report;
+    status = rm_tensors_reclaim(context->tensors, &report);
+    if (out != NULL)
+        copy_out(out, &report, sizeof report);
+    return status;
+#else
+    return RM_E_FEATURE_UNAVAILABLE;
+#endif
+}
+
+int32_t rm_context_shm_list(rm_context *context, rm_shm_pool_info *out,
+                            uint32_t info_struct_size, uint32_t capacity, uint32_t *out_count)
+{
+    int32_t status = check_tensor_call(context, out_count, out_count, "shm_list");
+    if (status == RM_OK && out == NULL && capacity > 0)
+        status = rm_error_set(context, RM_E_INVALID_ARGUMENT,
+                              "shm_list: out is NULL with capacity %u", capacity);
+    if (status == RM_OK)
+        status = check_struct_size(context, info_struct_size, SHM_POOL_INFO_V1_1_SIZE,
+                                   "rm_shm_pool_info");
+    if (status != RM_OK)
+        return status;
+    TENSORS_OR_UNAVAILABLE(
+        rm_tensors_list(context->tensors, out, info_struct_size, capacity, out_count));
 }

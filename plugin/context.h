@@ -24,4 +24,32 @@ int32_t rm_context_registry_list(rm_context *context, rm_model_info *out,
                                  uint32_t info_struct_size, uint32_t capacity,
                                  uint32_t *out_count);
 
+
+/* 1.1 */
+int32_t rm_context_tensor_allocate(rm_context *context, const rm_tensor_spec *spec,
+                                   rm_tensor **out_tensor);
+int32_t rm_context_tensor_info(rm_context *context, const rm_tensor *tensor,
+                               rm_tensor_info *out);
+int32_t rm_context_tensor_export(rm_context *context, const rm_tensor *tensor, void *out,
+                                 uint64_t out_size);
+int32_t rm_context_tensor_export_text(rm_context *context, const rm_tensor *tensor, char *out,
+                                      uint64_t out_size);
+int32_t rm_context_tensor_export_inline(rm_context *context, const rm_tensor *tensor,
+                                        void *out, uint64_t out_size, uint64_t *out_needed);
+int32_t rm_context_tensor_import(rm_context *context, const void *descriptor, uint64_t size,
+                                 uint64_t flags, rm_tensor **out_tensor);
+int32_t rm_context_tensor_import_text(rm_context *context, const char *text, uint64_t flags,
+                                      rm_tensor **out_tensor);
+int32_t rm_context_tensor_release(rm_context *context, rm_tensor *tensor);
+int32_t rm_context_tensor_to_dlpack(rm_context *context, rm_tensor *tensor,
+                                    rm_dl_managed_tensor **out);
+int32_t rm_context_tensor_to_dlpack_versioned(rm_context *context, rm_tensor *tensor,
+                                              rm_dl_managed_tensor_versioned **out);
+int32_t rm_context_tensor_pool_stats(rm_context *context, rm_tensor_pool_stats *out);
+int32_t rm_context_tensor_session_bytes(rm_context *context, uint64_t session,
+                                        uint64_t *out_bytes);
+int32_t rm_context_tensor_reclaim(rm_context *context, rm_reclaim_report *out);
+int32_t rm_context_shm_list(rm_context *context, rm_shm_pool_info *out,
+                            uint32_t info_struct_size, uint32_t capacity, uint32_t *out_count);
+
 #endif

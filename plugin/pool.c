@@ -29,6 +29,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,13 +47,11 @@
 /* Largest step by which the arena grows its address space; see above. */
 #define RETAIN_GROW_LIMIT ((size_t)64 << 20)
 
-/* Bytes of randomness in a segment name (16 hex digits). */
-#define NAME_RANDOM_BYTES 8
-
 struct rm_pool {
     rm_shm_extent_hooks hooks; /* must outlive the arena */
     const void *error_owner;
     pid_t owner;               /* the process that created the pool */
+    uint64_t id;               /* the random part of the name */
     char name[RM_POOL_NAME_MAX];
     int fd;                    /* -1 until the segment exists */
     unsigned char *base;       /* NULL until mapped */
@@ -85,23 +84,19 @@ static bool namespace_valid(const char *name)
  * unguessable, so nobody can pre-create it or open it without being told. */
 static int32_t choose_name(rm_pool *pool, const char *namespace_name)
 {
-    unsigned char random[NAME_RANDOM_BYTES];
-    size_t filled = 0;
-    while (filled < sizeof random) {
-        ssize_t got = getrandom(random + filled, sizeof random - filled, 0);
+    uint64_t id = 0;
+    while (id == 0) {
+        ssize_t got = getrandom(&id, sizeof id, 0);
         if (got < 0 && errno == EINTR)
             continue;
-        if (got < 0)
+        if (got != (ssize_t)sizeof id)
             return rm_error_set(pool->error_owner, RM_E_SYSTEM,
                                 "getrandom() for a shared-memory segment name "
-                                "failed: %s", strerror(errno));
-        filled += (size_t)got;
+                                "failed: %s", got < 0 ? strerror(errno) : "short read");
     }
-    char hex[2 * NAME_RANDOM_BYTES + 1];
-    for (size_t i = 0; i < sizeof random; i++)
-        snprintf(hex + 2 * i, 3, "%02x", random[i]);
-    snprintf(pool->name, sizeof pool->name, "/rm.%s.%ld.%s", namespace_name,
-             (long)getpid(), hex);
+    pool->id = id;
+    snprintf(pool->name, sizeof pool->name, "/rm.%s.%ld.%016" PRIx64, namespace_name,
+             (long)getpid(), id);
     return RM_OK;
 }
 
@@ -341,6 +336,26 @@ void rm_pool_destroy(rm_pool *pool)
 {
     if (pool != NULL)
         (void)discard(pool);
+}
+
+void rm_pool_abandon(rm_pool *pool)
+{
+    if (pool == NULL)
+        return;
+    atomic_store(&pool->hooks.keep_pages, true);
+    (void)discard(pool);
+}
+
+uint64_t rm_pool_id(const rm_pool *pool)
+{
+    return pool->id;
+}
+
+size_t rm_pool_block_size(const rm_pool *pool, size_t size, size_t alignment)
+{
+    if (alignment < RM_POOL_MIN_ALIGNMENT)
+        alignment = RM_POOL_MIN_ALIGNMENT;
+    return rmje_nallocx(size, pool->flags | MALLOCX_LG_ALIGN(__builtin_ctzll(alignment)));
 }
 
 /* ------------------------------------------------------------------------ */

@@ -34,7 +34,7 @@
  * name.
  */
 
-/** Segment names: "/rm.<namespace>.<pid>.<16 random hex digits>". */
+/** Segment names: "/rm.<namespace>.<pid>.<id as 16 hex digits>", id random. */
 #define RM_POOL_NAMESPACE_MAX 32            /* characters, [A-Za-z0-9_-] */
 #define RM_POOL_NAME_MAX 80                 /* buffer for a name, NUL included */
 
@@ -86,6 +86,21 @@ int32_t rm_pool_create(const rm_pool_config *config, const void *error_owner,
  * the pool. In a child of fork(), see above.
  */
 void rm_pool_destroy(rm_pool *pool);
+
+/**
+ * Like rm_pool_destroy(), but the pages of blocks still allocated stay in
+ * the segment: processes that still map it (importers holding tensors)
+ * keep reading valid data; the pages go back to /dev/shm when the last of
+ * them unmaps. The name is unlinked all the same.
+ */
+void rm_pool_abandon(rm_pool *pool);
+
+/** The random identity in the pool's name (never 0). */
+uint64_t rm_pool_id(const rm_pool *pool);
+
+/** The usable size of the block rm_pool_alloc(size, alignment) would
+ *  return: equal for two requests means their blocks are interchangeable. */
+size_t rm_pool_block_size(const rm_pool *pool, size_t size, size_t alignment);
 
 /**
  * Allocates `size` bytes (> 0) aligned to `alignment` (0 or a power of two;

@@ -77,7 +77,9 @@ PIN_OFFSET(rm_registry_metrics, bytes, 80);
 PIN_OFFSET(rm_registry_metrics, over_budget, 88);
 PIN_OFFSET(rm_registry_metrics, hit_rate, 96);
 
-PIN_SIZE(rm_plugin_v1, 144);
+/* 1.0 ended at registry_list; 1.1 appended the tensor functions. */
+#define RM_PLUGIN_V1_0_SIZE 144
+PIN_SIZE(rm_plugin_v1, 256);
 PIN_OFFSET(rm_plugin_v1, struct_size, 0);
 PIN_OFFSET(rm_plugin_v1, abi_version, 4);
 PIN_OFFSET(rm_plugin_v1, features_built, 8);
@@ -97,9 +99,115 @@ PIN_OFFSET(rm_plugin_v1, model_release, 112);
 PIN_OFFSET(rm_plugin_v1, model_evict, 120);
 PIN_OFFSET(rm_plugin_v1, registry_metrics, 128);
 PIN_OFFSET(rm_plugin_v1, registry_list, 136);
+_Static_assert(offsetof(rm_plugin_v1, registry_list) + 8 == RM_PLUGIN_V1_0_SIZE, "1.0 end");
+PIN_OFFSET(rm_plugin_v1, tensor_allocate, 144);
+PIN_OFFSET(rm_plugin_v1, tensor_info, 152);
+PIN_OFFSET(rm_plugin_v1, tensor_export, 160);
+PIN_OFFSET(rm_plugin_v1, tensor_export_text, 168);
+PIN_OFFSET(rm_plugin_v1, tensor_export_inline, 176);
+PIN_OFFSET(rm_plugin_v1, tensor_import, 184);
+PIN_OFFSET(rm_plugin_v1, tensor_import_text, 192);
+PIN_OFFSET(rm_plugin_v1, tensor_release, 200);
+PIN_OFFSET(rm_plugin_v1, tensor_to_dlpack, 208);
+PIN_OFFSET(rm_plugin_v1, tensor_to_dlpack_versioned, 216);
+PIN_OFFSET(rm_plugin_v1, tensor_pool_stats, 224);
+PIN_OFFSET(rm_plugin_v1, tensor_session_bytes, 232);
+PIN_OFFSET(rm_plugin_v1, tensor_reclaim, 240);
+PIN_OFFSET(rm_plugin_v1, shm_list, 248);
+
+/* ---- 1.1: shared-memory tensors ---- */
+PIN_SIZE(rm_dtype, 4);
+PIN_OFFSET(rm_dtype, code, 0);
+PIN_OFFSET(rm_dtype, bits, 1);
+PIN_OFFSET(rm_dtype, lanes, 2);
+
+PIN_SIZE(rm_tensor_spec, 200);
+PIN_OFFSET(rm_tensor_spec, dtype, 8);
+PIN_OFFSET(rm_tensor_spec, ndim, 12);
+PIN_OFFSET(rm_tensor_spec, shape, 16);
+PIN_OFFSET(rm_tensor_spec, strides, 80);
+PIN_OFFSET(rm_tensor_spec, alignment, 144);
+PIN_OFFSET(rm_tensor_spec, session, 152);
+PIN_OFFSET(rm_tensor_spec, flags, 160);
+PIN_OFFSET(rm_tensor_spec, reserved, 168);
+
+PIN_SIZE(rm_tensor_info, 192);
+PIN_OFFSET(rm_tensor_info, data, 8);
+PIN_OFFSET(rm_tensor_info, nbytes, 16);
+PIN_OFFSET(rm_tensor_info, dtype, 24);
+PIN_OFFSET(rm_tensor_info, ndim, 28);
+PIN_OFFSET(rm_tensor_info, shape, 32);
+PIN_OFFSET(rm_tensor_info, strides, 96);
+PIN_OFFSET(rm_tensor_info, session, 160);
+PIN_OFFSET(rm_tensor_info, flags, 168);
+PIN_OFFSET(rm_tensor_info, pool_id, 176);
+PIN_OFFSET(rm_tensor_info, owner_pid, 184);
+PIN_OFFSET(rm_tensor_info, reserved0, 188);
+
+PIN_SIZE(rm_tensor_pool_stats, 248);
+PIN_OFFSET(rm_tensor_pool_stats, pool_name, 8);
+PIN_OFFSET(rm_tensor_pool_stats, pool_id, 104);
+PIN_OFFSET(rm_tensor_pool_stats, pool_bytes, 112);
+PIN_OFFSET(rm_tensor_pool_stats, live_tensors, 120);
+PIN_OFFSET(rm_tensor_pool_stats, live_bytes, 128);
+PIN_OFFSET(rm_tensor_pool_stats, committed_bytes, 136);
+PIN_OFFSET(rm_tensor_pool_stats, heap_tensors, 144);
+PIN_OFFSET(rm_tensor_pool_stats, heap_bytes, 152);
+PIN_OFFSET(rm_tensor_pool_stats, allocations, 160);
+PIN_OFFSET(rm_tensor_pool_stats, fallbacks, 168);
+PIN_OFFSET(rm_tensor_pool_stats, frees, 176);
+PIN_OFFSET(rm_tensor_pool_stats, remote_releases, 184);
+PIN_OFFSET(rm_tensor_pool_stats, holders, 192);
+PIN_OFFSET(rm_tensor_pool_stats, dead_holders_reclaimed, 200);
+PIN_OFFSET(rm_tensor_pool_stats, holds_reclaimed, 208);
+PIN_OFFSET(rm_tensor_pool_stats, imports, 216);
+PIN_OFFSET(rm_tensor_pool_stats, pools_mapped, 224);
+PIN_OFFSET(rm_tensor_pool_stats, startup_segments_unlinked, 232);
+PIN_OFFSET(rm_tensor_pool_stats, startup_bytes_unlinked, 240);
+
+PIN_SIZE(rm_reclaim_report, 48);
+PIN_OFFSET(rm_reclaim_report, dead_holders, 8);
+PIN_OFFSET(rm_reclaim_report, holds_dropped, 16);
+PIN_OFFSET(rm_reclaim_report, tensors_freed, 24);
+PIN_OFFSET(rm_reclaim_report, segments_unlinked, 32);
+PIN_OFFSET(rm_reclaim_report, bytes_unlinked, 40);
+
+PIN_SIZE(rm_shm_pool_info, 168);
+PIN_OFFSET(rm_shm_pool_info, name, 8);
+PIN_OFFSET(rm_shm_pool_info, pool_id, 104);
+PIN_OFFSET(rm_shm_pool_info, owner_pid, 112);
+PIN_OFFSET(rm_shm_pool_info, owner_alive, 116);
+PIN_OFFSET(rm_shm_pool_info, owner_start_time, 120);
+PIN_OFFSET(rm_shm_pool_info, pool_bytes, 128);
+PIN_OFFSET(rm_shm_pool_info, committed_bytes, 136);
+PIN_OFFSET(rm_shm_pool_info, live_tensors, 144);
+PIN_OFFSET(rm_shm_pool_info, live_bytes, 152);
+PIN_OFFSET(rm_shm_pool_info, holders, 160);
+PIN_OFFSET(rm_shm_pool_info, readable, 164);
+
+PIN_SIZE(rm_dl_device, 8);
+
+PIN_SIZE(rm_dl_tensor, 48);
+
+PIN_SIZE(rm_dl_managed_tensor, 64);
+
+PIN_SIZE(rm_dl_pack_version, 8);
+
+PIN_SIZE(rm_dl_managed_tensor_versioned, 80);
+PIN_OFFSET(rm_dl_managed_tensor_versioned, version, 0);
+PIN_OFFSET(rm_dl_managed_tensor_versioned, manager_ctx, 8);
+PIN_OFFSET(rm_dl_managed_tensor_versioned, deleter, 16);
+PIN_OFFSET(rm_dl_managed_tensor_versioned, flags, 24);
+PIN_OFFSET(rm_dl_managed_tensor_versioned, dl_tensor, 32);
 
 /* Error codes and feature bits are part of the ABI too. */
 _Static_assert(RM_E_INVALID_ARGUMENT == -1 && RM_E_SHUTTING_DOWN == -19, "error codes");
+_Static_assert(RM_E_NOT_SHAREABLE == -20 && RM_E_INVALID_DESCRIPTOR == -21 &&
+                   RM_E_STALE_DESCRIPTOR == -22 && RM_E_QUOTA_EXCEEDED == -23,
+               "1.1 error codes");
+_Static_assert(RM_TENSOR_MAX_DIMS == 8 && RM_TENSOR_MAX_HOLDERS == 31 &&
+                   RM_TENSOR_DESCRIPTOR_SIZE == 200 && RM_TENSOR_DESCRIPTOR_TEXT_MAX == 280,
+               "tensor limits");
 _Static_assert(RM_FEATURE_MODEL_REGISTRY == 1 && RM_FEATURE_SHARED_MEMORY == 2 &&
                    RM_FEATURE_CUDA_IPC == 4, "feature bits");
 _Static_assert(RM_MODEL_KEY_MAX == 256, "key limit");

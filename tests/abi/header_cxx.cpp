@@ -1,7 +1,10 @@
 // The public header compiles alone as C++ and links with C linkage.
 #include "rm_plugin.h"
 
-static_assert(sizeof(rm_plugin_v1) == 144, "same layout from C++");
+static_assert(sizeof(rm_plugin_v1) == 256, "same layout from C++");
+static_assert(sizeof(rm_tensor_spec) == 200 && sizeof(rm_tensor_info) == 192 &&
+                  sizeof(rm_dl_managed_tensor_versioned) == 80,
+              "1.1 structs: same layout from C++");
 
 extern "C" int32_t rm_plugin_negotiate(const rm_negotiate_request *, uint32_t *,
                                        const rm_plugin_v1 **);
@@ -10,6 +13,6 @@ int main()
 {
     rm_plugin_negotiate_fn negotiate = nullptr;
     const rm_plugin_v1 *vt = nullptr;
-    return (negotiate != nullptr) + RM_PLUGIN_HAS(vt, model_evict) +
+    return (negotiate != nullptr) + RM_PLUGIN_HAS(vt, model_evict) + RM_PLUGIN_HAS(vt, shm_list) +
            (RM_ABI_VERSION_MAJOR(RM_ABI_VERSION_CURRENT) != 1);
 }

@@ -16,7 +16,7 @@ TestSuite(config, .timeout = 10);
 struct valid_case {
     char key[32];
     char value[48];
-    char effective[32]; /* config_get's answer afterwards */
+    char effective[40]; /* config_get's answer afterwards */
 };
 
 ParameterizedTestParameters(config, valid_values)
@@ -41,6 +41,16 @@ ParameterizedTestParameters(config, valid_values)
         {"registry.max_bytes", "18446744073709551615", "18446744073709551615"},
         {"registry.max_models", "0", "0"},
         {"registry.max_models", "1048576", "1048576"},
+        {"shm.namespace", "a", "a"},
+        {"shm.namespace", "Node-7_x", "Node-7_x"},
+        {"shm.namespace", "abcdefghijklmnopqrstuvwxyz012345", "abcdefghijklmnopqrstuvwxyz012345"},
+        {"shm.pool_bytes", "4M", "4194304"},
+        {"shm.pool_bytes", "2G", "2147483648"},
+        {"shm.pool_bytes", "512GiB", "549755813888"},
+        {"shm.session_quota", "0", "0"},
+        {"shm.session_quota", "64K", "65536"},
+        {"shm.max_tensors", "64", "64"},
+        {"shm.max_tensors", "1048576", "1048576"},
     };
     return cr_make_param_array(struct valid_case, cases, sizeof cases / sizeof cases[0]);
 }
@@ -98,6 +108,19 @@ ParameterizedTestParameters(config, invalid_values)
         {"registry.max_models", "1048577", RM_E_CONFIG_INVALID_VALUE},
         {"registry.max_models", "2K", RM_E_CONFIG_INVALID_VALUE},
         {"registry.max_models", "-1", RM_E_CONFIG_INVALID_VALUE},
+        {"shm.namespace", "", RM_E_CONFIG_INVALID_VALUE},
+        {"shm.namespace", "a.b", RM_E_CONFIG_INVALID_VALUE},
+        {"shm.namespace", "a/b", RM_E_CONFIG_INVALID_VALUE},
+        {"shm.namespace", "with space", RM_E_CONFIG_INVALID_VALUE},
+        {"shm.namespace", "abcdefghijklmnopqrstuvwxyz0123456", RM_E_CONFIG_INVALID_VALUE},
+        {"shm.pool_bytes", "4194303", RM_E_CONFIG_INVALID_VALUE},
+        {"shm.pool_bytes", "513G", RM_E_CONFIG_INVALID_VALUE},
+        {"shm.pool_bytes", "0", RM_E_CONFIG_INVALID_VALUE},
+        {"shm.session_quota", "-1", RM_E_CONFIG_INVALID_VALUE},
+        {"shm.session_quota", "1X", RM_E_CONFIG_INVALID_VALUE},
+        {"shm.max_tensors", "63", RM_E_CONFIG_INVALID_VALUE},
+        {"shm.max_tensors", "1048577", RM_E_CONFIG_INVALID_VALUE},
+        {"shm.max_tensors", "1K", RM_E_CONFIG_INVALID_VALUE},
         {"registry.ttl", "30", RM_E_CONFIG_UNKNOWN_KEY},
         {"Features", "all", RM_E_CONFIG_UNKNOWN_KEY},
         {"", "x", RM_E_CONFIG_UNKNOWN_KEY},
@@ -159,7 +182,7 @@ Test(config, key_enumeration_matches_formatter)
         cr_expect_eq(rm_config_format(&config, key, text, sizeof text, NULL, NULL), RM_OK,
                      "%s", key);
     }
-    cr_expect_eq(count, 5);
+    cr_expect_eq(count, 9);
 }
 
 Test(config, format_reports_needed_size_and_leaves_small_buffer_alone)

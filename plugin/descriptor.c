@@ -1,0 +1,234 @@
+/* Tensor descriptors; the format is described in descriptor.h. */
+#include "descriptor.h"
+
+#include <string.h>
+
+#include "tensor_layout.h"
+
+#define MAGIC 0x31544d52u /* "RMT1" read as a little-endian u32 */
+
+_Static_assert(RM_TENSOR_DESCRIPTOR_SIZE == RM_DESCRIPTOR_CHECKED_BYTES + 8,
+               "the checksum is the last field");
+_Static_assert(sizeof RM_DESCRIPTOR_TEXT_PREFIX - 1 + (RM_TENSOR_DESCRIPTOR_SIZE * 4 + 2) / 3 <
+                   RM_TENSOR_DESCRIPTOR_TEXT_MAX,
+               "the text form fits its documented maximum");
+
+static void put16(uint8_t *at, uint16_t value)
+{
+    at[0] = (uint8_t)value;
+    at[1] = (uint8_t)(value >> 8);
+}
+
+static void put32(uint8_t *at, uint32_t value)
+{
+    for (int i = 0; i < 4; i++)
+        at[i] = (uint8_t)(value >> (8 * i));
+}
+
+static void put64(uint8_t *at, uint64_t value)
+{
+    for (int i = 0; i < 8; i++)
+        at[i] = (uint8_t)(value >> (8 * i));
+}
+
+static uint16_t get16(const uint8_t *at)
+{
+    return (uint16_t)(at[0] | (at[1] << 8));
+}
+
+static uint32_t get32(const uint8_t *at)
+{
+    return (uint32_t)at[0] | (uint32_t)at[1] << 8 | (uint32_t)at[2] << 16 |
+           (uint32_t)at[3] << 24;
+}
+
+static uint64_t get64(const uint8_t *at)
+{
+    return (uint64_t)get32(at) | (uint64_t)get32(at + 4) << 32;
+}
+
+uint64_t rm_descriptor_checksum(const uint8_t *bytes)
+{
+    uint64_t hash = 0xcbf29ce484222325u;
+    for (size_t at = 0; at < RM_DESCRIPTOR_CHECKED_BYTES; at += 8) {
+        hash = (hash ^ get64(bytes + at)) * 0x100000001b3u;
+        hash ^= hash >> 29;
+    }
+    return hash;
+}
+
+void rm_descriptor_encode(const rm_descriptor *d, uint8_t *out)
+{
+    memset(out, 0, RM_TENSOR_DESCRIPTOR_SIZE);
+    put32(out + 0, MAGIC);
+    put16(out + 4, RM_DESCRIPTOR_VERSION);
+    out[6] = d->kind;
+    out[7] = (uint8_t)d->ndim;
+    out[8] = d->dtype.code;
+    out[9] = d->dtype.bits;
+    put16(out + 10, d->dtype.lanes);
+    put32(out + 12, d->slot);
+    put32(out + 16, d->generation);
+    put32(out + 20, d->owner_pid);
+    put64(out + 24, d->pool_id);
+    put64(out + 32, d->owner_start_time);
+    put64(out + 40, d->offset);
+    put64(out + 48, d->nbytes);
+    put64(out + 56, d->session);
+    for (uint32_t i = 0; i < d->ndim && i < RM_TENSOR_MAX_DIMS; i++) {
+        put64(out + 64 + 8 * i, (uint64_t)d->shape[i]);
+        put64(out + 128 + 8 * i, (uint64_t)d->strides[i]);
+    }
+    put64(out + RM_DESCRIPTOR_CHECKED_BYTES, rm_descriptor_checksum(out));
+}
+
+bool rm_descriptor_decode(const uint8_t *bytes, rm_descriptor *d, const char **why)
+{
+    if (get32(bytes) != MAGIC) {
+        *why = "not a tensor descriptor (magic)";
+        return false;
+    }
+    if (get16(bytes + 4) != RM_DESCRIPTOR_VERSION) {
+        *why = "unsupported descriptor version";
+        return false;
+    }
+    if (get64(bytes + RM_DESCRIPTOR_CHECKED_BYTES) != rm_descriptor_checksum(bytes)) {
+        *why = "checksum mismatch (damaged in transport)";
+        return false;
+    }
+    memset(d, 0, sizeof *d);
+    d->kind = bytes[6];
+    d->ndim = bytes[7];
+    d->dtype = (rm_dtype){.code = bytes[8], .bits = bytes[9], .lanes = get16(bytes + 10)};
+    d->slot = get32(bytes + 12);
+    d->generation = get32(bytes + 16);
+    d->owner_pid = get32(bytes + 20);
+    d->pool_id = get64(bytes + 24);
+    d->owner_start_time = get64(bytes + 32);
+    d->offset = get64(bytes + 40);
+    d->nbytes = get64(bytes + 48);
+    d->session = get64(bytes + 56);
+    if (d->ndim > RM_TENSOR_MAX_DIMS) {
+        *why = "more dimensions than RM_TENSOR_MAX_DIMS";
+        return false;
+    }
+    for (uint32_t i = 0; i < RM_TENSOR_MAX_DIMS; i++) {
+        uint64_t shape = get64(bytes + 64 + 8 * i);
+        uint64_t stride = get64(bytes + 128 + 8 * i);
+        if (i >= d->ndim && (shape != 0 || stride != 0)) {
+            *why = "shape or stride set beyond ndim";
+            return false;
+        }
+        d->shape[i] = (int64_t)shape;
+        d->strides[i] = (int64_t)stride;
+    }
+    uint64_t element = rm_dtype_size(d->dtype);
+    if (element == 0) {
+        *why = "unsupported dtype";
+        return false;
+    }
+    uint64_t span;
+    if (!rm_layout_span(element, d->ndim, d->shape, d->strides, &span, why))
+        return false;
+    if (span != d->nbytes) {
+        *why = "dtype, shape and strides do not span nbytes";
+        return false;
+    }
+    switch (d->kind) {
+    case RM_DESCRIPTOR_KIND_POOL:
+        if (d->pool_id == 0 || d->owner_pid == 0 || d->owner_pid > INT32_MAX ||
+            d->generation == 0) {
+            *why = "pool identity, owner or generation missing";
+            return false;
+        }
+        if (d->offset % RM_TENSOR_MIN_ALIGNMENT != 0) {
+            *why = "offset not aligned like a tensor";
+            return false;
+        }
+        return true;
+    case RM_DESCRIPTOR_KIND_INLINE:
+        if (d->pool_id != 0 || d->owner_pid != 0 || d->owner_start_time != 0 ||
+            d->slot != 0 || d->generation != 0 || d->offset != RM_TENSOR_DESCRIPTOR_SIZE) {
+            *why = "inline descriptor with pool fields";
+            return false;
+        }
+        return true;
+    default:
+        *why = "unknown descriptor kind";
+        return false;
+    }
+}
+
+static const char base64url[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+size_t rm_descriptor_to_text(const uint8_t *bytes, char *out)
+{
+    size_t used = sizeof RM_DESCRIPTOR_TEXT_PREFIX - 1;
+    memcpy(out, RM_DESCRIPTOR_TEXT_PREFIX, used);
+    uint32_t bits = 0;
+    int held = 0;
+    for (size_t i = 0; i < RM_TENSOR_DESCRIPTOR_SIZE; i++) {
+        bits = bits << 8 | bytes[i];
+        held += 8;
+        while (held >= 6) {
+            held -= 6;
+            out[used++] = base64url[(bits >> held) & 63];
+        }
+    }
+    if (held > 0)
+        out[used++] = base64url[(bits << (6 - held)) & 63];
+    out[used] = '\0';
+    return used;
+}
+
+static int base64url_value(char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '-')
+        return 62;
+    if (c == '_')
+        return 63;
+    return -1;
+}
+
+bool rm_descriptor_from_text(const char *text, uint8_t *out, const char **why)
+{
+    size_t prefix = sizeof RM_DESCRIPTOR_TEXT_PREFIX - 1;
+    if (strncmp(text, RM_DESCRIPTOR_TEXT_PREFIX, prefix) != 0) {
+        *why = "text descriptor does not start with \"" RM_DESCRIPTOR_TEXT_PREFIX "\"";
+        return false;
+    }
+    const size_t digits = (RM_TENSOR_DESCRIPTOR_SIZE * 4 + 2) / 3;
+    const char *cursor = text + prefix;
+    if (strnlen(cursor, digits + 1) != digits) {
+        *why = "text descriptor has the wrong length";
+        return false;
+    }
+    uint32_t bits = 0;
+    int held = 0;
+    size_t filled = 0;
+    for (size_t i = 0; i < digits; i++) {
+        int value = base64url_value(cursor[i]);
+        if (value < 0) {
+            *why = "text descriptor has a character outside base64url";
+            return false;
+        }
+        bits = bits << 6 | (uint32_t)value;
+        held += 6;
+        if (held >= 8) {
+            held -= 8;
+            out[filled++] = (uint8_t)(bits >> held);
+        }
+    }
+    if ((bits & ((1u << held) - 1)) != 0) {
+        *why = "text descriptor has stray trailing bits";
+        return false;
+    }
+    return filled == RM_TENSOR_DESCRIPTOR_SIZE;
+}

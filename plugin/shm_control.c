@@ -1,0 +1,256 @@
+/* A pool's control segment; see shm_control.h for the protocol. */
+#include "shm_control.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "../hooks/process_identity.h"
+
+static size_t bitmap_bytes(uint32_t slot_count)
+{
+    return ((size_t)slot_count + 63) / 64 * sizeof(uint64_t);
+}
+
+size_t rm_control_size(uint32_t slot_count)
+{
+    size_t bytes = RM_CONTROL_HEADER_BYTES + bitmap_bytes(slot_count) +
+                   (size_t)slot_count * sizeof(rm_control_slot);
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return (bytes + page - 1) / page * page;
+}
+
+static void lay_out(rm_control *control, void *base, size_t bytes, uint32_t slot_count)
+{
+    unsigned char *at = base;
+    control->header = base;
+    control->pending_bits = (_Atomic uint64_t *)(void *)(at + RM_CONTROL_HEADER_BYTES);
+    control->slots = (rm_control_slot *)(void *)(at + RM_CONTROL_HEADER_BYTES +
+                                                 bitmap_bytes(slot_count));
+    control->mapped_bytes = bytes;
+    control->slot_count = slot_count;
+}
+
+int32_t rm_control_create(const char *data_name, uint64_t pool_id, uint32_t slot_count,
+                          uint64_t pool_bytes, uint64_t reservation_bytes,
+                          const void *error_owner, rm_control *out)
+{
+    memset(out, 0, sizeof *out);
+    char name[128];
+    snprintf(name, sizeof name, "%s%s", data_name, RM_CONTROL_SUFFIX);
+    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC,
+                      S_IRUSR | S_IWUSR);
+    if (fd < 0)
+        return rm_error_set(error_owner, RM_E_SYSTEM,
+                            "shm_open() of control segment %s failed: %s", name,
+                            strerror(errno));
+    int32_t rc = RM_OK;
+    size_t bytes = rm_control_size(slot_count);
+    void *base = MAP_FAILED;
+    int err;
+    if (fchmod(fd, S_IRUSR | S_IWUSR) != 0) {
+        rc = rm_error_set(error_owner, RM_E_SYSTEM, "fchmod(0600) of %s failed: %s",
+                          name, strerror(errno));
+    } else if ((err = posix_fallocate(fd, 0, (off_t)bytes)) != 0) {
+        /* Committed up front, like the pool: a full /dev/shm must not
+         * SIGBUS an importer that touches a slot later. */
+        rc = rm_error_set(error_owner, err == ENOSPC ? RM_E_NO_MEMORY : RM_E_SYSTEM,
+                          "/dev/shm has no room for control segment %s (%zu bytes): %s",
+                          name, bytes, strerror(err));
+    } else {
+        base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (base == MAP_FAILED)
+            rc = rm_error_set(error_owner, RM_E_SYSTEM, "mmap() of %s failed: %s",
+                              name, strerror(errno));
+    }
+    close(fd);
+    if (rc != RM_OK) {
+        shm_unlink(name);
+        return rc;
+    }
+    lay_out(out, base, bytes, slot_count);
+    rm_control_header *header = out->header;
+    header->pool_id = pool_id;
+    header->owner_pid = (uint32_t)getpid();
+    header->slot_count = slot_count;
+    header->owner_start_time = rm_process_self_start_time();
+    header->pool_bytes = pool_bytes;
+    header->reservation_bytes = reservation_bytes;
+    header->layout_version = RM_CONTROL_LAYOUT_VERSION;
+    /* The magic last: a reader that sees it sees the rest. */
+    atomic_thread_fence(memory_order_release);
+    header->magic = RM_CONTROL_MAGIC;
+    return RM_OK;
+}
+
+int rm_segment_open_checked(const char *name, bool writable, uint64_t *out_size)
+{
+    /* O_NONBLOCK: a FIFO planted under the name must not block the open
+     * before the S_ISREG check can refuse it (no effect on regular files). */
+    int fd = shm_open(name, (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
+                      0);
+    if (fd < 0)
+        return -1;
+    struct stat info;
+    int err = 0;
+    if (fstat(fd, &info) != 0)
+        err = errno;
+    else if (!S_ISREG(info.st_mode))
+        err = EINVAL;
+    else if (info.st_uid != geteuid() || (info.st_mode & 07777) != (S_IRUSR | S_IWUSR))
+        err = EPERM;
+    if (err != 0) {
+        close(fd);
+        errno = err;
+        return -1;
+    }
+    *out_size = (uint64_t)info.st_size;
+    return fd;
+}
+
+int32_t rm_control_open(const char *name, const void *error_owner, rm_control *out)
+{
+    memset(out, 0, sizeof *out);
+    uint64_t size = 0;
+    int fd = rm_segment_open_checked(name, true, &size);
+    if (fd < 0) {
+        int err = errno;
+        if (err == ENOENT)
+            return rm_error_set(error_owner, RM_E_STALE_DESCRIPTOR,
+                                "control segment %s no longer exists (its pool was "
+                                "destroyed or reclaimed)",
+                                name);
+        if (err == EPERM || err == EINVAL || err == ELOOP || err == EACCES)
+            return rm_error_set(error_owner, RM_E_INVALID_DESCRIPTOR,
+                                "control segment %s is not a 0600 regular file of this "
+                                "user (%s)",
+                                name, strerror(err));
+        return rm_error_set(error_owner, RM_E_SYSTEM, "shm_open() of %s failed: %s",
+                            name, strerror(err));
+    }
+    int32_t rc = RM_OK;
+    void *base = MAP_FAILED;
+    if (size < RM_CONTROL_HEADER_BYTES || size > rm_control_size(RM_SHM_SLOTS_LIMIT)) {
+        rc = rm_error_set(error_owner, RM_E_INVALID_DESCRIPTOR,
+                          "control segment %s has an impossible size (%llu bytes)", name,
+                          (unsigned long long)size);
+    } else {
+        base = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (base == MAP_FAILED)
+            rc = rm_error_set(error_owner, errno == ENOMEM ? RM_E_NO_MEMORY : RM_E_SYSTEM,
+                              "mmap() of %s failed: %s", name, strerror(errno));
+    }
+    close(fd);
+    if (rc != RM_OK)
+        return rc;
+    const rm_control_header *header = base;
+    uint32_t magic = header->magic;
+    atomic_thread_fence(memory_order_acquire);
+    if (magic != RM_CONTROL_MAGIC || header->layout_version != RM_CONTROL_LAYOUT_VERSION ||
+        header->slot_count == 0 || header->slot_count > RM_SHM_SLOTS_LIMIT ||
+        rm_control_size(header->slot_count) != size) {
+        munmap(base, (size_t)size);
+        return rm_error_set(error_owner, RM_E_INVALID_DESCRIPTOR,
+                            "control segment %s has no valid header (magic, layout "
+                            "version or size)",
+                            name);
+    }
+    lay_out(out, base, (size_t)size, header->slot_count);
+    return RM_OK;
+}
+
+void rm_control_close(rm_control *control)
+{
+    if (control->header != NULL)
+        munmap(control->header, control->mapped_bytes);
+    memset(control, 0, sizeof *control);
+}
+
+uint32_t rm_control_claim_holder(rm_control *control)
+{
+    uint32_t self = (uint32_t)getpid();
+    for (uint32_t index = 1; index <= RM_TENSOR_MAX_HOLDERS; index++) {
+        rm_control_holder *holder = &control->header->holders[index];
+        uint32_t expected = 0;
+        if (atomic_load_explicit(&holder->pid, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_strong(&holder->pid, &expected, self)) {
+            atomic_store_explicit(&holder->start_time, rm_process_self_start_time(),
+                                  memory_order_release);
+            return index;
+        }
+    }
+    return 0;
+}
+
+void rm_control_release_holder(rm_control *control, uint32_t index)
+{
+    rm_control_holder *holder = &control->header->holders[index];
+    atomic_store_explicit(&holder->start_time, 0, memory_order_relaxed);
+    atomic_store_explicit(&holder->pid, 0, memory_order_release);
+}
+
+bool rm_control_hold(rm_control *control, uint32_t slot, uint32_t generation,
+                     uint32_t bit)
+{
+    _Atomic uint64_t *state = &control->slots[slot].state;
+    uint64_t seen = atomic_load_explicit(state, memory_order_acquire);
+    for (;;) {
+        if (rm_control_generation(seen) != generation || rm_control_mask(seen) == 0)
+            return false;
+        uint64_t wanted = seen | bit;
+        if (atomic_compare_exchange_weak_explicit(state, &seen, wanted,
+                                                  memory_order_acq_rel,
+                                                  memory_order_acquire))
+            return true;
+    }
+}
+
+bool rm_control_drop(rm_control *control, uint32_t slot, uint32_t bit, bool mark_pending)
+{
+    uint64_t before = atomic_fetch_and_explicit(&control->slots[slot].state,
+                                                ~(uint64_t)bit, memory_order_acq_rel);
+    if ((rm_control_mask(before) & bit) == 0 || rm_control_mask(before) != bit)
+        return false;
+    if (mark_pending) {
+        atomic_fetch_or_explicit(&control->pending_bits[slot / 64],
+                                 (uint64_t)1 << (slot % 64), memory_order_release);
+        atomic_fetch_add_explicit(&control->header->pending, 1, memory_order_release);
+    }
+    return true;
+}
+
+void rm_control_publish(rm_control *control, uint32_t slot, uint32_t generation,
+                        uint64_t offset, uint64_t nbytes)
+{
+    rm_control_slot *entry = &control->slots[slot];
+    atomic_store_explicit(&entry->offset, offset, memory_order_relaxed);
+    atomic_store_explicit(&entry->nbytes, nbytes, memory_order_relaxed);
+    atomic_store_explicit(&entry->state,
+                          (uint64_t)generation << 32 | RM_CONTROL_OWNER_BIT,
+                          memory_order_release);
+}
+
+void rm_control_take_pending(rm_control *control, void (*visit)(void *user, uint32_t slot),
+                             void *user)
+{
+    if (atomic_load_explicit(&control->header->pending, memory_order_acquire) == 0)
+        return;
+    atomic_store_explicit(&control->header->pending, 0, memory_order_relaxed);
+    size_t words = ((size_t)control->slot_count + 63) / 64;
+    for (size_t word = 0; word < words; word++) {
+        if (atomic_load_explicit(&control->pending_bits[word], memory_order_relaxed) == 0)
+            continue;
+        uint64_t bits = atomic_exchange_explicit(&control->pending_bits[word], 0,
+                                                 memory_order_acquire);
+        while (bits != 0) {
+            uint32_t bit = (uint32_t)__builtin_ctzll(bits);
+            bits &= bits - 1;
+            visit(user, (uint32_t)(word * 64 + bit));
+        }
+    }
+}

@@ -1,0 +1,162 @@
+/* A pool's control segment: the small shared table through which the
+ * processes that hold a pool's tensors agree on their lifetime.
+ *
+ * The owner creates it beside its data segment (the same name + ".ctl",
+ * mode 0600) and is the only process that frees. Importers map it
+ * read-write, because holding and releasing a tensor is a write:
+ *
+ *  - one slot per live tensor: a 64-bit state word (generation << 32 |
+ *    holder mask) plus the tensor's extent (offset, nbytes). Bit 0 of the
+ *    mask is the owner's hold, bit i (1..31) is the importing context
+ *    registered in holder entry i. Every change of the state word is a
+ *    compare-and-swap, so a hold can only be taken while the generation
+ *    matches and someone still holds the slot: a freed slot (mask 0) can
+ *    never be revived, and a reused one has a new generation.
+ *  - holder entries: pid and start time of each importing context, so the
+ *    owner can tell that a holder died and drop its bits.
+ *  - a "pending" bitmap: whoever clears the last bit of a slot that is not
+ *    the owner sets the slot's pending bit; the owner frees pending slots
+ *    on its next call. The owner trusts none of this: it frees only slots
+ *    it knows to be live, whose state it re-reads.
+ *
+ * The layout is versioned by the header's magic and layout_version; every
+ * importer checks it (and the segment's size) before using it.
+ */
+#ifndef RM_INTERNAL_SHM_CONTROL_H
+#define RM_INTERNAL_SHM_CONTROL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "rm_plugin.h"
+
+#define RM_CONTROL_MAGIC 0x31434d52u /* "RMC1" */
+#define RM_CONTROL_LAYOUT_VERSION 1
+#define RM_CONTROL_SUFFIX ".ctl"
+#define RM_CONTROL_OWNER_BIT ((uint32_t)1)
+#define RM_CONTROL_HEADER_BYTES 4096
+/* Most slots a control segment may have (shm.max_tensors's upper bound). */
+#define RM_SHM_SLOTS_LIMIT 1048576u
+
+typedef struct rm_control_holder {
+    _Atomic uint32_t pid;        /* 0 = free; claimed by compare-and-swap */
+    uint32_t reserved;
+    _Atomic uint64_t start_time; /* written after the pid; 0 = not yet */
+} rm_control_holder;
+
+typedef struct rm_control_header {
+    uint32_t magic;
+    uint32_t layout_version;
+    uint64_t pool_id;
+    uint32_t owner_pid;
+    uint32_t slot_count;
+    uint64_t owner_start_time;
+    uint64_t pool_bytes;          /* shm.pool_bytes of the owner */
+    uint64_t reservation_bytes;   /* size of the data segment */
+    /* Written by the owner, read by rmctl ls. */
+    _Atomic uint64_t committed_bytes;
+    _Atomic uint64_t live_tensors;
+    _Atomic uint64_t live_bytes;
+    /* Set by releasers, consumed by the owner. */
+    _Atomic uint64_t pending;
+    rm_control_holder holders[RM_TENSOR_MAX_HOLDERS + 1]; /* [0] unused: the owner */
+} rm_control_header;
+
+_Static_assert(sizeof(rm_control_header) <= RM_CONTROL_HEADER_BYTES,
+               "the header fits its page");
+
+typedef struct rm_control_slot {
+    _Atomic uint64_t state;  /* generation << 32 | holder mask */
+    _Atomic uint64_t offset; /* written by the owner before the state */
+    _Atomic uint64_t nbytes;
+} rm_control_slot;
+
+/** A mapped control segment. */
+typedef struct rm_control {
+    rm_control_header *header;
+    _Atomic uint64_t *pending_bits; /* slot_count bits */
+    rm_control_slot *slots;
+    size_t mapped_bytes;
+    uint32_t slot_count;
+} rm_control;
+
+static inline uint32_t rm_control_generation(uint64_t state)
+{
+    return (uint32_t)(state >> 32);
+}
+
+static inline uint32_t rm_control_mask(uint64_t state)
+{
+    return (uint32_t)state;
+}
+
+/** Bytes of a control segment with `slot_count` slots. */
+size_t rm_control_size(uint32_t slot_count);
+
+/**
+ * Creates "<data_name>.ctl" (O_EXCL, O_NOFOLLOW, 0600), sizes it, maps it
+ * and writes its header. Errors go to `error_owner`: RM_E_SYSTEM,
+ * RM_E_NO_MEMORY (/dev/shm full: the table is committed with fallocate).
+ */
+int32_t rm_control_create(const char *data_name, uint64_t pool_id, uint32_t slot_count,
+                          uint64_t pool_bytes, uint64_t reservation_bytes,
+                          const void *error_owner, rm_control *out);
+
+/**
+ * Opens and maps an existing control segment read-write, after proving it
+ * is a regular 0600 file of the effective user of the expected size with a
+ * valid header. Returns RM_OK; RM_E_STALE_DESCRIPTOR when it does not
+ * exist; RM_E_INVALID_DESCRIPTOR when it is not what it must be (the
+ * message says what); RM_E_SYSTEM.
+ */
+int32_t rm_control_open(const char *control_name, const void *error_owner,
+                        rm_control *out);
+
+/** Unmaps (the segment stays). */
+void rm_control_close(rm_control *control);
+
+/**
+ * Opens a data or control segment by name for reading or writing, with
+ * O_NOFOLLOW, and proves it is a regular file of the effective user with
+ * mode 0600. Returns the fd and its size, or -1 with errno (ENOENT: gone;
+ * EPERM: not ours or not 0600; EINVAL: not a regular file).
+ */
+int rm_segment_open_checked(const char *name, bool writable, uint64_t *out_size);
+
+/** Claims a holder entry for the calling process; its index (1..31), or
+ *  0 when all are taken. */
+uint32_t rm_control_claim_holder(rm_control *control);
+
+/** Frees holder entry `index` (its bits must be cleared already). */
+void rm_control_release_holder(rm_control *control, uint32_t index);
+
+/**
+ * Adds holder bit `bit` to slot `slot` if its generation is `generation`
+ * and someone holds it. True on success.
+ */
+bool rm_control_hold(rm_control *control, uint32_t slot, uint32_t generation,
+                     uint32_t bit);
+
+/**
+ * Removes holder bit `bit` from slot `slot`. True when that left no
+ * holder (the slot is then dead: the owner must free it). A non-owner
+ * marks it pending for the owner itself.
+ */
+bool rm_control_drop(rm_control *control, uint32_t slot, uint32_t bit, bool mark_pending);
+
+/** Owner: makes slot `slot` live with `generation`, the owner's hold and
+ *  the given extent (extent first, then the state, with release order). */
+void rm_control_publish(rm_control *control, uint32_t slot, uint32_t generation,
+                        uint64_t offset, uint64_t nbytes);
+
+/**
+ * Owner: takes every pending mark and calls `visit(user, slot)` for each.
+ * Cheap when nothing is pending (one load).
+ */
+void rm_control_take_pending(rm_control *control, void (*visit)(void *user, uint32_t slot),
+                             void *user);
+
+#endif
