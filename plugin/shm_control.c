@@ -113,6 +113,15 @@ int rm_segment_open_checked(const char *name, bool writable, uint64_t *out_size)
     return fd;
 }
 
+int32_t rm_segment_open_error_code(int err)
+{
+    if (err == ENOENT)
+        return RM_E_STALE_DESCRIPTOR;
+    if (err == EPERM || err == EINVAL || err == ELOOP || err == EACCES)
+        return RM_E_INVALID_DESCRIPTOR;
+    return RM_E_SYSTEM;
+}
+
 int32_t rm_control_open(const char *name, const void *error_owner, rm_control *out)
 {
     memset(out, 0, sizeof *out);
@@ -120,13 +129,14 @@ int32_t rm_control_open(const char *name, const void *error_owner, rm_control *o
     int fd = rm_segment_open_checked(name, true, &size);
     if (fd < 0) {
         int err = errno;
-        if (err == ENOENT)
-            return rm_error_set(error_owner, RM_E_STALE_DESCRIPTOR,
+        int32_t code = rm_segment_open_error_code(err);
+        if (code == RM_E_STALE_DESCRIPTOR)
+            return rm_error_set(error_owner, code,
                                 "control segment %s no longer exists (its pool was "
                                 "destroyed or reclaimed)",
                                 name);
-        if (err == EPERM || err == EINVAL || err == ELOOP || err == EACCES)
-            return rm_error_set(error_owner, RM_E_INVALID_DESCRIPTOR,
+        if (code == RM_E_INVALID_DESCRIPTOR)
+            return rm_error_set(error_owner, code,
                                 "control segment %s is not a 0600 regular file of this "
                                 "user (%s)",
                                 name, strerror(err));

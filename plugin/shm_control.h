@@ -126,6 +126,15 @@ void rm_control_close(rm_control *control);
  */
 int rm_segment_open_checked(const char *name, bool writable, uint64_t *out_size);
 
+/**
+ * The error code for a failed rm_segment_open_checked(): the segment is
+ * gone (RM_E_STALE_DESCRIPTOR), is not what the plugin makes: a symlink,
+ * a FIFO, another user's or a non-0600 file (RM_E_INVALID_DESCRIPTOR), or
+ * the system failed (RM_E_SYSTEM). One classification for every segment,
+ * so data and control segments cannot drift apart.
+ */
+int32_t rm_segment_open_error_code(int err);
+
 /** Claims a holder entry for the calling process; its index (1..31), or
  *  0 when all are taken. */
 uint32_t rm_control_claim_holder(rm_control *control);

@@ -871,6 +871,17 @@ int32_t rm_tensors_export_inline(rm_tensors *t, const rm_tensor *tensor, void *o
 /* Import                                                                   */
 /* ------------------------------------------------------------------------ */
 
+/* The descriptor's owner start time differs from the pool's: the pid was
+ * reused, or the descriptor is forged. */
+static int32_t owner_changed(rm_tensors *t, const char *pool_name, uint64_t recorded,
+                             uint64_t claimed)
+{
+    return rm_error_set(t->error_owner, RM_E_STALE_DESCRIPTOR,
+                        "pool %s belongs to another process now (owner start time "
+                        "%" PRIu64 ", descriptor says %" PRIu64 ")",
+                        pool_name, recorded, claimed);
+}
+
 static pool_view *find_view(rm_tensors *t, const rm_descriptor *d)
 {
     for (size_t i = 0; i < t->view_count; i++) {
@@ -887,14 +898,15 @@ static int32_t map_view_data(rm_tensors *t, pool_view *view, bool writable)
     int fd = rm_segment_open_checked(view->data_name, writable, &size);
     if (fd < 0) {
         int err = errno;
-        if (err == ENOENT)
-            return rm_error_set(t->error_owner, RM_E_STALE_DESCRIPTOR,
-                                "data segment %s no longer exists", view->data_name);
-        bool forged = err == EPERM || err == EINVAL || err == ELOOP || err == EACCES;
-        return rm_error_set(t->error_owner, forged ? RM_E_INVALID_DESCRIPTOR : RM_E_SYSTEM,
-                            "data segment %s cannot be used: %s%s", view->data_name,
-                            strerror(err),
-                            forged ? " (not a 0600 regular file of this user)" : "");
+        int32_t code = rm_segment_open_error_code(err);
+        if (code == RM_E_STALE_DESCRIPTOR)
+            return rm_error_set(t->error_owner, code, "data segment %s no longer exists",
+                                view->data_name);
+        return rm_error_set(t->error_owner, code, "data segment %s cannot be used: %s%s",
+                            view->data_name, strerror(err),
+                            code == RM_E_INVALID_DESCRIPTOR
+                                ? " (not a 0600 regular file of this user)"
+                                : "");
     }
     int32_t rc = RM_OK;
     if (size != view->reservation) {
@@ -927,10 +939,8 @@ static int32_t open_view(rm_tensors *t, const rm_descriptor *d, pool_view **out)
         /* Validation never depends on the cache: the start time is checked
          * on every import, not only when the pool is first mapped. */
         if (view->owner_start_time != d->owner_start_time)
-            return rm_error_set(t->error_owner, RM_E_STALE_DESCRIPTOR,
-                                "pool %s belongs to another process now (owner start time "
-                                "%" PRIu64 ", descriptor says %" PRIu64 ")",
-                                view->data_name, view->owner_start_time, d->owner_start_time);
+            return owner_changed(t, view->data_name, view->owner_start_time,
+                                 d->owner_start_time);
         *out = view;
         return RM_OK;
     }
@@ -967,10 +977,8 @@ static int32_t open_view(rm_tensors *t, const rm_descriptor *d, pool_view **out)
         rc = rm_error_set(t->error_owner, RM_E_INVALID_DESCRIPTOR,
                           "control segment %s names another pool or owner", control_name);
     } else if (header->owner_start_time != d->owner_start_time) {
-        rc = rm_error_set(t->error_owner, RM_E_STALE_DESCRIPTOR,
-                          "pool %s belongs to another process now (owner start time "
-                          "%" PRIu64 ", descriptor says %" PRIu64 ")",
-                          view->data_name, header->owner_start_time, d->owner_start_time);
+        rc = owner_changed(t, view->data_name, header->owner_start_time,
+                           d->owner_start_time);
     } else if (header->reservation_bytes == 0 || header->reservation_bytes > SIZE_MAX / 2) {
         rc = rm_error_set(t->error_owner, RM_E_INVALID_DESCRIPTOR,
                           "control segment %s gives an impossible pool size", control_name);
@@ -1011,11 +1019,8 @@ static bool extent_matches(const rm_control_slot *slot, const rm_descriptor *d)
 static int32_t import_own(rm_tensors *t, const rm_descriptor *d, rm_tensor *tensor)
 {
     if (d->owner_start_time != t->control.header->owner_start_time)
-        return rm_error_set(t->error_owner, RM_E_STALE_DESCRIPTOR,
-                            "pool %s belongs to another process now (owner start time "
-                            "%" PRIu64 ", descriptor says %" PRIu64 ")",
-                            t->stats.pool_name, t->control.header->owner_start_time,
-                            d->owner_start_time);
+        return owner_changed(t, t->stats.pool_name, t->control.header->owner_start_time,
+                             d->owner_start_time);
     if (d->slot >= t->slot_count)
         return rm_error_set(t->error_owner, RM_E_INVALID_DESCRIPTOR,
                             "slot %u is outside the pool's %u slots", d->slot, t->slot_count);
