@@ -29,9 +29,13 @@
  *
  * History: 1.0 contexts, configuration, the process-scope model registry;
  * 1.1 shared-memory tensors, descriptors, DLPack export, pool listing and
- * reclaim (error codes -20..-23, config keys shm.*).
+ * reclaim (error codes -20..-23, config keys shm.*);
+ * 1.2 the node-scope model registry: loader buffers (rm_loaded_model
+ * grows), node rows and counters (rm_model_info, rm_registry_metrics grow),
+ * registry_reclaim, error code -24, config keys registry.scope,
+ * registry.namespace, registry.table_entries.
  * Planned minor versions (not yet part of the ABI, listed so that hosts know
- * where capabilities will arrive): the node-scope model registry, CUDA IPC.
+ * where capabilities will arrive): CUDA IPC.
  *
  * ---------------------------------------------------------------------------
  * Loading
@@ -75,7 +79,7 @@ extern "C" {
 
 /** The ABI version this header describes. */
 #define RM_ABI_MAJOR 1
-#define RM_ABI_MINOR 1
+#define RM_ABI_MINOR 2
 #define RM_ABI_VERSION_CURRENT RM_ABI_VERSION(RM_ABI_MAJOR, RM_ABI_MINOR)
 
 /** The project (not ABI) version; the build reads it from here. */
@@ -128,7 +132,8 @@ extern "C" {
     XX(-20, NOT_SHAREABLE, "tensor is in private memory, not shareable")      \
     XX(-21, INVALID_DESCRIPTOR, "malformed or forged tensor descriptor")      \
     XX(-22, STALE_DESCRIPTOR, "descriptor names memory that is gone")         \
-    XX(-23, QUOTA_EXCEEDED, "quota exceeded")
+    XX(-23, QUOTA_EXCEEDED, "quota exceeded")                                \
+    XX(-24, CORRUPT_STATE, "shared state is malformed, foreign or missing")
 
 /* The map also yields RM_E_OK; RM_OK is the same 0 under its usual name. */
 typedef enum rm_error {
@@ -288,6 +293,22 @@ typedef struct rm_config_entry {
  *                       0 = unlimited. Default 0.
  *   shm.max_tensors     (1.1) tensors a pool can hold at once (slots in its
  *                       control segment), 64 to 1048576. Default 16384.
+ *   registry.scope      (1.2) process | node. Default process.
+ *                       process: each context has its own models (1.0).
+ *                       node: every context of registry.namespace on the
+ *                       machine, in any process, shares one table; a
+ *                       model is loaded once per machine into a shared
+ *                       buffer and mapped read-only by everyone else (see
+ *                       "Node scope" below). Process is the default
+ *                       because a 1.0 loader returns a private pointer
+ *                       that no other process could use.
+ *   registry.namespace  (1.2) node scope: which node table, 1 to 32
+ *                       characters of [A-Za-z0-9_-]. Default "default".
+ *   registry.table_entries (1.2) node scope: models the node table holds
+ *                       at once (loading or loaded), 4 to 65536. Fixed by
+ *                       the process that creates the table; later
+ *                       contexts use the table as it was created.
+ *                       Default 1024.
  */
 typedef struct rm_context_options {
     uint32_t struct_size;
@@ -342,8 +363,63 @@ typedef struct rm_context_info {
 typedef struct rm_model_handle rm_model_handle;
 
 /**
+ * Node scope (1.2, registry.scope = node). One table per namespace and
+ * machine, in a 0600 shared segment of the effective user
+ * (/dev/shm/rmreg.<namespace>.table), guarded by a robust process-shared
+ * mutex (a process that dies holding it does not wedge the node: the next
+ * one repairs the table and goes on). For each key:
+ *  - Loading: the first caller on the machine claims the key and runs its
+ *    loader, which asks for a buffer with rm_loaded_model.alloc_buffer()
+ *    (a new segment, /dev/shm/rmreg.<namespace>.m.<16 hex>, committed with
+ *    fallocate: a full /dev/shm is RM_E_NO_MEMORY, never SIGBUS), fills
+ *    it and returns. The plugin then seals it: mode 0400 and read-only
+ *    mappings. Callers in other processes block (futex, no spinning) until
+ *    the load ends; a failure code reaches every one of them, and leaves
+ *    no entry. If the loading process dies, a waiter notices within
+ *    RM_NODE_TAKEOVER_POLL_MS, takes the claim over and runs its own
+ *    loader.
+ *  - Attaching: a caller that finds the model ready maps the sealed
+ *    segment read-only (no loader call, no copy: the same physical pages
+ *    in every process) and *out_model is the start of its mapping.
+ *  - References are counted per process (each context of a process that
+ *    holds the model adds one). A process that dies holding references
+ *    loses them when any context of the namespace next sweeps (at most
+ *    every second, and at registry_reclaim()).
+ *  - A model that no live process holds is evicted node-wide when its
+ *    idle time passes registry.ttl_s, or in LRU order to fit
+ *    registry.max_bytes / registry.max_models (the settings of the context
+ *    that evicts: give every context of a namespace the same ones), and
+ *    its segment is unlinked. Mappings end when a context's last handle
+ *    is released.
+ *  - Loader cycles are found within one context and on one thread
+ *    (RM_E_LOAD_CYCLE); a cycle through loaders in different processes, or
+ *    in different contexts on different threads, is not detected: it
+ *    waits.
+ *  - Times in node rows are CLOCK_MONOTONIC nanoseconds (shared by every
+ *    process), not the host clock.
+ */
+#define RM_NODE_TAKEOVER_POLL_MS 100
+/** Processes that can hold one model of a node table at once. */
+#define RM_NODE_MAX_HOLDER_PROCESSES 64
+
+/**
  * Filled in by a loader. The plugin allocates it zeroed with struct_size
  * and abi_version set; the loader sets the fields below.
+ *
+ * Two ways to load (1.2):
+ *  - With a buffer (both scopes; required for node scope): the loader
+ *    calls alloc_buffer() once, writes the model into the buffer and
+ *    returns RM_OK, leaving `model` NULL (or set to the buffer) and
+ *    `destroy` NULL; `bytes` is the buffer's size whatever the loader
+ *    sets. The plugin owns the buffer, seals it read-only when the loader
+ *    returns (a later write faults), frees it on eviction, and frees it at
+ *    once if the loader fails. Every caller gets the buffer as its model.
+ *  - Without (process scope only, the 1.0 way): the loader sets `model`,
+ *    `bytes` and optionally `destroy`. In node scope such a load fails
+ *    with RM_E_NOT_SHAREABLE (its destroy callback, if any, is called
+ *    first, so nothing leaks).
+ * A loader built against 1.2 runs on a 1.1 plugin only without a buffer:
+ * test RM_LOADED_MODEL_HAS_BUFFER(out) first.
  */
 typedef struct rm_loaded_model {
     uint32_t struct_size;
@@ -359,7 +435,32 @@ typedef struct rm_loaded_model {
      */
     void (*destroy)(void *model, void *destroy_user);
     void *destroy_user;
+
+    /* ---- 1.2, set by the plugin before the loader runs ---------------- */
+    /**
+     * Gives the loader a writable buffer of `bytes` (1 to 2^48) bytes,
+     * zero-filled, page-aligned; at most once per load. `self` is the
+     * struct the loader was given. Returns RM_OK and sets *out_buffer, or
+     * (*out_buffer NULL; the loader should then return the code):
+     *  RM_E_INVALID_ARGUMENT  NULL self/out_buffer, bytes 0 or too large,
+     *                         or a second call. (`self` is valid only
+     *                         while the loader runs.)
+     *  RM_E_NO_MEMORY         /dev/shm (node scope) or memory (process
+     *                         scope) cannot hold `bytes` (the message says
+     *                         which and how much).
+     *  RM_E_SYSTEM            the segment could not be created or mapped.
+     */
+    int32_t (*alloc_buffer)(struct rm_loaded_model *self, uint64_t bytes,
+                            void **out_buffer);
+    /** The plugin's own; the loader leaves it alone. */
+    void *plugin_private;
 } rm_loaded_model;
+
+/** True when the plugin offers loader buffers (1.2) in `m`. */
+#define RM_LOADED_MODEL_HAS_BUFFER(m)                                       \
+    ((m)->struct_size >= offsetof(rm_loaded_model, plugin_private) +        \
+                             sizeof(void *) &&                              \
+     (m)->alloc_buffer != NULL)
 
 /**
  * A host's loader: produces the model for `key` (normalised).
@@ -386,7 +487,24 @@ typedef struct rm_model_info {
     uint64_t loaded_at_ns;       /* host clock (monotonic) */
     uint64_t last_used_ns;       /* last release (or the load); rows are
                                     ordered by last get or release */
+    /* ---- 1.2 ---- */
+    uint32_t scope;              /* RM_REGISTRY_SCOPE_* of the context */
+    uint32_t state;              /* RM_MODEL_STATE_* */
+    /** Node scope: processes holding references (dead ones not yet swept
+     *  included); process scope: 1 while refcount > 0, else 0. Node-scope
+     *  refcount is the references of all processes. */
+    uint32_t holders;
+    /** Node scope while LOADING: the pid running the loader; else 0. */
+    int32_t loader_pid;
+    /** Nanoseconds since last_used_ns while no reference is held; 0 while
+     *  held or loading. */
+    uint64_t idle_ns;
 } rm_model_info;
+
+#define RM_REGISTRY_SCOPE_PROCESS 0u
+#define RM_REGISTRY_SCOPE_NODE 1u
+#define RM_MODEL_STATE_READY 0u   /* loaded; rows of both scopes */
+#define RM_MODEL_STATE_LOADING 1u /* node scope: a loader is running */
 
 /** Counters since the context was created. */
 typedef struct rm_registry_metrics {
@@ -404,7 +522,26 @@ typedef struct rm_registry_metrics {
     uint64_t bytes;         /* sum of their sizes */
     uint64_t over_budget;   /* admissions that left the budget exceeded */
     double hit_rate;        /* hits / (hits + misses); 0 when both are 0 */
+    /* ---- 1.2; in node scope hits are calls answered by a reference this
+     * context already held, loads and load_failures this context's loader
+     * calls, evictions those this context made, and models and bytes count
+     * the ready models of the whole node table. ---- */
+    uint64_t attaches;      /* node: found ready, mapped without a loader */
+    uint64_t takeovers;     /* node: loads taken over from a dead loader */
+    uint64_t dead_references; /* node: references of dead processes dropped */
+    uint64_t lock_recoveries; /* node: table lock found held by a dead process */
 } rm_registry_metrics;
+
+/** What registry_reclaim() did (1.2). */
+typedef struct rm_registry_reclaim_report {
+    uint32_t struct_size;
+    uint32_t abi_version;
+    uint64_t dead_references;  /* references of dead processes dropped */
+    uint64_t loads_abandoned;  /* claims of dead loaders cleared */
+    uint64_t models_evicted;   /* idle models evicted (TTL, budget) */
+    uint64_t segments_unlinked;/* orphan model segments of the namespace */
+    uint64_t bytes_unlinked;   /* /dev/shm bytes those and evictions freed */
+} rm_registry_reclaim_report;
 
 /* ------------------------------------------------------------------------ */
 /* Shared-memory tensors (feature "shared-memory", ABI 1.1)                 */
@@ -693,6 +830,13 @@ typedef struct rm_plugin_v1 {
      *  RM_E_FEATURE_UNAVAILABLE   "features" names a capability not built.
      *  RM_E_ALLOCATOR             the bundled allocator failed its check.
      *  RM_E_NO_MEMORY, RM_E_SYSTEM (a thread could not be started).
+     *  RM_E_CORRUPT_STATE         (1.2) registry.scope = node and the
+     *                             namespace's node table is not a valid
+     *                             0600 table of this user (the message
+     *                             names the file; remove it when no process
+     *                             uses it).
+     * In node scope the table is opened (created on first use) here, so a
+     * full /dev/shm is RM_E_NO_MEMORY at creation.
      */
     int32_t (*context_create)(const rm_context_options *options,
                               rm_context **out_context);
@@ -770,6 +914,20 @@ typedef struct rm_plugin_v1 {
      *  any negative code the loader returned (positive ones become
      *  RM_E_LOADER_FAILED).
      *  RM_E_SHUTTING_DOWN, RM_E_NO_MEMORY, RM_E_FORKED.
+     * With a loader buffer (1.2), also:
+     *  RM_E_INVALID_ARGUMENT   the loader set `destroy`, or a `model` other
+     *                          than the buffer.
+     * Node scope (1.2, "Node scope" above), also:
+     *  RM_E_NOT_SHAREABLE      the loader returned without a buffer.
+     *  RM_E_QUOTA_EXCEEDED     the node table has no free entry (every
+     *                          entry loading or held by a live process),
+     *                          or RM_NODE_MAX_HOLDER_PROCESSES processes
+     *                          already hold the model.
+     *  RM_E_CORRUPT_STATE      the table says ready but the model's segment
+     *                          is missing or not what the plugin sealed.
+     *  RM_E_NO_MEMORY, RM_E_SYSTEM mapping failed.
+     *  A loader failure in another process reaches this caller with the
+     *  loader's code (when it was waiting for that load).
      */
     int32_t (*model_get_or_load)(rm_context *context, const char *key,
                                  rm_model_loader_fn loader, void *loader_user,
@@ -788,7 +946,9 @@ typedef struct rm_plugin_v1 {
 
     /**
      * Evicts `key` now if no handle holds it (its destroy callback runs
-     * before this returns); NULL evicts every idle model.
+     * before this returns); NULL evicts every idle model. Node scope: the
+     * model is evicted node-wide (segment unlinked) if no live process
+     * holds it; RM_E_BUSY otherwise.
      * Returns RM_OK, RM_E_NOT_FOUND (not loaded), RM_E_BUSY (in use or
      * still loading), RM_E_INVALID_KEY, RM_E_FEATURE_DISABLED,
      * RM_E_FORKED.
@@ -808,6 +968,9 @@ typedef struct rm_plugin_v1 {
      * `capacity` rows are written), RM_E_INVALID_ARGUMENT (NULL out_count,
      * or NULL out with capacity > 0; out may be NULL when capacity is 0),
      * RM_E_STRUCT_SIZE, RM_E_FEATURE_DISABLED, RM_E_FORKED.
+     * Node scope (1.2): one row per entry of the node table, loading ones
+     * included (state, holders, loader_pid, idle_ns), every process's
+     * references in refcount; RM_E_CORRUPT_STATE as for model_get_or_load.
      */
     int32_t (*registry_list)(rm_context *context, rm_model_info *out,
                              uint32_t info_struct_size, uint32_t capacity,
@@ -957,6 +1120,20 @@ typedef struct rm_plugin_v1 {
     int32_t (*shm_list)(rm_context *context, rm_shm_pool_info *out,
                         uint32_t info_struct_size, uint32_t capacity,
                         uint32_t *out_count);
+
+    /* ---- 1.2: node-scope model registry (check with RM_PLUGIN_HAS) ---- */
+
+    /**
+     * Node scope: drops the references of dead processes, clears claims of
+     * dead loaders, evicts what no live process holds once its TTL has
+     * passed (and to fit the budgets), and unlinks model segments of the
+     * namespace that no table entry names (a loader that died before its
+     * claim was recorded). Process scope: evicts expired idle models.
+     * `out` optional. Returns RM_OK, RM_E_STRUCT_SIZE, RM_E_FEATURE_*,
+     * RM_E_FORKED, RM_E_SYSTEM (/dev/shm unreadable).
+     */
+    int32_t (*registry_reclaim)(rm_context *context,
+                                rm_registry_reclaim_report *out);
 } rm_plugin_v1;
 
 /**

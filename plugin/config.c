@@ -32,6 +32,9 @@ void rm_config_defaults(rm_config *config)
         .shm_pool_bytes = (uint64_t)1 << 30,
         .shm_session_quota = 0,
         .shm_max_tensors = 16384,
+        .registry_scope = RM_REGISTRY_SCOPE_PROCESS,
+        .registry_namespace = "default",
+        .registry_table_entries = RM_NODE_TABLE_ENTRIES_DEFAULT,
     };
 }
 
@@ -262,8 +265,9 @@ static void format_max_bytes(const rm_config *config, char *out, size_t out_size
     snprintf(out, out_size, "%llu", (unsigned long long)config->registry_max_bytes);
 }
 
-static int32_t parse_shm_namespace(rm_config *config, const char *value,
-                                   const char *origin, const void *owner)
+/* Namespaces become part of /dev/shm names, so the alphabet is closed. */
+static int32_t parse_namespace(char *out, const char *key, const char *value,
+                               const char *origin, const void *owner)
 {
     size_t length = strlen(value);
     bool ok = length >= 1 && length <= RM_SHM_NAMESPACE_MAX;
@@ -273,10 +277,65 @@ static int32_t parse_shm_namespace(rm_config *config, const char *value,
              c == '_' || c == '-';
     }
     if (!ok)
-        return invalid_value(owner, origin, "shm.namespace", value,
+        return invalid_value(owner, origin, key, value,
                              "1 to 32 characters of A-Z, a-z, 0-9, '_' and '-'");
-    memcpy(config->shm_namespace, value, length + 1);
+    memcpy(out, value, length + 1);
     return RM_OK;
+}
+
+static int32_t parse_shm_namespace(rm_config *config, const char *value,
+                                   const char *origin, const void *owner)
+{
+    return parse_namespace(config->shm_namespace, "shm.namespace", value, origin, owner);
+}
+
+static int32_t parse_registry_namespace(rm_config *config, const char *value,
+                                        const char *origin, const void *owner)
+{
+    return parse_namespace(config->registry_namespace, "registry.namespace", value, origin,
+                           owner);
+}
+
+static void format_registry_namespace(const rm_config *config, char *out, size_t out_size)
+{
+    snprintf(out, out_size, "%s", config->registry_namespace);
+}
+
+static int32_t parse_registry_scope(rm_config *config, const char *value,
+                                    const char *origin, const void *owner)
+{
+    if (strcmp(value, "process") == 0)
+        config->registry_scope = RM_REGISTRY_SCOPE_PROCESS;
+    else if (strcmp(value, "node") == 0)
+        config->registry_scope = RM_REGISTRY_SCOPE_NODE;
+    else
+        return invalid_value(owner, origin, "registry.scope", value, "process or node");
+    return RM_OK;
+}
+
+static void format_registry_scope(const rm_config *config, char *out, size_t out_size)
+{
+    snprintf(out, out_size, "%s",
+             config->registry_scope == RM_REGISTRY_SCOPE_NODE ? "node" : "process");
+}
+
+static int32_t parse_registry_table_entries(rm_config *config, const char *value,
+                                            const char *origin, const void *owner)
+{
+    uint64_t number;
+    const char *rest;
+    if (!parse_unsigned(value, &number, &rest) || *rest != '\0' ||
+        number < RM_NODE_TABLE_ENTRIES_MIN || number > RM_NODE_TABLE_ENTRIES_MAX)
+        return invalid_value(owner, origin, "registry.table_entries", value,
+                             "an integer from 4 to 65536");
+    config->registry_table_entries = (uint32_t)number;
+    return RM_OK;
+}
+
+static void format_registry_table_entries(const rm_config *config, char *out,
+                                          size_t out_size)
+{
+    snprintf(out, out_size, "%u", config->registry_table_entries);
 }
 
 static void format_shm_namespace(const rm_config *config, char *out, size_t out_size)
@@ -362,6 +421,9 @@ static const struct config_key config_keys[] = {
     {"shm.pool_bytes", parse_shm_pool_bytes, format_shm_pool_bytes},
     {"shm.session_quota", parse_shm_session_quota, format_shm_session_quota},
     {"shm.max_tensors", parse_shm_max_tensors, format_shm_max_tensors},
+    {"registry.scope", parse_registry_scope, format_registry_scope},
+    {"registry.namespace", parse_registry_namespace, format_registry_namespace},
+    {"registry.table_entries", parse_registry_table_entries, format_registry_table_entries},
 };
 #define CONFIG_KEY_COUNT (sizeof config_keys / sizeof config_keys[0])
 

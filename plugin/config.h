@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "node_table.h"
 #include "rm_build_config.h"
 #include "rm_plugin.h"
 
@@ -24,6 +25,9 @@ typedef struct rm_config {
     uint64_t shm_pool_bytes;      /* exact limit on live tensor bytes */
     uint64_t shm_session_quota;   /* 0 = unlimited */
     uint32_t shm_max_tensors;     /* slots of a pool's control segment */
+    uint32_t registry_scope;      /* RM_REGISTRY_SCOPE_* */
+    char registry_namespace[RM_SHM_NAMESPACE_MAX + 1];
+    uint32_t registry_table_entries; /* node table slots, when creating it */
 } rm_config;
 
 /** Capabilities compiled into this build (a constant, so that the static

@@ -20,6 +20,7 @@
 #include "../hooks/fork.h"
 #if RM_HAVE_MODEL_REGISTRY
 #include "model_key.h"
+#include "node_registry.h"
 #include "registry.h"
 #endif
 #if RM_HAVE_SHARED_MEMORY
@@ -30,7 +31,7 @@
 /* Sizes of the published 1.0 structs; tests/abi pins them. */
 #define CONTEXT_OPTIONS_V1_0_SIZE sizeof(rm_context_options)
 #define CONTEXT_INFO_V1_0_SIZE sizeof(rm_context_info)
-#define REGISTRY_METRICS_V1_0_SIZE sizeof(rm_registry_metrics)
+#define REGISTRY_METRICS_V1_0_SIZE (offsetof(rm_registry_metrics, hit_rate) + sizeof(double))
 #define MODEL_INFO_V1_0_SIZE offsetof(rm_model_info, last_used_ns) + sizeof(uint64_t)
 
 /* Sizes of the structs first published in 1.1. */
@@ -39,6 +40,9 @@
 #define TENSOR_POOL_STATS_V1_1_SIZE sizeof(rm_tensor_pool_stats)
 #define RECLAIM_REPORT_V1_1_SIZE sizeof(rm_reclaim_report)
 #define SHM_POOL_INFO_V1_1_SIZE sizeof(rm_shm_pool_info)
+
+/* Sizes of the structs first published in 1.2. */
+#define REGISTRY_RECLAIM_REPORT_V1_2_SIZE sizeof(rm_registry_reclaim_report)
 
 #define NO_ARENA UINT32_MAX
 
@@ -50,7 +54,8 @@ struct rm_context {
     rm_host host;
     rm_config config;
 #if RM_HAVE_MODEL_REGISTRY
-    rm_registry *registry;
+    rm_registry *registry;           /* process scope */
+    rm_node_registry *node_registry; /* node scope */
 #endif
 #if RM_HAVE_SHARED_MEMORY
     rm_tensors *tensors;
@@ -184,8 +189,21 @@ static int32_t start_capabilities(rm_context *context)
             .max_bytes = context->config.registry_max_bytes,
             .max_models = context->config.registry_max_models,
         };
-        int32_t status = rm_registry_create(&registry_config, &context->host, context,
-                                            &context->registry);
+        int32_t status;
+        if (context->config.registry_scope == RM_REGISTRY_SCOPE_NODE) {
+            rm_node_registry_config node_config = {
+                .namespace_name = context->config.registry_namespace,
+                .table_entries = context->config.registry_table_entries,
+                .ttl_ns = registry_config.ttl_ns,
+                .max_bytes = registry_config.max_bytes,
+                .max_models = registry_config.max_models,
+            };
+            status = rm_node_registry_create(&node_config, &context->host, context,
+                                             &context->node_registry);
+        } else {
+            status = rm_registry_create(&registry_config, &context->host, context,
+                                        &context->registry);
+        }
         if (status != RM_OK) {
             /* The registry recorded its message for the context that does not
              * exist yet; hand it to the NULL owner that create reports on
@@ -205,6 +223,8 @@ static void stop_capabilities(rm_context *context)
 #if RM_HAVE_MODEL_REGISTRY
     rm_registry_destroy(context->registry);
     context->registry = NULL;
+    rm_node_registry_destroy(context->node_registry);
+    context->node_registry = NULL;
 #endif
 #if RM_HAVE_SHARED_MEMORY
     rm_tensors_destroy(context->tensors);
@@ -356,6 +376,9 @@ int32_t rm_context_model_get_or_load(rm_context *context, const char *key,
                             "model_get_or_load: key, loader, out_handle and out_model "
                             "must not be NULL");
 #if RM_HAVE_MODEL_REGISTRY
+    if (context->node_registry != NULL)
+        return rm_node_registry_get_or_load(context->node_registry, key, loader, loader_user,
+                                            out_handle, out_model);
     return rm_registry_get_or_load(context->registry, key, loader, loader_user,
                                    out_handle, out_model);
 #else
@@ -372,6 +395,8 @@ int32_t rm_context_model_release(rm_context *context, rm_model_handle *handle)
     if (handle == NULL)
         return rm_error_set(context, RM_E_INVALID_ARGUMENT, "model_release: handle is NULL");
 #if RM_HAVE_MODEL_REGISTRY
+    if (context->node_registry != NULL)
+        return rm_node_registry_release(context->node_registry, handle);
     return rm_registry_release(context->registry, handle);
 #else
     return RM_E_FEATURE_UNAVAILABLE;
@@ -384,6 +409,8 @@ int32_t rm_context_model_evict(rm_context *context, const char *key)
     if (status != RM_OK)
         return status;
 #if RM_HAVE_MODEL_REGISTRY
+    if (context->node_registry != NULL)
+        return rm_node_registry_evict(context->node_registry, key);
     return rm_registry_evict(context->registry, key);
 #else
     (void)key;
@@ -404,7 +431,13 @@ int32_t rm_context_registry_metrics(rm_context *context, rm_registry_metrics *ou
         return status;
 #if RM_HAVE_MODEL_REGISTRY
     rm_registry_metrics metrics = RM_STRUCT_INIT(rm_registry_metrics);
-    rm_registry_get_metrics(context->registry, &metrics);
+    if (context->node_registry != NULL) {
+        status = rm_node_registry_get_metrics(context->node_registry, &metrics);
+        if (status != RM_OK)
+            return status;
+    } else {
+        rm_registry_get_metrics(context->registry, &metrics);
+    }
     copy_out(out, &metrics, sizeof metrics);
     return RM_OK;
 #else
@@ -429,7 +462,35 @@ int32_t rm_context_registry_list(rm_context *context, rm_model_info *out,
     if (status != RM_OK)
         return status;
 #if RM_HAVE_MODEL_REGISTRY
+    if (context->node_registry != NULL)
+        return rm_node_registry_list(context->node_registry, out, info_struct_size, capacity,
+                                     out_count);
     return rm_registry_list(context->registry, out, info_struct_size, capacity, out_count);
+#else
+    return RM_E_FEATURE_UNAVAILABLE;
+#endif
+}
+
+int32_t rm_context_registry_reclaim(rm_context *context, rm_registry_reclaim_report *out)
+{
+    int32_t status = check_feature(context, RM_FEATURE_MODEL_REGISTRY, "model-registry");
+    if (status != RM_OK)
+        return status;
+    if (out != NULL) {
+        status = check_struct_size(context, out->struct_size, REGISTRY_RECLAIM_REPORT_V1_2_SIZE,
+                                   "rm_registry_reclaim_report");
+        if (status != RM_OK)
+            return status;
+    }
+#if RM_HAVE_MODEL_REGISTRY
+    rm_registry_reclaim_report report = RM_STRUCT_INIT(rm_registry_reclaim_report);
+    if (context->node_registry != NULL)
+        status = rm_node_registry_reclaim(context->node_registry, &report);
+    else
+        status = rm_registry_reclaim(context->registry, &report);
+    if (out != NULL)
+        copy_out(out, &report, sizeof report);
+    return status;
 #else
     return RM_E_FEATURE_UNAVAILABLE;
 #endif

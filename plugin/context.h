@@ -52,4 +52,7 @@ int32_t rm_context_tensor_reclaim(rm_context *context, rm_reclaim_report *out);
 int32_t rm_context_shm_list(rm_context *context, rm_shm_pool_info *out,
                             uint32_t info_struct_size, uint32_t capacity, uint32_t *out_count);
 
+/* 1.2 */
+int32_t rm_context_registry_reclaim(rm_context *context, rm_registry_reclaim_report *out);
+
 #endif

@@ -77,6 +77,7 @@ static const rm_plugin_v1 plugin_v1 = {
     .tensor_session_bytes = rm_context_tensor_session_bytes,
     .tensor_reclaim = rm_context_tensor_reclaim,
     .shm_list = rm_context_shm_list,
+    .registry_reclaim = rm_context_registry_reclaim,
 };
 
 static int32_t refuse(const rm_negotiate_request *request, int32_t code,

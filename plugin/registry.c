@@ -42,6 +42,7 @@
 #include <time.h>
 
 #include "error.h"
+#include "loader_buffer.h"
 #include "model_key.h"
 
 #define INITIAL_BUCKET_COUNT 16
@@ -766,7 +767,32 @@ static int32_t load(rm_registry *registry, const char *key, size_t key_length,
         .struct_size = (uint32_t)sizeof loaded,
         .abi_version = RM_ABI_VERSION_CURRENT,
     };
+    rm_loader_buffer buffer = {
+        .create = rm_loader_buffer_create_private,
+        .error_owner = registry->error_owner,
+        .key = e->key,
+    };
+    rm_loader_buffer_offer(&loaded, &buffer);
     int32_t status = loader(loader_user, e->key, &loaded);
+    loaded.plugin_private = NULL;
+    /* A buffer misuse has its own message, which the generic failure
+     * message below must not replace. */
+    bool explained = false;
+    bool used_buffer = false;
+    if (status == RM_OK) {
+        status = rm_loader_buffer_check(&loaded, &buffer, &used_buffer);
+        if (status == RM_OK && used_buffer)
+            status = rm_loader_buffer_seal_private(&buffer);
+        if (status == RM_OK && used_buffer) {
+            loaded.destroy = rm_loader_buffer_destroy_private;
+            loaded.destroy_user = (void *)(uintptr_t)buffer.bytes;
+        }
+        explained = status != RM_OK;
+    }
+    if (registry->config.loader_explains_failures)
+        explained = true;
+    if (status != RM_OK && buffer.base != NULL)
+        rm_loader_buffer_destroy_private(buffer.base, (void *)(uintptr_t)buffer.bytes);
     bool null_model = status == RM_OK && loaded.model == NULL;
     if (status > 0)
         status = RM_E_LOADER_FAILED;
@@ -794,6 +820,8 @@ static int32_t load(rm_registry *registry, const char *key, size_t key_length,
                                 "loader for model key '%s' returned success "
                                 "but no model",
                                 key);
+        if (explained)
+            return status;
         return rm_error_set(registry->error_owner, status,
                             "loader for model key '%s' failed: %s (%s)", key,
                             rm_error_name(status), rm_error_string(status));
@@ -918,7 +946,9 @@ int32_t rm_registry_release(rm_registry *registry, rm_model_handle *handle)
     }
     handle->refcount--;
     mark_released(registry, handle, now_ns);
-    if (handle->refcount == 0) {
+    if (handle->refcount == 0 && registry->config.evict_when_unused) {
+        detach_to_victims(registry, handle, &victims);
+    } else if (handle->refcount == 0) {
         if (registry->evictor_started) {
             uint64_t deadline =
                 saturating_add(handle->last_used_ns, registry->config.ttl_ns);
@@ -1035,6 +1065,7 @@ int32_t rm_registry_list(rm_registry *registry, rm_model_info *out,
                            ? info_struct_size
                            : sizeof(rm_model_info);
     unsigned char *rows = (unsigned char *)out;
+    uint64_t now_ns = rm_host_now_ns(registry->host);
 
     lock(registry);
     uint64_t count = registry->models;
@@ -1048,6 +1079,12 @@ int32_t rm_registry_list(rm_registry *registry, rm_model_info *out,
             .refcount = e->refcount,
             .loaded_at_ns = e->loaded_at_ns,
             .last_used_ns = e->last_used_ns,
+            .scope = RM_REGISTRY_SCOPE_PROCESS,
+            .state = RM_MODEL_STATE_READY,
+            .holders = e->refcount != 0 ? 1 : 0,
+            .idle_ns = e->refcount == 0 && now_ns > e->last_used_ns
+                           ? now_ns - e->last_used_ns
+                           : 0,
         };
         memcpy(row.key, e->key, e->key_length + 1);
         const char *device = e->key + e->name_length + 1;
@@ -1063,5 +1100,25 @@ int32_t rm_registry_list(rm_registry *registry, rm_model_info *out,
                             "registry_list found %llu models but the buffer "
                             "holds %u rows",
                             (unsigned long long)count, capacity);
+    return RM_OK;
+}
+
+int32_t rm_registry_reclaim(rm_registry *registry, rm_registry_reclaim_report *out)
+{
+    uint64_t now_ns = rm_host_now_ns(registry->host);
+    victim_list victims;
+    victims_init(&victims);
+    lock(registry);
+    if (registry->config.ttl_ns != 0)
+        (void)collect_expired(registry, now_ns, &victims);
+    evict_lru_to_budget(registry, &victims);
+    unlock(registry);
+    uint64_t evicted = 0;
+    for (entry *e = victims.head; e != NULL; e = e->victim_next)
+        evicted++;
+    destroy_victims(&victims);
+    /* Process scope has no dead processes or segments to reclaim. */
+    if (out != NULL)
+        out->models_evicted = evicted;
     return RM_OK;
 }

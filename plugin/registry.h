@@ -2,6 +2,7 @@
 #ifndef RM_INTERNAL_REGISTRY_H
 #define RM_INTERNAL_REGISTRY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "host.h"
@@ -13,6 +14,12 @@ typedef struct rm_registry_config {
     uint64_t ttl_ns;     /* idle time before eviction; 0 = no TTL */
     uint64_t max_bytes;  /* 0 = unlimited */
     uint64_t max_models; /* 0 = unlimited */
+    /* Destroy a model as soon as its last handle is released (node scope:
+     * the process-local layer must not keep a node reference while idle). */
+    bool evict_when_unused;
+    /* The loader records its own error messages (node scope's acquire):
+     * keep them instead of the generic "loader failed" one. */
+    bool loader_explains_failures;
 } rm_registry_config;
 
 /**
@@ -39,5 +46,9 @@ void rm_registry_get_metrics(rm_registry *registry, rm_registry_metrics *out);
 int32_t rm_registry_list(rm_registry *registry, rm_model_info *out,
                          uint32_t info_struct_size, uint32_t capacity,
                          uint32_t *out_count);
+
+/** Evicts expired and over-budget idle models now (registry_reclaim in
+ *  process scope); sets out->models_evicted. */
+int32_t rm_registry_reclaim(rm_registry *registry, rm_registry_reclaim_report *out);
 
 #endif

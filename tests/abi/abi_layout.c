@@ -1,5 +1,5 @@
 /* Pins the size and every field offset of each published ABI struct (1.0,
- * LP64). A failure here means the ABI changed: only appending is allowed,
+ * LP64; 1.1 and 1.2 appended). A failure here means the ABI changed: only appending is allowed,
  * which changes sizes but never an existing offset; update a size only for
  * an append, and never an offset. */
 #include <stddef.h>
@@ -49,21 +49,38 @@ PIN_OFFSET(rm_context_info, allocator, 32);
 PIN_OFFSET(rm_context_info, allocator_arena, 128);
 PIN_OFFSET(rm_context_info, reserved1, 132);
 
-PIN_SIZE(rm_loaded_model, 40);
+/* 1.0 ended at destroy_user (40 bytes); 1.2 appended the loader buffer. */
+#define RM_LOADED_MODEL_V1_0_SIZE 40
+PIN_SIZE(rm_loaded_model, 56);
 PIN_OFFSET(rm_loaded_model, model, 8);
 PIN_OFFSET(rm_loaded_model, bytes, 16);
 PIN_OFFSET(rm_loaded_model, destroy, 24);
 PIN_OFFSET(rm_loaded_model, destroy_user, 32);
+_Static_assert(offsetof(rm_loaded_model, destroy_user) + 8 == RM_LOADED_MODEL_V1_0_SIZE,
+               "rm_loaded_model 1.0 end");
+PIN_OFFSET(rm_loaded_model, alloc_buffer, 40);
+PIN_OFFSET(rm_loaded_model, plugin_private, 48);
 
-PIN_SIZE(rm_model_info, 328);
+/* 1.0 ended at last_used_ns (328 bytes); 1.2 appended the node fields. */
+#define RM_MODEL_INFO_V1_0_SIZE 328
+PIN_SIZE(rm_model_info, 352);
 PIN_OFFSET(rm_model_info, key, 8);
 PIN_OFFSET(rm_model_info, device, 264);
 PIN_OFFSET(rm_model_info, bytes, 296);
 PIN_OFFSET(rm_model_info, refcount, 304);
 PIN_OFFSET(rm_model_info, loaded_at_ns, 312);
 PIN_OFFSET(rm_model_info, last_used_ns, 320);
+_Static_assert(offsetof(rm_model_info, last_used_ns) + 8 == RM_MODEL_INFO_V1_0_SIZE,
+               "rm_model_info 1.0 end");
+PIN_OFFSET(rm_model_info, scope, 328);
+PIN_OFFSET(rm_model_info, state, 332);
+PIN_OFFSET(rm_model_info, holders, 336);
+PIN_OFFSET(rm_model_info, loader_pid, 340);
+PIN_OFFSET(rm_model_info, idle_ns, 344);
 
-PIN_SIZE(rm_registry_metrics, 104);
+/* 1.0 ended at hit_rate (104 bytes); 1.2 appended the node counters. */
+#define RM_REGISTRY_METRICS_V1_0_SIZE 104
+PIN_SIZE(rm_registry_metrics, 136);
 PIN_OFFSET(rm_registry_metrics, hits, 8);
 PIN_OFFSET(rm_registry_metrics, misses, 16);
 PIN_OFFSET(rm_registry_metrics, loads, 24);
@@ -76,10 +93,28 @@ PIN_OFFSET(rm_registry_metrics, models, 72);
 PIN_OFFSET(rm_registry_metrics, bytes, 80);
 PIN_OFFSET(rm_registry_metrics, over_budget, 88);
 PIN_OFFSET(rm_registry_metrics, hit_rate, 96);
+_Static_assert(offsetof(rm_registry_metrics, hit_rate) + 8 == RM_REGISTRY_METRICS_V1_0_SIZE,
+               "rm_registry_metrics 1.0 end");
+PIN_OFFSET(rm_registry_metrics, attaches, 104);
+PIN_OFFSET(rm_registry_metrics, takeovers, 112);
+PIN_OFFSET(rm_registry_metrics, dead_references, 120);
+PIN_OFFSET(rm_registry_metrics, lock_recoveries, 128);
 
-/* 1.0 ended at registry_list; 1.1 appended the tensor functions. */
+/* ---- 1.2: registry_reclaim's report ---- */
+PIN_SIZE(rm_registry_reclaim_report, 48);
+PIN_OFFSET(rm_registry_reclaim_report, struct_size, 0);
+PIN_OFFSET(rm_registry_reclaim_report, abi_version, 4);
+PIN_OFFSET(rm_registry_reclaim_report, dead_references, 8);
+PIN_OFFSET(rm_registry_reclaim_report, loads_abandoned, 16);
+PIN_OFFSET(rm_registry_reclaim_report, models_evicted, 24);
+PIN_OFFSET(rm_registry_reclaim_report, segments_unlinked, 32);
+PIN_OFFSET(rm_registry_reclaim_report, bytes_unlinked, 40);
+
+/* 1.0 ended at registry_list; 1.1 appended the tensor functions (256
+ * bytes); 1.2 appended registry_reclaim. */
 #define RM_PLUGIN_V1_0_SIZE 144
-PIN_SIZE(rm_plugin_v1, 256);
+#define RM_PLUGIN_V1_1_SIZE 256
+PIN_SIZE(rm_plugin_v1, 264);
 PIN_OFFSET(rm_plugin_v1, struct_size, 0);
 PIN_OFFSET(rm_plugin_v1, abi_version, 4);
 PIN_OFFSET(rm_plugin_v1, features_built, 8);
@@ -114,6 +149,8 @@ PIN_OFFSET(rm_plugin_v1, tensor_pool_stats, 224);
 PIN_OFFSET(rm_plugin_v1, tensor_session_bytes, 232);
 PIN_OFFSET(rm_plugin_v1, tensor_reclaim, 240);
 PIN_OFFSET(rm_plugin_v1, shm_list, 248);
+_Static_assert(offsetof(rm_plugin_v1, shm_list) + 8 == RM_PLUGIN_V1_1_SIZE, "1.1 end");
+PIN_OFFSET(rm_plugin_v1, registry_reclaim, 256);
 
 /* ---- 1.1: shared-memory tensors ---- */
 PIN_SIZE(rm_dtype, 4);
@@ -205,6 +242,13 @@ _Static_assert(RM_E_INVALID_ARGUMENT == -1 && RM_E_SHUTTING_DOWN == -19, "error 
 _Static_assert(RM_E_NOT_SHAREABLE == -20 && RM_E_INVALID_DESCRIPTOR == -21 &&
                    RM_E_STALE_DESCRIPTOR == -22 && RM_E_QUOTA_EXCEEDED == -23,
                "1.1 error codes");
+_Static_assert(RM_E_CORRUPT_STATE == -24, "1.2 error codes");
+_Static_assert(RM_REGISTRY_SCOPE_PROCESS == 0 && RM_REGISTRY_SCOPE_NODE == 1 &&
+                   RM_MODEL_STATE_READY == 0 && RM_MODEL_STATE_LOADING == 1,
+               "1.2 scope and state values");
+_Static_assert(RM_NODE_TAKEOVER_POLL_MS == 100 && RM_NODE_MAX_HOLDER_PROCESSES == 64,
+               "1.2 node limits");
+_Static_assert(RM_ABI_MAJOR == 1 && RM_ABI_MINOR == 2, "this file pins 1.2");
 _Static_assert(RM_TENSOR_MAX_DIMS == 8 && RM_TENSOR_MAX_HOLDERS == 31 &&
                    RM_TENSOR_DESCRIPTOR_SIZE == 200 && RM_TENSOR_DESCRIPTOR_TEXT_MAX == 280,
                "tensor limits");

@@ -127,13 +127,13 @@ def self_test(header):
             'const rm_negotiate_request *r, uint32_t *v, const rm_plugin_v1 **t)'
             '{ (void)r; *v = 0; *t = 0; return 0; }\n')
     text = open(header).read()
-    anchor = "uint32_t *out_count);\n} rm_plugin_v1;"
+    anchor = "\n} rm_plugin_v1;"
     metrics = "    uint64_t over_budget;"
     assert anchor in text and metrics in text, "self-test anchors missing from header"
     variants = {
         "unchanged": (text, True),
-        "append to vtable": (text.replace(anchor, "uint32_t *out_count);\n"
-                                          "    int32_t (*added)(rm_context *c);\n} rm_plugin_v1;"), True),
+        "append to vtable": (text.replace(anchor, "\n    int32_t (*added)(rm_context *c);"
+                                                  "\n} rm_plugin_v1;"), True),
         "insert mid-struct": (text.replace(metrics, "    uint64_t inserted;\n" + metrics), False),
         "retype member": (text.replace(metrics, "    uint32_t over_budget_narrow; uint32_t pad;"), False),
     }

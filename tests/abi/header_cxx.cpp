@@ -1,10 +1,14 @@
 // The public header compiles alone as C++ and links with C linkage.
 #include "rm_plugin.h"
 
-static_assert(sizeof(rm_plugin_v1) == 256, "same layout from C++");
+static_assert(sizeof(rm_plugin_v1) == 264 && offsetof(rm_plugin_v1, registry_reclaim) == 256,
+              "same layout from C++");
 static_assert(sizeof(rm_tensor_spec) == 200 && sizeof(rm_tensor_info) == 192 &&
                   sizeof(rm_dl_managed_tensor_versioned) == 80,
               "1.1 structs: same layout from C++");
+static_assert(sizeof(rm_loaded_model) == 56 && sizeof(rm_model_info) == 352 &&
+                  sizeof(rm_registry_metrics) == 136 && sizeof(rm_registry_reclaim_report) == 48,
+              "1.2 structs: same layout from C++");
 
 extern "C" int32_t rm_plugin_negotiate(const rm_negotiate_request *, uint32_t *,
                                        const rm_plugin_v1 **);
@@ -14,5 +18,6 @@ int main()
     rm_plugin_negotiate_fn negotiate = nullptr;
     const rm_plugin_v1 *vt = nullptr;
     return (negotiate != nullptr) + RM_PLUGIN_HAS(vt, model_evict) + RM_PLUGIN_HAS(vt, shm_list) +
+           RM_PLUGIN_HAS(vt, registry_reclaim) +
            (RM_ABI_VERSION_MAJOR(RM_ABI_VERSION_CURRENT) != 1);
 }

@@ -33,6 +33,10 @@ Test(context, defaults_without_options)
     cr_expect_eq(info.negotiated_abi_version, RM_ABI_VERSION_CURRENT);
     expect_config(context, "registry.ttl_s", "30");
     expect_config(context, "log.level", "warn");
+    /* 1.2: the node registry is opt-in. */
+    expect_config(context, "registry.scope", "process");
+    expect_config(context, "registry.namespace", "default");
+    expect_config(context, "registry.table_entries", "1024");
     vt->context_destroy(context);
 }
 
@@ -186,6 +190,9 @@ Test(context, error_functions_through_the_vtable)
 {
     cr_expect_str_eq(vt->error_name(RM_E_LOAD_CYCLE), "LOAD_CYCLE");
     cr_expect_str_eq(vt->strerror(RM_E_FORKED), "context belongs to the parent of a fork()");
+    cr_expect_str_eq(vt->error_name(RM_E_CORRUPT_STATE), "CORRUPT_STATE");
+    cr_expect_str_eq(vt->strerror(RM_E_CORRUPT_STATE),
+                     "shared state is malformed, foreign or missing");
     cr_expect_str_eq(vt->error_name(1), "UNKNOWN");
     cr_expect_str_eq(vt->config_key_at(0), "features");
     cr_expect_null(vt->config_key_at(1000));

@@ -2,17 +2,30 @@
 # rmctl as a user runs it: the happy paths and each kind of bad input, with
 # the exit status and the message that names the problem.
 # Usage: check-rmctl.sh RMCTL PLUGIN_DIR HAVE_REGISTRY HAVE_SHARED_MEMORY [POOL_HOLDER]
-#   (true|false for the two capabilities; POOL_HOLDER when shared-memory is built)
+#                       [--model-holder MODEL_HOLDER]
+#   (true|false for the two capabilities; POOL_HOLDER when shared-memory is
+#   built, MODEL_HOLDER when the model registry is)
 set -u
-rmctl=$1 plugin_dir=$2 have_registry=$3 have_shm=$4 pool_holder=${5:-}
+rmctl=$1 plugin_dir=$2 have_registry=$3 have_shm=$4
+shift 4
+pool_holder="" model_holder=""
+while [ $# -gt 0 ]; do
+    case $1 in
+    --model-holder) model_holder=$2; shift 2 ;;
+    *) pool_holder=$1; shift ;;
+    esac
+done
 failures=0 passed=0
 work=$(mktemp -d)
-# Namespaces of our own, so that other tests' pools never show up here.
+# Namespaces of our own, so that other tests' pools and node tables never
+# show up here.
 ns_base="rmctl-$$"
 holders=""
+demo_ns=""
 cleanup() {
     for pid in $holders; do kill -KILL "$pid" 2>/dev/null; done
-    rm -f /dev/shm/rm."$ns_base"-*
+    rm -f /dev/shm/rm."$ns_base"-* /dev/shm/rmreg."$ns_base"-*
+    [ -n "$demo_ns" ] && rm -f /dev/shm/rmreg."$demo_ns".*
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -65,6 +78,44 @@ start_holder() { # NAMESPACE: starts pool_holder, waits until it holds its pool
     pool=$(sed -n 's/^ready //p' "$work/holder.$1")
 }
 
+# ---- node registry helpers ----
+node_files() { # NAMESPACE [m]: how many node-registry files (model segments with m)
+    ls /dev/shm | grep -c "^rmreg\.$1\.${2:+$2\.}"
+}
+
+start_model_holder() { # NAMESPACE KEY MIB [LOAD_MS]: starts model_holder and waits
+    # until it holds the model (READY), or with LOAD_MS until its loader runs
+    # (LOADING); sets holder (pid) and how (loaded/attached)
+    log="$work/model_holder.$(date +%s%N)"
+    "$model_holder" "$1" "$2" "$3" 60 ${4:-} >"$log" 2>&1 &
+    holder=$!
+    holders="$holders $holder"
+    if [ -n "${4:-}" ]; then want=LOADING; else want=READY; fi
+    tries=0
+    while ! grep -q "^$want " "$log"; do
+        tries=$((tries + 1))
+        if [ "$tries" -gt 200 ] || ! kill -0 "$holder" 2>/dev/null; then
+            echo "model_holder $1 $2 did not print $want:"
+            sed 's/^/    /' "$log"
+            return 1
+        fi
+        sleep 0.05
+    done
+    how=$(sed -n "s/^READY \([a-z]*\) .*/\1/p" "$log")
+}
+
+# Exactly one row of model $1 in the output (ls, gc, demo tables: key
+# bytes(2 fields) state holders refs idle age loader) has these values;
+# "*" matches anything.
+model_row_is() { # KEY BYTES STATE HOLDERS REFS IDLE LOADER
+    awk -v key="$1" -v bytes="$2" -v state="$3" -v holders="$4" -v refs="$5" \
+        -v idle="$6" -v loader="$7" '
+        function is(value, want) { return want == "*" || value == want }
+        $1 == key && is($2 " " $3, bytes) && is($4, state) && is($5, holders) &&
+            is($6, refs) && is($7, idle) && is($9, loader) { found++ }
+        END { exit found != 1 }' "$work/out"
+}
+
 # The row of pool $1 in the ls output: name pid alive pool(2 fields)
 # committed(2) tensors live(2) holders.
 pool_row_is() { # POOL PID TENSORS LIVE HOLDERS
@@ -90,8 +141,30 @@ expect "invalid value" 1 "invalid value 'soon' for 'registry.ttl_s'" -- "$rmctl"
 expect "missing config file" 1 "cannot open configuration file" -- "$rmctl" --config "$work/none.conf" info
 REMOTEMEDIA_PLUGIN_DIR=/nonexistent expect "plugin not found" 1 "rm_plugin.so not found" -- "$rmctl" info
 expect "not a plugin" 1 "dlopen" -- "$rmctl" --plugin /etc/hostname info
+expect "--namespace without value" 2 "--namespace needs a value" -- "$rmctl" --namespace
+expect "--namespace with a bad name" 1 "invalid value 'no/slash' for '[a-z]*.namespace'" -- \
+    "$rmctl" --namespace no/slash ls
 if [ "$have_registry" = true ]; then
     expect "demo shares one load" 0 "loader calls: 1; all 6 nodes got the same instance: yes" -- "$rmctl" demo
+    # The node-scope section of the same run: 5 processes, one loader call.
+    demo_ns=$(sed -n 's/.*registry\.namespace = \(demo-[0-9]*\) .*/\1/p' "$work/out")
+    check "demo: node section runs in a private namespace" "$(cat "$work/out")" [ -n "$demo_ns" ]
+    check "demo: 5 processes, one loader call, 4 attached" "$(cat "$work/out")" \
+        grep -q "loader calls in all 5 processes: 1; loaded 1, attached 4 (their registry_metrics: loads 1, attaches 4)" "$work/out"
+    check "demo: the late process attaches without loading" "$(cat "$work/out")" \
+        grep -q "^   pid [0-9]*: attached in [0-9.]* [um]s" "$work/out"
+    check "demo: the table shows 5 holders, 5 references" "$(cat "$work/out")" \
+        model_row_is demo-weights@cpu "64.0 MiB" ready 5 5 - -
+    check "demo: every process read the loader's bytes through a read-only shared map" \
+        "$(cat "$work/out")" [ "$(grep -c '^ *[0-9]*  \(loaded\|attached\) .* ok  *r--s ' "$work/out")" -eq 5 ]
+    check "demo: all map the same segment" "$(cat "$work/out")" \
+        grep -q "^   all 5 map the same segment /dev/shm/rmreg\.$demo_ns\.m\.[0-9a-f]*: yes" "$work/out"
+    check "demo: sum of Pss within 5% of one copy" "$(cat "$work/out")" \
+        awk '/sum of Pss:/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+x$/) { r = $i + 0; found = 1; break } }
+             END { exit !(found && r >= 0.95 && r <= 1.05) }' "$work/out"
+    check "demo: model_evict unlinks the model" "$(cat "$work/out")" \
+        grep -q 'model_evict("demo-weights@cpu"): OK; model segments of the namespace left: 0' "$work/out"
+    check "demo removes its node namespace" "$(ls /dev/shm)" [ "$(node_files "$demo_ns")" -eq 0 ]
 else
     expect "demo without the registry" 0 "model registry not built" -- "$rmctl" demo
 fi
@@ -159,12 +232,99 @@ if [ "$have_shm" = true ]; then
     expect "demo with shared-memory disabled" 0 "shared-memory disabled by the configuration" -- \
         "$rmctl" -c features=$only_registry demo
 else
-    expect "ls without shared-memory" 1 "not built" -- "$rmctl" ls
-    expect "gc without shared-memory" 1 "not built" -- "$rmctl" gc
+    # With the registry, ls and gc still show the node part (exit 0).
+    if [ "$have_registry" = true ]; then want=0; else want=1; fi
+    expect "ls without shared-memory" $want "pools: shared-memory not built" -- \
+        "$rmctl" --namespace "$ns_base-empty" ls
+    expect "gc without shared-memory" $want "pools: shared-memory not built" -- \
+        "$rmctl" --namespace "$ns_base-empty" gc
     expect "bad namespace without shared-memory" 1 "shm.namespace" -- \
         "$rmctl" -c shm.namespace=no/slash ls
     expect "demo without shared-memory" 0 "shared-memory not built" -- "$rmctl" demo
 fi
+
+# ---- the node registry: ls, gc --------------------------------------------
+if [ "$have_registry" = true ]; then
+    if [ "$have_shm" = true ]; then only_shm=shared-memory; else only_shm=none; fi
+    ns="$ns_base-nonode"
+    expect "ls: a namespace without a node table" 0 \
+        "^node registry $ns: no node table (/dev/shm/rmreg\.$ns\.table does not exist" -- \
+        "$rmctl" --namespace "$ns" ls
+    check "ls does not create a node table" "$(ls /dev/shm)" [ "$(node_files "$ns")" -eq 0 ]
+    expect "gc: a namespace without a node table" 0 "^node registry $ns: no node table .*nothing to reclaim" -- \
+        "$rmctl" --namespace "$ns" gc
+    check "gc does not create a node table" "$(ls /dev/shm)" [ "$(node_files "$ns")" -eq 0 ]
+
+    ns="$ns_base-node"
+    if start_model_holder "$ns" whisper-tiny@cpu 4; then
+        first=$holder
+        check "model_holder loaded the model" "$how" [ "$how" = loaded ]
+        expect "ls shows the node registry" 0 \
+            "^node registry $ns (/dev/shm/rmreg\.$ns\.table): 1 models ready, 4\.0 MiB$" -- \
+            "$rmctl" --namespace "$ns" ls
+        check "ls row: key, 4.0 MiB, ready, 1 holder, 1 reference, not idle" "$(cat "$work/out")" \
+            model_row_is whisper-tiny@cpu "4.0 MiB" ready 1 1 - -
+        expect "-c registry.namespace picks the node registry" 0 "^node registry $ns " -- \
+            "$rmctl" -c shm.namespace="$ns_base-empty" -c registry.namespace="$ns" ls
+        check "ls row with -c registry.namespace" "$(cat "$work/out")" \
+            model_row_is whisper-tiny@cpu "4.0 MiB" ready 1 1 - -
+        expect "ls with the registry disabled" 1 "FEATURE_DISABLED" -- \
+            "$rmctl" --namespace "$ns" -c features=$only_shm ls
+        if start_model_holder "$ns" whisper-tiny@cpu 4; then
+            second=$holder
+            check "a second model_holder attaches" "$how" [ "$how" = attached ]
+            expect "ls: 2 holders" 0 "^node registry $ns " -- "$rmctl" --namespace "$ns" ls
+            check "ls row: 2 holders, 2 references" "$(cat "$work/out")" \
+                model_row_is whisper-tiny@cpu "4.0 MiB" ready 2 2 - -
+            kill -TERM "$second"
+            wait "$second"
+            expect "ls after one holder released" 0 "^node registry $ns " -- "$rmctl" --namespace "$ns" ls
+            check "ls row: 1 holder, 1 reference" "$(cat "$work/out")" \
+                model_row_is whisper-tiny@cpu "4.0 MiB" ready 1 1 - -
+        else
+            failures=$((failures + 1))
+        fi
+        kill -KILL "$first"
+        wait "$first" 2>/dev/null
+        # No ls here: its context's sweep would drop the reference first.
+        expect "gc drops the SIGKILLed holder's reference" 0 "^dead references dropped in all:  1$" -- \
+            "$rmctl" --namespace "$ns" gc
+        check "gc: the model is left, idle, held by no one" "$(cat "$work/out")" \
+            model_row_is whisper-tiny@cpu "4.0 MiB" ready 0 0 "*" -
+        check "gc: nothing evicted within the TTL" "$(cat "$work/out")" \
+            grep -q "by gc (registry_reclaim): .* 0 models evicted" "$work/out"
+        check "the model's segment is still there" "$(ls /dev/shm)" [ "$(node_files "$ns" m)" -eq 1 ]
+        expect "gc with a 1-byte budget evicts the idle model" 0 \
+            "by gc (registry_reclaim): *0 dead references dropped, 0 loads abandoned, 1 models evicted, .*4\.0 MiB freed" -- \
+            "$rmctl" --namespace "$ns" -c registry.max_bytes=1 gc
+        check "gc: no models left" "$(cat "$work/out")" grep -q "^no models$" "$work/out"
+        check "gc unlinked the model's segment" "$(ls /dev/shm)" [ "$(node_files "$ns" m)" -eq 0 ]
+    else
+        failures=$((failures + 1))
+    fi
+
+    ns="$ns_base-load"
+    if start_model_holder "$ns" slow@cpu 4 20000; then
+        expect "ls shows a loading model" 0 "^node registry $ns " -- "$rmctl" --namespace "$ns" ls
+        check "ls row: loading, loader pid" "$(cat "$work/out")" \
+            model_row_is slow@cpu "*" loading "*" 0 - "$holder"
+        kill -KILL "$holder"
+        wait "$holder" 2>/dev/null
+        expect "gc abandons the dead loader's claim" 0 \
+            "by gc (registry_reclaim): .*1 loads abandoned" -- "$rmctl" --namespace "$ns" gc
+        check "gc: no models left after the dead load" "$(cat "$work/out")" grep -q "^no models$" "$work/out"
+        check "no segment of the dead load left" "$(ls /dev/shm)" [ "$(node_files "$ns" m)" -eq 0 ]
+    else
+        failures=$((failures + 1))
+    fi
+else
+    expect "ls: node registry not built" $([ "$have_shm" = true ] && echo 0 || echo 1) \
+        "node registry: model-registry not built" -- "$rmctl" --namespace "$ns_base-empty" ls
+    expect "gc: node registry not built" $([ "$have_shm" = true ] && echo 0 || echo 1) \
+        "node registry: model-registry not built" -- "$rmctl" --namespace "$ns_base-empty" gc
+fi
+check "no model segments of ours left" "$(ls /dev/shm)" \
+    [ "$(ls /dev/shm | grep -c "^rmreg\.$ns_base-.*\.m\.")" -eq 0 ]
 
 echo "$passed passed, $failures failed"
 [ "$failures" -eq 0 ]

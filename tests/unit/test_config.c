@@ -51,6 +51,16 @@ ParameterizedTestParameters(config, valid_values)
         {"shm.session_quota", "64K", "65536"},
         {"shm.max_tensors", "64", "64"},
         {"shm.max_tensors", "1048576", "1048576"},
+        {"registry.scope", "process", "process"},
+        {"registry.scope", "node", "node"},
+        {"registry.namespace", "a", "a"},
+        {"registry.namespace", "Node-7_x", "Node-7_x"},
+        {"registry.namespace", "abcdefghijklmnopqrstuvwxyz012345",
+         "abcdefghijklmnopqrstuvwxyz012345"},
+        {"registry.table_entries", "4", "4"},
+        {"registry.table_entries", "1024", "1024"},
+        {"registry.table_entries", "65536", "65536"},
+        {"registry.table_entries", "0016", "16"},
     };
     return cr_make_param_array(struct valid_case, cases, sizeof cases / sizeof cases[0]);
 }
@@ -121,6 +131,25 @@ ParameterizedTestParameters(config, invalid_values)
         {"shm.max_tensors", "63", RM_E_CONFIG_INVALID_VALUE},
         {"shm.max_tensors", "1048577", RM_E_CONFIG_INVALID_VALUE},
         {"shm.max_tensors", "1K", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.scope", "", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.scope", "machine", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.scope", "Node", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.scope", "PROCESS", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.scope", "node ", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.scope", "node,process", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.namespace", "", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.namespace", "a.b", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.namespace", "a/b", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.namespace", "with space", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.namespace", "abcdefghijklmnopqrstuvwxyz0123456", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.table_entries", "3", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.table_entries", "0", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.table_entries", "65537", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.table_entries", "1K", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.table_entries", "-4", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.table_entries", "", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.table_entries", "4294967300", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.scopes", "node", RM_E_CONFIG_UNKNOWN_KEY},
         {"registry.ttl", "30", RM_E_CONFIG_UNKNOWN_KEY},
         {"Features", "all", RM_E_CONFIG_UNKNOWN_KEY},
         {"", "x", RM_E_CONFIG_UNKNOWN_KEY},
@@ -170,6 +199,74 @@ Test(config, defaults_are_documented_values)
     cr_expect_float_eq(config.registry_ttl_s, 30.0, 1e-9);
     cr_expect_eq(config.registry_max_bytes, 0);
     cr_expect_eq(config.registry_max_models, 0);
+    /* 1.2: process scope (1.0 loaders stay valid), namespace "default",
+     * 1024 table entries; checked through the formatter too. */
+    static const char *const node_defaults[][2] = {
+        {"registry.scope", "process"},
+        {"registry.namespace", "default"},
+        {"registry.table_entries", "1024"},
+    };
+    for (size_t i = 0; i < sizeof node_defaults / sizeof node_defaults[0]; i++) {
+        char text[64];
+        cr_assert_eq(rm_config_format(&config, node_defaults[i][0], text, sizeof text, NULL,
+                                      NULL),
+                     RM_OK, "%s", node_defaults[i][0]);
+        cr_expect_str_eq(text, node_defaults[i][1], "%s", node_defaults[i][0]);
+    }
+}
+
+/* A value set, formatted and set again gives the same configuration. */
+Test(config, node_keys_round_trip_through_format)
+{
+    static const char *const pairs[][2] = {
+        {"registry.scope", "node"},
+        {"registry.namespace", "pipeline-7"},
+        {"registry.table_entries", "4096"},
+    };
+    rm_config config;
+    rm_config_defaults(&config);
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++)
+        cr_assert_eq(rm_config_set(&config, pairs[i][0], pairs[i][1], "entry", NULL), RM_OK,
+                     "%s: %s", pairs[i][0], rm_error_last(NULL));
+    rm_config again;
+    rm_config_defaults(&again);
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        char text[64];
+        cr_assert_eq(rm_config_format(&config, pairs[i][0], text, sizeof text, NULL, NULL),
+                     RM_OK);
+        cr_expect_str_eq(text, pairs[i][1]);
+        cr_assert_eq(rm_config_set(&again, pairs[i][0], text, "again", NULL), RM_OK);
+    }
+    for (uint32_t index = 0; rm_config_key_at(index) != NULL; index++) {
+        const char *key = rm_config_key_at(index);
+        char first[128], second[128];
+        cr_assert_eq(rm_config_format(&config, key, first, sizeof first, NULL, NULL), RM_OK);
+        cr_assert_eq(rm_config_format(&again, key, second, sizeof second, NULL, NULL), RM_OK);
+        cr_expect_str_eq(first, second, "%s", key);
+    }
+    /* The two namespaces are separate keys. */
+    char text[64];
+    cr_assert_eq(rm_config_format(&config, "shm.namespace", text, sizeof text, NULL, NULL),
+                 RM_OK);
+    cr_expect_str_eq(text, "default", "registry.namespace changed shm.namespace");
+}
+
+Test(config, node_keys_from_a_file)
+{
+    char *path = write_temp_file("registry.scope = node\nregistry.namespace = asr\n"
+                                 "registry.table_entries = 16\n");
+    rm_config config;
+    rm_config_defaults(&config);
+    cr_assert_eq(rm_config_apply_file(&config, path, NULL), RM_OK, "%s", rm_error_last(NULL));
+    const char *expected[][2] = {
+        {"registry.scope", "node"}, {"registry.namespace", "asr"}, {"registry.table_entries", "16"}};
+    for (size_t i = 0; i < 3; i++) {
+        char text[64];
+        cr_assert_eq(rm_config_format(&config, expected[i][0], text, sizeof text, NULL, NULL),
+                     RM_OK);
+        cr_expect_str_eq(text, expected[i][1], "%s", expected[i][0]);
+    }
+    unlink(path);
 }
 
 Test(config, key_enumeration_matches_formatter)
@@ -182,7 +279,18 @@ Test(config, key_enumeration_matches_formatter)
         cr_expect_eq(rm_config_format(&config, key, text, sizeof text, NULL, NULL), RM_OK,
                      "%s", key);
     }
-    cr_expect_eq(count, 9);
+    /* 1.0: 5 keys, 1.1: 4 shm.* keys, 1.2: registry.scope,
+     * registry.namespace, registry.table_entries. */
+    cr_expect_eq(count, 12);
+    int seen_scope = 0, seen_namespace = 0, seen_entries = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        seen_scope += strcmp(rm_config_key_at(i), "registry.scope") == 0;
+        seen_namespace += strcmp(rm_config_key_at(i), "registry.namespace") == 0;
+        seen_entries += strcmp(rm_config_key_at(i), "registry.table_entries") == 0;
+    }
+    cr_expect(seen_scope == 1 && seen_namespace == 1 && seen_entries == 1,
+              "each 1.2 key once: %d %d %d", seen_scope, seen_namespace, seen_entries);
+    cr_expect_str_eq(rm_config_key_at(0), "features", "the order of older keys is stable");
 }
 
 Test(config, format_reports_needed_size_and_leaves_small_buffer_alone)

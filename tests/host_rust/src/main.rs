@@ -83,6 +83,7 @@ mod abi {
     pub const RM_E_INVALID_DESCRIPTOR: i32 = -21;
     pub const RM_E_STALE_DESCRIPTOR: i32 = -22;
     pub const RM_E_QUOTA_EXCEEDED: i32 = -23;
+    pub const RM_E_CORRUPT_STATE: i32 = -24;
 
     /// (code, NAME) for every constant above, to compare with the header.
     pub const RUST_ERROR_CONSTS: &[(i32, &str)] = &[
@@ -110,6 +111,7 @@ mod abi {
         (RM_E_INVALID_DESCRIPTOR, "INVALID_DESCRIPTOR"),
         (RM_E_STALE_DESCRIPTOR, "STALE_DESCRIPTOR"),
         (RM_E_QUOTA_EXCEEDED, "QUOTA_EXCEEDED"),
+        (RM_E_CORRUPT_STATE, "CORRUPT_STATE"),
     ];
 
     pub const RM_FEATURE_MODEL_REGISTRY: u64 = 1 << 0;

@@ -1,0 +1,88 @@
+/* Loader buffers: see loader_buffer.h. */
+#include "loader_buffer.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "error.h"
+
+static int32_t alloc_buffer(rm_loaded_model *self, uint64_t bytes, void **out_buffer)
+{
+    if (out_buffer != NULL)
+        *out_buffer = NULL;
+    if (self == NULL || out_buffer == NULL || self->plugin_private == NULL)
+        return rm_error_set(NULL, RM_E_INVALID_ARGUMENT,
+                            "alloc_buffer needs the rm_loaded_model the loader was given "
+                            "and an output pointer");
+    rm_loader_buffer *buffer = self->plugin_private;
+    if (buffer->base != NULL)
+        return rm_error_set(buffer->error_owner, RM_E_INVALID_ARGUMENT,
+                            "alloc_buffer called twice while loading model key '%s' "
+                            "(one buffer per load)",
+                            buffer->key);
+    if (bytes == 0 || bytes > RM_LOADER_BUFFER_MAX_BYTES)
+        return rm_error_set(buffer->error_owner, RM_E_INVALID_ARGUMENT,
+                            "alloc_buffer of %llu bytes for model key '%s': a buffer has "
+                            "1 to 2^48 bytes",
+                            (unsigned long long)bytes, buffer->key);
+    int32_t status = buffer->create(buffer, bytes);
+    if (status != RM_OK)
+        return status;
+    buffer->bytes = bytes;
+    *out_buffer = buffer->base;
+    return RM_OK;
+}
+
+void rm_loader_buffer_offer(rm_loaded_model *model, rm_loader_buffer *buffer)
+{
+    model->alloc_buffer = alloc_buffer;
+    model->plugin_private = buffer;
+}
+
+int32_t rm_loader_buffer_check(rm_loaded_model *model, const rm_loader_buffer *buffer,
+                               bool *used)
+{
+    *used = buffer->base != NULL;
+    if (!*used)
+        return RM_OK;
+    if (model->destroy != NULL)
+        return rm_error_set(buffer->error_owner, RM_E_INVALID_ARGUMENT,
+                            "loader for model key '%s' used a buffer and also set destroy: "
+                            "the plugin owns and frees the buffer, destroy must stay NULL",
+                            buffer->key);
+    if (model->model != NULL && model->model != buffer->base)
+        return rm_error_set(buffer->error_owner, RM_E_INVALID_ARGUMENT,
+                            "loader for model key '%s' used a buffer but returned another "
+                            "model pointer: leave model NULL (or set it to the buffer)",
+                            buffer->key);
+    model->model = buffer->base;
+    model->bytes = buffer->bytes;
+    return RM_OK;
+}
+
+int32_t rm_loader_buffer_create_private(rm_loader_buffer *self, uint64_t bytes)
+{
+    void *base = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED)
+        return rm_error_set(self->error_owner, RM_E_NO_MEMORY,
+                            "no memory for a %llu-byte buffer for model key '%s': %s",
+                            (unsigned long long)bytes, self->key, strerror(errno));
+    self->base = base;
+    return RM_OK;
+}
+
+int32_t rm_loader_buffer_seal_private(rm_loader_buffer *self)
+{
+    if (mprotect(self->base, (size_t)self->bytes, PROT_READ) != 0)
+        return rm_error_set(self->error_owner, RM_E_SYSTEM,
+                            "cannot seal the buffer of model key '%s' read-only: %s",
+                            self->key, strerror(errno));
+    return RM_OK;
+}
+
+void rm_loader_buffer_destroy_private(void *base, void *destroy_user)
+{
+    munmap(base, (size_t)(uintptr_t)destroy_user);
+}

@@ -1,0 +1,1485 @@
+/* The node-scope model registry.
+ *
+ * Two layers, so that each does one thing:
+ *  - A process-scope registry (registry.c) per context answers repeated
+ *    gets from the handles the context already has, runs single-flight
+ *    between the context's threads and finds loader cycles. Its "loader"
+ *    is node_acquire() below, and its "destroy" node_detach(): the context
+ *    holds one node reference per model it has handles on, and gives it
+ *    back with its last handle (evict_when_unused), so an idle process
+ *    never pins a model node-wide.
+ *  - The node table (node_table.h) in /dev/shm says, per key, who loads
+ *    it, where its sealed segment is and which processes hold it. It is
+ *    guarded by one robust process-shared mutex, held only for table
+ *    updates: never across a loader, a futex wait or the unlink of a big
+ *    segment (freeing a gigabyte of pages takes long).
+ *
+ * Cross-process waiting: a waiter reads the entry's `wake` word under the
+ * lock, drops the lock and sleeps in FUTEX_WAIT on that word (shared, not
+ * private: the word is in a shared mapping) with a timeout of
+ * RM_NODE_TAKEOVER_POLL_MS. Whoever ends a load bumps the word and wakes
+ * every sleeper. The timeout is there to notice a loader that died: the
+ * waiter re-checks the loader's pid and start time and takes the claim
+ * over. A dead process's references are found the same way (pid + start
+ * time, so a reused pid is not mistaken for the holder) by the sweeper
+ * thread every context of node scope runs.
+ *
+ * A process killed inside the lock leaves it EOWNERDEAD: the next locker
+ * recomputes everything derivable (hashes, counts, sums) from the entries
+ * before marking it consistent, so a half-done update cannot leave counts
+ * that disagree with the entries.
+ */
+#include "node_registry.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "loader_buffer.h"
+#include "model_key.h"
+#include "node_table.h"
+#include "process_identity.h"
+#include "registry.h"
+
+#define NS_PER_MS UINT64_C(1000000)
+#define NS_PER_S UINT64_C(1000000000)
+#define SWEEP_PERIOD_MAX_NS NS_PER_S
+#define SWEEP_PERIOD_MIN_NS (10 * NS_PER_MS)
+
+struct rm_node_registry {
+    rm_registry *local; /* this context's handles; see the top comment */
+    const rm_host *host;
+    const void *error_owner;
+    rm_node_registry_config config;
+    char namespace_name[RM_NODE_NAMESPACE_MAX + 1];
+    rm_node_header *table;
+    uint64_t table_bytes;
+    pid_t pid;
+    uint64_t start_time;
+
+    pthread_mutex_t counters_lock; /* guards the counters below */
+    uint64_t loads;
+    uint64_t load_failures;
+    uint64_t attaches;
+    uint64_t takeovers;
+    uint64_t dead_references;
+    uint64_t lock_recoveries;
+    uint64_t evictions_ttl;
+    uint64_t evictions_lru;
+    uint64_t evictions_explicit;
+    uint64_t over_budget;
+
+    pthread_mutex_t sweeper_lock;
+    pthread_cond_t sweeper_wake; /* CLOCK_MONOTONIC */
+    bool sweeper_started;
+    bool shutting_down;
+    pthread_t sweeper;
+};
+
+/* What a context holds for one model: its read-only mapping and which load
+ * of which slot it is (the ticket tells a reused slot from ours). */
+typedef struct attachment {
+    rm_node_registry *registry;
+    uint32_t slot;
+    uint64_t ticket;
+    void *base;
+    uint64_t bytes;
+} attachment;
+
+/* Segments to unlink once the lock is dropped. */
+typedef struct unlink_list {
+    uint64_t *ids;
+    uint32_t count;
+    uint32_t capacity;
+    uint64_t evicted_bytes; /* of the models evicted into the list */
+} unlink_list;
+
+/* The node loads this thread is running, innermost first (a loader may get
+ * other keys, through other contexts): waiting for one of them would wait
+ * for ourselves. */
+typedef struct running_load {
+    const rm_node_header *table;
+    uint32_t slot;
+    uint64_t ticket;
+    struct running_load *outer;
+} running_load;
+
+static _Thread_local running_load *loads_on_this_thread;
+
+static bool this_thread_runs(const rm_node_header *table, uint32_t slot, uint64_t ticket)
+{
+    for (const running_load *load = loads_on_this_thread; load != NULL; load = load->outer) {
+        if (load->table == table && load->slot == slot && load->ticket == ticket)
+            return true;
+    }
+    return false;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Small helpers                                                            */
+/* ------------------------------------------------------------------------ */
+
+static uint64_t monotonic_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * NS_PER_S + (uint64_t)now.tv_nsec;
+}
+
+static uint64_t key_hash(const char *key)
+{
+    uint64_t hash = UINT64_C(0xcbf29ce484222325);
+    for (const unsigned char *p = (const unsigned char *)key; *p != '\0'; p++)
+        hash = (hash ^ *p) * UINT64_C(0x100000001b3);
+    return hash | 1; /* 0 marks an empty slot */
+}
+
+static uint64_t random_segment_id(void)
+{
+    uint64_t id = 0;
+    while (id == 0) {
+        if (getrandom(&id, sizeof id, 0) != (ssize_t)sizeof id)
+            id = monotonic_ns() ^ ((uint64_t)getpid() << 32);
+    }
+    return id;
+}
+
+static void model_segment_name(const rm_node_registry *registry, uint64_t id, char *out)
+{
+    snprintf(out, RM_NODE_NAME_MAX, RM_NODE_MODEL_NAME_FORMAT, registry->namespace_name,
+             (unsigned long long)id);
+}
+
+static void count(rm_node_registry *registry, uint64_t *counter, uint64_t amount)
+{
+    pthread_mutex_lock(&registry->counters_lock);
+    *counter += amount;
+    pthread_mutex_unlock(&registry->counters_lock);
+}
+
+static bool is_self(const rm_node_registry *registry, int32_t pid, uint64_t start_time)
+{
+    return pid == registry->pid && start_time == registry->start_time;
+}
+
+static void unlink_list_init(unlink_list *list, uint32_t capacity)
+{
+    list->evicted_bytes = 0;
+    list->count = 0;
+    list->capacity = capacity;
+    list->ids = capacity != 0 ? malloc(capacity * sizeof *list->ids) : NULL;
+    if (list->ids == NULL)
+        list->capacity = 0;
+}
+
+/* Returns false when there is no room: the caller then unlinks at once. */
+static bool unlink_list_push(unlink_list *list, uint64_t id)
+{
+    if (list->count == list->capacity)
+        return false;
+    list->ids[list->count++] = id;
+    return true;
+}
+
+static void unlink_segment(const rm_node_registry *registry, uint64_t id)
+{
+    char name[RM_NODE_NAME_MAX];
+    model_segment_name(registry, id, name);
+    (void)shm_unlink(name);
+}
+
+static void unlink_list_run(const rm_node_registry *registry, unlink_list *list)
+{
+    for (uint32_t i = 0; i < list->count; i++)
+        unlink_segment(registry, list->ids[i]);
+    free(list->ids);
+    list->ids = NULL;
+    list->count = list->capacity = 0;
+}
+
+static void futex_wake_all(uint32_t *word)
+{
+    syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+}
+
+static void futex_wait_ms(uint32_t *word, uint32_t expected, uint64_t ms)
+{
+    struct timespec timeout = {.tv_sec = (time_t)(ms / 1000),
+                               .tv_nsec = (long)((ms % 1000) * NS_PER_MS)};
+    syscall(SYS_futex, word, FUTEX_WAIT, expected, &timeout, NULL, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The table lock, and repair after a holder died in it                    */
+/* ------------------------------------------------------------------------ */
+
+static uint64_t *slot_hashes(const rm_node_registry *registry)
+{
+    return rm_node_slot_hashes(registry->table);
+}
+
+static rm_node_entry *slot_entry(const rm_node_registry *registry, uint32_t slot)
+{
+    return &rm_node_entries(registry->table)[slot];
+}
+
+static void clear_slot(rm_node_registry *registry, uint32_t slot)
+{
+    rm_node_entry *e = slot_entry(registry, slot);
+    slot_hashes(registry)[slot] = 0;
+    e->state = RM_NODE_EMPTY;
+    e->key[0] = '\0';
+    e->segment_id = 0;
+    e->bytes = 0;
+    e->loader_pid = 0;
+    e->loader_start_time = 0;
+    e->holder_count = 0;
+    e->refs = 0;
+    memset(e->holders, 0, sizeof e->holders);
+}
+
+/* Recomputes what can be derived from the entries. Lock held (EOWNERDEAD). */
+static void repair_table(rm_node_registry *registry)
+{
+    rm_node_header *table = registry->table;
+    uint64_t models = 0;
+    uint64_t bytes = 0;
+    for (uint32_t slot = 0; slot < table->capacity; slot++) {
+        rm_node_entry *e = slot_entry(registry, slot);
+        bool key_ok = memchr(e->key, '\0', sizeof e->key) != NULL && e->key[0] != '\0';
+        if (e->state > RM_NODE_FAILED || (e->state != RM_NODE_EMPTY && !key_ok)) {
+            clear_slot(registry, slot);
+            continue;
+        }
+        if (e->state == RM_NODE_EMPTY) {
+            slot_hashes(registry)[slot] = 0;
+            continue;
+        }
+        slot_hashes(registry)[slot] = key_hash(e->key);
+        uint32_t holders = 0;
+        uint64_t refs = 0;
+        for (uint32_t i = 0; i < RM_NODE_MAX_HOLDER_PROCESSES; i++) {
+            if (e->holders[i].pid == 0)
+                continue;
+            if (e->holders[i].refs == 0) {
+                e->holders[i] = (rm_node_holder){0};
+                continue;
+            }
+            holders++;
+            refs += e->holders[i].refs;
+        }
+        e->holder_count = holders;
+        e->refs = refs;
+        if (e->state == RM_NODE_READY) {
+            models++;
+            bytes += e->bytes;
+        }
+        /* A waiter may have read `wake` before the dead process bumped it
+         * (or not): wake everyone, they re-check. */
+        __atomic_add_fetch(&e->wake, 1, __ATOMIC_RELEASE);
+        futex_wake_all(&e->wake);
+    }
+    table->ready_models = models;
+    table->ready_bytes = bytes;
+}
+
+static int32_t table_lock(rm_node_registry *registry)
+{
+    int rc = pthread_mutex_lock(&registry->table->lock);
+    if (rc == 0)
+        return RM_OK;
+    if (rc == EOWNERDEAD) {
+        repair_table(registry);
+        registry->table->lock_recoveries++;
+        pthread_mutex_consistent(&registry->table->lock);
+        count(registry, &registry->lock_recoveries, 1);
+        rm_host_log(registry->host, RM_LOG_WARN,
+                    "node registry '%s': a process died holding the table lock; the "
+                    "table was repaired and is in use again",
+                    registry->namespace_name);
+        return RM_OK;
+    }
+    return rm_error_set(registry->error_owner, RM_E_CORRUPT_STATE,
+                        "node registry '%s': the table lock cannot be taken (%s)",
+                        registry->namespace_name, strerror(rc));
+}
+
+static void table_unlock(rm_node_registry *registry)
+{
+    pthread_mutex_unlock(&registry->table->lock);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Entries (lock held)                                                      */
+/* ------------------------------------------------------------------------ */
+
+static int64_t find_slot(rm_node_registry *registry, const char *key, uint64_t hash)
+{
+    const uint64_t *hashes = slot_hashes(registry);
+    uint32_t capacity = registry->table->capacity;
+    for (uint32_t slot = 0; slot < capacity; slot++) {
+        if (hashes[slot] == hash && strcmp(slot_entry(registry, slot)->key, key) == 0)
+            return slot;
+    }
+    return -1;
+}
+
+/* Adds a reference of this process; false when every holder record is
+ * taken by live processes. */
+static bool holder_add(rm_node_registry *registry, rm_node_entry *e)
+{
+    rm_node_holder *free_record = NULL;
+    for (uint32_t i = 0; i < RM_NODE_MAX_HOLDER_PROCESSES; i++) {
+        rm_node_holder *h = &e->holders[i];
+        if (h->pid != 0 && is_self(registry, h->pid, h->start_time)) {
+            h->refs++;
+            e->refs++;
+            return true;
+        }
+        if (h->pid == 0 && free_record == NULL)
+            free_record = h;
+    }
+    if (free_record == NULL)
+        return false;
+    *free_record = (rm_node_holder){
+        .pid = registry->pid, .refs = 1, .start_time = registry->start_time};
+    e->holder_count++;
+    e->refs++;
+    return true;
+}
+
+static void holder_remove(rm_node_registry *registry, rm_node_entry *e)
+{
+    for (uint32_t i = 0; i < RM_NODE_MAX_HOLDER_PROCESSES; i++) {
+        rm_node_holder *h = &e->holders[i];
+        if (h->pid == 0 || !is_self(registry, h->pid, h->start_time))
+            continue;
+        h->refs--;
+        e->refs--;
+        if (h->refs == 0) {
+            *h = (rm_node_holder){0};
+            e->holder_count--;
+        }
+        return;
+    }
+}
+
+/* Drops the references of dead processes; returns how many. */
+static uint64_t drop_dead_holders(rm_node_registry *registry, rm_node_entry *e,
+                                  uint64_t now_ns)
+{
+    uint64_t dropped = 0;
+    for (uint32_t i = 0; i < RM_NODE_MAX_HOLDER_PROCESSES; i++) {
+        rm_node_holder *h = &e->holders[i];
+        if (h->pid == 0 || is_self(registry, h->pid, h->start_time) ||
+            rm_process_alive(h->pid, h->start_time))
+            continue;
+        dropped += h->refs;
+        e->refs -= h->refs;
+        e->holder_count--;
+        *h = (rm_node_holder){0};
+    }
+    if (dropped != 0 && e->refs == 0)
+        e->last_used_ns = now_ns; /* idle from now: the TTL starts here */
+    return dropped;
+}
+
+static void evict_slot(rm_node_registry *registry, uint32_t slot, unlink_list *victims)
+{
+    rm_node_entry *e = slot_entry(registry, slot);
+    registry->table->ready_models--;
+    registry->table->ready_bytes -= e->bytes;
+    victims->evicted_bytes += e->bytes;
+    uint64_t id = e->segment_id;
+    clear_slot(registry, slot);
+    if (!unlink_list_push(victims, id))
+        unlink_segment(registry, id);
+}
+
+static bool over_budget(const rm_node_registry *registry)
+{
+    const rm_node_header *table = registry->table;
+    return (registry->config.max_bytes != 0 && table->ready_bytes > registry->config.max_bytes) ||
+           (registry->config.max_models != 0 &&
+            table->ready_models > registry->config.max_models);
+}
+
+/* The least recently used READY entry no process holds, or -1. */
+static int64_t lru_idle_slot(rm_node_registry *registry)
+{
+    int64_t best = -1;
+    uint64_t best_used = UINT64_MAX;
+    for (uint32_t slot = 0; slot < registry->table->capacity; slot++) {
+        rm_node_entry *e = slot_entry(registry, slot);
+        if (e->state == RM_NODE_READY && e->refs == 0 && e->last_used_ns < best_used) {
+            best = slot;
+            best_used = e->last_used_ns;
+        }
+    }
+    return best;
+}
+
+static uint64_t evict_to_budget(rm_node_registry *registry, unlink_list *victims)
+{
+    uint64_t evicted = 0;
+    while (over_budget(registry)) {
+        int64_t slot = lru_idle_slot(registry);
+        if (slot < 0)
+            break;
+        evict_slot(registry, (uint32_t)slot, victims);
+        evicted++;
+    }
+    return evicted;
+}
+
+typedef struct sweep_result {
+    uint64_t evicted_bytes;
+    uint64_t dead_references;
+    uint64_t loads_abandoned;
+    uint64_t evicted_ttl;
+    uint64_t evicted_lru;
+} sweep_result;
+
+/* Drops dead processes' references and claims, evicts what the TTL and
+ * the budgets say. Lock held. Abandoned loads wake their waiters. */
+static void sweep_locked(rm_node_registry *registry, uint64_t now_ns, unlink_list *victims,
+                         sweep_result *result)
+{
+    for (uint32_t slot = 0; slot < registry->table->capacity; slot++) {
+        rm_node_entry *e = slot_entry(registry, slot);
+        if (e->state == RM_NODE_LOADING && !is_self(registry, e->loader_pid, e->loader_start_time) &&
+            !rm_process_alive(e->loader_pid, e->loader_start_time)) {
+            uint64_t id = e->segment_id;
+            clear_slot(registry, slot);
+            if (!unlink_list_push(victims, id))
+                unlink_segment(registry, id);
+            __atomic_add_fetch(&e->wake, 1, __ATOMIC_RELEASE);
+            futex_wake_all(&e->wake);
+            result->loads_abandoned++;
+            continue;
+        }
+        if (e->state != RM_NODE_READY)
+            continue;
+        result->dead_references += drop_dead_holders(registry, e, now_ns);
+        if (e->refs == 0 && registry->config.ttl_ns != 0 &&
+            now_ns - e->last_used_ns >= registry->config.ttl_ns) {
+            evict_slot(registry, slot, victims);
+            result->evicted_ttl++;
+        }
+    }
+    result->evicted_lru += evict_to_budget(registry, victims);
+}
+
+static int32_t sweep(rm_node_registry *registry, sweep_result *result)
+{
+    *result = (sweep_result){0};
+    unlink_list victims;
+    unlink_list_init(&victims, registry->table->capacity);
+    int32_t status = table_lock(registry);
+    if (status != RM_OK) {
+        free(victims.ids);
+        return status;
+    }
+    sweep_locked(registry, monotonic_ns(), &victims, result);
+    table_unlock(registry);
+    result->evicted_bytes = victims.evicted_bytes;
+    unlink_list_run(registry, &victims);
+    pthread_mutex_lock(&registry->counters_lock);
+    registry->dead_references += result->dead_references;
+    registry->evictions_ttl += result->evicted_ttl;
+    registry->evictions_lru += result->evicted_lru;
+    pthread_mutex_unlock(&registry->counters_lock);
+    return RM_OK;
+}
+
+/* A slot for a new key: an empty one, else a failed one, else the least
+ * recently used idle model (after dropping dead references). -1: full. */
+static int64_t free_slot(rm_node_registry *registry, uint64_t now_ns, unlink_list *victims,
+                         sweep_result *result)
+{
+    int64_t failed = -1;
+    for (uint32_t slot = 0; slot < registry->table->capacity; slot++) {
+        uint32_t state = slot_entry(registry, slot)->state;
+        if (state == RM_NODE_EMPTY)
+            return slot;
+        if (state == RM_NODE_FAILED && failed < 0)
+            failed = slot;
+    }
+    if (failed >= 0)
+        return failed;
+    sweep_locked(registry, now_ns, victims, result);
+    for (uint32_t slot = 0; slot < registry->table->capacity; slot++) {
+        if (slot_entry(registry, slot)->state == RM_NODE_EMPTY)
+            return slot;
+    }
+    int64_t idle = lru_idle_slot(registry);
+    if (idle >= 0) {
+        evict_slot(registry, (uint32_t)idle, victims);
+        result->evicted_lru++;
+    }
+    return idle;
+}
+
+static void claim(rm_node_registry *registry, uint32_t slot, const char *key, uint64_t hash)
+{
+    rm_node_entry *e = slot_entry(registry, slot);
+    if (e->state != RM_NODE_FAILED || strcmp(e->key, key) != 0) {
+        clear_slot(registry, slot);
+        size_t length = strlen(key);
+        memcpy(e->key, key, length + 1);
+    }
+    slot_hashes(registry)[slot] = hash;
+    e->ticket++;
+    e->state = RM_NODE_LOADING;
+    e->segment_id = random_segment_id();
+    e->bytes = 0;
+    e->loader_pid = registry->pid;
+    e->loader_start_time = registry->start_time;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Mapping sealed models                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* Maps the sealed segment `id` read-only, checking that it is what a loader
+ * of this user sealed: a 0400 regular file of `bytes` bytes. */
+static int32_t map_sealed(rm_node_registry *registry, const char *key, uint64_t id,
+                          uint64_t bytes, void **out_base)
+{
+    char name[RM_NODE_NAME_MAX];
+    model_segment_name(registry, id, name);
+    int fd = shm_open(name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
+    if (fd < 0)
+        return rm_error_set(registry->error_owner, RM_E_CORRUPT_STATE,
+                            "model key '%s' is ready in node registry '%s' but its segment "
+                            "%s cannot be opened: %s",
+                            key, registry->namespace_name, name, strerror(errno));
+    struct stat info;
+    int32_t status = RM_OK;
+    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode) || info.st_uid != geteuid() ||
+        (info.st_mode & 07777) != S_IRUSR || (uint64_t)info.st_size != bytes)
+        status = rm_error_set(registry->error_owner, RM_E_CORRUPT_STATE,
+                              "segment %s of model key '%s' is not the sealed %llu-byte "
+                              "0400 file of this user that the table names",
+                              name, key, (unsigned long long)bytes);
+    void *base = MAP_FAILED;
+    if (status == RM_OK) {
+        base = mmap(NULL, (size_t)bytes, PROT_READ, MAP_SHARED, fd, 0);
+        if (base == MAP_FAILED)
+            status = rm_error_set(registry->error_owner,
+                                  errno == ENOMEM ? RM_E_NO_MEMORY : RM_E_SYSTEM,
+                                  "mmap() of %s (%llu bytes) failed: %s", name,
+                                  (unsigned long long)bytes, strerror(errno));
+    }
+    close(fd);
+    if (status == RM_OK)
+        *out_base = base;
+    return status;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Loading into a segment                                                   */
+/* ------------------------------------------------------------------------ */
+
+typedef struct load_job {
+    rm_node_registry *registry;
+    uint64_t segment_id;
+    int fd;
+} load_job;
+
+static int32_t create_segment(rm_loader_buffer *buffer, uint64_t bytes)
+{
+    load_job *job = buffer->scope_state;
+    rm_node_registry *registry = job->registry;
+    char name[RM_NODE_NAME_MAX];
+    model_segment_name(registry, job->segment_id, name);
+    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC, S_IRUSR | S_IWUSR);
+    if (fd < 0)
+        return rm_error_set(buffer->error_owner, errno == ENOSPC ? RM_E_NO_MEMORY : RM_E_SYSTEM,
+                            "cannot create segment %s for model key '%s': %s", name,
+                            buffer->key, strerror(errno));
+    /* Committed now: a full /dev/shm is an error here, not a SIGBUS while
+     * the loader writes. */
+    int err = posix_fallocate(fd, 0, (off_t)bytes);
+    void *base = MAP_FAILED;
+    if (err == 0) {
+        base = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (base == MAP_FAILED)
+            err = errno;
+    }
+    if (err != 0) {
+        close(fd);
+        shm_unlink(name);
+        if (err == ENOSPC)
+            return rm_error_set(buffer->error_owner, RM_E_NO_MEMORY,
+                                "/dev/shm has no room for the %llu-byte buffer of model "
+                                "key '%s'",
+                                (unsigned long long)bytes, buffer->key);
+        return rm_error_set(buffer->error_owner, err == ENOMEM ? RM_E_NO_MEMORY : RM_E_SYSTEM,
+                            "cannot commit or map %llu bytes of %s for model key '%s': %s",
+                            (unsigned long long)bytes, name, buffer->key, strerror(err));
+    }
+    job->fd = fd;
+    buffer->base = base;
+    return RM_OK;
+}
+
+/* Ends this process's load of `slot` (ticket) with `status`; on success
+ * this process holds the first reference. False when the claim is no
+ * longer ours (another process judged this one dead and took it over). */
+static bool publish_load(rm_node_registry *registry, uint32_t slot, uint64_t ticket,
+                         int32_t status, uint64_t bytes)
+{
+    unlink_list victims;
+    unlink_list_init(&victims, registry->table->capacity);
+    if (table_lock(registry) != RM_OK) {
+        free(victims.ids);
+        return false;
+    }
+    rm_node_entry *e = slot_entry(registry, slot);
+    bool ours = e->state == RM_NODE_LOADING && e->ticket == ticket &&
+                is_self(registry, e->loader_pid, e->loader_start_time);
+    uint64_t lru = 0;
+    bool admitted_over_budget = false;
+    if (ours && status == RM_OK) {
+        uint64_t now_ns = monotonic_ns();
+        e->state = RM_NODE_READY;
+        e->bytes = bytes;
+        e->loaded_at_ns = e->last_used_ns = now_ns;
+        e->loader_pid = 0;
+        e->loader_start_time = 0;
+        (void)holder_add(registry, e); /* a fresh entry has room */
+        registry->table->ready_models++;
+        registry->table->ready_bytes += bytes;
+        lru = evict_to_budget(registry, &victims);
+        admitted_over_budget = over_budget(registry);
+    } else if (ours) {
+        e->state = RM_NODE_FAILED;
+        e->failure = status;
+        e->failure_ticket = ticket;
+        e->segment_id = 0;
+        e->loader_pid = 0;
+        e->loader_start_time = 0;
+    }
+    if (ours) {
+        __atomic_add_fetch(&e->wake, 1, __ATOMIC_RELEASE);
+        futex_wake_all(&e->wake);
+    }
+    table_unlock(registry);
+    unlink_list_run(registry, &victims);
+    pthread_mutex_lock(&registry->counters_lock);
+    registry->evictions_lru += lru;
+    registry->over_budget += admitted_over_budget ? 1 : 0;
+    pthread_mutex_unlock(&registry->counters_lock);
+    return ours;
+}
+
+/* Runs the host's loader for `slot`, which this process claimed. */
+static int32_t run_load(rm_node_registry *registry, uint32_t slot, uint64_t ticket,
+                        uint64_t segment_id, const char *key, rm_model_loader_fn loader,
+                        void *loader_user, attachment *out)
+{
+    load_job job = {.registry = registry, .segment_id = segment_id, .fd = -1};
+    rm_loader_buffer buffer = {
+        .create = create_segment,
+        .scope_state = &job,
+        .error_owner = registry->error_owner,
+        .key = key,
+    };
+    rm_loaded_model loaded = {
+        .struct_size = (uint32_t)sizeof loaded,
+        .abi_version = RM_ABI_VERSION_CURRENT,
+    };
+    rm_loader_buffer_offer(&loaded, &buffer);
+    running_load running = {
+        .table = registry->table, .slot = slot, .ticket = ticket, .outer = loads_on_this_thread};
+    loads_on_this_thread = &running;
+    int32_t status = loader(loader_user, key, &loaded);
+    loads_on_this_thread = running.outer;
+    loaded.plugin_private = NULL;
+    if (status > 0)
+        status = RM_E_LOADER_FAILED;
+    bool explained = false;
+    if (status == RM_OK) {
+        bool used = false;
+        status = rm_loader_buffer_check(&loaded, &buffer, &used);
+        explained = status != RM_OK;
+        if (status == RM_OK && !used) {
+            if (loaded.destroy != NULL)
+                loaded.destroy(loaded.model, loaded.destroy_user);
+            status = rm_error_set(registry->error_owner, RM_E_NOT_SHAREABLE,
+                                  "loader for model key '%s' returned a private model: in "
+                                  "node scope a loader must write the model into "
+                                  "out->alloc_buffer() so other processes can map it",
+                                  key);
+            explained = true;
+        }
+    }
+    /* Sealed: no write access for anyone from here on, in this process
+     * (mprotect) or any other (mode 0400, read-only opens). */
+    if (status == RM_OK &&
+        (fchmod(job.fd, S_IRUSR) != 0 ||
+         mprotect(buffer.base, (size_t)buffer.bytes, PROT_READ) != 0)) {
+        status = rm_error_set(registry->error_owner, RM_E_SYSTEM,
+                              "cannot seal the buffer of model key '%s' read-only: %s", key,
+                              strerror(errno));
+        explained = true;
+    }
+    if (job.fd >= 0)
+        close(job.fd);
+    if (status != RM_OK && buffer.base != NULL) {
+        munmap(buffer.base, (size_t)buffer.bytes);
+        unlink_segment(registry, segment_id);
+    }
+    if (!publish_load(registry, slot, ticket, status, buffer.bytes) && status == RM_OK) {
+        munmap(buffer.base, (size_t)buffer.bytes);
+        unlink_segment(registry, segment_id);
+        status = rm_error_set(registry->error_owner, RM_E_CORRUPT_STATE,
+                              "the claim on model key '%s' was taken from this process "
+                              "while its loader ran (its table lock is unusable, or another "
+                              "process could not see this one alive in /proc)",
+                              key);
+        explained = true;
+    }
+    if (status != RM_OK) {
+        count(registry, &registry->load_failures, 1);
+        if (explained)
+            return status;
+        return rm_error_set(registry->error_owner, status,
+                            "loader for model key '%s' failed: %s (%s)", key,
+                            rm_error_name(status), rm_error_string(status));
+    }
+    count(registry, &registry->loads, 1);
+    *out = (attachment){.registry = registry,
+                        .slot = slot,
+                        .ticket = ticket,
+                        .base = buffer.base,
+                        .bytes = buffer.bytes};
+    return RM_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Acquire and detach: the local registry's loader and destroy callback     */
+/* ------------------------------------------------------------------------ */
+
+/* Finds `key` ready (attach), loading (wait, or take over a dead loader's
+ * claim), or absent (claim and load). */
+static int32_t node_acquire(rm_node_registry *registry, const char *key,
+                            rm_model_loader_fn loader, void *loader_user, attachment *out)
+{
+    uint64_t hash = key_hash(key);
+    uint64_t waited_ticket = 0; /* the load we waited for, if any */
+    for (;;) {
+        unlink_list victims;
+        unlink_list_init(&victims, registry->table->capacity);
+        sweep_result swept = {0};
+        int32_t status = table_lock(registry);
+        if (status != RM_OK) {
+            free(victims.ids);
+            return status;
+        }
+        uint64_t now_ns = monotonic_ns();
+        int64_t found = find_slot(registry, key, hash);
+        rm_node_entry *e = found >= 0 ? slot_entry(registry, (uint32_t)found) : NULL;
+
+        /* The load we waited for failed: report it, even if another caller
+         * has started a new load of the key since. */
+        if (e != NULL && waited_ticket != 0 && e->failure_ticket >= waited_ticket) {
+            int32_t failure = e->failure;
+            table_unlock(registry);
+            free(victims.ids);
+            return rm_error_set(registry->error_owner, failure,
+                                "loading model key '%s' failed in the process that ran its "
+                                "loader: %s (%s)",
+                                key, rm_error_name(failure), rm_error_string(failure));
+        }
+
+        if (e != NULL && e->state == RM_NODE_READY) {
+            if (!holder_add(registry, e)) {
+                (void)drop_dead_holders(registry, e, now_ns);
+                if (!holder_add(registry, e)) {
+                    table_unlock(registry);
+                    free(victims.ids);
+                    return rm_error_set(registry->error_owner, RM_E_QUOTA_EXCEEDED,
+                                        "model key '%s' is held by %u processes, the most "
+                                        "a node table entry records",
+                                        key, RM_NODE_MAX_HOLDER_PROCESSES);
+                }
+            }
+            uint64_t id = e->segment_id;
+            uint64_t bytes = e->bytes;
+            uint64_t ticket = e->ticket;
+            table_unlock(registry);
+            free(victims.ids);
+            void *base = NULL;
+            status = map_sealed(registry, key, id, bytes, &base);
+            if (status != RM_OK) {
+                if (table_lock(registry) == RM_OK) {
+                    if (e->ticket == ticket && e->state == RM_NODE_READY)
+                        holder_remove(registry, e);
+                    table_unlock(registry);
+                }
+                return status;
+            }
+            count(registry, &registry->attaches, 1);
+            *out = (attachment){.registry = registry,
+                                .slot = (uint32_t)found,
+                                .ticket = ticket,
+                                .base = base,
+                                .bytes = bytes};
+            return RM_OK;
+        }
+
+        if (e != NULL && e->state == RM_NODE_LOADING) {
+            bool self = is_self(registry, e->loader_pid, e->loader_start_time);
+            if (self && this_thread_runs(registry->table, (uint32_t)found, e->ticket)) {
+                table_unlock(registry);
+                free(victims.ids);
+                return rm_error_set(registry->error_owner, RM_E_LOAD_CYCLE,
+                                    "model key '%s' is being loaded by this thread, whose "
+                                    "loader (through another context) asks for it again",
+                                    key);
+            }
+            if (self || rm_process_alive(e->loader_pid, e->loader_start_time)) {
+                /* Wait for it; the timeout re-checks the loader's life. A
+                 * load of our own process runs on another thread (this
+                 * thread's own loads are caught as cycles by the local
+                 * layer before they get here). */
+                waited_ticket = e->ticket;
+                uint32_t wake = __atomic_load_n(&e->wake, __ATOMIC_ACQUIRE);
+                table_unlock(registry);
+                free(victims.ids);
+                futex_wait_ms(&e->wake, wake, RM_NODE_TAKEOVER_POLL_MS);
+                continue;
+            }
+            /* The loader died: take its claim over. */
+            uint64_t dead_segment = e->segment_id;
+            int32_t dead_pid = e->loader_pid;
+            claim(registry, (uint32_t)found, key, hash);
+            uint64_t ticket = e->ticket;
+            uint64_t segment_id = e->segment_id;
+            table_unlock(registry);
+            free(victims.ids);
+            unlink_segment(registry, dead_segment);
+            count(registry, &registry->takeovers, 1);
+            rm_host_log(registry->host, RM_LOG_WARN,
+                        "model key '%s': the process loading it (pid %d) died; this "
+                        "process (pid %d) takes the load over",
+                        key, (int)dead_pid, (int)registry->pid);
+            return run_load(registry, (uint32_t)found, ticket, segment_id, key, loader,
+                            loader_user, out);
+        }
+
+        int64_t slot = e != NULL ? found : free_slot(registry, now_ns, &victims, &swept);
+        if (slot < 0) {
+            uint32_t capacity = registry->table->capacity;
+            table_unlock(registry);
+            unlink_list_run(registry, &victims);
+            return rm_error_set(registry->error_owner, RM_E_QUOTA_EXCEEDED,
+                                "node registry '%s' is full: all %u entries of its table "
+                                "(registry.table_entries when it was created) are loading "
+                                "or held by live processes",
+                                registry->namespace_name, capacity);
+        }
+        claim(registry, (uint32_t)slot, key, hash);
+        rm_node_entry *claimed = slot_entry(registry, (uint32_t)slot);
+        uint64_t ticket = claimed->ticket;
+        uint64_t segment_id = claimed->segment_id;
+        table_unlock(registry);
+        unlink_list_run(registry, &victims);
+        pthread_mutex_lock(&registry->counters_lock);
+        registry->dead_references += swept.dead_references;
+        registry->evictions_ttl += swept.evicted_ttl;
+        registry->evictions_lru += swept.evicted_lru;
+        pthread_mutex_unlock(&registry->counters_lock);
+        return run_load(registry, (uint32_t)slot, ticket, segment_id, key, loader, loader_user,
+                        out);
+    }
+}
+
+/* The local registry destroys a model when the context's last handle on it
+ * is released: give the node reference back and unmap. */
+static void node_detach(void *base, void *user)
+{
+    attachment *held = user;
+    rm_node_registry *registry = held->registry;
+    unlink_list victims;
+    unlink_list_init(&victims, registry->table->capacity);
+    uint64_t lru = 0;
+    if (table_lock(registry) == RM_OK) {
+        rm_node_entry *e = slot_entry(registry, held->slot);
+        if (e->state == RM_NODE_READY && e->ticket == held->ticket) {
+            holder_remove(registry, e);
+            if (e->refs == 0)
+                e->last_used_ns = monotonic_ns();
+            lru = evict_to_budget(registry, &victims);
+        }
+        table_unlock(registry);
+    } else {
+        rm_host_log(registry->host, RM_LOG_ERROR,
+                    "node registry '%s': could not return a reference (table lock "
+                    "unusable); it stays counted until this process exits",
+                    registry->namespace_name);
+    }
+    unlink_list_run(registry, &victims);
+    count(registry, &registry->evictions_lru, lru);
+    munmap(base, (size_t)held->bytes);
+    free(held);
+}
+
+typedef struct acquire_request {
+    rm_node_registry *registry;
+    rm_model_loader_fn loader;
+    void *loader_user;
+} acquire_request;
+
+/* The loader the local registry runs on a miss. */
+static int32_t acquire_for_local(void *user, const char *key, rm_loaded_model *out)
+{
+    acquire_request *request = user;
+    attachment *held = malloc(sizeof *held);
+    if (held == NULL)
+        return rm_error_set(request->registry->error_owner, RM_E_NO_MEMORY,
+                            "out of memory attaching model key '%s'", key);
+    int32_t status =
+        node_acquire(request->registry, key, request->loader, request->loader_user, held);
+    if (status != RM_OK) {
+        free(held);
+        return status;
+    }
+    out->model = held->base;
+    out->bytes = held->bytes;
+    out->destroy = node_detach;
+    out->destroy_user = held;
+    return RM_OK;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Opening the table                                                        */
+/* ------------------------------------------------------------------------ */
+
+static int32_t corrupt_table(rm_node_registry *registry, const char *name, const char *why)
+{
+    return rm_error_set(registry->error_owner, RM_E_CORRUPT_STATE,
+                        "node registry table /dev/shm%s %s; remove it when no process uses "
+                        "namespace '%s'",
+                        name, why, registry->namespace_name);
+}
+
+/* Maps an existing table and checks that it is one this build can use. */
+static int32_t open_table(rm_node_registry *registry, const char *name, bool *missing)
+{
+    *missing = false;
+    int fd = shm_open(name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            *missing = true;
+            return RM_OK;
+        }
+        if (errno == ELOOP || errno == EACCES || errno == EPERM || errno == EISDIR ||
+            errno == EINVAL || errno == ENXIO)
+            return corrupt_table(registry, name, "is not a file this user can open");
+        return rm_error_set(registry->error_owner, RM_E_SYSTEM,
+                            "shm_open() of node registry table %s failed: %s", name,
+                            strerror(errno));
+    }
+    struct stat info;
+    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode) || info.st_uid != geteuid() ||
+        (info.st_mode & 07777) != (S_IRUSR | S_IWUSR)) {
+        close(fd);
+        return corrupt_table(registry, name, "is not a 0600 regular file of this user");
+    }
+    uint64_t size = (uint64_t)info.st_size;
+    if (size < RM_NODE_TABLE_HEADER_BYTES ||
+        size > rm_node_table_bytes(RM_NODE_TABLE_ENTRIES_MAX)) {
+        close(fd);
+        return corrupt_table(registry, name, "has an impossible size");
+    }
+    void *base = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int err = errno;
+    close(fd);
+    if (base == MAP_FAILED)
+        return rm_error_set(registry->error_owner, RM_E_SYSTEM,
+                            "mmap() of node registry table %s failed: %s", name, strerror(err));
+    rm_node_header *table = base;
+    if (table->magic != RM_NODE_TABLE_MAGIC || table->layout != RM_NODE_TABLE_LAYOUT ||
+        table->entry_bytes != sizeof(rm_node_entry) ||
+        table->lock_bytes != sizeof(pthread_mutex_t) ||
+        table->capacity < RM_NODE_TABLE_ENTRIES_MIN ||
+        table->capacity > RM_NODE_TABLE_ENTRIES_MAX ||
+        table->file_bytes != size || rm_node_table_bytes(table->capacity) != size) {
+        munmap(base, (size_t)size);
+        return corrupt_table(registry, name,
+                             "has no valid header (magic, layout, entry size or file size)");
+    }
+    registry->table = table;
+    registry->table_bytes = size;
+    return RM_OK;
+}
+
+/* Builds a table under a private name and links it into place, so nobody
+ * can see a half-initialised one; losing the race to another creator is
+ * fine (the caller opens theirs). */
+static int32_t create_table(rm_node_registry *registry, const char *name)
+{
+    char temporary[RM_NODE_NAME_MAX];
+    snprintf(temporary, sizeof temporary, "/rmreg.%s.new.%d.%016llx", registry->namespace_name,
+             (int)registry->pid, (unsigned long long)random_segment_id());
+    int fd = shm_open(temporary, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC,
+                      S_IRUSR | S_IWUSR);
+    if (fd < 0)
+        return rm_error_set(registry->error_owner, RM_E_SYSTEM,
+                            "cannot create node registry table %s: %s", temporary,
+                            strerror(errno));
+    uint32_t capacity = registry->config.table_entries;
+    uint64_t size = rm_node_table_bytes(capacity);
+    int err = fchmod(fd, S_IRUSR | S_IWUSR) != 0 ? errno : posix_fallocate(fd, 0, (off_t)size);
+    void *base = MAP_FAILED;
+    if (err == 0) {
+        base = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (base == MAP_FAILED)
+            err = errno;
+    }
+    close(fd);
+    char temporary_path[RM_NODE_NAME_MAX + 16];
+    char final_path[RM_NODE_NAME_MAX + 16];
+    snprintf(temporary_path, sizeof temporary_path, "/dev/shm%s", temporary);
+    snprintf(final_path, sizeof final_path, "/dev/shm%s", name);
+    if (err != 0) {
+        shm_unlink(temporary);
+        return rm_error_set(registry->error_owner,
+                            err == ENOSPC ? RM_E_NO_MEMORY : RM_E_SYSTEM,
+                            "cannot commit the %llu-byte node registry table: %s",
+                            (unsigned long long)size, strerror(err));
+    }
+    rm_node_header *table = base;
+    pthread_mutexattr_t attributes;
+    pthread_mutexattr_init(&attributes);
+    pthread_mutexattr_setpshared(&attributes, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&attributes, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&table->lock, &attributes);
+    pthread_mutexattr_destroy(&attributes);
+    table->layout = RM_NODE_TABLE_LAYOUT;
+    table->capacity = capacity;
+    table->file_bytes = size;
+    table->entry_bytes = sizeof(rm_node_entry);
+    table->lock_bytes = sizeof(pthread_mutex_t);
+    table->magic = RM_NODE_TABLE_MAGIC;
+    munmap(base, (size_t)size);
+    int linked = link(temporary_path, final_path);
+    err = errno;
+    shm_unlink(temporary);
+    if (linked != 0 && err != EEXIST)
+        return rm_error_set(registry->error_owner, RM_E_SYSTEM,
+                            "cannot publish node registry table %s: %s", final_path,
+                            strerror(err));
+    return RM_OK;
+}
+
+static int32_t attach_table(rm_node_registry *registry)
+{
+    char name[RM_NODE_NAME_MAX];
+    snprintf(name, sizeof name, RM_NODE_TABLE_NAME_FORMAT, registry->namespace_name);
+    for (int attempt = 0; attempt < 3; attempt++) {
+        bool missing = false;
+        int32_t status = open_table(registry, name, &missing);
+        if (status != RM_OK || !missing)
+            return status;
+        status = create_table(registry, name);
+        if (status != RM_OK)
+            return status;
+    }
+    return rm_error_set(registry->error_owner, RM_E_SYSTEM,
+                        "node registry table /dev/shm%s keeps disappearing", name);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Sweeper thread                                                           */
+/* ------------------------------------------------------------------------ */
+
+static uint64_t sweep_period_ns(const rm_node_registry *registry)
+{
+    uint64_t period = registry->config.ttl_ns / 4;
+    if (period == 0 || period > SWEEP_PERIOD_MAX_NS)
+        period = SWEEP_PERIOD_MAX_NS;
+    if (period < SWEEP_PERIOD_MIN_NS)
+        period = SWEEP_PERIOD_MIN_NS;
+    return period;
+}
+
+static void *sweeper_main(void *argument)
+{
+    rm_node_registry *registry = argument;
+    uint64_t period = sweep_period_ns(registry);
+    pthread_mutex_lock(&registry->sweeper_lock);
+    while (!registry->shutting_down) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        uint64_t nanoseconds = (uint64_t)until.tv_nsec + period;
+        until.tv_sec += (time_t)(nanoseconds / NS_PER_S);
+        until.tv_nsec = (long)(nanoseconds % NS_PER_S);
+        pthread_cond_timedwait(&registry->sweeper_wake, &registry->sweeper_lock, &until);
+        if (registry->shutting_down)
+            break;
+        pthread_mutex_unlock(&registry->sweeper_lock);
+        sweep_result result;
+        (void)sweep(registry, &result);
+        pthread_mutex_lock(&registry->sweeper_lock);
+    }
+    pthread_mutex_unlock(&registry->sweeper_lock);
+    return NULL;
+}
+
+static int start_sweeper(rm_node_registry *registry)
+{
+    sigset_t all_signals;
+    sigset_t previous;
+    sigfillset(&all_signals);
+    pthread_sigmask(SIG_SETMASK, &all_signals, &previous);
+    int failure = pthread_create(&registry->sweeper, NULL, sweeper_main, registry);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    if (failure == 0)
+        pthread_setname_np(registry->sweeper, "rm-node-sweep");
+    return failure;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Creation and destruction                                                 */
+/* ------------------------------------------------------------------------ */
+
+int32_t rm_node_registry_create(const rm_node_registry_config *config, const rm_host *host,
+                                const void *error_owner, rm_node_registry **out)
+{
+    *out = NULL;
+    rm_node_registry *registry = calloc(1, sizeof *registry);
+    if (registry == NULL)
+        return rm_error_set(error_owner, RM_E_NO_MEMORY,
+                            "out of memory creating the node registry");
+    registry->host = host;
+    registry->error_owner = error_owner;
+    registry->config = *config;
+    snprintf(registry->namespace_name, sizeof registry->namespace_name, "%s",
+             config->namespace_name);
+    registry->config.namespace_name = registry->namespace_name;
+    registry->pid = getpid();
+    registry->start_time = rm_process_self_start_time();
+    pthread_mutex_init(&registry->counters_lock, NULL);
+    pthread_mutex_init(&registry->sweeper_lock, NULL);
+    pthread_condattr_t monotonic;
+    pthread_condattr_init(&monotonic);
+    pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC);
+    pthread_cond_init(&registry->sweeper_wake, &monotonic);
+    pthread_condattr_destroy(&monotonic);
+
+    int32_t status = attach_table(registry);
+    if (status == RM_OK) {
+        rm_registry_config local = {.evict_when_unused = true,
+                                    .loader_explains_failures = true};
+        status = rm_registry_create(&local, host, error_owner, &registry->local);
+    }
+    if (status == RM_OK) {
+        int failure = start_sweeper(registry);
+        if (failure != 0)
+            status = rm_error_set(error_owner, RM_E_SYSTEM,
+                                  "cannot start the node registry sweeper thread: %s",
+                                  strerror(failure));
+        else
+            registry->sweeper_started = true;
+    }
+    if (status != RM_OK) {
+        rm_node_registry_destroy(registry);
+        return status;
+    }
+    *out = registry;
+    return RM_OK;
+}
+
+void rm_node_registry_destroy(rm_node_registry *registry)
+{
+    if (registry == NULL)
+        return;
+    pthread_mutex_lock(&registry->sweeper_lock);
+    registry->shutting_down = true;
+    pthread_cond_signal(&registry->sweeper_wake);
+    pthread_mutex_unlock(&registry->sweeper_lock);
+    if (registry->sweeper_started)
+        pthread_join(registry->sweeper, NULL);
+    /* Destroys every local model, which detaches its node reference. */
+    rm_registry_destroy(registry->local);
+    if (registry->table != NULL)
+        munmap(registry->table, (size_t)registry->table_bytes);
+    pthread_cond_destroy(&registry->sweeper_wake);
+    pthread_mutex_destroy(&registry->sweeper_lock);
+    pthread_mutex_destroy(&registry->counters_lock);
+    free(registry);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The vtable members                                                       */
+/* ------------------------------------------------------------------------ */
+
+int32_t rm_node_registry_get_or_load(rm_node_registry *registry, const char *key,
+                                     rm_model_loader_fn loader, void *loader_user,
+                                     rm_model_handle **out_handle, void **out_model)
+{
+    acquire_request request = {
+        .registry = registry, .loader = loader, .loader_user = loader_user};
+    /* A NULL loader is refused by the local layer before it could run. */
+    return rm_registry_get_or_load(registry->local, key, loader != NULL ? acquire_for_local : NULL,
+                                   &request, out_handle, out_model);
+}
+
+int32_t rm_node_registry_release(rm_node_registry *registry, rm_model_handle *handle)
+{
+    return rm_registry_release(registry->local, handle);
+}
+
+int32_t rm_node_registry_evict(rm_node_registry *registry, const char *key)
+{
+    char normal[RM_MODEL_KEY_MAX];
+    if (key != NULL) {
+        int32_t status =
+            rm_model_key_normalize(key, normal, sizeof normal, registry->error_owner);
+        if (status != RM_OK)
+            return status;
+    }
+    unlink_list victims;
+    unlink_list_init(&victims, registry->table->capacity);
+    int32_t status = table_lock(registry);
+    if (status != RM_OK) {
+        free(victims.ids);
+        return status;
+    }
+    uint64_t now_ns = monotonic_ns();
+    uint64_t evicted = 0;
+    uint64_t dead = 0;
+    if (key == NULL) {
+        for (uint32_t slot = 0; slot < registry->table->capacity; slot++) {
+            rm_node_entry *e = slot_entry(registry, slot);
+            if (e->state != RM_NODE_READY)
+                continue;
+            dead += drop_dead_holders(registry, e, now_ns);
+            if (e->refs == 0) {
+                evict_slot(registry, slot, &victims);
+                evicted++;
+            }
+        }
+    } else {
+        int64_t found = find_slot(registry, normal, key_hash(normal));
+        rm_node_entry *e = found >= 0 ? slot_entry(registry, (uint32_t)found) : NULL;
+        if (e == NULL || e->state == RM_NODE_FAILED) {
+            status = rm_error_set(registry->error_owner, RM_E_NOT_FOUND,
+                                  "model key '%s' is not loaded in node registry '%s'",
+                                  normal, registry->namespace_name);
+        } else if (e->state == RM_NODE_LOADING) {
+            status = rm_error_set(registry->error_owner, RM_E_BUSY,
+                                  "model key '%s' is still loading (pid %d)", normal,
+                                  (int)e->loader_pid);
+        } else {
+            dead += drop_dead_holders(registry, e, now_ns);
+            if (e->refs != 0) {
+                status = rm_error_set(registry->error_owner, RM_E_BUSY,
+                                      "model key '%s' is in use (%llu reference(s) held by "
+                                      "%u live process(es))",
+                                      normal, (unsigned long long)e->refs, e->holder_count);
+            } else {
+                evict_slot(registry, (uint32_t)found, &victims);
+                evicted++;
+            }
+        }
+    }
+    table_unlock(registry);
+    unlink_list_run(registry, &victims);
+    pthread_mutex_lock(&registry->counters_lock);
+    registry->evictions_explicit += evicted;
+    registry->dead_references += dead;
+    pthread_mutex_unlock(&registry->counters_lock);
+    return status;
+}
+
+int32_t rm_node_registry_get_metrics(rm_node_registry *registry, rm_registry_metrics *out)
+{
+    rm_registry_get_metrics(registry->local, out);
+    uint64_t models = 0;
+    uint64_t bytes = 0;
+    int32_t status = table_lock(registry);
+    if (status != RM_OK)
+        return status;
+    models = registry->table->ready_models;
+    bytes = registry->table->ready_bytes;
+    table_unlock(registry);
+    pthread_mutex_lock(&registry->counters_lock);
+    out->loads = registry->loads;
+    out->load_failures = registry->load_failures;
+    out->evictions_ttl = registry->evictions_ttl;
+    out->evictions_lru = registry->evictions_lru;
+    out->evictions_explicit = registry->evictions_explicit;
+    out->evictions = out->evictions_ttl + out->evictions_lru + out->evictions_explicit;
+    out->over_budget = registry->over_budget;
+    out->attaches = registry->attaches;
+    out->takeovers = registry->takeovers;
+    out->dead_references = registry->dead_references;
+    out->lock_recoveries = registry->lock_recoveries;
+    pthread_mutex_unlock(&registry->counters_lock);
+    out->models = models;
+    out->bytes = bytes;
+    return RM_OK;
+}
+
+static int compare_rows_by_last_use(const void *a, const void *b)
+{
+    const rm_model_info *left = a;
+    const rm_model_info *right = b;
+    if (left->last_used_ns != right->last_used_ns)
+        return left->last_used_ns < right->last_used_ns ? -1 : 1;
+    return strcmp(left->key, right->key);
+}
+
+int32_t rm_node_registry_list(rm_node_registry *registry, rm_model_info *out,
+                              uint32_t info_struct_size, uint32_t capacity,
+                              uint32_t *out_count)
+{
+    const void *owner = registry->error_owner;
+    if (info_struct_size < 2 * sizeof(uint32_t))
+        return rm_error_set(owner, RM_E_STRUCT_SIZE,
+                            "registry_list row size %u is smaller than the "
+                            "struct_size/abi_version header",
+                            info_struct_size);
+    size_t row_bytes =
+        info_struct_size < sizeof(rm_model_info) ? info_struct_size : sizeof(rm_model_info);
+    uint32_t table_capacity = registry->table->capacity;
+    rm_model_info *rows = calloc(table_capacity, sizeof *rows);
+    if (rows == NULL)
+        return rm_error_set(owner, RM_E_NO_MEMORY, "out of memory listing the node registry");
+    int32_t status = table_lock(registry);
+    if (status != RM_OK) {
+        free(rows);
+        return status;
+    }
+    uint64_t now_ns = monotonic_ns();
+    uint32_t found = 0;
+    for (uint32_t slot = 0; slot < table_capacity; slot++) {
+        const rm_node_entry *e = slot_entry(registry, slot);
+        if (e->state != RM_NODE_READY && e->state != RM_NODE_LOADING)
+            continue;
+        rm_model_info *row = &rows[found++];
+        row->struct_size = (uint32_t)row_bytes;
+        row->abi_version = RM_ABI_VERSION_CURRENT;
+        snprintf(row->key, sizeof row->key, "%s", e->key);
+        const char *at = strchr(row->key, '@');
+        snprintf(row->device, sizeof row->device, "%s", at != NULL ? at + 1 : "");
+        row->bytes = e->bytes;
+        row->refcount = e->refs;
+        row->loaded_at_ns = e->loaded_at_ns;
+        row->last_used_ns = e->last_used_ns;
+        row->scope = RM_REGISTRY_SCOPE_NODE;
+        row->state = e->state == RM_NODE_READY ? RM_MODEL_STATE_READY : RM_MODEL_STATE_LOADING;
+        row->holders = e->holder_count;
+        row->loader_pid = e->state == RM_NODE_LOADING ? e->loader_pid : 0;
+        row->idle_ns = e->state == RM_NODE_READY && e->refs == 0 && now_ns > e->last_used_ns
+                           ? now_ns - e->last_used_ns
+                           : 0;
+    }
+    table_unlock(registry);
+    qsort(rows, found, sizeof *rows, compare_rows_by_last_use);
+    uint32_t written = found < capacity ? found : capacity;
+    for (uint32_t i = 0; i < written; i++)
+        memcpy((unsigned char *)out + (size_t)i * info_struct_size, &rows[i], row_bytes);
+    free(rows);
+    *out_count = found;
+    if (found > capacity)
+        return rm_error_set(owner, RM_E_BUFFER_TOO_SMALL,
+                            "registry_list found %u models but the buffer holds %u rows", found,
+                            capacity);
+    return RM_OK;
+}
+
+/* Model segments of the namespace that no entry names. Claims record the
+ * segment name before it exists, so loaders cannot leave such segments;
+ * a process killed between clearing an entry and unlinking its segment
+ * (done after the lock is dropped) can, and so can a table removed by
+ * hand. */
+static int32_t unlink_orphans(rm_node_registry *registry, uint64_t *segments, uint64_t *bytes)
+{
+    DIR *directory = opendir("/dev/shm");
+    if (directory == NULL)
+        return rm_error_set(registry->error_owner, RM_E_SYSTEM, "cannot read /dev/shm: %s",
+                            strerror(errno));
+    char prefix[RM_NODE_NAME_MAX];
+    int prefix_length = snprintf(prefix, sizeof prefix, "rmreg.%s.m.", registry->namespace_name);
+    uint64_t candidates[64];
+    uint32_t candidate_count = 0;
+    struct dirent *item;
+    while ((item = readdir(directory)) != NULL && candidate_count < 64) {
+        if (strncmp(item->d_name, prefix, (size_t)prefix_length) != 0)
+            continue;
+        const char *hex = item->d_name + prefix_length;
+        char *end = NULL;
+        unsigned long long id = strtoull(hex, &end, 16);
+        if (strlen(hex) != 16 || end == NULL || *end != '\0' || id == 0)
+            continue;
+        candidates[candidate_count++] = id;
+    }
+    closedir(directory);
+    if (candidate_count == 0)
+        return RM_OK;
+    int32_t status = table_lock(registry);
+    if (status != RM_OK)
+        return status;
+    for (uint32_t i = 0; i < candidate_count; i++) {
+        bool named = false;
+        for (uint32_t slot = 0; slot < registry->table->capacity && !named; slot++) {
+            const rm_node_entry *e = slot_entry(registry, slot);
+            named = (e->state == RM_NODE_READY || e->state == RM_NODE_LOADING) &&
+                    e->segment_id == candidates[i];
+        }
+        if (named)
+            continue;
+        char path[RM_NODE_NAME_MAX + 16];
+        snprintf(path, sizeof path, "/dev/shm/rmreg.%s.m.%016llx", registry->namespace_name,
+                 (unsigned long long)candidates[i]);
+        struct stat info;
+        if (lstat(path, &info) != 0 || info.st_uid != geteuid())
+            continue;
+        if (unlink(path) == 0) {
+            *segments += 1;
+            *bytes += (uint64_t)info.st_blocks * 512u;
+        }
+    }
+    table_unlock(registry);
+    return RM_OK;
+}
+
+int32_t rm_node_registry_reclaim(rm_node_registry *registry, rm_registry_reclaim_report *out)
+{
+    sweep_result result;
+    int32_t status = sweep(registry, &result);
+    if (status != RM_OK)
+        return status;
+    uint64_t segments = 0;
+    uint64_t orphan_bytes = 0;
+    status = unlink_orphans(registry, &segments, &orphan_bytes);
+    if (out != NULL) {
+        out->dead_references = result.dead_references;
+        out->loads_abandoned = result.loads_abandoned;
+        out->models_evicted = result.evicted_ttl + result.evicted_lru;
+        out->segments_unlinked = segments;
+        out->bytes_unlinked = orphan_bytes + result.evicted_bytes;
+    }
+    return status;
+}

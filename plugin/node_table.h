@@ -1,0 +1,102 @@
+/* The node registry's shared table: its layout in /dev/shm, shared by every
+ * process of a namespace (and read by tests that must break it on
+ * purpose, e.g. die holding its lock).
+ *
+ * File /dev/shm/rmreg.<namespace>.table, 0600, committed with fallocate:
+ *   [header, 4096 bytes][slot_hash[capacity], rounded up to 4096][entries]
+ * slot_hash[i] is 0 for an empty slot, else the key's hash with the low bit
+ * set: a lookup scans this dense array, not the (large) entries.
+ * Every field is read and written with the table lock held, except an
+ * entry's `wake` futex word (atomic) and the header's immutable prefix. */
+#ifndef RM_INTERNAL_NODE_TABLE_H
+#define RM_INTERNAL_NODE_TABLE_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "rm_plugin.h"
+
+#define RM_NODE_TABLE_MAGIC UINT64_C(0x3162617464726d72) /* "rmrdtab1" */
+#define RM_NODE_TABLE_LAYOUT 1u
+#define RM_NODE_TABLE_ENTRIES_MIN 4u
+#define RM_NODE_TABLE_ENTRIES_MAX 65536u
+#define RM_NODE_TABLE_ENTRIES_DEFAULT 1024u
+#define RM_NODE_TABLE_HEADER_BYTES 4096u
+#define RM_NODE_NAMESPACE_MAX 32
+
+/* Segment names, as for shm_open(). */
+#define RM_NODE_TABLE_NAME_FORMAT "/rmreg.%s.table"
+#define RM_NODE_MODEL_NAME_FORMAT "/rmreg.%s.m.%016llx"
+#define RM_NODE_NAME_MAX 96
+
+typedef enum rm_node_state {
+    RM_NODE_EMPTY = 0,
+    RM_NODE_LOADING = 1, /* loader_pid runs the loader into segment_id */
+    RM_NODE_READY = 2,   /* sealed segment_id, mapped by holders */
+    RM_NODE_FAILED = 3,  /* last load failed (failure, failure_ticket);
+                            claimable by anyone, as if empty */
+} rm_node_state;
+
+typedef struct rm_node_holder {
+    int32_t pid; /* 0: free */
+    uint32_t refs;
+    uint64_t start_time; /* rm_process_start_time() of pid */
+} rm_node_holder;
+
+typedef struct rm_node_entry {
+    uint32_t state; /* rm_node_state */
+    uint32_t wake;  /* futex word: bumped when a load ends */
+    uint64_t ticket; /* load attempts on this slot, never decreases */
+    uint64_t segment_id;
+    uint64_t bytes;
+    uint64_t loaded_at_ns; /* CLOCK_MONOTONIC */
+    uint64_t last_used_ns; /* last release (or load, or dead refs dropped) */
+    uint64_t loader_start_time;
+    int32_t loader_pid;
+    int32_t failure;         /* code of the failed load failure_ticket */
+    uint64_t failure_ticket;
+    uint32_t holder_count;   /* holders[] in use */
+    uint32_t reserved;
+    uint64_t refs;           /* holders[].refs added up */
+    char key[RM_MODEL_KEY_MAX];
+    rm_node_holder holders[RM_NODE_MAX_HOLDER_PROCESSES];
+} rm_node_entry;
+
+typedef struct rm_node_header {
+    /* Immutable after creation. */
+    uint64_t magic;
+    uint32_t layout;
+    uint32_t capacity;
+    uint64_t file_bytes;
+    uint32_t entry_bytes; /* sizeof(rm_node_entry) of the creator */
+    uint32_t lock_bytes;  /* sizeof(pthread_mutex_t) of the creator */
+    /* Robust, process-shared. */
+    pthread_mutex_t lock;
+    uint64_t ready_models;
+    uint64_t ready_bytes;
+    uint64_t lock_recoveries; /* times the lock was found held by the dead */
+} rm_node_header;
+
+static inline uint64_t *rm_node_slot_hashes(rm_node_header *header)
+{
+    return (uint64_t *)((unsigned char *)header + RM_NODE_TABLE_HEADER_BYTES);
+}
+
+static inline uint64_t rm_node_hash_array_bytes(uint32_t capacity)
+{
+    return ((uint64_t)capacity * sizeof(uint64_t) + 4095u) & ~(uint64_t)4095u;
+}
+
+static inline rm_node_entry *rm_node_entries(rm_node_header *header)
+{
+    return (rm_node_entry *)((unsigned char *)header + RM_NODE_TABLE_HEADER_BYTES +
+                             rm_node_hash_array_bytes(header->capacity));
+}
+
+static inline uint64_t rm_node_table_bytes(uint32_t capacity)
+{
+    return RM_NODE_TABLE_HEADER_BYTES + rm_node_hash_array_bytes(capacity) +
+           (uint64_t)capacity * sizeof(rm_node_entry);
+}
+
+#endif

@@ -1,0 +1,368 @@
+/* node_registry_stress: the node-scope registry's concurrent paths in plain
+ * processes, so that ThreadSanitizer (which cannot run Criterion) watches
+ * the local layer, the sweeper thread and the shared table together.
+ *
+ * Scenarios, each in a namespace private to this run:
+ *  1 single_flight: 8 threads over 2 contexts race one fresh key whose
+ *    loader is slow: exactly 1 loader call, every thread sees its bytes.
+ *  2 churn: 4 threads over 2 contexts get, check and release 6 keys at
+ *    random under registry.max_models = 3 and a 50 ms TTL, while another
+ *    thread lists, evicts and reclaims; 2 forked processes (with contexts
+ *    of their own) do the same at once. No call fails except evictions of
+ *    models in use (RM_E_BUSY) or gone (RM_E_NOT_FOUND); every model read
+ *    has the bytes of its key; at the end nothing is held, everything can
+ *    be evicted, and no model segment is left in /dev/shm.
+ * Prints "ok   name" / "FAIL name: reason" and "N passed, M failed"; exits
+ * 0 only when all passed. Environment: RM_PLUGIN_PATH (required),
+ * RM_STRESS_SCALE (iterations multiplier, default 1).
+ */
+#include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "plugin_loader.h"
+
+#define KEYS 6
+#define MODEL_BYTES (64u << 10)
+
+static const rm_plugin_v1 *vt;
+static char namespace_name[40];
+static double scale = 1.0;
+static atomic_int loader_calls;
+static atomic_int errors;
+static char reason[512];
+
+static void fail_once(const char *what, rm_context *context, int32_t code)
+{
+    if (atomic_fetch_add(&errors, 1) == 0)
+        snprintf(reason, sizeof reason, "%s: %s (%s)", what, vt->error_name(code),
+                 context != NULL ? vt->context_last_error(context) : "");
+}
+
+static rm_context *make_context(const char *max_models, const char *ttl)
+{
+    rm_config_entry entries[] = {
+        {"registry.scope", "node"},       {"registry.namespace", namespace_name},
+        {"registry.max_models", max_models}, {"registry.ttl_s", ttl},
+        {"features", "model-registry"},   {"log.level", "error"},
+    };
+    rm_context_options options = RM_STRUCT_INIT(rm_context_options);
+    options.entries = entries;
+    options.entry_count = sizeof entries / sizeof entries[0];
+    options.flags = RM_CONTEXT_IGNORE_ENV;
+    rm_context *context = NULL;
+    if (vt->context_create(&options, &context) != RM_OK) {
+        fprintf(stderr, "# context_create: %s\n", vt->context_last_error(NULL));
+        return NULL;
+    }
+    return context;
+}
+
+static unsigned char pattern(const char *key, uint32_t offset)
+{
+    uint32_t hash = 2166136261u;
+    for (const char *p = key; *p != '\0'; p++)
+        hash = (hash ^ (unsigned char)*p) * 16777619u;
+    return (unsigned char)((hash >> 8) ^ offset ^ (offset >> 9));
+}
+
+typedef struct loader_args {
+    unsigned sleep_us;
+} loader_args;
+
+static int32_t pattern_loader(void *user, const char *key, rm_loaded_model *out)
+{
+    const loader_args *args = user;
+    atomic_fetch_add(&loader_calls, 1);
+    unsigned char *bytes = NULL;
+    int32_t status = out->alloc_buffer(out, MODEL_BYTES, (void **)&bytes);
+    if (status != RM_OK)
+        return status;
+    for (uint32_t i = 0; i < MODEL_BYTES; i++)
+        bytes[i] = pattern(key, i);
+    if (args != NULL && args->sleep_us != 0)
+        usleep(args->sleep_us);
+    return RM_OK;
+}
+
+static bool model_ok(const char *key, const unsigned char *bytes)
+{
+    for (uint32_t i = 0; i < MODEL_BYTES; i += 4093)
+        if (bytes[i] != pattern(key, i))
+            return false;
+    return bytes[MODEL_BYTES - 1] == pattern(key, MODEL_BYTES - 1);
+}
+
+static unsigned model_segments(void)
+{
+    char prefix[64];
+    int length = snprintf(prefix, sizeof prefix, "rmreg.%s.m.", namespace_name);
+    unsigned count = 0;
+    DIR *directory = opendir("/dev/shm");
+    if (directory == NULL)
+        return 0;
+    struct dirent *item;
+    while ((item = readdir(directory)) != NULL)
+        if (strncmp(item->d_name, prefix, (size_t)length) == 0)
+            count++;
+    closedir(directory);
+    return count;
+}
+
+static void remove_namespace(void)
+{
+    char prefix[64];
+    int length = snprintf(prefix, sizeof prefix, "rmreg.%s.", namespace_name);
+    DIR *directory = opendir("/dev/shm");
+    if (directory == NULL)
+        return;
+    struct dirent *item;
+    while ((item = readdir(directory)) != NULL) {
+        if (strncmp(item->d_name, prefix, (size_t)length) != 0)
+            continue;
+        char path[300];
+        snprintf(path, sizeof path, "/dev/shm/%s", item->d_name);
+        unlink(path);
+    }
+    closedir(directory);
+}
+
+/* ---- 1 single_flight ---------------------------------------------------- */
+
+typedef struct racer {
+    rm_context *context;
+    pthread_barrier_t *start;
+} racer;
+
+static void *race_thread(void *arg)
+{
+    racer *r = arg;
+    loader_args slow = {.sleep_us = 50000};
+    pthread_barrier_wait(r->start);
+    rm_model_handle *handle = NULL;
+    void *model = NULL;
+    int32_t status =
+        vt->model_get_or_load(r->context, "race-model@cpu", pattern_loader, &slow, &handle, &model);
+    if (status != RM_OK) {
+        fail_once("get_or_load", r->context, status);
+        return NULL;
+    }
+    if (!model_ok("race-model@cpu", model))
+        fail_once("wrong bytes", NULL, RM_OK);
+    vt->model_release(r->context, handle);
+    return NULL;
+}
+
+static int single_flight(void)
+{
+    rm_context *contexts[2] = {make_context("0", "30"), make_context("0", "30")};
+    if (contexts[0] == NULL || contexts[1] == NULL)
+        return -1;
+    atomic_store(&loader_calls, 0);
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, 8);
+    pthread_t threads[8];
+    racer racers[8];
+    for (int i = 0; i < 8; i++) {
+        racers[i] = (racer){.context = contexts[i % 2], .start = &start};
+        pthread_create(&threads[i], NULL, race_thread, &racers[i]);
+    }
+    for (int i = 0; i < 8; i++)
+        pthread_join(threads[i], NULL);
+    pthread_barrier_destroy(&start);
+    int calls = atomic_load(&loader_calls);
+    if (atomic_load(&errors) == 0 && calls != 1) {
+        atomic_fetch_add(&errors, 1);
+        snprintf(reason, sizeof reason, "%d loader calls for one key, expected 1", calls);
+    }
+    vt->context_destroy(contexts[0]);
+    vt->context_destroy(contexts[1]);
+    return atomic_load(&errors) == 0 ? 0 : -1;
+}
+
+/* ---- 2 churn ------------------------------------------------------------ */
+
+typedef struct churner {
+    rm_context *context;
+    int rounds;
+    uint64_t seed;
+} churner;
+
+static const char *const churn_keys[KEYS] = {"a@cpu", "b@cpu", "c@cpu",
+                                             "d@cuda:1", "e/x@cpu", "f.q8@cpu"};
+
+static void *churn_thread(void *arg)
+{
+    churner *c = arg;
+    uint64_t state = c->seed | 1;
+    for (int round = 0; round < c->rounds && atomic_load(&errors) == 0; round++) {
+        state ^= state << 13, state ^= state >> 7, state ^= state << 17;
+        const char *key = churn_keys[state % KEYS];
+        rm_model_handle *handle = NULL;
+        void *model = NULL;
+        int32_t status =
+            vt->model_get_or_load(c->context, key, pattern_loader, NULL, &handle, &model);
+        if (status != RM_OK) {
+            fail_once("get_or_load", c->context, status);
+            break;
+        }
+        if (!model_ok(key, model))
+            fail_once("wrong bytes", NULL, RM_OK);
+        if (state % 3 == 0)
+            usleep(200);
+        status = vt->model_release(c->context, handle);
+        if (status != RM_OK)
+            fail_once("release", c->context, status);
+    }
+    return NULL;
+}
+
+typedef struct janitor {
+    rm_context *context;
+    atomic_bool stop;
+} janitor;
+
+static void *janitor_thread(void *arg)
+{
+    janitor *j = arg;
+    while (!atomic_load(&j->stop) && atomic_load(&errors) == 0) {
+        rm_model_info rows[16];
+        uint32_t count = 0;
+        int32_t status = vt->registry_list(j->context, rows, sizeof rows[0], 16, &count);
+        if (status != RM_OK)
+            fail_once("registry_list", j->context, status);
+        status = vt->model_evict(j->context, churn_keys[count % KEYS]);
+        if (status != RM_OK && status != RM_E_BUSY && status != RM_E_NOT_FOUND)
+            fail_once("model_evict", j->context, status);
+        rm_registry_reclaim_report report = RM_STRUCT_INIT(rm_registry_reclaim_report);
+        status = vt->registry_reclaim(j->context, &report);
+        if (status != RM_OK)
+            fail_once("registry_reclaim", j->context, status);
+        usleep(2000);
+    }
+    return NULL;
+}
+
+/* Runs the threads of one process; returns 0 when nothing failed. */
+static int churn_process(int rounds, uint64_t seed)
+{
+    rm_context *contexts[2] = {make_context("3", "0.05"), make_context("3", "0.05")};
+    if (contexts[0] == NULL || contexts[1] == NULL)
+        return -1;
+    pthread_t threads[4];
+    churner churners[4];
+    for (int i = 0; i < 4; i++) {
+        churners[i] = (churner){.context = contexts[i % 2], .rounds = rounds, .seed = seed + (uint64_t)i * 7919};
+        pthread_create(&threads[i], NULL, churn_thread, &churners[i]);
+    }
+    janitor j = {.context = contexts[0]};
+    pthread_t janitor_id;
+    pthread_create(&janitor_id, NULL, janitor_thread, &j);
+    for (int i = 0; i < 4; i++)
+        pthread_join(threads[i], NULL);
+    atomic_store(&j.stop, true);
+    pthread_join(janitor_id, NULL);
+    vt->context_destroy(contexts[0]);
+    vt->context_destroy(contexts[1]);
+    return atomic_load(&errors) == 0 ? 0 : -1;
+}
+
+static int churn(void)
+{
+    int rounds = (int)(400 * scale) + 10;
+    pid_t children[2];
+    for (int i = 0; i < 2; i++) {
+        children[i] = fork();
+        if (children[i] == 0) {
+            int failed = churn_process(rounds, (uint64_t)getpid() * 31);
+            if (failed)
+                fprintf(stderr, "# child %d: %s\n", (int)getpid(), reason);
+            _exit(failed ? 1 : 0);
+        }
+    }
+    int failed = churn_process(rounds, 12345);
+    for (int i = 0; i < 2; i++) {
+        int status = 0;
+        waitpid(children[i], &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            if (atomic_fetch_add(&errors, 1) == 0)
+                snprintf(reason, sizeof reason, "child process %d failed (status 0x%x)",
+                         (int)children[i], status);
+            failed = -1;
+        }
+    }
+    if (failed)
+        return -1;
+    /* Every process let go: all of it can be evicted and unlinked now. */
+    rm_context *context = make_context("0", "0");
+    if (context == NULL)
+        return -1;
+    int32_t status = vt->model_evict(context, NULL);
+    rm_model_info rows[16];
+    uint32_t count = 99;
+    vt->registry_list(context, rows, sizeof rows[0], 16, &count);
+    vt->context_destroy(context);
+    unsigned left = model_segments();
+    if (status != RM_OK || count != 0 || left != 0) {
+        snprintf(reason, sizeof reason,
+                 "after every process let go: evict -> %s, %u rows, %u model segments left",
+                 vt->error_name(status), count, left);
+        return -1;
+    }
+    return 0;
+}
+
+int main(void)
+{
+    const char *path = getenv("RM_PLUGIN_PATH");
+    if (path == NULL) {
+        fprintf(stderr, "RM_PLUGIN_PATH must name rm_plugin.so\n");
+        return 2;
+    }
+    const char *scale_text = getenv("RM_STRESS_SCALE");
+    if (scale_text != NULL)
+        scale = atof(scale_text);
+    if (getenv("RM_TEST_UNDER_TSAN") != NULL && scale_text == NULL)
+        scale = 0.25;
+    snprintf(namespace_name, sizeof namespace_name, "nstress%ld", (long)getpid());
+    rm_loaded_plugin plugin;
+    char error[512];
+    if (rm_plugin_load(path, NULL, RM_ABI_VERSION(1, 2), RM_ABI_VERSION_CURRENT, NULL, &plugin,
+                       error, sizeof error) != 0) {
+        fprintf(stderr, "%s\n", error);
+        return 2;
+    }
+    vt = plugin.vtable;
+    struct {
+        const char *name;
+        int (*run)(void);
+    } scenarios[] = {
+        {"single_flight", single_flight},
+        {"churn", churn},
+    };
+    int passed = 0, failed = 0;
+    for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++) {
+        atomic_store(&errors, 0);
+        reason[0] = '\0';
+        if (scenarios[i].run() == 0) {
+            printf("ok   %s\n", scenarios[i].name);
+            passed++;
+        } else {
+            printf("FAIL %s: %s\n", scenarios[i].name, reason);
+            failed++;
+        }
+        fflush(stdout);
+    }
+    remove_namespace();
+    printf("%d passed, %d failed\n", passed, failed);
+    rm_plugin_unload(&plugin);
+    return failed == 0 ? 0 : 1;
+}
