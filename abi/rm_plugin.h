@@ -540,7 +540,8 @@ typedef struct rm_registry_reclaim_report {
     uint64_t loads_abandoned;  /* claims of dead loaders cleared */
     uint64_t models_evicted;   /* idle models evicted (TTL, budget) */
     uint64_t segments_unlinked;/* orphan model segments of the namespace */
-    uint64_t bytes_unlinked;   /* /dev/shm bytes those and evictions freed */
+    uint64_t bytes_unlinked;   /* /dev/shm bytes freed: evicted models,
+                                  abandoned loads and those segments */
 } rm_registry_reclaim_report;
 
 /* ------------------------------------------------------------------------ */

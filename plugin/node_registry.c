@@ -106,7 +106,7 @@ typedef struct unlink_list {
     uint64_t *ids;
     uint32_t count;
     uint32_t capacity;
-    uint64_t evicted_bytes; /* of the models evicted into the list */
+    uint64_t freed_bytes; /* /dev/shm bytes its unlinks freed */
 } unlink_list;
 
 /* The node loads this thread is running, innermost first (a loader may get
@@ -179,7 +179,7 @@ static bool is_self(const rm_node_registry *registry, int32_t pid, uint64_t star
 
 static void unlink_list_init(unlink_list *list, uint32_t capacity)
 {
-    list->evicted_bytes = 0;
+    list->freed_bytes = 0;
     list->count = 0;
     list->capacity = capacity;
     list->ids = capacity != 0 ? malloc(capacity * sizeof *list->ids) : NULL;
@@ -196,17 +196,22 @@ static bool unlink_list_push(unlink_list *list, uint64_t id)
     return true;
 }
 
-static void unlink_segment(const rm_node_registry *registry, uint64_t id)
+/* Returns the /dev/shm bytes the unlink freed (0 if already gone). */
+static uint64_t unlink_segment(const rm_node_registry *registry, uint64_t id)
 {
     char name[RM_NODE_NAME_MAX];
     model_segment_name(registry, id, name);
-    (void)shm_unlink(name);
+    char path[RM_NODE_NAME_MAX + 16];
+    snprintf(path, sizeof path, "/dev/shm%s", name);
+    struct stat info;
+    uint64_t bytes = lstat(path, &info) == 0 ? (uint64_t)info.st_blocks * 512u : 0;
+    return shm_unlink(name) == 0 ? bytes : 0;
 }
 
 static void unlink_list_run(const rm_node_registry *registry, unlink_list *list)
 {
     for (uint32_t i = 0; i < list->count; i++)
-        unlink_segment(registry, list->ids[i]);
+        list->freed_bytes += unlink_segment(registry, list->ids[i]);
     free(list->ids);
     list->ids = NULL;
     list->count = list->capacity = 0;
@@ -324,6 +329,27 @@ static void table_unlock(rm_node_registry *registry)
     pthread_mutex_unlock(&registry->table->lock);
 }
 
+/* An update of the table: the lock, and the segments it evicts, which are
+ * unlinked only after the lock is dropped (freeing a big segment's pages
+ * takes long). On failure nothing is held. */
+static int32_t begin_update(rm_node_registry *registry, unlink_list *victims)
+{
+    unlink_list_init(victims, registry->table->capacity);
+    int32_t status = table_lock(registry);
+    if (status != RM_OK) {
+        free(victims->ids);
+        victims->ids = NULL;
+        victims->capacity = 0;
+    }
+    return status;
+}
+
+static void end_update(rm_node_registry *registry, unlink_list *victims)
+{
+    table_unlock(registry);
+    unlink_list_run(registry, victims);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Entries (lock held)                                                      */
 /* ------------------------------------------------------------------------ */
@@ -404,11 +430,10 @@ static void evict_slot(rm_node_registry *registry, uint32_t slot, unlink_list *v
     rm_node_entry *e = slot_entry(registry, slot);
     registry->table->ready_models--;
     registry->table->ready_bytes -= e->bytes;
-    victims->evicted_bytes += e->bytes;
     uint64_t id = e->segment_id;
     clear_slot(registry, slot);
     if (!unlink_list_push(victims, id))
-        unlink_segment(registry, id);
+        victims->freed_bytes += unlink_segment(registry, id);
 }
 
 static bool over_budget(const rm_node_registry *registry)
@@ -448,7 +473,7 @@ static uint64_t evict_to_budget(rm_node_registry *registry, unlink_list *victims
 }
 
 typedef struct sweep_result {
-    uint64_t evicted_bytes;
+    uint64_t freed_bytes;
     uint64_t dead_references;
     uint64_t loads_abandoned;
     uint64_t evicted_ttl;
@@ -467,7 +492,7 @@ static void sweep_locked(rm_node_registry *registry, uint64_t now_ns, unlink_lis
             uint64_t id = e->segment_id;
             clear_slot(registry, slot);
             if (!unlink_list_push(victims, id))
-                unlink_segment(registry, id);
+                victims->freed_bytes += unlink_segment(registry, id);
             __atomic_add_fetch(&e->wake, 1, __ATOMIC_RELEASE);
             futex_wake_all(&e->wake);
             result->loads_abandoned++;
@@ -489,16 +514,12 @@ static int32_t sweep(rm_node_registry *registry, sweep_result *result)
 {
     *result = (sweep_result){0};
     unlink_list victims;
-    unlink_list_init(&victims, registry->table->capacity);
-    int32_t status = table_lock(registry);
-    if (status != RM_OK) {
-        free(victims.ids);
+    int32_t status = begin_update(registry, &victims);
+    if (status != RM_OK)
         return status;
-    }
     sweep_locked(registry, monotonic_ns(), &victims, result);
-    table_unlock(registry);
-    result->evicted_bytes = victims.evicted_bytes;
-    unlink_list_run(registry, &victims);
+    end_update(registry, &victims);
+    result->freed_bytes = victims.freed_bytes;
     pthread_mutex_lock(&registry->counters_lock);
     registry->dead_references += result->dead_references;
     registry->evictions_ttl += result->evicted_ttl;
@@ -646,11 +667,8 @@ static bool publish_load(rm_node_registry *registry, uint32_t slot, uint64_t tic
                          int32_t status, uint64_t bytes)
 {
     unlink_list victims;
-    unlink_list_init(&victims, registry->table->capacity);
-    if (table_lock(registry) != RM_OK) {
-        free(victims.ids);
+    if (begin_update(registry, &victims) != RM_OK)
         return false;
-    }
     rm_node_entry *e = slot_entry(registry, slot);
     bool ours = e->state == RM_NODE_LOADING && e->ticket == ticket &&
                 is_self(registry, e->loader_pid, e->loader_start_time);
@@ -676,12 +694,12 @@ static bool publish_load(rm_node_registry *registry, uint32_t slot, uint64_t tic
         e->loader_pid = 0;
         e->loader_start_time = 0;
     }
-    if (ours) {
+    if (ours)
         __atomic_add_fetch(&e->wake, 1, __ATOMIC_RELEASE);
+    end_update(registry, &victims);
+    /* The waiters need the lock next: wake them once it is free. */
+    if (ours)
         futex_wake_all(&e->wake);
-    }
-    table_unlock(registry);
-    unlink_list_run(registry, &victims);
     pthread_mutex_lock(&registry->counters_lock);
     registry->evictions_lru += lru;
     registry->over_budget += admitted_over_budget ? 1 : 0;
@@ -744,11 +762,11 @@ static int32_t run_load(rm_node_registry *registry, uint32_t slot, uint64_t tick
         close(job.fd);
     if (status != RM_OK && buffer.base != NULL) {
         munmap(buffer.base, (size_t)buffer.bytes);
-        unlink_segment(registry, segment_id);
+        (void)unlink_segment(registry, segment_id);
     }
     if (!publish_load(registry, slot, ticket, status, buffer.bytes) && status == RM_OK) {
         munmap(buffer.base, (size_t)buffer.bytes);
-        unlink_segment(registry, segment_id);
+        (void)unlink_segment(registry, segment_id);
         status = rm_error_set(registry->error_owner, RM_E_CORRUPT_STATE,
                               "the claim on model key '%s' was taken from this process "
                               "while its loader ran (its table lock is unusable, or another "
@@ -786,13 +804,10 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
     uint64_t waited_ticket = 0; /* the load we waited for, if any */
     for (;;) {
         unlink_list victims;
-        unlink_list_init(&victims, registry->table->capacity);
         sweep_result swept = {0};
-        int32_t status = table_lock(registry);
-        if (status != RM_OK) {
-            free(victims.ids);
+        int32_t status = begin_update(registry, &victims);
+        if (status != RM_OK)
             return status;
-        }
         uint64_t now_ns = monotonic_ns();
         int64_t found = find_slot(registry, key, hash);
         rm_node_entry *e = found >= 0 ? slot_entry(registry, (uint32_t)found) : NULL;
@@ -801,8 +816,7 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
          * has started a new load of the key since. */
         if (e != NULL && waited_ticket != 0 && e->failure_ticket >= waited_ticket) {
             int32_t failure = e->failure;
-            table_unlock(registry);
-            free(victims.ids);
+            end_update(registry, &victims);
             return rm_error_set(registry->error_owner, failure,
                                 "loading model key '%s' failed in the process that ran its "
                                 "loader: %s (%s)",
@@ -813,8 +827,7 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
             if (!holder_add(registry, e)) {
                 (void)drop_dead_holders(registry, e, now_ns);
                 if (!holder_add(registry, e)) {
-                    table_unlock(registry);
-                    free(victims.ids);
+                    end_update(registry, &victims);
                     return rm_error_set(registry->error_owner, RM_E_QUOTA_EXCEEDED,
                                         "model key '%s' is held by %u processes, the most "
                                         "a node table entry records",
@@ -824,8 +837,7 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
             uint64_t id = e->segment_id;
             uint64_t bytes = e->bytes;
             uint64_t ticket = e->ticket;
-            table_unlock(registry);
-            free(victims.ids);
+            end_update(registry, &victims);
             void *base = NULL;
             status = map_sealed(registry, key, id, bytes, &base);
             if (status != RM_OK) {
@@ -848,8 +860,7 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
         if (e != NULL && e->state == RM_NODE_LOADING) {
             bool self = is_self(registry, e->loader_pid, e->loader_start_time);
             if (self && this_thread_runs(registry->table, (uint32_t)found, e->ticket)) {
-                table_unlock(registry);
-                free(victims.ids);
+                end_update(registry, &victims);
                 return rm_error_set(registry->error_owner, RM_E_LOAD_CYCLE,
                                     "model key '%s' is being loaded by this thread, whose "
                                     "loader (through another context) asks for it again",
@@ -862,8 +873,7 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
                  * layer before they get here). */
                 waited_ticket = e->ticket;
                 uint32_t wake = __atomic_load_n(&e->wake, __ATOMIC_ACQUIRE);
-                table_unlock(registry);
-                free(victims.ids);
+                end_update(registry, &victims);
                 futex_wait_ms(&e->wake, wake, RM_NODE_TAKEOVER_POLL_MS);
                 continue;
             }
@@ -873,9 +883,8 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
             claim(registry, (uint32_t)found, key, hash);
             uint64_t ticket = e->ticket;
             uint64_t segment_id = e->segment_id;
-            table_unlock(registry);
-            free(victims.ids);
-            unlink_segment(registry, dead_segment);
+            end_update(registry, &victims);
+            (void)unlink_segment(registry, dead_segment);
             count(registry, &registry->takeovers, 1);
             rm_host_log(registry->host, RM_LOG_WARN,
                         "model key '%s': the process loading it (pid %d) died; this "
@@ -888,8 +897,7 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
         int64_t slot = e != NULL ? found : free_slot(registry, now_ns, &victims, &swept);
         if (slot < 0) {
             uint32_t capacity = registry->table->capacity;
-            table_unlock(registry);
-            unlink_list_run(registry, &victims);
+            end_update(registry, &victims);
             return rm_error_set(registry->error_owner, RM_E_QUOTA_EXCEEDED,
                                 "node registry '%s' is full: all %u entries of its table "
                                 "(registry.table_entries when it was created) are loading "
@@ -900,8 +908,7 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
         rm_node_entry *claimed = slot_entry(registry, (uint32_t)slot);
         uint64_t ticket = claimed->ticket;
         uint64_t segment_id = claimed->segment_id;
-        table_unlock(registry);
-        unlink_list_run(registry, &victims);
+        end_update(registry, &victims);
         pthread_mutex_lock(&registry->counters_lock);
         registry->dead_references += swept.dead_references;
         registry->evictions_ttl += swept.evicted_ttl;
@@ -919,9 +926,8 @@ static void node_detach(void *base, void *user)
     attachment *held = user;
     rm_node_registry *registry = held->registry;
     unlink_list victims;
-    unlink_list_init(&victims, registry->table->capacity);
     uint64_t lru = 0;
-    if (table_lock(registry) == RM_OK) {
+    if (begin_update(registry, &victims) == RM_OK) {
         rm_node_entry *e = slot_entry(registry, held->slot);
         if (e->state == RM_NODE_READY && e->ticket == held->ticket) {
             holder_remove(registry, e);
@@ -929,14 +935,13 @@ static void node_detach(void *base, void *user)
                 e->last_used_ns = monotonic_ns();
             lru = evict_to_budget(registry, &victims);
         }
-        table_unlock(registry);
+        end_update(registry, &victims);
     } else {
         rm_host_log(registry->host, RM_LOG_ERROR,
                     "node registry '%s': could not return a reference (table lock "
                     "unusable); it stays counted until this process exits",
                     registry->namespace_name);
     }
-    unlink_list_run(registry, &victims);
     count(registry, &registry->evictions_lru, lru);
     munmap(base, (size_t)held->bytes);
     free(held);
@@ -1259,12 +1264,9 @@ int32_t rm_node_registry_evict(rm_node_registry *registry, const char *key)
             return status;
     }
     unlink_list victims;
-    unlink_list_init(&victims, registry->table->capacity);
-    int32_t status = table_lock(registry);
-    if (status != RM_OK) {
-        free(victims.ids);
+    int32_t status = begin_update(registry, &victims);
+    if (status != RM_OK)
         return status;
-    }
     uint64_t now_ns = monotonic_ns();
     uint64_t evicted = 0;
     uint64_t dead = 0;
@@ -1303,8 +1305,7 @@ int32_t rm_node_registry_evict(rm_node_registry *registry, const char *key)
             }
         }
     }
-    table_unlock(registry);
-    unlink_list_run(registry, &victims);
+    end_update(registry, &victims);
     pthread_mutex_lock(&registry->counters_lock);
     registry->evictions_explicit += evicted;
     registry->dead_references += dead;
@@ -1479,7 +1480,7 @@ int32_t rm_node_registry_reclaim(rm_node_registry *registry, rm_registry_reclaim
         out->loads_abandoned = result.loads_abandoned;
         out->models_evicted = result.evicted_ttl + result.evicted_lru;
         out->segments_unlinked = segments;
-        out->bytes_unlinked = orphan_bytes + result.evicted_bytes;
+        out->bytes_unlinked = orphan_bytes + result.freed_bytes;
     }
     return status;
 }

@@ -370,7 +370,8 @@ static int run_lock_and_die(void)
         say("fail shm_open %s: %s", name, strerror(errno));
         return 2;
     }
-    void *mapped = mmap(NULL, RM_NODE_TABLE_HEADER_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    void *mapped =
+        mmap(NULL, RM_NODE_TABLE_HEADER_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
     if (mapped == MAP_FAILED) {
         say("fail mmap %s: %s", name, strerror(errno));
@@ -478,7 +479,8 @@ int main(int argc, char **argv)
     for (; i < argc; i++) {
         if (strcmp(argv[i], "--ns") == 0 && i + 1 < argc) {
             opts.ns = argv[++i];
-            entries[entry_count++] = (rm_config_entry){.key = "registry.namespace", .value = opts.ns};
+            entries[entry_count++] =
+                (rm_config_entry){.key = "registry.namespace", .value = opts.ns};
         } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc && entry_count < 32) {
             char *pair = argv[++i];
             char *equals = strchr(pair, '=');

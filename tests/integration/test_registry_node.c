@@ -21,8 +21,11 @@
  * the contexts a failed test left and unlinks whatever the namespace has in
  * /dev/shm (node models outlive their contexts by design: TTL decides).
  *
- * Run time: about 3 s (the TTL and LRU tests wait for sweeps), a little
- * more under ASan+UBSan. */
+ * Run time (--jobs=2, 2 cores): about 6 s in the default build, about
+ * 18 s under ASan+UBSan (75 tests; mostly the start of each test's worker
+ * process; the bodies add up to ~3.5 s, the TTL test waits ~0.7 s for a
+ * sweep). No test sets its own .timeout: Criterion 2.4's runner then leaks
+ * 48 bytes, which LeakSanitizer turns into a failing exit status. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <dirent.h>
@@ -181,15 +184,18 @@ static void sleep_ms(unsigned milliseconds)
 /* /dev/shm and /proc/self/maps                                             */
 /* ------------------------------------------------------------------------ */
 
-/* Model segments of this namespace: their count; the names in `names`
- * (space-separated) and the mode of the last one in *mode (both optional). */
+/* Model segments of this namespace: their count (SIZE_MAX if /dev/shm
+ * cannot be read); the names in `names` (space-separated) and the mode of
+ * the last one in *mode (both optional). */
 static size_t model_segments(char *names, size_t size, mode_t *mode)
 {
     size_t count = 0, used = 0;
     if (names != NULL)
         names[0] = '\0';
+    /* Loaders call this too, on the plugin's stack: no assertion here. */
     DIR *dir = opendir("/dev/shm");
-    cr_assert_not_null(dir, "/dev/shm: %s", strerror(errno));
+    if (dir == NULL)
+        return SIZE_MAX;
     const struct dirent *entry;
     while ((entry = readdir(dir)) != NULL) {
         if (strncmp(entry->d_name, model_prefix, strlen(model_prefix)) != 0)
@@ -640,7 +646,7 @@ static uint64_t resident_bytes(void)
 Test(registry_node, a_failing_loader_in_process_scope_gets_its_code_and_frees_the_buffer)
 {
     rm_context *context = open_context("process", NULL);
-    const uint64_t size = 16 * MIB;
+    const uint64_t size = 8 * MIB;
     load_plan plan = buffer_plan(size, 0x33);
     plan.result = -4321;
     rm_model_handle *handle;
@@ -654,12 +660,12 @@ Test(registry_node, a_failing_loader_in_process_scope_gets_its_code_and_frees_th
         cr_expect_eq(get(context, "fails@cpu", &plan, &handle, &model), -4321);
     }
     cr_expect_eq(calls(&plan), 7, "no entry is left: every call runs the loader");
-    /* Each load touched 16 MiB: kept buffers would add 96 MiB. (Under ASan
+    /* Each load touched 8 MiB: kept buffers would add 48 MiB. (Under ASan
      * freed memory sits in the quarantine; LeakSanitizer checks there.) */
     if (!UNDER_ASAN) {
         uint64_t after = resident_bytes();
         cr_expect_lt(after, baseline + size, "resident %" PRIu64 " -> %" PRIu64
-                                             " bytes after 6 failed loads of 16 MiB",
+                                             " bytes after 6 failed loads of 8 MiB",
                      baseline, after);
     }
     /* A positive code becomes RM_E_LOADER_FAILED. */
@@ -1583,13 +1589,13 @@ static void expect_cycle(rm_context *first, rm_context *second)
     cr_expect_eq(calls(&plain), 2);
 }
 
-Test(registry_node, a_cycle_in_one_context_is_load_cycle, .timeout = 15)
+Test(registry_node, a_cycle_in_one_context_is_load_cycle)
 {
     rm_context *context = open_context("node", NULL);
     expect_cycle(context, context);
 }
 
-Test(registry_node, a_cycle_across_two_contexts_of_a_process_is_load_cycle, .timeout = 15)
+Test(registry_node, a_cycle_across_two_contexts_of_a_process_is_load_cycle)
 {
     rm_context *first = open_context("node", NULL);
     rm_context *second = open_context("node", NULL);

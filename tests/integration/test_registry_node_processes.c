@@ -3,8 +3,9 @@
  * ($RM_REGISTRY_PEER), a small host that loads, attaches, holds, writes
  * into and dies with models as its arguments say (top of registry_peer.c).
  * Covered: 8 processes racing one key run one loader and see the same
- * bytes, waiting without spinning; a loader SIGKILLed mid-load is taken
- * over by a waiter within 2 s and its partial segment unlinked; holders
+ * bytes; a waiter sleeps in futex() while the loader runs (sampled from
+ * /proc), and a loader SIGKILLed mid-load is taken over by it within 2 s,
+ * its partial segment unlinked; holders
  * SIGKILLed lose their references, and the model is evicted after the TTL
  * and not before, nor while a live process holds it; a loader failure
  * reaches every waiting process unchanged and leaves no entry; namespaces
@@ -20,9 +21,10 @@
  * did not reach its end, prints every peer's stdout and stderr. Peers also
  * die with this process (PR_SET_PDEATHSIG).
  *
- * Run time (2 cores): about 10 s in the default build, about 15 s under
- * ASan+UBSan. Run with --jobs=1: the tests time processes against each
- * other. */
+ * Run time (2 cores): about 6 s in the default build, about 9 s under
+ * ASan+UBSan (a plugin that never takes over a dead load makes the
+ * takeover test wait 20 s for its peer). Run with --jobs=1: the tests time
+ * processes against each other. */
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
@@ -526,6 +528,25 @@ static void peer_kill(peer *p)
               status);
 }
 
+/* SIGKILLs the peers together: stopped first, so that none of them sees
+ * (and sweeps) another's death before dying itself. */
+static void peer_kill_all(peer **group, int count)
+{
+    for (int i = 0; i < count; i++)
+        cr_assert_eq(kill(group[i]->pid, SIGSTOP), 0, "kill %d: %s", (int)group[i]->pid,
+                     strerror(errno));
+    for (int i = 0; i < count; i++) {
+        int status = 0;
+        pid_t done;
+        while ((done = waitpid(group[i]->pid, &status, WUNTRACED)) < 0 && errno == EINTR)
+            ;
+        cr_assert(done == group[i]->pid && WIFSTOPPED(status), "%s: status %#x", group[i]->label,
+                  status);
+    }
+    for (int i = 0; i < count; i++)
+        peer_kill(group[i]);
+}
+
 /* Closes its stdin (a --hold stdin peer releases and says bye) and expects
  * exit status 0; the bye line. */
 static const char *peer_finish(peer *p)
@@ -689,7 +710,8 @@ Test(registry_node_processes, eight_processes_racing_one_key_run_one_loader)
     for (int i = 0; i < RACERS; i++) {
         char label[32];
         snprintf(label, sizeof label, "racer %d", i);
-        racers[i] = start_peer(label, &(peer_extra){.barrier_fd = barrier[0], .loader_barrier_fd = -1},
+        racers[i] = start_peer(label,
+                               &(peer_extra){.barrier_fd = barrier[0], .loader_barrier_fd = -1},
                                "--ns %s load race@cpu --bytes %" PRIu64
                                " --sleep-ms 200 --counter %s --barrier-fd 3",
                                ns, bytes, counter);
@@ -712,6 +734,7 @@ Test(registry_node_processes, eight_processes_racing_one_key_run_one_loader)
     int loaders = 0, waited = 0;
     for (int i = 0; i < RACERS; i++) {
         const char *r = results[i];
+        cr_log_info("%s", r);
         expect_good_result(racers[i], r, "race@cpu", 0, bytes);
         int64_t calls = rp_field_int(r, "calls", -1);
         cr_assert(calls == 0 || calls == 1, "%s", r);
@@ -789,7 +812,10 @@ Test(registry_node_processes, a_loader_killed_mid_load_is_taken_over_within_2_s)
     cr_assert_leq(took, 2000, "the waiter completed %" PRIu64 " ms after the kill", took);
     cr_assert_eq(rp_field_int(result, "calls", -1), 1, "the waiter's loader did not run: %s",
                  result);
-    cr_assert_eq(rp_field_int(result, "takeovers", -1), 1, "%s", result);
+    /* The waiter's own poll takes the claim over, or its sweeper (every
+     * second) clears the dead claim first and it claims afresh. */
+    cr_assert_leq(rp_field_int(result, "takeovers", -1), 1, "%s", result);
+    cr_assert_eq(rp_field_int(result, "loads", -1), 1, "%s", result);
     cr_assert_eq(loader_calls_in(counter), 2);
 
     /* The dead loader's segment is gone; the waiter's is the one left. */
@@ -841,16 +867,15 @@ Test(registry_node_processes, killed_holders_lose_their_references_and_the_model
     the_model_segment(ns, name, sizeof name);
     int segment = open_segment(name);
 
-    for (int i = 0; i < 3; i++)
-        peer_kill(doomed[i]);
+    peer_kill_all(doomed, 3);
     /* Any context's sweep or our reclaim drops the dead references. */
-    uint64_t deadline = now_ms() + 3000;
-    do {
+    for (uint64_t deadline = now_ms() + 3000;; sleep_ms(20)) {
         reclaim(context);
         cr_assert_eq(list_rows(context, rows, 4), 1, "the model went while a live process "
                                                      "holds it");
-    } while ((rows[0].holders != 1 || rows[0].refcount != 1) && now_ms() < deadline &&
-             (sleep_ms(20), true));
+        if ((rows[0].holders == 1 && rows[0].refcount == 1) || now_ms() >= deadline)
+            break;
+    }
     cr_assert_eq(rows[0].holders, 1, "dead holders still counted");
     cr_assert_eq(rows[0].refcount, 1, "dead references still counted");
 
@@ -867,7 +892,7 @@ Test(registry_node_processes, killed_holders_lose_their_references_and_the_model
     close(survivor->to);
     survivor->to = -1;
     uint64_t gone_at = 0;
-    for (deadline = now_ms() + 5000; now_ms() < deadline; sleep_ms(5)) {
+    for (uint64_t deadline = now_ms() + 5000; now_ms() < deadline; sleep_ms(5)) {
         if (list_rows(context, rows, 4) == 0) {
             gone_at = now_ms();
             break;
@@ -1059,7 +1084,8 @@ Test(registry_node_processes, a_process_killed_holding_the_table_lock_does_not_w
     const rm_node_header *header = map_table_header(ns);
 #ifdef __GLIBC__
     /* The kernel marked the robust mutex: its owner died holding it. */
-    uint32_t word = __atomic_load_n((const uint32_t *)&header->lock.__data.__lock, __ATOMIC_SEQ_CST);
+    const uint32_t *lock_word = (const uint32_t *)&header->lock.__data.__lock;
+    uint32_t word = __atomic_load_n(lock_word, __ATOMIC_SEQ_CST);
     cr_assert(word & FUTEX_OWNER_DIED, "the lock was not left held by the dead (word %#x)", word);
 #endif
 
@@ -1075,7 +1101,7 @@ Test(registry_node_processes, a_process_killed_holding_the_table_lock_does_not_w
     cr_assert_geq(rp_field_int(result, "lock_recoveries", 0), 1, "%s", result);
     cr_assert_geq(header->lock_recoveries, 1);
 #ifdef __GLIBC__
-    word = __atomic_load_n((const uint32_t *)&header->lock.__data.__lock, __ATOMIC_SEQ_CST);
+    word = __atomic_load_n(lock_word, __ATOMIC_SEQ_CST);
     cr_assert_eq(word & FUTEX_OWNER_DIED, 0, "the lock is still marked (word %#x)", word);
 #endif
     munmap((void *)header, RM_NODE_TABLE_HEADER_BYTES);
@@ -1109,8 +1135,10 @@ static void expect_write_faults(peer *p, const char *key, int64_t calls)
               p->transcript);
     cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV,
               "%s: status %#x, not SIGSEGV:\n%s", p->label, status, p->transcript);
-    cr_assert(printed_yet(p, "segv code=2 in_model=1"),
-              "%s: the fault was not a permission fault on the model (SEGV_ACCERR = 2):\n%s",
+    char fault[64];
+    snprintf(fault, sizeof fault, "segv code=%d in_model=1", SEGV_ACCERR);
+    cr_assert(printed_yet(p, fault),
+              "%s: the fault was not a permission fault (SEGV_ACCERR) on the model:\n%s",
               p->label, p->transcript);
 }
 

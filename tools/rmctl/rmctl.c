@@ -1733,7 +1733,7 @@ static int command_demo(const rm_loaded_plugin *plugin, const rmctl_options *opt
     if (command_info(plugin, options) != 0)
         return 1;
     if ((plugin->vtable->features_built & RM_FEATURE_MODEL_REGISTRY) == 0)
-        printf("\n(model registry not built; nothing to show of it)\n");
+        printf("\n(model registry not built; nothing to show of it, in process or node scope)\n");
     else if (demo_registry(plugin, options) != 0 || demo_node_registry(plugin, options) != 0)
         return 1;
     return demo_tensors(plugin, options);
