@@ -25,17 +25,13 @@
  * thread every context of node scope runs.
  *
  * A process killed inside the lock leaves it EOWNERDEAD: the next locker
- * recomputes everything derivable (hashes, counts, sums) from the entries
- * before marking it consistent, so a half-done update cannot leave counts
- * that disagree with the entries.
+ * repairs the table (node_table.c) before going on.
  */
 #include "node_registry.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
-#include <linux/futex.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -45,7 +41,6 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -141,14 +136,6 @@ static uint64_t monotonic_ns(void)
     return (uint64_t)now.tv_sec * NS_PER_S + (uint64_t)now.tv_nsec;
 }
 
-static uint64_t key_hash(const char *key)
-{
-    uint64_t hash = UINT64_C(0xcbf29ce484222325);
-    for (const unsigned char *p = (const unsigned char *)key; *p != '\0'; p++)
-        hash = (hash ^ *p) * UINT64_C(0x100000001b3);
-    return hash | 1; /* 0 marks an empty slot */
-}
-
 static uint64_t random_segment_id(void)
 {
     uint64_t id = 0;
@@ -217,20 +204,8 @@ static void unlink_list_run(const rm_node_registry *registry, unlink_list *list)
     list->count = list->capacity = 0;
 }
 
-static void futex_wake_all(uint32_t *word)
-{
-    syscall(SYS_futex, word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-}
-
-static void futex_wait_ms(uint32_t *word, uint32_t expected, uint64_t ms)
-{
-    struct timespec timeout = {.tv_sec = (time_t)(ms / 1000),
-                               .tv_nsec = (long)((ms % 1000) * NS_PER_MS)};
-    syscall(SYS_futex, word, FUTEX_WAIT, expected, &timeout, NULL, 0);
-}
-
 /* ------------------------------------------------------------------------ */
-/* The table lock, and repair after a holder died in it                    */
+/* The table, seen from this registry                                       */
 /* ------------------------------------------------------------------------ */
 
 static uint64_t *slot_hashes(const rm_node_registry *registry)
@@ -245,88 +220,27 @@ static rm_node_entry *slot_entry(const rm_node_registry *registry, uint32_t slot
 
 static void clear_slot(rm_node_registry *registry, uint32_t slot)
 {
-    rm_node_entry *e = slot_entry(registry, slot);
-    slot_hashes(registry)[slot] = 0;
-    e->state = RM_NODE_EMPTY;
-    e->key[0] = '\0';
-    e->segment_id = 0;
-    e->bytes = 0;
-    e->loader_pid = 0;
-    e->loader_start_time = 0;
-    e->holder_count = 0;
-    e->refs = 0;
-    memset(e->holders, 0, sizeof e->holders);
-}
-
-/* Recomputes what can be derived from the entries. Lock held (EOWNERDEAD). */
-static void repair_table(rm_node_registry *registry)
-{
-    rm_node_header *table = registry->table;
-    uint64_t models = 0;
-    uint64_t bytes = 0;
-    for (uint32_t slot = 0; slot < table->capacity; slot++) {
-        rm_node_entry *e = slot_entry(registry, slot);
-        bool key_ok = memchr(e->key, '\0', sizeof e->key) != NULL && e->key[0] != '\0';
-        if (e->state > RM_NODE_FAILED || (e->state != RM_NODE_EMPTY && !key_ok)) {
-            clear_slot(registry, slot);
-            continue;
-        }
-        if (e->state == RM_NODE_EMPTY) {
-            slot_hashes(registry)[slot] = 0;
-            continue;
-        }
-        slot_hashes(registry)[slot] = key_hash(e->key);
-        uint32_t holders = 0;
-        uint64_t refs = 0;
-        for (uint32_t i = 0; i < RM_NODE_MAX_HOLDER_PROCESSES; i++) {
-            if (e->holders[i].pid == 0)
-                continue;
-            if (e->holders[i].refs == 0) {
-                e->holders[i] = (rm_node_holder){0};
-                continue;
-            }
-            holders++;
-            refs += e->holders[i].refs;
-        }
-        e->holder_count = holders;
-        e->refs = refs;
-        if (e->state == RM_NODE_READY) {
-            models++;
-            bytes += e->bytes;
-        }
-        /* A waiter may have read `wake` before the dead process bumped it
-         * (or not): wake everyone, they re-check. */
-        __atomic_add_fetch(&e->wake, 1, __ATOMIC_RELEASE);
-        futex_wake_all(&e->wake);
-    }
-    table->ready_models = models;
-    table->ready_bytes = bytes;
+    rm_node_clear_slot(registry->table, slot);
 }
 
 static int32_t table_lock(rm_node_registry *registry)
 {
-    int rc = pthread_mutex_lock(&registry->table->lock);
-    if (rc == 0)
-        return RM_OK;
-    if (rc == EOWNERDEAD) {
-        repair_table(registry);
-        registry->table->lock_recoveries++;
-        pthread_mutex_consistent(&registry->table->lock);
+    bool recovered = false;
+    int32_t status = rm_node_table_lock(registry->table, registry->namespace_name,
+                                        registry->error_owner, &recovered);
+    if (recovered) {
         count(registry, &registry->lock_recoveries, 1);
         rm_host_log(registry->host, RM_LOG_WARN,
                     "node registry '%s': a process died holding the table lock; the "
                     "table was repaired and is in use again",
                     registry->namespace_name);
-        return RM_OK;
     }
-    return rm_error_set(registry->error_owner, RM_E_CORRUPT_STATE,
-                        "node registry '%s': the table lock cannot be taken (%s)",
-                        registry->namespace_name, strerror(rc));
+    return status;
 }
 
 static void table_unlock(rm_node_registry *registry)
 {
-    pthread_mutex_unlock(&registry->table->lock);
+    rm_node_table_unlock(registry->table);
 }
 
 /* An update of the table: the lock, and the segments it evicts, which are
@@ -494,7 +408,7 @@ static void sweep_locked(rm_node_registry *registry, uint64_t now_ns, unlink_lis
             if (!unlink_list_push(victims, id))
                 victims->freed_bytes += unlink_segment(registry, id);
             __atomic_add_fetch(&e->wake, 1, __ATOMIC_RELEASE);
-            futex_wake_all(&e->wake);
+            rm_node_futex_wake_all(&e->wake);
             result->loads_abandoned++;
             continue;
         }
@@ -699,7 +613,7 @@ static bool publish_load(rm_node_registry *registry, uint32_t slot, uint64_t tic
     end_update(registry, &victims);
     /* The waiters need the lock next: wake them once it is free. */
     if (ours)
-        futex_wake_all(&e->wake);
+        rm_node_futex_wake_all(&e->wake);
     pthread_mutex_lock(&registry->counters_lock);
     registry->evictions_lru += lru;
     registry->over_budget += admitted_over_budget ? 1 : 0;
@@ -800,7 +714,7 @@ static int32_t run_load(rm_node_registry *registry, uint32_t slot, uint64_t tick
 static int32_t node_acquire(rm_node_registry *registry, const char *key,
                             rm_model_loader_fn loader, void *loader_user, attachment *out)
 {
-    uint64_t hash = key_hash(key);
+    uint64_t hash = rm_node_key_hash(key);
     uint64_t waited_ticket = 0; /* the load we waited for, if any */
     for (;;) {
         unlink_list victims;
@@ -874,7 +788,7 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
                 waited_ticket = e->ticket;
                 uint32_t wake = __atomic_load_n(&e->wake, __ATOMIC_ACQUIRE);
                 end_update(registry, &victims);
-                futex_wait_ms(&e->wake, wake, RM_NODE_TAKEOVER_POLL_MS);
+                rm_node_futex_wait_ms(&e->wake, wake, RM_NODE_TAKEOVER_POLL_MS);
                 continue;
             }
             /* The loader died: take its claim over. */
@@ -913,6 +827,9 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
         registry->dead_references += swept.dead_references;
         registry->evictions_ttl += swept.evicted_ttl;
         registry->evictions_lru += swept.evicted_lru;
+        /* We waited for a load that neither finished nor failed: a sweep
+         * cleared its dead loader's claim, and this is its takeover. */
+        registry->takeovers += waited_ticket != 0 ? 1 : 0;
         pthread_mutex_unlock(&registry->counters_lock);
         return run_load(registry, (uint32_t)slot, ticket, segment_id, key, loader, loader_user,
                         out);
@@ -972,145 +889,6 @@ static int32_t acquire_for_local(void *user, const char *key, rm_loaded_model *o
     out->destroy = node_detach;
     out->destroy_user = held;
     return RM_OK;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Opening the table                                                        */
-/* ------------------------------------------------------------------------ */
-
-static int32_t corrupt_table(rm_node_registry *registry, const char *name, const char *why)
-{
-    return rm_error_set(registry->error_owner, RM_E_CORRUPT_STATE,
-                        "node registry table /dev/shm%s %s; remove it when no process uses "
-                        "namespace '%s'",
-                        name, why, registry->namespace_name);
-}
-
-/* Maps an existing table and checks that it is one this build can use. */
-static int32_t open_table(rm_node_registry *registry, const char *name, bool *missing)
-{
-    *missing = false;
-    int fd = shm_open(name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
-    if (fd < 0) {
-        if (errno == ENOENT) {
-            *missing = true;
-            return RM_OK;
-        }
-        if (errno == ELOOP || errno == EACCES || errno == EPERM || errno == EISDIR ||
-            errno == EINVAL || errno == ENXIO)
-            return corrupt_table(registry, name, "is not a file this user can open");
-        return rm_error_set(registry->error_owner, RM_E_SYSTEM,
-                            "shm_open() of node registry table %s failed: %s", name,
-                            strerror(errno));
-    }
-    struct stat info;
-    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode) || info.st_uid != geteuid() ||
-        (info.st_mode & 07777) != (S_IRUSR | S_IWUSR)) {
-        close(fd);
-        return corrupt_table(registry, name, "is not a 0600 regular file of this user");
-    }
-    uint64_t size = (uint64_t)info.st_size;
-    if (size < RM_NODE_TABLE_HEADER_BYTES ||
-        size > rm_node_table_bytes(RM_NODE_TABLE_ENTRIES_MAX)) {
-        close(fd);
-        return corrupt_table(registry, name, "has an impossible size");
-    }
-    void *base = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    int err = errno;
-    close(fd);
-    if (base == MAP_FAILED)
-        return rm_error_set(registry->error_owner, RM_E_SYSTEM,
-                            "mmap() of node registry table %s failed: %s", name, strerror(err));
-    rm_node_header *table = base;
-    if (table->magic != RM_NODE_TABLE_MAGIC || table->layout != RM_NODE_TABLE_LAYOUT ||
-        table->entry_bytes != sizeof(rm_node_entry) ||
-        table->lock_bytes != sizeof(pthread_mutex_t) ||
-        table->capacity < RM_NODE_TABLE_ENTRIES_MIN ||
-        table->capacity > RM_NODE_TABLE_ENTRIES_MAX ||
-        table->file_bytes != size || rm_node_table_bytes(table->capacity) != size) {
-        munmap(base, (size_t)size);
-        return corrupt_table(registry, name,
-                             "has no valid header (magic, layout, entry size or file size)");
-    }
-    registry->table = table;
-    registry->table_bytes = size;
-    return RM_OK;
-}
-
-/* Builds a table under a private name and links it into place, so nobody
- * can see a half-initialised one; losing the race to another creator is
- * fine (the caller opens theirs). */
-static int32_t create_table(rm_node_registry *registry, const char *name)
-{
-    char temporary[RM_NODE_NAME_MAX];
-    snprintf(temporary, sizeof temporary, "/rmreg.%s.new.%d.%016llx", registry->namespace_name,
-             (int)registry->pid, (unsigned long long)random_segment_id());
-    int fd = shm_open(temporary, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC,
-                      S_IRUSR | S_IWUSR);
-    if (fd < 0)
-        return rm_error_set(registry->error_owner, RM_E_SYSTEM,
-                            "cannot create node registry table %s: %s", temporary,
-                            strerror(errno));
-    uint32_t capacity = registry->config.table_entries;
-    uint64_t size = rm_node_table_bytes(capacity);
-    int err = fchmod(fd, S_IRUSR | S_IWUSR) != 0 ? errno : posix_fallocate(fd, 0, (off_t)size);
-    void *base = MAP_FAILED;
-    if (err == 0) {
-        base = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (base == MAP_FAILED)
-            err = errno;
-    }
-    close(fd);
-    char temporary_path[RM_NODE_NAME_MAX + 16];
-    char final_path[RM_NODE_NAME_MAX + 16];
-    snprintf(temporary_path, sizeof temporary_path, "/dev/shm%s", temporary);
-    snprintf(final_path, sizeof final_path, "/dev/shm%s", name);
-    if (err != 0) {
-        shm_unlink(temporary);
-        return rm_error_set(registry->error_owner,
-                            err == ENOSPC ? RM_E_NO_MEMORY : RM_E_SYSTEM,
-                            "cannot commit the %llu-byte node registry table: %s",
-                            (unsigned long long)size, strerror(err));
-    }
-    rm_node_header *table = base;
-    pthread_mutexattr_t attributes;
-    pthread_mutexattr_init(&attributes);
-    pthread_mutexattr_setpshared(&attributes, PTHREAD_PROCESS_SHARED);
-    pthread_mutexattr_setrobust(&attributes, PTHREAD_MUTEX_ROBUST);
-    pthread_mutex_init(&table->lock, &attributes);
-    pthread_mutexattr_destroy(&attributes);
-    table->layout = RM_NODE_TABLE_LAYOUT;
-    table->capacity = capacity;
-    table->file_bytes = size;
-    table->entry_bytes = sizeof(rm_node_entry);
-    table->lock_bytes = sizeof(pthread_mutex_t);
-    table->magic = RM_NODE_TABLE_MAGIC;
-    munmap(base, (size_t)size);
-    int linked = link(temporary_path, final_path);
-    err = errno;
-    shm_unlink(temporary);
-    if (linked != 0 && err != EEXIST)
-        return rm_error_set(registry->error_owner, RM_E_SYSTEM,
-                            "cannot publish node registry table %s: %s", final_path,
-                            strerror(err));
-    return RM_OK;
-}
-
-static int32_t attach_table(rm_node_registry *registry)
-{
-    char name[RM_NODE_NAME_MAX];
-    snprintf(name, sizeof name, RM_NODE_TABLE_NAME_FORMAT, registry->namespace_name);
-    for (int attempt = 0; attempt < 3; attempt++) {
-        bool missing = false;
-        int32_t status = open_table(registry, name, &missing);
-        if (status != RM_OK || !missing)
-            return status;
-        status = create_table(registry, name);
-        if (status != RM_OK)
-            return status;
-    }
-    return rm_error_set(registry->error_owner, RM_E_SYSTEM,
-                        "node registry table /dev/shm%s keeps disappearing", name);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1191,7 +969,8 @@ int32_t rm_node_registry_create(const rm_node_registry_config *config, const rm_
     pthread_cond_init(&registry->sweeper_wake, &monotonic);
     pthread_condattr_destroy(&monotonic);
 
-    int32_t status = attach_table(registry);
+    int32_t status = rm_node_table_attach(registry->namespace_name, config->table_entries,
+                                          error_owner, &registry->table, &registry->table_bytes);
     if (status == RM_OK) {
         rm_registry_config local = {.evict_when_unused = true,
                                     .loader_explains_failures = true};
@@ -1282,7 +1061,7 @@ int32_t rm_node_registry_evict(rm_node_registry *registry, const char *key)
             }
         }
     } else {
-        int64_t found = find_slot(registry, normal, key_hash(normal));
+        int64_t found = find_slot(registry, normal, rm_node_key_hash(normal));
         rm_node_entry *e = found >= 0 ? slot_entry(registry, (uint32_t)found) : NULL;
         if (e == NULL || e->state == RM_NODE_FAILED) {
             status = rm_error_set(registry->error_owner, RM_E_NOT_FOUND,

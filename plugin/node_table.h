@@ -12,6 +12,7 @@
 #define RM_INTERNAL_NODE_TABLE_H
 
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "rm_plugin.h"
@@ -98,5 +99,38 @@ static inline uint64_t rm_node_table_bytes(uint32_t capacity)
     return RM_NODE_TABLE_HEADER_BYTES + rm_node_hash_array_bytes(capacity) +
            (uint64_t)capacity * sizeof(rm_node_entry);
 }
+
+/** The key's hash as stored in slot_hash[] (never 0). */
+uint64_t rm_node_key_hash(const char *key);
+
+/** Empties `slot` (keeps its ticket and futex word). Lock held. */
+void rm_node_clear_slot(rm_node_header *table, uint32_t slot);
+
+/** FUTEX_WAKE every waiter of `word` (a shared mapping: not private). */
+void rm_node_futex_wake_all(uint32_t *word);
+/** FUTEX_WAIT on `word` while it holds `expected`, at most `ms`. */
+void rm_node_futex_wait_ms(uint32_t *word, uint32_t expected, uint64_t ms);
+
+/**
+ * Maps the table of `namespace_name`, creating it with `entries_if_created`
+ * entries when there is none (built under a private name and linked into
+ * place, so no process sees it half-initialised). A table found is checked
+ * first: a 0600 regular file of this user, not a symlink, with this build's
+ * magic, layout, entry and lock sizes and a consistent size. Returns RM_OK,
+ * RM_E_CORRUPT_STATE, RM_E_NO_MEMORY (/dev/shm full), RM_E_SYSTEM.
+ */
+int32_t rm_node_table_attach(const char *namespace_name, uint32_t entries_if_created,
+                             const void *error_owner, rm_node_header **out_table,
+                             uint64_t *out_bytes);
+
+/**
+ * Takes the robust lock. If its holder died, repairs what the entries
+ * imply (hashes, holder counts and sums, ready totals), counts it in
+ * lock_recoveries, marks the lock consistent and sets *recovered. Returns
+ * RM_OK, or RM_E_CORRUPT_STATE (lock unrecoverable).
+ */
+int32_t rm_node_table_lock(rm_node_header *table, const char *namespace_name,
+                           const void *error_owner, bool *recovered);
+void rm_node_table_unlock(rm_node_header *table);
 
 #endif
