@@ -164,19 +164,24 @@ static bool is_self(const rm_node_registry *registry, int32_t pid, uint64_t star
     return pid == registry->pid && start_time == registry->start_time;
 }
 
+/* The list is allocated by its first push: most updates evict nothing,
+ * and attaching a model should not pay for a list it never uses. */
 static void unlink_list_init(unlink_list *list, uint32_t capacity)
 {
     list->freed_bytes = 0;
     list->count = 0;
     list->capacity = capacity;
-    list->ids = capacity != 0 ? malloc(capacity * sizeof *list->ids) : NULL;
-    if (list->ids == NULL)
-        list->capacity = 0;
+    list->ids = NULL;
 }
 
 /* Returns false when there is no room: the caller then unlinks at once. */
 static bool unlink_list_push(unlink_list *list, uint64_t id)
 {
+    if (list->ids == NULL && list->capacity != 0) {
+        list->ids = malloc(list->capacity * sizeof *list->ids);
+        if (list->ids == NULL)
+            list->capacity = 0;
+    }
     if (list->count == list->capacity)
         return false;
     list->ids[list->count++] = id;
@@ -249,13 +254,7 @@ static void table_unlock(rm_node_registry *registry)
 static int32_t begin_update(rm_node_registry *registry, unlink_list *victims)
 {
     unlink_list_init(victims, registry->table->capacity);
-    int32_t status = table_lock(registry);
-    if (status != RM_OK) {
-        free(victims->ids);
-        victims->ids = NULL;
-        victims->capacity = 0;
-    }
-    return status;
+    return table_lock(registry);
 }
 
 static void end_update(rm_node_registry *registry, unlink_list *victims)
