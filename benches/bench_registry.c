@@ -10,7 +10,6 @@
  * --json prints one JSON object per figure per line instead of a table;
  * --quick runs a much shorter version (a CI smoke test, well under 3 s).
  */
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -20,7 +19,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_common.h"
+#include "plugin_loader.h"
 #include "rm_plugin.h"
+
+const char bench_program[] = "bench_registry";
 
 typedef struct bench_plan {
     int batches;           /* for the hit + release distribution */
@@ -66,17 +69,13 @@ static int32_t bench_loader(void *user, const char *key, rm_loaded_model *out)
 
 static double now_s(void)
 {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
+    return (double)now_ns() * 1e-9;
 }
 
-static void fail(const registry_api *api, const char *what, int32_t status)
+static _Noreturn void fail(const registry_api *api, const char *what,
+                           int32_t status)
 {
-    fprintf(stderr, "bench_registry: %s failed: %s (%s)\n", what,
-            api->vt->error_name(status),
-            api->vt->context_last_error(api->context));
-    exit(1);
+    die_status(api->vt, api->context, what, status);
 }
 
 /* One get + release. The calls go through function pointers into another
@@ -101,47 +100,17 @@ static inline void hit_and_release(const registry_api *api, int key_index)
         fail(api, "model_release", status);
 }
 
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a;
-    double y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile of a sorted array. */
-static double percentile(const double *sorted, int count, double fraction)
-{
-    int index = (int)(fraction * (count - 1) + 0.5);
-    return sorted[index];
-}
-
-typedef struct latency_figure {
-    double median_ns;
-    double p10_ns;
-    double p90_ns;
-} latency_figure;
-
 static latency_figure measure_hit_release(const registry_api *api,
                                           const bench_plan *plan)
 {
-    double *per_op_ns = malloc(sizeof *per_op_ns * (size_t)plan->batches);
-    if (per_op_ns == NULL) {
-        fprintf(stderr, "bench_registry: out of memory\n");
-        exit(1);
-    }
+    double *per_op_ns = checked_malloc(sizeof *per_op_ns * (size_t)plan->batches);
     for (int batch = 0; batch < plan->batches; batch++) {
         double start = now_s();
         for (int op = 0; op < plan->ops_per_batch; op++)
             hit_and_release(api, 0);
         per_op_ns[batch] = (now_s() - start) * 1e9 / plan->ops_per_batch;
     }
-    qsort(per_op_ns, (size_t)plan->batches, sizeof *per_op_ns,
-          compare_doubles);
-    latency_figure figure = {
-        .median_ns = percentile(per_op_ns, plan->batches, 0.5),
-        .p10_ns = percentile(per_op_ns, plan->batches, 0.1),
-        .p90_ns = percentile(per_op_ns, plan->batches, 0.9),
-    };
+    latency_figure figure = summarise(per_op_ns, plan->batches);
     free(per_op_ns);
     return figure;
 }
@@ -188,10 +157,8 @@ static double measure_throughput(const registry_api *api, const int *key_indexes
     for (int i = 0; i < threads; i++) {
         workers[i] = (throughput_worker){.run = &run,
                                          .key_index = key_indexes[i]};
-        if (pthread_create(&ids[i], NULL, throughput_main, &workers[i]) != 0) {
-            fprintf(stderr, "bench_registry: cannot start a thread\n");
-            exit(1);
-        }
+        if (pthread_create(&ids[i], NULL, throughput_main, &workers[i]) != 0)
+            die("cannot start a thread");
     }
     pthread_barrier_wait(&run.start);
     double start = now_s();
@@ -215,47 +182,16 @@ static double measure_throughput(const registry_api *api, const int *key_indexes
 
 /* ---- setup -------------------------------------------------------------- */
 
-static registry_api open_plugin(const char *path)
+static registry_api open_plugin(const char *path, rm_loaded_plugin *plugin)
 {
-    void *library = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (library == NULL) {
-        fprintf(stderr, "bench_registry: dlopen(%s): %s\n", path, dlerror());
-        exit(1);
-    }
-    void *symbol = dlsym(library, RM_PLUGIN_ENTRY_POINT);
-    /* ISO C has no object-to-function pointer cast; POSIX guarantees the
-     * representations match, so copy the bits. */
-    rm_plugin_negotiate_fn negotiate;
-    _Static_assert(sizeof negotiate == sizeof symbol,
-                   "function and object pointers differ in size");
-    memcpy(&negotiate, &symbol, sizeof negotiate);
-    if (symbol == NULL) {
-        fprintf(stderr, "bench_registry: %s has no %s\n", path,
-                RM_PLUGIN_ENTRY_POINT);
-        exit(1);
-    }
-    char reason[256] = "";
-    rm_negotiate_request request = RM_STRUCT_INIT(rm_negotiate_request);
-    request.min_abi_version = RM_ABI_VERSION(1, 0);
-    request.max_abi_version = RM_ABI_VERSION_CURRENT;
-    request.error_buffer = reason;
-    request.error_buffer_size = sizeof reason;
-    uint32_t version = 0;
-    registry_api api = {0};
-    if (negotiate(&request, &version, &api.vt) != RM_OK) {
-        fprintf(stderr, "bench_registry: negotiation failed: %s\n", reason);
-        exit(1);
-    }
+    registry_api api = {.vt = load_plugin(path, RM_ABI_VERSION(1, 0), plugin)};
     /* Defaults (model-registry on, TTL 30 s), whatever the environment
      * says: the figures must not depend on the caller's configuration. */
     rm_context_options options = RM_STRUCT_INIT(rm_context_options);
     options.flags = RM_CONTEXT_IGNORE_ENV;
     int32_t status = api.vt->context_create(&options, &api.context);
-    if (status != RM_OK) {
-        fprintf(stderr, "bench_registry: context_create failed: %s (%s)\n",
-                api.vt->error_name(status), api.vt->context_last_error(NULL));
-        exit(1);
-    }
+    if (status != RM_OK)
+        die_status(api.vt, NULL, "context_create", status);
     return api;
 }
 
@@ -289,31 +225,16 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    bool json = false;
-    const bench_plan *plan = &full_plan;
-    const char *path = getenv("RM_PLUGIN_PATH");
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) {
-            json = true;
-        } else if (strcmp(argv[i], "--quick") == 0) {
-            plan = &quick_plan;
-        } else if (strcmp(argv[i], "--help") == 0 ||
-                   strcmp(argv[i], "-h") == 0) {
-            usage();
-            return 0;
-        } else if (argv[i][0] == '-') {
-            usage();
-            return 2;
-        } else {
-            path = argv[i];
-        }
-    }
-    if (path == NULL || path[0] == '\0') {
-        usage();
-        return 2;
-    }
+    bench_options options;
+    int exit_status = parse_options(argc, argv, 1, usage, &options);
+    if (exit_status >= 0)
+        return exit_status;
+    bool json = options.json;
+    const bench_plan *plan = options.quick ? &quick_plan : &full_plan;
+    const char *path = options.plugin_path;
 
-    registry_api api = open_plugin(path);
+    rm_loaded_plugin plugin;
+    registry_api api = open_plugin(path, &plugin);
 
     /* Load both keys, then run warm: caches, branch predictors, CPU
      * frequency. */
@@ -339,6 +260,7 @@ int main(int argc, char **argv)
 
     check_metrics(&api);
     api.vt->context_destroy(api.context);
+    rm_plugin_unload(&plugin);
 
     if (json) {
         printf("{\"bench\":\"registry\",\"figure\":\"hit_release_ns\","

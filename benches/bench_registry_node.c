@@ -50,14 +50,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_common.h"
+#include "model_pattern.h"
 #include "plugin_loader.h"
 #include "rm_plugin.h"
 
 extern char **environ;
 
-#define KIB ((uint64_t)1 << 10)
-#define MIB ((uint64_t)1 << 20)
-#define GIB ((uint64_t)1 << 30)
+const char bench_program[] = "bench_registry_node";
 
 /* ---- plans -------------------------------------------------------------- */
 
@@ -123,107 +123,7 @@ static holder *live_holders[MAX_HOLDERS];
 static const char *holder_path;
 static const char *plugin_path;
 
-/* ---- small helpers ------------------------------------------------------ */
-
-static uint64_t now_ns(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
-}
-
-static _Noreturn void die(const char *what)
-{
-    fprintf(stderr, "bench_registry_node: %s\n", what);
-    exit(1);
-}
-
-static _Noreturn void die_errno(const char *what)
-{
-    fprintf(stderr, "bench_registry_node: %s: %s\n", what, strerror(errno));
-    exit(1);
-}
-
-static _Noreturn void fail(const rm_plugin_v1 *vt, rm_context *context,
-                           const char *what, int32_t status)
-{
-    fprintf(stderr, "bench_registry_node: %s failed: %s (%s)\n", what,
-            vt->error_name(status), vt->context_last_error(context));
-    exit(1);
-}
-
-static void *checked_calloc(size_t count, size_t size)
-{
-    void *memory = calloc(count, size);
-    if (memory == NULL)
-        die("out of memory");
-    return memory;
-}
-
-/* The model's content, word by word: the same two functions as in
- * node_model_holder.c, whose loader writes it. */
-static uint64_t pattern_seed(const char *key)
-{
-    uint64_t hash = UINT64_C(0xcbf29ce484222325); /* FNV-1a */
-    for (const unsigned char *at = (const unsigned char *)key; *at != 0; at++)
-        hash = (hash ^ *at) * UINT64_C(0x100000001b3);
-    return hash;
-}
-
-static inline uint64_t pattern_word(uint64_t seed, uint64_t index)
-{
-    return (index + seed) * UINT64_C(0x9e3779b97f4a7c15);
-}
-
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a;
-    double y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile of a sorted array. */
-static double percentile(const double *sorted, int count, double fraction)
-{
-    int index = (int)(fraction * (count - 1) + 0.5);
-    return sorted[index];
-}
-
-typedef struct latency_figure {
-    double median_ns;
-    double p10_ns;
-    double p90_ns;
-    double min_ns;
-    double max_ns;
-    int samples;
-} latency_figure;
-
-/* Sorts `samples` in place. */
-static latency_figure summarise(double *samples, int count)
-{
-    latency_figure figure = {0};
-    if (count <= 0)
-        return figure;
-    qsort(samples, (size_t)count, sizeof *samples, compare_doubles);
-    figure.median_ns = percentile(samples, count, 0.5);
-    figure.p10_ns = percentile(samples, count, 0.1);
-    figure.p90_ns = percentile(samples, count, 0.9);
-    figure.min_ns = samples[0];
-    figure.max_ns = samples[count - 1];
-    figure.samples = count;
-    return figure;
-}
-
-static const char *size_label(uint64_t bytes, char *out, size_t out_size)
-{
-    if (bytes >= GIB && bytes % GIB == 0)
-        snprintf(out, out_size, "%llu GiB", (unsigned long long)(bytes / GIB));
-    else if (bytes >= MIB && bytes % MIB == 0)
-        snprintf(out, out_size, "%llu MiB", (unsigned long long)(bytes / MIB));
-    else
-        snprintf(out, out_size, "%llu B", (unsigned long long)bytes);
-    return out;
-}
+/* ---- labels ------------------------------------------------------------- */
 
 /* "1.004 GiB", "17.3 MiB": for the table. */
 static const char *amount_label(double bytes, char *out, size_t out_size)
@@ -232,20 +132,6 @@ static const char *amount_label(double bytes, char *out, size_t out_size)
         snprintf(out, out_size, "%.3f GiB", bytes / (double)GIB);
     else
         snprintf(out, out_size, "%.1f MiB", bytes / (double)MIB);
-    return out;
-}
-
-/* "812.3 ns", "12.41 us", "331.2 ms": for the table. */
-static const char *time_label(double ns, char *out, size_t out_size)
-{
-    if (ns < 1e3)
-        snprintf(out, out_size, "%.1f ns", ns);
-    else if (ns < 1e6)
-        snprintf(out, out_size, "%.2f us", ns / 1e3);
-    else if (ns < 1e9)
-        snprintf(out, out_size, "%.2f ms", ns / 1e6);
-    else
-        snprintf(out, out_size, "%.3f s", ns / 1e9);
     return out;
 }
 
@@ -259,26 +145,7 @@ static int run_segments(bool models_only, bool unlink_them)
     char prefix[64];
     snprintf(prefix, sizeof prefix, "rmreg.%s.%s", run_namespace,
              models_only ? "m." : "");
-    DIR *dir = opendir("/dev/shm");
-    if (dir == NULL)
-        return 0;
-    int count = 0;
-    struct dirent *entry;
-    while ((entry = readdir(dir)) != NULL) {
-        if (strncmp(entry->d_name, prefix, strlen(prefix)) != 0)
-            continue;
-        if (unlink_them) {
-            char name[300];
-            snprintf(name, sizeof name, "/%s", entry->d_name);
-            shm_unlink(name);
-        } else {
-            fprintf(stderr, "bench_registry_node: in /dev/shm: %s\n",
-                    entry->d_name);
-        }
-        count++;
-    }
-    closedir(dir);
-    return count;
+    return shm_leftovers(prefix, NULL, unlink_them, "in /dev/shm");
 }
 
 /* A failed run (any exit(1)) must leave no holder and no segment behind.
@@ -601,13 +468,8 @@ static rm_context *create_node_context(const rm_plugin_v1 *vt)
     options.entry_count = 3;
     rm_context *context = NULL;
     int32_t status = vt->context_create(&options, &context);
-    if (status != RM_OK) {
-        fprintf(stderr,
-                "bench_registry_node: context_create (node scope) failed: "
-                "%s (%s)\n",
-                vt->error_name(status), vt->context_last_error(NULL));
-        exit(1);
-    }
+    if (status != RM_OK)
+        die_status(vt, NULL, "context_create (node scope)", status);
     return context;
 }
 
@@ -622,7 +484,7 @@ static void check_node_row(const rm_plugin_v1 *vt, rm_context *context,
     int32_t status =
         vt->registry_list(context, rows, (uint32_t)sizeof *rows, ROWS, &count);
     if (status != RM_OK)
-        fail(vt, context, "registry_list", status);
+        die_status(vt, context, "registry_list", status);
     const rm_model_info *row = NULL;
     for (uint32_t i = 0; i < count && i < ROWS; i++) {
         if (strcmp(rows[i].key, key) == 0)
@@ -653,7 +515,8 @@ static void evict_and_check(const rm_plugin_v1 *vt, rm_context *context,
 {
     int32_t status = vt->model_evict(context, key);
     if (status != RM_OK)
-        fail(vt, context, "model_evict after every holder released", status);
+        die_status(vt, context, "model_evict after every holder released",
+                   status);
     if (run_segments(true, false) != 0)
         die("a model segment is left in /dev/shm after its eviction");
 }
@@ -787,7 +650,7 @@ static rm_registry_metrics registry_metrics(const rm_plugin_v1 *vt,
     rm_registry_metrics metrics = RM_STRUCT_INIT(rm_registry_metrics);
     int32_t status = vt->registry_metrics(context, &metrics);
     if (status != RM_OK)
-        fail(vt, context, "registry_metrics", status);
+        die_status(vt, context, "registry_metrics", status);
     return metrics;
 }
 
@@ -881,11 +744,12 @@ static attach_figure measure_attach(const rm_plugin_v1 *vt,
                 context, key, must_not_load, &loader_ran, &handle, &found);
             uint64_t t1 = now_ns();
             if (status != RM_OK)
-                fail(vt, context, loader_ran != 0
-                                      ? "attach (this process's loader ran: "
-                                        "the model was not found ready)"
-                                      : "attach (model_get_or_load)",
-                     status);
+                die_status(vt, context,
+                           loader_ran != 0
+                               ? "attach (this process's loader ran: the "
+                                 "model was not found ready)"
+                               : "attach (model_get_or_load)",
+                           status);
             /* Outside the timed calls: the mapping shows the holder's
              * loader's bytes at both ends. */
             const volatile uint64_t *words = found;
@@ -896,7 +760,7 @@ static attach_figure measure_attach(const rm_plugin_v1 *vt,
             status = vt->model_release(context, handle);
             uint64_t t3 = now_ns();
             if (status != RM_OK)
-                fail(vt, context, "model_release", status);
+                die_status(vt, context, "model_release", status);
             /* Interleaved: the baseline sees the same machine state. */
             double bare_map = 0, bare_unmap = 0;
             bare_map_cycle(segment, model, seed, &bare_map, &bare_unmap);
@@ -952,11 +816,6 @@ static const memory_row *find_row(const memory_row *rows, int count,
             return &rows[i];
     }
     return NULL;
-}
-
-static const char *met_label(bool met)
-{
-    return met ? "met" : "missed";
 }
 
 static void print_json(const bench_plan *plan, const memory_row *rows,
@@ -1163,32 +1022,16 @@ static const char *default_holder(void)
 
 int main(int argc, char **argv)
 {
-    bool json = false;
-    const bench_plan *plan = &full_plan;
-    plugin_path = getenv("RM_PLUGIN_PATH");
-    holder_path = NULL;
-    int positional = 0;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) {
-            json = true;
-        } else if (strcmp(argv[i], "--quick") == 0) {
-            plan = &quick_plan;
-        } else if (strcmp(argv[i], "--help") == 0 ||
-                   strcmp(argv[i], "-h") == 0) {
-            usage();
-            return 0;
-        } else if (argv[i][0] == '-' || positional == 2) {
-            usage();
-            return 2;
-        } else if (positional++ == 0) {
-            plugin_path = argv[i];
-        } else {
-            holder_path = argv[i];
-        }
-    }
-    if (holder_path == NULL)
-        holder_path = default_holder();
-    if (plugin_path == NULL || plugin_path[0] == '\0' || holder_path == NULL) {
+    bench_options options;
+    int exit_status = parse_options(argc, argv, 2, usage, &options);
+    if (exit_status >= 0)
+        return exit_status;
+    bool json = options.json;
+    const bench_plan *plan = options.quick ? &quick_plan : &full_plan;
+    plugin_path = options.plugin_path;
+    holder_path = options.positional_count > 1 ? options.positional[1]
+                                               : default_holder();
+    if (holder_path == NULL) {
         usage();
         return 2;
     }
@@ -1203,14 +1046,8 @@ int main(int argc, char **argv)
     atexit(clean_up_at_exit);
 
     rm_loaded_plugin plugin;
-    char error[768];
-    if (rm_plugin_load(plugin_path, NULL, RM_ABI_VERSION(1, 2),
-                       RM_ABI_VERSION_CURRENT, NULL, &plugin, error,
-                       sizeof error) != 0) {
-        fprintf(stderr, "bench_registry_node: %s\n", error);
-        return 1;
-    }
-    const rm_plugin_v1 *vt = plugin.vtable;
+    const rm_plugin_v1 *vt = load_plugin(plugin_path, RM_ABI_VERSION(1, 2),
+                                         &plugin);
     if (!RM_PLUGIN_HAS(vt, registry_reclaim))
         die("the plugin has no node-scope registry (no registry_reclaim)");
 

@@ -25,8 +25,6 @@
  * --quick runs a much shorter version with small sizes (a CI smoke test,
  * also run under ASan: a few seconds).
  */
-#include <dirent.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -42,11 +40,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_common.h"
+#include "plugin_loader.h"
 #include "rm_plugin.h"
 
-#define KIB ((uint64_t)1 << 10)
-#define MIB ((uint64_t)1 << 20)
-#define GIB ((uint64_t)1 << 30)
+const char bench_program[] = "bench_tensor";
 
 /* ---- plans -------------------------------------------------------------- */
 
@@ -134,75 +132,10 @@ typedef struct tensor_api {
     rm_context *context;
 } tensor_api;
 
-static uint64_t now_ns(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
-}
-
-static _Noreturn void die(const char *what)
-{
-    fprintf(stderr, "bench_tensor: %s\n", what);
-    exit(1);
-}
-
-static _Noreturn void die_errno(const char *what)
-{
-    fprintf(stderr, "bench_tensor: %s: %s\n", what, strerror(errno));
-    exit(1);
-}
-
 static _Noreturn void fail(const tensor_api *api, const char *what,
                            int32_t status)
 {
-    fprintf(stderr, "bench_tensor: %s failed: %s (%s)\n", what,
-            api->vt->error_name(status),
-            api->vt->context_last_error(api->context));
-    exit(1);
-}
-
-static void *checked_malloc(size_t bytes)
-{
-    void *memory = malloc(bytes);
-    if (memory == NULL)
-        die("out of memory");
-    return memory;
-}
-
-static int compare_doubles(const void *a, const void *b)
-{
-    double x = *(const double *)a;
-    double y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* Nearest-rank percentile of a sorted array. */
-static double percentile(const double *sorted, int count, double fraction)
-{
-    int index = (int)(fraction * (count - 1) + 0.5);
-    return sorted[index];
-}
-
-typedef struct latency_figure {
-    double median_ns;
-    double p10_ns;
-    double p90_ns;
-    int samples;
-} latency_figure;
-
-/* Sorts `samples` in place. */
-static latency_figure summarise(double *samples, int count)
-{
-    latency_figure figure = {0};
-    if (count <= 0)
-        return figure;
-    qsort(samples, (size_t)count, sizeof *samples, compare_doubles);
-    figure.median_ns = percentile(samples, count, 0.5);
-    figure.p10_ns = percentile(samples, count, 0.1);
-    figure.p90_ns = percentile(samples, count, 0.9);
-    figure.samples = count;
-    return figure;
+    die_status(api->vt, api->context, what, status);
 }
 
 static void write_full(int fd, const void *buffer, size_t bytes)
@@ -241,66 +174,13 @@ static bool read_full(int fd, void *buffer, size_t bytes)
     return true;
 }
 
-static const char *size_label(uint64_t bytes, char *out, size_t out_size)
-{
-    if (bytes >= GIB && bytes % GIB == 0)
-        snprintf(out, out_size, "%llu GiB", (unsigned long long)(bytes / GIB));
-    else if (bytes >= MIB && bytes % MIB == 0)
-        snprintf(out, out_size, "%llu MiB", (unsigned long long)(bytes / MIB));
-    else if (bytes >= KIB && bytes % KIB == 0)
-        snprintf(out, out_size, "%llu KiB", (unsigned long long)(bytes / KIB));
-    else
-        snprintf(out, out_size, "%llu B", (unsigned long long)bytes);
-    return out;
-}
-
-/* "812.3 ns", "12.41 us", "331.2 ms": for the table. */
-static const char *time_label(double ns, char *out, size_t out_size)
-{
-    if (ns < 1e3)
-        snprintf(out, out_size, "%.1f ns", ns);
-    else if (ns < 1e6)
-        snprintf(out, out_size, "%.2f us", ns / 1e3);
-    else if (ns < 1e9)
-        snprintf(out, out_size, "%.2f ms", ns / 1e6);
-    else
-        snprintf(out, out_size, "%.3f s", ns / 1e9);
-    return out;
-}
-
 /* ---- plugin setup ------------------------------------------------------- */
 
-static const rm_plugin_v1 *open_plugin(const char *path)
+static const rm_plugin_v1 *open_plugin(const char *path,
+                                       rm_loaded_plugin *plugin)
 {
-    void *library = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (library == NULL) {
-        fprintf(stderr, "bench_tensor: dlopen(%s): %s\n", path, dlerror());
-        exit(1);
-    }
-    void *symbol = dlsym(library, RM_PLUGIN_ENTRY_POINT);
-    /* ISO C has no object-to-function pointer cast; POSIX guarantees the
-     * representations match, so copy the bits. */
-    rm_plugin_negotiate_fn negotiate;
-    _Static_assert(sizeof negotiate == sizeof symbol,
-                   "function and object pointers differ in size");
-    memcpy(&negotiate, &symbol, sizeof negotiate);
-    if (symbol == NULL) {
-        fprintf(stderr, "bench_tensor: %s has no %s\n", path,
-                RM_PLUGIN_ENTRY_POINT);
-        exit(1);
-    }
-    char reason[256] = "";
-    rm_negotiate_request request = RM_STRUCT_INIT(rm_negotiate_request);
-    request.min_abi_version = RM_ABI_VERSION(1, 1);
-    request.max_abi_version = RM_ABI_VERSION_CURRENT;
-    request.error_buffer = reason;
-    request.error_buffer_size = sizeof reason;
-    uint32_t version = 0;
-    const rm_plugin_v1 *vt = NULL;
-    if (negotiate(&request, &version, &vt) != RM_OK) {
-        fprintf(stderr, "bench_tensor: negotiation failed: %s\n", reason);
-        exit(1);
-    }
+    const rm_plugin_v1 *vt = load_plugin(path, RM_ABI_VERSION(1, 1), plugin);
+    uint32_t version = plugin->abi_version;
     if (!RM_PLUGIN_HAS(vt, tensor_allocate) ||
         !RM_PLUGIN_HAS(vt, tensor_info) ||
         !RM_PLUGIN_HAS(vt, tensor_export) ||
@@ -332,11 +212,8 @@ static tensor_api create_context(const rm_plugin_v1 *vt, const char *name_space,
     options.entry_count = pool_bytes != NULL ? 3 : 2;
     tensor_api api = {.vt = vt};
     int32_t status = vt->context_create(&options, &api.context);
-    if (status != RM_OK) {
-        fprintf(stderr, "bench_tensor: context_create failed: %s (%s)\n",
-                vt->error_name(status), vt->context_last_error(NULL));
-        exit(1);
-    }
+    if (status != RM_OK)
+        die_status(vt, NULL, "context_create", status);
     return api;
 }
 
@@ -1098,27 +975,8 @@ static int leftover_segments(const char *name_space, bool unlink_them)
 {
     char prefix[64];
     snprintf(prefix, sizeof prefix, "rm.%s.", name_space);
-    DIR *dir = opendir("/dev/shm");
-    if (dir == NULL)
-        return 0;
-    int count = 0;
-    struct dirent *entry;
-    while ((entry = readdir(dir)) != NULL) {
-        if (strncmp(entry->d_name, prefix, strlen(prefix)) == 0 ||
-            strcmp(entry->d_name, segment_name + 1) == 0) {
-            if (unlink_them) {
-                char name[300];
-                snprintf(name, sizeof name, "/%s", entry->d_name);
-                shm_unlink(name);
-            } else {
-                fprintf(stderr, "bench_tensor: left in /dev/shm: %s\n",
-                        entry->d_name);
-            }
-            count++;
-        }
-    }
-    closedir(dir);
-    return count;
+    return shm_leftovers(prefix, segment_name + 1, unlink_them,
+                         "left in /dev/shm");
 }
 
 /* A failed run (any exit(1)) must not leave a consumer or segments behind.
@@ -1138,11 +996,6 @@ static void clean_up_at_exit(void)
 }
 
 /* ---- output ------------------------------------------------------------- */
-
-static const char *met_label(bool met)
-{
-    return met ? "met" : "missed";
-}
 
 static void print_json(const bench_plan *plan, const alloc_figure *alloc,
                        const handoff_figure *handoffs, int handoff_count,
@@ -1307,29 +1160,13 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    bool json = false;
-    const bench_plan *plan = &full_plan;
-    const char *path = getenv("RM_PLUGIN_PATH");
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0) {
-            json = true;
-        } else if (strcmp(argv[i], "--quick") == 0) {
-            plan = &quick_plan;
-        } else if (strcmp(argv[i], "--help") == 0 ||
-                   strcmp(argv[i], "-h") == 0) {
-            usage();
-            return 0;
-        } else if (argv[i][0] == '-') {
-            usage();
-            return 2;
-        } else {
-            path = argv[i];
-        }
-    }
-    if (path == NULL || path[0] == '\0') {
-        usage();
-        return 2;
-    }
+    bench_options options;
+    int exit_status = parse_options(argc, argv, 1, usage, &options);
+    if (exit_status >= 0)
+        return exit_status;
+    bool json = options.json;
+    const bench_plan *plan = options.quick ? &quick_plan : &full_plan;
+    const char *path = options.plugin_path;
     /* A dead consumer must show up as an error, not kill the producer. */
     signal(SIGPIPE, SIG_IGN);
 
@@ -1341,7 +1178,8 @@ int main(int argc, char **argv)
              (long)producer_pid);
     atexit(clean_up_at_exit);
 
-    const rm_plugin_v1 *vt = open_plugin(path);
+    rm_loaded_plugin plugin;
+    const rm_plugin_v1 *vt = open_plugin(path, &plugin);
     /* Fork the consumer before any context exists here. */
     int max_samples = plan->handoff_rounds + plan->handoff_warmup_rounds;
     consumer_link link = start_consumer(vt, name_space, max_samples);
@@ -1378,6 +1216,7 @@ int main(int argc, char **argv)
     if (leftover_segments(name_space, false) != 0)
         die("segments of this run are left in /dev/shm after every context "
             "was destroyed");
+    rm_plugin_unload(&plugin);
     double total_s = (double)(now_ns() - run_start) * 1e-9;
 
     if (json)

@@ -31,23 +31,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_common.h"
+#include "model_pattern.h"
 #include "plugin_loader.h"
 #include "rm_plugin.h"
 
-/* The model's content, word by word; bench_registry_node.c has the same
- * two functions to check what it attaches to. */
-static uint64_t pattern_seed(const char *key)
-{
-    uint64_t hash = UINT64_C(0xcbf29ce484222325); /* FNV-1a */
-    for (const unsigned char *at = (const unsigned char *)key; *at != 0; at++)
-        hash = (hash ^ *at) * UINT64_C(0x100000001b3);
-    return hash;
-}
-
-static inline uint64_t pattern_word(uint64_t seed, uint64_t index)
-{
-    return (index + seed) * UINT64_C(0x9e3779b97f4a7c15);
-}
+const char bench_program[] = "node_model_holder";
 
 typedef struct holder_loader {
     uint64_t bytes;
@@ -75,13 +64,6 @@ static int32_t fill_model(void *user, const char *key, rm_loaded_model *out)
     for (uint64_t i = 0; i < count; i++)
         words[i] = pattern_word(loader->seed, i);
     return RM_OK;
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
 }
 
 static volatile sig_atomic_t stop_requested;
@@ -152,14 +134,8 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &action, NULL);
 
     rm_loaded_plugin plugin;
-    char error[768];
-    if (rm_plugin_load(plugin_path, NULL, RM_ABI_VERSION(1, 2),
-                       RM_ABI_VERSION_CURRENT, NULL, &plugin, error,
-                       sizeof error) != 0) {
-        fprintf(stderr, "node_model_holder: %s\n", error);
-        return 1;
-    }
-    const rm_plugin_v1 *vt = plugin.vtable;
+    const rm_plugin_v1 *vt = load_plugin(plugin_path, RM_ABI_VERSION(1, 2),
+                                         &plugin);
 
     rm_config_entry entries[3] = {
         {.key = "features", .value = "model-registry"},
