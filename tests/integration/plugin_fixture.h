@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <stdlib.h>
 
+#include "plugin_env.h"
 #include "plugin_loader.h"
 
 static rm_loaded_plugin fixture_plugin;
@@ -34,11 +35,7 @@ static inline int32_t fixture_context(rm_context **out, const char *const *pairs
     uint64_t count = 0;
     for (; pairs != NULL && pairs[2 * count] != NULL; count++)
         entries[count] = (rm_config_entry){.key = pairs[2 * count], .value = pairs[2 * count + 1]};
-    rm_context_options options = RM_STRUCT_INIT(rm_context_options);
-    options.entries = entries;
-    options.entry_count = count;
-    options.flags = RM_CONTEXT_IGNORE_ENV;
-    return vt->context_create(&options, out);
+    return create_context_of(vt, entries, count, out);
 }
 
 #endif

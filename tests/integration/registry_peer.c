@@ -80,11 +80,11 @@
 #include <unistd.h>
 
 #include "node_table.h"
-#include "plugin_loader.h"
+#include "peer_host.h"
+#include "plugin_env.h"
 #include "registry_peer_protocol.h"
 
 #define MAX_KEYS 64
-#define LINE_BYTES 4096
 
 typedef enum hold_mode { HOLD_NONE, HOLD_STDIN, HOLD_FOREVER } hold_mode;
 
@@ -117,36 +117,14 @@ static volatile uintptr_t model_start, model_end;
 /* Output                                                                   */
 /* ------------------------------------------------------------------------ */
 
-static void write_all(int fd, const char *data, size_t size)
-{
-    while (size > 0) {
-        ssize_t wrote = write(fd, data, size);
-        if (wrote < 0 && errno == EINTR)
-            continue;
-        if (wrote <= 0)
-            return;
-        data += wrote;
-        size -= (size_t)wrote;
-    }
-}
-
-/* One whole line on stdout (one write(), so lines never interleave). */
+/* One whole line on stdout (one write(): the peer's lines come from one
+ * thread, or from the signal handler, which writes its own). */
 __attribute__((format(printf, 1, 2))) static void say(const char *format, ...)
 {
-    char line[LINE_BYTES];
     va_list args;
     va_start(args, format);
-    int length = vsnprintf(line, sizeof line - 1, format, args);
+    peer_host_say_v(format, args);
     va_end(args);
-    if (length < 0)
-        length = 0;
-    if ((size_t)length > sizeof line - 2)
-        length = (int)(sizeof line - 2);
-    for (int i = 0; i < length; i++)
-        if (line[i] == '\n' || line[i] == '\r')
-            line[i] = ' ';
-    line[length++] = '\n';
-    write_all(STDOUT_FILENO, line, (size_t)length);
 }
 
 static uint64_t clock_ns(clockid_t clock)
@@ -189,7 +167,7 @@ static void count_loader_call(void)
         say("fail counter %s: %s", opts.counter, strerror(errno));
         return;
     }
-    write_all(fd, "x", 1);
+    (void)peer_send_all(fd, "x", 1);
     close(fd);
 }
 
@@ -257,7 +235,7 @@ static void on_segv(int signal_number, siginfo_t *info, void *ucontext)
     uintptr_t at = (uintptr_t)info->si_addr;
     line[length++] = (at >= model_start && at < model_end) ? '1' : '0';
     line[length++] = '\n';
-    write_all(STDOUT_FILENO, line, length);
+    (void)peer_send_all(STDOUT_FILENO, line, length);
 }
 
 static void write_into(uint8_t *model)
@@ -481,15 +459,12 @@ int main(int argc, char **argv)
             opts.ns = argv[++i];
             entries[entry_count++] =
                 (rm_config_entry){.key = "registry.namespace", .value = opts.ns};
-        } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc && entry_count < 32) {
+        } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
             char *pair = argv[++i];
-            char *equals = strchr(pair, '=');
-            if (equals == NULL) {
-                say("fail --set wants KEY=VALUE, not %s", pair);
+            if (!peer_host_add_setting(pair, entries, &entry_count, 32)) {
+                say("fail --set wants KEY=VALUE (32 entries at most), not %s", pair);
                 return 2;
             }
-            *equals = '\0';
-            entries[entry_count++] = (rm_config_entry){.key = pair, .value = equals + 1};
         } else {
             break;
         }
@@ -513,15 +488,9 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    const char *path = getenv("RM_PLUGIN_PATH");
-    if (path == NULL) {
-        say("fail RM_PLUGIN_PATH is not set");
-        return 2;
-    }
     rm_loaded_plugin plugin;
     char error[1024];
-    if (rm_plugin_load(path, NULL, RM_ABI_VERSION(1, 2), RM_ABI_VERSION_CURRENT, NULL, &plugin,
-                       error, sizeof error) != 0) {
+    if (load_plugin_from_env(RM_ABI_VERSION(1, 2), &plugin, error, sizeof error) != 0) {
         say("fail %s", error);
         return 2;
     }
@@ -530,11 +499,7 @@ int main(int argc, char **argv)
         say("fail the plugin has no 1.2 node registry");
         return 2;
     }
-    rm_context_options options = RM_STRUCT_INIT(rm_context_options);
-    options.entries = entries;
-    options.entry_count = entry_count;
-    options.flags = RM_CONTEXT_IGNORE_ENV;
-    int32_t created = vt->context_create(&options, &context);
+    int32_t created = create_context_of(vt, entries, entry_count, &context);
     if (created != RM_OK) {
         say("fail context_create: %d %s: %s", (int)created, vt->error_name(created),
             vt->context_last_error(NULL));

@@ -57,7 +57,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "plugin_loader.h"
+#include "peer_host.h"
+#include "plugin_env.h"
 #include "tensor_peer_protocol.h"
 
 #define MAX_HANDLES 4096
@@ -73,40 +74,16 @@ static pthread_mutex_t reply_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Output                                                                   */
 /* ------------------------------------------------------------------------ */
 
-static int write_all(int fd, const void *data, size_t size)
+/* One whole line on stdout; the stream threads reply too, and a line
+ * longer than PIPE_BUF would interleave with theirs without the lock. */
+__attribute__((format(printf, 1, 2))) static void reply(const char *format, ...)
 {
-    const uint8_t *at = data;
-    while (size > 0) {
-        ssize_t wrote = write(fd, at, size);
-        if (wrote < 0 && errno == EINTR)
-            continue;
-        if (wrote <= 0)
-            return -1;
-        at += wrote;
-        size -= (size_t)wrote;
-    }
-    return 0;
-}
-
-/* One whole line on stdout; newlines inside become blanks. */
-static void reply(const char *format, ...)
-{
-    char line[LINE_MAX_BYTES];
     va_list args;
     va_start(args, format);
-    int length = vsnprintf(line, sizeof line - 1, format, args);
-    va_end(args);
-    if (length < 0)
-        length = 0;
-    if ((size_t)length > sizeof line - 2)
-        length = (int)(sizeof line - 2);
-    for (int i = 0; i < length; i++)
-        if (line[i] == '\n' || line[i] == '\r')
-            line[i] = ' ';
-    line[length++] = '\n';
     pthread_mutex_lock(&reply_lock);
-    (void)write_all(STDOUT_FILENO, line, (size_t)length);
+    peer_host_say_v(format, args);
     pthread_mutex_unlock(&reply_lock);
+    va_end(args);
 }
 
 /* Formats a plugin error into `out`: "err CODE NAME MESSAGE". Call right
@@ -432,7 +409,7 @@ static void *produce_stream(void *arg)
             ready++;
             sent++;
         }
-        if (ready > 0 && write_all(job->data_fd, batch, ready * sizeof *batch) != 0)
+        if (ready > 0 && peer_send_all(job->data_fd, batch, ready * sizeof *batch) != 0)
             STREAM_FAIL(job, "fail producer %" PRIu64 ": write after %" PRIu64 ": %s",
                         job->tag, sent - ready, strerror(errno));
         /* Wait until half the window is acknowledged (all at the end), so
@@ -560,7 +537,7 @@ static void *consume_stream(void *arg)
             }
             tp_store64(acks + 8 * held, record->seq);
         }
-        if (write_all(job->ack_fd, acks, 8 * whole) != 0)
+        if (peer_send_all(job->ack_fd, acks, 8 * whole) != 0)
             STREAM_FAIL(job, "fail consumer of %" PRIu64 ": ack write: %s", job->tag,
                         strerror(errno));
         for (size_t i = 0; i < whole; i++) {
@@ -677,16 +654,9 @@ static void shut_down(void)
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN); /* a dead partner is an error reply, not death */
-    const char *path = getenv("RM_PLUGIN_PATH");
-    if (path == NULL) {
-        reply("fail RM_PLUGIN_PATH is not set");
-        return 2;
-    }
     rm_loaded_plugin plugin;
     char error[1024];
-    int rc = rm_plugin_load(path, NULL, RM_ABI_VERSION(1, 1), RM_ABI_VERSION_CURRENT, NULL,
-                            &plugin, error, sizeof error);
-    if (rc != 0) {
+    if (load_plugin_from_env(RM_ABI_VERSION(1, 1), &plugin, error, sizeof error) != 0) {
         reply("fail %s", error);
         return 2;
     }
@@ -703,15 +673,12 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--ns") == 0 && i + 1 < argc) {
             entries[entry_count++] = (rm_config_entry){.key = "shm.namespace", .value = argv[++i]};
-        } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc && entry_count < 32) {
+        } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
             char *pair = argv[++i];
-            char *equals = strchr(pair, '=');
-            if (equals == NULL) {
-                reply("fail --set wants KEY=VALUE, not %s", pair);
+            if (!peer_host_add_setting(pair, entries, &entry_count, 32)) {
+                reply("fail --set wants KEY=VALUE (32 entries at most), not %s", pair);
                 return 2;
             }
-            *equals = '\0';
-            entries[entry_count++] = (rm_config_entry){.key = pair, .value = equals + 1};
         } else if (strcmp(argv[i], "--import-text") == 0 && i + 1 < argc && text_count < 64) {
             texts[text_count++] = argv[++i];
         } else {
@@ -719,11 +686,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    rm_context_options options = RM_STRUCT_INIT(rm_context_options);
-    options.entries = entries;
-    options.entry_count = entry_count;
-    options.flags = RM_CONTEXT_IGNORE_ENV;
-    int32_t created = vt->context_create(&options, &context);
+    int32_t created = create_context_of(vt, entries, entry_count, &context);
     if (created != RM_OK) {
         reply("err %d %s context_create: %s", (int)created, vt->error_name(created),
               vt->context_last_error(NULL));

@@ -47,6 +47,7 @@
 
 #include "node_table.h"
 #include "plugin_fixture.h"
+#include "shm_cleanup.h"
 
 #define KIB ((uint64_t)1024)
 #define MIB (KIB * 1024)
@@ -78,19 +79,7 @@ static uint64_t page_bytes;
  * a directory a forgery test made). */
 static void remove_namespace_files(void)
 {
-    DIR *dir = opendir("/dev/shm");
-    if (dir == NULL)
-        return;
-    const struct dirent *entry;
-    while ((entry = readdir(dir)) != NULL) {
-        if (strncmp(entry->d_name, shm_prefix, strlen(shm_prefix)) != 0)
-            continue;
-        char path[512];
-        snprintf(path, sizeof path, "/dev/shm/%s", entry->d_name);
-        if (unlink(path) != 0 && errno == EISDIR)
-            rmdir(path);
-    }
-    closedir(dir);
+    shm_unlink_prefix(shm_prefix);
 }
 
 static void node_init(void)
@@ -187,34 +176,30 @@ static void sleep_ms(unsigned milliseconds)
 /* Model segments of this namespace: their count (SIZE_MAX if /dev/shm
  * cannot be read); the names in `names` (space-separated) and the mode of
  * the last one in *mode (both optional). */
+typedef struct segment_scan {
+    shm_name_list list;
+    mode_t *mode;
+} segment_scan;
+
+static void scan_segment(const char *path, const char *name, void *user)
+{
+    segment_scan *scan = user;
+    if (scan->list.names != NULL)
+        shm_name_list_add(path, name, &scan->list);
+    if (scan->mode != NULL) {
+        struct stat st;
+        *scan->mode = stat(path, &st) == 0 ? st.st_mode : 0;
+    }
+}
+
 static size_t model_segments(char *names, size_t size, mode_t *mode)
 {
-    size_t count = 0, used = 0;
     if (names != NULL)
         names[0] = '\0';
     /* Loaders call this too, on the plugin's stack: no assertion here. */
-    DIR *dir = opendir("/dev/shm");
-    if (dir == NULL)
-        return SIZE_MAX;
-    const struct dirent *entry;
-    while ((entry = readdir(dir)) != NULL) {
-        if (strncmp(entry->d_name, model_prefix, strlen(model_prefix)) != 0)
-            continue;
-        count++;
-        if (names != NULL) {
-            int n = snprintf(names + used, size - used, "%s ", entry->d_name);
-            if (n > 0 && (size_t)n < size - used)
-                used += (size_t)n;
-        }
-        if (mode != NULL) {
-            char path[512];
-            struct stat st;
-            snprintf(path, sizeof path, "/dev/shm/%s", entry->d_name);
-            *mode = stat(path, &st) == 0 ? st.st_mode : 0;
-        }
-    }
-    closedir(dir);
-    return count;
+    segment_scan scan = {.list = {.names = names, .size = size}, .mode = mode};
+    long count = shm_each_prefix(model_prefix, scan_segment, &scan);
+    return count < 0 ? SIZE_MAX : (size_t)count;
 }
 
 static int table_exists(void)

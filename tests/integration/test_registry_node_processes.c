@@ -47,8 +47,10 @@
 #include <unistd.h>
 
 #include "node_table.h"
+#include "peer_process.h"
 #include "plugin_fixture.h"
 #include "registry_peer_protocol.h"
+#include "shm_cleanup.h"
 
 #define KiB ((uint64_t)1 << 10)
 #define MiB ((uint64_t)1 << 20)
@@ -56,11 +58,9 @@
 #define MAX_PEERS 24
 #define MAX_CONTEXTS 8
 #define MAX_NAMESPACES 4
-#define LINE_BYTES 4096
+#define LINE_BYTES PEER_LINE_BYTES
 #define TRANSCRIPT_BYTES 8192
 #define REPLY_MS 20000 /* a peer that says nothing for this long is stuck */
-
-extern char **environ;
 
 /* ------------------------------------------------------------------------ */
 /* Bookkeeping                                                              */
@@ -69,14 +69,9 @@ extern char **environ;
 typedef struct peer {
     char label[48];
     pid_t pid;
-    int to;   /* its stdin */
-    int from; /* its stdout */
+    peer_io io;
     bool reaped;
     int status;
-    size_t have;
-    char buffer[LINE_BYTES];
-    char line[LINE_BYTES];
-    char why[160];
     char err_path[64];                /* its stderr */
     char transcript[TRANSCRIPT_BYTES]; /* every line it printed */
     size_t transcript_used;
@@ -98,25 +93,6 @@ static int namespace_count;
 static char counters[MAX_NAMESPACES][64];
 static int counter_count;
 static bool test_finished;
-
-static uint64_t now_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000u + (uint64_t)now.tv_nsec / 1000000u;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec left = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
-    while (nanosleep(&left, &left) != 0 && errno == EINTR)
-        ;
-}
-
-static bool starts_with(const char *text, const char *prefix)
-{
-    return text != NULL && strncmp(text, prefix, strlen(prefix)) == 0;
-}
 
 /* A namespace for this test, "rp<pid><tag>", cleaned up by the fini. */
 static const char *make_namespace(const char *tag)
@@ -151,23 +127,31 @@ static long long loader_calls_in(const char *counter)
 /* /dev/shm                                                                 */
 /* ------------------------------------------------------------------------ */
 
+typedef struct segment_names {
+    char (*names)[128];
+    int capacity;
+    int count;
+} segment_names;
+
+static void keep_segment_name(const char *path, const char *name, void *user)
+{
+    (void)path;
+    segment_names *found = user;
+    if (found->count < found->capacity)
+        snprintf(found->names[found->count], 128, "%.127s", name);
+    found->count++;
+}
+
 /* Model segments of `ns` (rmreg.<ns>.m.*): the count, and the first names
  * into names[0..capacity). */
 static int model_segments(const char *ns, char (*names)[128], int capacity)
 {
     char prefix[64];
     snprintf(prefix, sizeof prefix, "rmreg.%s.m.", ns);
-    DIR *dir = opendir("/dev/shm");
-    cr_assert_not_null(dir, "/dev/shm: %s", strerror(errno));
-    int count = 0;
-    for (struct dirent *entry; (entry = readdir(dir)) != NULL;)
-        if (strncmp(entry->d_name, prefix, strlen(prefix)) == 0) {
-            if (count < capacity)
-                snprintf(names[count], 128, "%.127s", entry->d_name);
-            count++;
-        }
-    closedir(dir);
-    return count;
+    segment_names found = {.names = names, .capacity = capacity};
+    long count = shm_each_prefix(prefix, keep_segment_name, &found);
+    cr_assert_geq(count, 0, "/dev/shm: %s", strerror(errno));
+    return (int)count;
 }
 
 /* The one model segment of `ns`: asserts there is exactly one, returns
@@ -202,20 +186,6 @@ static nlink_t links_of(int fd)
     struct stat st;
     cr_assert_eq(fstat(fd, &st), 0);
     return st.st_nlink;
-}
-
-static void unlink_prefix(const char *prefix)
-{
-    DIR *dir = opendir("/dev/shm");
-    if (dir == NULL)
-        return;
-    for (struct dirent *entry; (entry = readdir(dir)) != NULL;)
-        if (strncmp(entry->d_name, prefix, strlen(prefix)) == 0) {
-            char path[512];
-            snprintf(path, sizeof path, "/dev/shm/%s", entry->d_name);
-            unlink(path);
-        }
-    closedir(dir);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -332,7 +302,7 @@ static char **peer_environment(bool segv_default)
     snprintf(ubsan, sizeof ubsan, "UBSAN_OPTIONS=%s%shandle_segv=0", ubsan_old ? ubsan_old : "",
              ubsan_old && *ubsan_old ? ":" : "");
     for (char **at = environ; *at != NULL && count < 1020; at++)
-        if (!starts_with(*at, "ASAN_OPTIONS=") && !starts_with(*at, "UBSAN_OPTIONS="))
+        if (!peer_starts_with(*at, "ASAN_OPTIONS=") && !peer_starts_with(*at, "UBSAN_OPTIONS="))
             env[count++] = *at;
     env[count++] = asan;
     env[count++] = ubsan;
@@ -351,7 +321,7 @@ __attribute__((format(printf, 3, 4))) static peer *start_peer(const char *label,
     cr_assert_not_null(p);
     peers[peer_count++] = p;
     snprintf(p->label, sizeof p->label, "%s", label);
-    p->to = p->from = -1;
+    p->io.to = p->io.from = -1;
 
     static char words[2048];
     va_list args;
@@ -368,89 +338,38 @@ __attribute__((format(printf, 3, 4))) static peer *start_peer(const char *label,
 
     snprintf(p->err_path, sizeof p->err_path, "/tmp/rp-%ld-%d.err", (long)getpid(), peer_count);
     int err = open(p->err_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    int in[2], out[2];
     cr_assert_geq(err, 0, "%s: %s", p->err_path, strerror(errno));
-    cr_assert_eq(pipe2(in, O_CLOEXEC), 0);
-    cr_assert_eq(pipe2(out, O_CLOEXEC), 0);
-    /* Out of the way of 0..4, so that no dup2 below clobbers a source. */
-    int barrier = -1, loader_barrier = -1;
-    if (extra != NULL && extra->barrier_fd >= 0)
-        barrier = fcntl(extra->barrier_fd, F_DUPFD_CLOEXEC, 10);
-    if (extra != NULL && extra->loader_barrier_fd >= 0)
-        loader_barrier = fcntl(extra->loader_barrier_fd, F_DUPFD_CLOEXEC, 10);
+    /* Out of the way of 0..4, so that no dup2 in the child clobbers a
+     * source. */
+    int fd_map[5] = {-1, -1, -1, -1, -1}, mapped = 0;
+    if (extra != NULL && extra->barrier_fd >= 0) {
+        fd_map[mapped++] = fcntl(extra->barrier_fd, F_DUPFD_CLOEXEC, 10);
+        fd_map[mapped++] = 3;
+    }
+    if (extra != NULL && extra->loader_barrier_fd >= 0) {
+        fd_map[mapped++] = fcntl(extra->loader_barrier_fd, F_DUPFD_CLOEXEC, 10);
+        fd_map[mapped++] = 4;
+    }
     char **env = peer_environment(extra != NULL && extra->segv_default);
 
-    pid_t parent = getpid();
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        /* Only async-signal-safe calls until exec. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(126);
-        dup2(in[0], STDIN_FILENO);
-        dup2(out[1], STDOUT_FILENO);
-        dup2(err, STDERR_FILENO);
-        if (barrier >= 0)
-            dup2(barrier, 3);
-        if (loader_barrier >= 0)
-            dup2(loader_barrier, 4);
-        execve(peer_path, argv, env);
-        _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
+    pid_t pid = peer_spawn(argv, env, err, fd_map, &p->io);
+    int spawn_errno = errno;
     close(err);
-    if (barrier >= 0)
-        close(barrier);
-    if (loader_barrier >= 0)
-        close(loader_barrier);
-    cr_assert_gt(pid, 0, "fork: %s", strerror(errno));
+    for (int i = 0; i < mapped; i += 2)
+        if (fd_map[i] >= 0)
+            close(fd_map[i]);
+    cr_assert_gt(pid, 0, "fork: %s", strerror(spawn_errno));
     p->pid = pid;
-    p->to = in[1];
-    p->from = out[0];
     return p;
 }
 
-/* The peer's next line, or NULL (end, error or timeout; p->why says). */
+/* The peer's next line, or NULL (end, error or timeout; p->io.why says). */
 static const char *peer_read(peer *p, int timeout_ms)
 {
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    for (;;) {
-        char *newline = memchr(p->buffer, '\n', p->have);
-        if (newline != NULL) {
-            size_t length = (size_t)(newline - p->buffer);
-            memcpy(p->line, p->buffer, length);
-            p->line[length] = '\0';
-            p->have -= length + 1;
-            memmove(p->buffer, newline + 1, p->have);
-            transcript_add(p, p->line);
-            return p->line;
-        }
-        if (p->have == sizeof p->buffer) {
-            snprintf(p->why, sizeof p->why, "a line longer than %zu bytes", sizeof p->buffer);
-            return NULL;
-        }
-        uint64_t now = now_ms();
-        int left = now >= deadline ? 0 : (int)(deadline - now);
-        struct pollfd ready = {.fd = p->from, .events = POLLIN};
-        int polled = poll(&ready, 1, left);
-        if (polled < 0 && errno == EINTR)
-            continue;
-        if (polled == 0) {
-            snprintf(p->why, sizeof p->why, "nothing within %d ms", timeout_ms);
-            return NULL;
-        }
-        ssize_t got = read(p->from, p->buffer + p->have, sizeof p->buffer - p->have);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0) {
-            snprintf(p->why, sizeof p->why, "its output ended (%s)",
-                     got == 0 ? "exited or killed" : strerror(errno));
-            return NULL;
-        }
-        p->have += (size_t)got;
-    }
+    const char *line = peer_read_line(&p->io, timeout_ms);
+    if (line != NULL)
+        transcript_add(p, line);
+    return line;
 }
 
 /* Reads until a line starting with `prefix` (others are kept in the
@@ -459,15 +378,15 @@ static const char *peer_read(peer *p, int timeout_ms)
 static const char *expect_line(peer *p, const char *prefix, int timeout_ms)
 {
     static char copies[MAX_PEERS][LINE_BYTES];
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+    uint64_t deadline = peer_now_ms() + (uint64_t)timeout_ms;
     for (;;) {
-        uint64_t now = now_ms();
+        uint64_t now = peer_now_ms();
         const char *line = peer_read(p, now >= deadline ? 0 : (int)(deadline - now));
         cr_assert_not_null(line, "%s (pid %d): no \"%s\" line: %s; it printed:\n%s", p->label,
-                           (int)p->pid, prefix, p->why, p->transcript);
-        cr_assert(!starts_with(line, "fail "), "%s (pid %d): %s; it printed:\n%s", p->label,
+                           (int)p->pid, prefix, p->io.why, p->transcript);
+        cr_assert(!peer_starts_with(line, "fail "), "%s (pid %d): %s; it printed:\n%s", p->label,
                   (int)p->pid, line, p->transcript);
-        if (starts_with(line, prefix)) {
+        if (peer_starts_with(line, prefix)) {
             for (int i = 0; i < peer_count; i++)
                 if (peers[i] == p) {
                     snprintf(copies[i], sizeof copies[i], "%s", line);
@@ -485,7 +404,7 @@ static bool printed_yet(peer *p, const char *prefix)
         ;
     char pattern[64];
     snprintf(pattern, sizeof pattern, "\n%s", prefix);
-    return starts_with(p->transcript, prefix) || strstr(p->transcript, pattern) != NULL;
+    return peer_starts_with(p->transcript, prefix) || strstr(p->transcript, pattern) != NULL;
 }
 
 /* Waits for the peer to end (killing it after timeout_ms); its status. */
@@ -493,25 +412,10 @@ static int peer_wait(peer *p, int timeout_ms)
 {
     if (p->reaped)
         return p->status;
-    uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
-    int status = 0;
-    for (;;) {
-        pid_t done = waitpid(p->pid, &status, WNOHANG);
-        if (done == p->pid)
-            break;
-        if (done < 0 && errno != EINTR) {
-            status = -1;
-            break;
-        }
-        if (now_ms() >= deadline) {
-            kill(p->pid, SIGKILL);
-            while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR)
-                ;
-            snprintf(p->why, sizeof p->why, "killed after %d ms", timeout_ms);
-            break;
-        }
-        sleep_ms(2);
-    }
+    bool killed = false;
+    int status = peer_reap(p->pid, timeout_ms, &killed);
+    if (killed)
+        snprintf(p->io.why, sizeof p->io.why, "killed after %d ms", timeout_ms);
     p->reaped = true;
     p->status = status;
     while (peer_read(p, 0) != NULL) /* what it printed last, for the story */
@@ -551,8 +455,8 @@ static void peer_kill_all(peer **group, int count)
  * exit status 0; the bye line. */
 static const char *peer_finish(peer *p)
 {
-    close(p->to);
-    p->to = -1;
+    close(p->io.to);
+    p->io.to = -1;
     const char *bye = expect_line(p, "bye", REPLY_MS);
     int status = peer_wait(p, REPLY_MS);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
@@ -608,15 +512,15 @@ static bool sleeps_in_futex(pid_t pid)
  * in 5 samples in a row; then 100 ms more for it to settle. */
 static void wait_until_blocked(peer *p)
 {
-    uint64_t deadline = now_ms() + 10000;
+    uint64_t deadline = peer_now_ms() + 10000;
     int in_a_row = 0;
-    while (in_a_row < 5 && now_ms() < deadline) {
+    while (in_a_row < 5 && peer_now_ms() < deadline) {
         in_a_row = sleeps_in_futex(p->pid) ? in_a_row + 1 : 0;
-        sleep_ms(10);
+        peer_sleep_ms(10);
     }
     cr_assert_eq(in_a_row, 5, "%s (pid %d) never blocked in the plugin; it printed:\n%s",
                  p->label, (int)p->pid, p->transcript);
-    sleep_ms(100);
+    peer_sleep_ms(100);
 }
 
 /* A result line's fields, checked as a successful, correct load. */
@@ -659,9 +563,7 @@ static void suite_fini(void)
     for (int i = 0; i < peer_count; i++) {
         peer *p = peers[i];
         if (!p->reaped && p->pid > 0) {
-            kill(p->pid, SIGKILL);
-            while (waitpid(p->pid, &p->status, 0) < 0 && errno == EINTR)
-                ;
+            p->status = peer_reap(p->pid, 0, NULL);
             p->reaped = true;
             while (peer_read(p, 0) != NULL)
                 ;
@@ -671,10 +573,7 @@ static void suite_fini(void)
                     p->label, (int)p->pid, p->status, p->transcript);
             print_file_to_stderr(p->err_path);
         }
-        if (p->to >= 0)
-            close(p->to);
-        if (p->from >= 0)
-            close(p->from);
+        peer_io_close(&p->io);
         unlink(p->err_path);
         free(p);
     }
@@ -685,7 +584,7 @@ static void suite_fini(void)
     for (int i = 0; i < namespace_count; i++) {
         char prefix[64];
         snprintf(prefix, sizeof prefix, "rmreg.%.32s.", namespaces[i]);
-        unlink_prefix(prefix);
+        shm_unlink_prefix(prefix);
     }
     for (int i = 0; i < counter_count; i++)
         unlink(counters[i]);
@@ -802,10 +701,10 @@ Test(registry_node_processes, a_loader_killed_mid_load_is_taken_over_within_2_s)
     cr_assert(!printed_yet(waiter, "loading"), "the waiter ran its loader while the first "
                                                "loader was alive:\n%s", waiter->transcript);
 
-    uint64_t killed_at = now_ms();
+    uint64_t killed_at = peer_now_ms();
     peer_kill(dying);
     const char *result = expect_line(waiter, "result", REPLY_MS);
-    uint64_t took = now_ms() - killed_at;
+    uint64_t took = peer_now_ms() - killed_at;
     expect_exit_0(waiter);
 
     expect_good_result(waiter, result, "takeover@cpu", 0, bytes);
@@ -869,18 +768,18 @@ Test(registry_node_processes, killed_holders_lose_their_references_and_the_model
 
     peer_kill_all(doomed, 3);
     /* Any context's sweep or our reclaim drops the dead references. */
-    for (uint64_t deadline = now_ms() + 3000;; sleep_ms(20)) {
+    for (uint64_t deadline = peer_now_ms() + 3000;; peer_sleep_ms(20)) {
         reclaim(context);
         cr_assert_eq(list_rows(context, rows, 4), 1, "the model went while a live process "
                                                      "holds it");
-        if ((rows[0].holders == 1 && rows[0].refcount == 1) || now_ms() >= deadline)
+        if ((rows[0].holders == 1 && rows[0].refcount == 1) || peer_now_ms() >= deadline)
             break;
     }
     cr_assert_eq(rows[0].holders, 1, "dead holders still counted");
     cr_assert_eq(rows[0].refcount, 1, "dead references still counted");
 
     /* Past the TTL, still held by the survivor: stays. */
-    sleep_ms(2 * (long)ttl_ms);
+    peer_sleep_ms(2 * (long)ttl_ms);
     rm_registry_reclaim_report report = reclaim(context);
     cr_assert_eq(report.models_evicted, 0);
     cr_assert_eq(list_rows(context, rows, 4), 1, "evicted while a live process holds it");
@@ -888,13 +787,13 @@ Test(registry_node_processes, killed_holders_lose_their_references_and_the_model
 
     /* The survivor lets go: evicted once idle for the TTL, not before, by
      * this context's own sweep (nobody calls reclaim now). */
-    uint64_t let_go_at = now_ms();
-    close(survivor->to);
-    survivor->to = -1;
+    uint64_t let_go_at = peer_now_ms();
+    close(survivor->io.to);
+    survivor->io.to = -1;
     uint64_t gone_at = 0;
-    for (uint64_t deadline = now_ms() + 5000; now_ms() < deadline; sleep_ms(5)) {
+    for (uint64_t deadline = peer_now_ms() + 5000; peer_now_ms() < deadline; peer_sleep_ms(5)) {
         if (list_rows(context, rows, 4) == 0) {
-            gone_at = now_ms();
+            gone_at = peer_now_ms();
             break;
         }
     }
@@ -1091,9 +990,9 @@ Test(registry_node_processes, a_process_killed_holding_the_table_lock_does_not_w
 
     peer *next = start_peer("next caller", NULL,
                             "--ns %s load after-lock@cpu --bytes 65536 --counter %s", ns, counter);
-    uint64_t started = now_ms();
+    uint64_t started = peer_now_ms();
     const char *result = expect_line(next, "result", 5000);
-    uint64_t took = now_ms() - started;
+    uint64_t took = peer_now_ms() - started;
     expect_exit_0(next);
     expect_good_result(next, result, "after-lock@cpu", 0, 64 * KiB);
     cr_assert_leq(took, 2000, "the next caller took %" PRIu64 " ms", took);

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "plugin_fixture.h"
+#include "shm_cleanup.h"
 
 #define DESC_SIZE RM_TENSOR_DESCRIPTOR_SIZE
 #define MAX_CONTEXTS 64
@@ -48,27 +49,10 @@ static rm_context *open_contexts[MAX_CONTEXTS];
  * nothing). */
 static size_t namespace_segments(char *names, size_t size, int remove)
 {
-    size_t count = 0, used = 0;
-    names[0] = '\0';
-    DIR *dir = opendir("/dev/shm");
-    if (dir == NULL)
-        return 0;
-    const struct dirent *entry;
-    while ((entry = readdir(dir)) != NULL) {
-        if (strncmp(entry->d_name, shm_prefix, strlen(shm_prefix)) != 0)
-            continue;
-        count++;
-        int n = snprintf(names + used, size - used, "%s ", entry->d_name);
-        if (n > 0 && (size_t)n < size - used)
-            used += (size_t)n;
-        if (remove) {
-            char path[512];
-            snprintf(path, sizeof path, "/dev/shm/%s", entry->d_name);
-            unlink(path);
-        }
-    }
-    closedir(dir);
-    return count;
+    long count = shm_list_prefix(shm_prefix, names, size);
+    if (remove)
+        shm_unlink_prefix(shm_prefix);
+    return count < 0 ? 0 : (size_t)count;
 }
 
 static void tensor_init(void)

@@ -44,7 +44,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "peer_process.h"
 #include "plugin_fixture.h"
+#include "shm_cleanup.h"
 #include "tensor_peer_protocol.h"
 
 #define KiB ((uint64_t)1 << 10)
@@ -54,7 +56,7 @@
 #define REPLY_TIMEOUT_MS 60000
 #define STREAM_TIMEOUT_MS 300000
 #define MAX_PEERS 64
-#define LINE_BYTES 8192
+#define LINE_BYTES PEER_LINE_BYTES
 
 /* ------------------------------------------------------------------------ */
 /* Bookkeeping for cleanup                                                  */
@@ -62,12 +64,7 @@
 
 typedef struct peer {
     pid_t pid;
-    int to;   /* its stdin */
-    int from; /* its stdout */
-    size_t have;
-    char buffer[LINE_BYTES];
-    char line[LINE_BYTES];
-    char why[256];
+    peer_io io;
 } peer;
 
 static const char *peer_path;
@@ -92,7 +89,8 @@ static const char *make_namespace(const char *tag)
     return name;
 }
 
-/* Names in /dev/shm starting with "rm.<ns>." (and "<pid>." when pid > 0). */
+/* Names in /dev/shm starting with "rm.<ns>." (and "<pid>." when pid > 0);
+ * -1 when /dev/shm cannot be read. */
 static int count_segments(const char *ns, long pid)
 {
     char prefix[96];
@@ -100,30 +98,7 @@ static int count_segments(const char *ns, long pid)
         snprintf(prefix, sizeof prefix, "rm.%s.%ld.", ns, pid);
     else
         snprintf(prefix, sizeof prefix, "rm.%s.", ns);
-    DIR *dir = opendir("/dev/shm");
-    if (dir == NULL)
-        return -1;
-    int count = 0;
-    for (struct dirent *entry; (entry = readdir(dir)) != NULL;)
-        if (strncmp(entry->d_name, prefix, strlen(prefix)) == 0)
-            count++;
-    closedir(dir);
-    return count;
-}
-
-static void unlink_prefix(const char *prefix)
-{
-    DIR *dir = opendir("/dev/shm");
-    if (dir == NULL)
-        return;
-    for (struct dirent *entry; (entry = readdir(dir)) != NULL;)
-        if (strncmp(entry->d_name, prefix, strlen(prefix)) == 0) {
-            char path[512];
-            snprintf(path, sizeof path, "/dev/shm/%s", entry->d_name);
-            if (unlink(path) != 0 && errno == EISDIR)
-                rmdir(path);
-        }
-    closedir(dir);
+    return (int)shm_list_prefix(prefix, NULL, 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -182,20 +157,11 @@ static void track_peer(peer *p, bool add)
 
 /* Forks and execs tensor_peer [--ns ns] [extra...]; fd_map holds pairs
  * (descriptor here, number in the peer), -1 terminated. NULL on failure. */
-static peer *peer_spawn(const char *ns, const char *const *extra, const int *fd_map)
+static peer *peer_spawn_tensor(const char *ns, const char *const *extra, const int *fd_map)
 {
     peer *p = calloc(1, sizeof *p);
-    int in[2], out[2];
-    if (p == NULL || pipe2(in, O_CLOEXEC) != 0) {
-        free(p);
+    if (p == NULL)
         return NULL;
-    }
-    if (pipe2(out, O_CLOEXEC) != 0) {
-        close(in[0]);
-        close(in[1]);
-        free(p);
-        return NULL;
-    }
     const char *argv[64];
     int argc = 0;
     argv[argc++] = peer_path;
@@ -206,97 +172,19 @@ static peer *peer_spawn(const char *ns, const char *const *extra, const int *fd_
     for (; extra != NULL && *extra != NULL && argc < 62; extra++)
         argv[argc++] = *extra;
     argv[argc] = NULL;
-    pid_t parent = getpid();
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid == 0) {
-        /* Only async-signal-safe calls until exec. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(126);
-        dup2(in[0], STDIN_FILENO);
-        dup2(out[1], STDOUT_FILENO);
-        for (const int *map = fd_map; map != NULL && map[0] >= 0; map += 2)
-            dup2(map[0], map[1]);
-        execv(peer_path, (char *const *)argv);
-        _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
-    if (pid < 0) {
-        close(in[1]);
-        close(out[0]);
+    p->pid = peer_spawn((char *const *)argv, NULL, -1, fd_map, &p->io);
+    if (p->pid < 0) {
         free(p);
         return NULL;
     }
-    p->pid = pid;
-    p->to = in[1];
-    p->from = out[0];
     track_peer(p, true);
     return p;
 }
 
-static int send_all(int fd, const void *data, size_t size)
-{
-    const uint8_t *at = data;
-    while (size > 0) {
-        ssize_t wrote = write(fd, at, size);
-        if (wrote < 0 && errno == EINTR)
-            continue;
-        if (wrote <= 0)
-            return -1;
-        at += wrote;
-        size -= (size_t)wrote;
-    }
-    return 0;
-}
-
-/* The peer's next line, or NULL (end, error or timeout; p->why says). */
+/* The peer's next line, or NULL (end, error or timeout; p->io.why says). */
 static const char *peer_read(peer *p, int timeout_ms)
 {
-    for (;;) {
-        char *newline = memchr(p->buffer, '\n', p->have);
-        if (newline != NULL) {
-            size_t length = (size_t)(newline - p->buffer);
-            memcpy(p->line, p->buffer, length);
-            p->line[length] = '\0';
-            p->have -= length + 1;
-            memmove(p->buffer, newline + 1, p->have);
-            return p->line;
-        }
-        if (p->have == sizeof p->buffer) {
-            snprintf(p->why, sizeof p->why, "a reply line longer than %zu bytes",
-                     sizeof p->buffer);
-            return NULL;
-        }
-        struct pollfd ready = {.fd = p->from, .events = POLLIN};
-        int polled = poll(&ready, 1, timeout_ms);
-        if (polled < 0 && errno == EINTR)
-            continue;
-        if (polled == 0) {
-            snprintf(p->why, sizeof p->why, "no reply within %d ms", timeout_ms);
-            return NULL;
-        }
-        ssize_t got = read(p->from, p->buffer + p->have, sizeof p->buffer - p->have);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got <= 0) {
-            snprintf(p->why, sizeof p->why, "its output ended (%s)",
-                     got == 0 ? "exited or crashed" : strerror(errno));
-            return NULL;
-        }
-        p->have += (size_t)got;
-    }
-}
-
-static int peer_send_line(peer *p, const char *line)
-{
-    size_t length = strlen(line);
-    if (send_all(p->to, line, length) != 0 || send_all(p->to, "\n", 1) != 0) {
-        snprintf(p->why, sizeof p->why, "cannot write to it: %s", strerror(errno));
-        return -1;
-    }
-    return 0;
+    return peer_read_line(&p->io, timeout_ms);
 }
 
 /* Sends a command line and returns the reply, or NULL. */
@@ -304,7 +192,7 @@ static const char *peer_call_v(peer *p, int timeout_ms, const char *format, va_l
 {
     char line[LINE_BYTES];
     vsnprintf(line, sizeof line, format, args);
-    if (peer_send_line(p, line) != 0)
+    if (peer_send_line(&p->io, line) != 0)
         return NULL;
     return peer_read(p, timeout_ms);
 }
@@ -324,7 +212,7 @@ static const char *peer_import_binary_within(peer *p, const void *bytes, size_t 
 {
     char line[64];
     snprintf(line, sizeof line, "importbin %zu%s", size, writable ? " w" : "");
-    if (peer_send_line(p, line) != 0 || send_all(p->to, bytes, size) != 0)
+    if (peer_send_line(&p->io, line) != 0 || peer_send_all(p->io.to, bytes, size) != 0)
         return NULL;
     return peer_read(p, timeout_ms);
 }
@@ -337,27 +225,12 @@ static const char *peer_import_binary(peer *p, const void *bytes, size_t size, b
 /* Waits up to timeout_ms for the process, then kills it. Wait status. */
 static int reap(pid_t pid, int timeout_ms)
 {
-    int status = 0;
-    for (int waited = 0;; waited += 5) {
-        pid_t done = waitpid(pid, &status, WNOHANG);
-        if (done == pid)
-            return status;
-        if (done < 0 && errno != EINTR)
-            return -1;
-        if (waited >= timeout_ms) {
-            kill(pid, SIGKILL);
-            while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-                ;
-            return status;
-        }
-        usleep(5000);
-    }
+    return peer_reap(pid, timeout_ms, NULL);
 }
 
 static void peer_forget(peer *p)
 {
-    close(p->to);
-    close(p->from);
+    peer_io_close(&p->io);
     track_peer(p, false);
     free(p);
 }
@@ -376,22 +249,18 @@ static int peer_quit_status(peer *p, bool *said_bye)
 {
     const char *reply = peer_call(p, "quit");
     *said_bye = reply != NULL && strcmp(reply, "ok bye") == 0;
-    close(p->to);
+    close(p->io.to);
+    p->io.to = -1;
     int status = reap(p->pid, 20000);
     peer_forget(p);
     return status;
-}
-
-static bool starts_with(const char *text, const char *prefix)
-{
-    return text != NULL && strncmp(text, prefix, strlen(prefix)) == 0;
 }
 
 /* The code of an "err CODE NAME ..." reply, or 1 when it is not one. */
 static int32_t error_code_of(const char *reply)
 {
     int code = 1;
-    if (starts_with(reply, "err ") && sscanf(reply, "err %d", &code) == 1)
+    if (peer_starts_with(reply, "err ") && sscanf(reply, "err %d", &code) == 1)
         return (int32_t)code;
     return 1;
 }
@@ -412,7 +281,7 @@ static uint64_t field_of(const char *reply, const char *key)
 /* Spawns a peer and waits for "ready". */
 static peer *start_peer_with(const char *ns, const char *const *extra, const int *fd_map)
 {
-    peer *p = peer_spawn(ns, extra, fd_map);
+    peer *p = peer_spawn_tensor(ns, extra, fd_map);
     cr_assert_not_null(p, "cannot start %s: %s", peer_path, strerror(errno));
     return p;
 }
@@ -420,8 +289,8 @@ static peer *start_peer_with(const char *ns, const char *const *extra, const int
 static void expect_ready(peer *p)
 {
     const char *line = peer_read(p, REPLY_TIMEOUT_MS);
-    cr_assert(starts_with(line, "ready "), "peer %d did not start: %s", (int)p->pid,
-              line ? line : p->why);
+    cr_assert(peer_starts_with(line, "ready "), "peer %d did not start: %s", (int)p->pid,
+              line ? line : p->io.why);
 }
 
 static peer *start_peer(const char *ns, const char *const *extra)
@@ -433,7 +302,7 @@ static peer *start_peer(const char *ns, const char *const *extra)
 
 static const char *must_reply(peer *p, const char *reply, const char *what)
 {
-    cr_assert_not_null(reply, "peer %d, `%s`: %s", (int)p->pid, what, p->why);
+    cr_assert_not_null(reply, "peer %d, `%s`: %s", (int)p->pid, what, p->io.why);
     return reply;
 }
 
@@ -442,7 +311,8 @@ static const char *must_reply(peer *p, const char *reply, const char *what)
 static const char *must_be_ok(peer *p, const char *reply, const char *what)
 {
     must_reply(p, reply, what);
-    cr_assert(starts_with(reply, "ok"), "peer %d, `%s` answered: %s", (int)p->pid, what, reply);
+    cr_assert(peer_starts_with(reply, "ok"), "peer %d, `%s` answered: %s", (int)p->pid, what,
+              reply);
     return reply;
 }
 
@@ -474,7 +344,7 @@ static int import_ok(peer *p, const uint8_t *descriptor, size_t size, bool writa
     const char *reply = must_reply(p, peer_import_binary(p, descriptor, size, writable),
                                    "importbin");
     int id = -1;
-    cr_assert(starts_with(reply, "ok ") && sscanf(reply, "ok %d", &id) == 1,
+    cr_assert(peer_starts_with(reply, "ok ") && sscanf(reply, "ok %d", &id) == 1,
               "peer %d could not import: %s", (int)p->pid, reply);
     if (out_flags != NULL)
         *out_flags = field_of(reply, "flags");
@@ -536,7 +406,7 @@ static void export_both(rm_context *context, const rm_tensor *tensor,
         rc = vt->tensor_export_text(context, tensor, text, RM_TENSOR_DESCRIPTOR_TEXT_MAX);
         cr_assert_eq(rc, RM_OK, "tensor_export_text: %s: %s", vt->error_name(rc),
                      vt->context_last_error(context));
-        cr_assert(starts_with(text, "rmt1."), "text form %s", text);
+        cr_assert(peer_starts_with(text, "rmt1."), "text form %s", text);
         cr_assert_lt(strlen(text), RM_TENSOR_DESCRIPTOR_TEXT_MAX);
     }
 }
@@ -597,11 +467,11 @@ static void suite_fini(void)
     for (int i = 0; i < namespace_count; i++) {
         char prefix[64];
         snprintf(prefix, sizeof prefix, "rm.%.39s.", namespaces[i]);
-        unlink_prefix(prefix);
+        shm_unlink_prefix(prefix);
     }
     char hold_prefix[64];
     snprintf(hold_prefix, sizeof hold_prefix, "pr-hold-%ld-", (long)getpid());
-    unlink_prefix(hold_prefix);
+    shm_unlink_prefix(hold_prefix);
     fixture_unload();
 }
 
@@ -627,7 +497,7 @@ static void check_in_peer(peer *p, const uint8_t *binary, const char *text,
     CALL_OK(p, "release %d", id);
 
     const char *reply = CALL(p, "importtext %s", text);
-    cr_assert(starts_with(reply, "ok ") && sscanf(reply, "ok %d", &id) == 1,
+    cr_assert(peer_starts_with(reply, "ok ") && sscanf(reply, "ok %d", &id) == 1,
               "text import: %s", reply);
     sum = CALL(p, "sum %d", id);
     cr_assert_str_eq(sum, expected, "%" PRIu64 " bytes, text descriptor", nbytes);
@@ -659,7 +529,7 @@ Test(tensor_processes, data_is_equal_across_processes_from_0_bytes_to_1_gib)
         char pattern_hash[40];
         snprintf(pattern_hash, sizeof pattern_hash, "ok %016" PRIx64 " ",
                  tp_pattern_hash(1000 + i, sizes[i]));
-        cr_assert(starts_with(expected, pattern_hash), "the fill did not write the pattern");
+        cr_assert(peer_starts_with(expected, pattern_hash), "the fill did not write the pattern");
 
         uint8_t binary[RM_TENSOR_DESCRIPTOR_SIZE];
         char text[RM_TENSOR_DESCRIPTOR_TEXT_MAX];
@@ -671,7 +541,7 @@ Test(tensor_processes, data_is_equal_across_processes_from_0_bytes_to_1_gib)
             const char *extra[] = {"--import-text", text, NULL};
             peer *q = start_peer_with(ns, extra, NULL);
             const char *reply = must_reply(q, peer_read(q, REPLY_TIMEOUT_MS), "argv import");
-            cr_assert(starts_with(reply, "ok 0 "), "import from argv: %s", reply);
+            cr_assert(peer_starts_with(reply, "ok 0 "), "import from argv: %s", reply);
             expect_ready(q);
             cr_assert_str_eq(CALL(q, "sum 0"), expected, "text descriptor through argv");
             quit_peer(q);
@@ -840,9 +710,9 @@ Test(tensor_processes, writable_imports_write_through_and_read_only_ones_fault)
     /* ...that a read-only view elsewhere sees, and cannot write. */
     peer *reader = start_peer(ns, NULL);
     const char *reply = CALL(reader, "importtext %s", text);
-    cr_assert(starts_with(reply, "ok 0 "), "%s", reply);
+    cr_assert(peer_starts_with(reply, "ok 0 "), "%s", reply);
     const char *sum = CALL_OK(reader, "sum 0");
-    cr_assert(starts_with(sum + 3, ours + 3), "the reader sees %s, the owner %s", sum, ours);
+    cr_assert(peer_starts_with(sum + 3, ours + 3), "the reader sees %s, the owner %s", sum, ours);
     uint8_t first = ((const uint8_t *)info.data)[0];
     reply = peer_call(reader, "poke 0");
     cr_assert(reply == NULL, "a write through a read-only view succeeded: %s", reply);
@@ -916,17 +786,17 @@ Test(tensor_processes, two_producers_two_consumers_hand_off_without_loss, .timeo
     char line[128];
     for (int p = 0; p < 2; p++) {
         snprintf(line, sizeof line, "produce %" PRIu64 " %d 200 201 202 203", handoffs, p + 1);
-        cr_assert_eq(peer_send_line(producers[p], line), 0, "%s", producers[p]->why);
+        cr_assert_eq(peer_send_line(&producers[p]->io, line), 0, "%s", producers[p]->io.why);
     }
     for (int c = 0; c < 2; c++) {
         snprintf(line, sizeof line, "consume %" PRIu64 " 1 200 201 2 202 203", handoffs);
-        cr_assert_eq(peer_send_line(consumers[c], line), 0, "%s", consumers[c]->why);
+        cr_assert_eq(peer_send_line(&consumers[c]->io, line), 0, "%s", consumers[c]->io.why);
     }
     char results[4][LINE_BYTES];
     peer *all[4] = {producers[0], producers[1], consumers[0], consumers[1]};
     for (int i = 0; i < 4; i++) {
         const char *reply = peer_read(all[i], STREAM_TIMEOUT_MS);
-        snprintf(results[i], sizeof results[i], "%s", reply ? reply : all[i]->why);
+        snprintf(results[i], sizeof results[i], "%s", reply ? reply : all[i]->io.why);
     }
     double seconds = (double)(now_ns() - started) / 1e9;
     char expected[4][64];
@@ -1289,18 +1159,19 @@ static int full_dev_shm_child(const char *ns)
     CHILD_CHECK(inline_bytes != NULL, 23, "malloc");
     rc = vt->tensor_export_inline(context, heap, inline_bytes, needed, NULL);
     CHILD_CHECK(rc == RM_OK, 24, "export_inline: %s", vt->error_name(rc));
-    importer = peer_spawn(ns, NULL, NULL);
+    importer = peer_spawn_tensor(ns, NULL, NULL);
     CHILD_CHECK(importer != NULL, 25, "spawn");
     const char *line = peer_read(importer, REPLY_TIMEOUT_MS);
-    CHILD_CHECK(starts_with(line, "ready "), 26, "peer: %s", line ? line : importer->why);
+    CHILD_CHECK(peer_starts_with(line, "ready "), 26, "peer: %s", line ? line : importer->io.why);
     line = peer_import_binary(importer, inline_bytes, (size_t)needed, false);
-    CHILD_CHECK(starts_with(line, "ok 0 "), 27, "inline import: %s", line ? line : importer->why);
+    CHILD_CHECK(peer_starts_with(line, "ok 0 "), 27, "inline import: %s",
+                line ? line : importer->io.why);
     CHILD_CHECK(!(field_of(line, "flags") & RM_TENSOR_SHAREABLE), 28, "%s", line);
     line = peer_call(importer, "sum 0");
     char expected[64];
     snprintf(expected, sizeof expected, "ok %016" PRIx64 " ", heap_hash);
-    CHILD_CHECK(starts_with(line, expected), 29, "the copy differs: %s (want %s)",
-                line ? line : importer->why, expected);
+    CHILD_CHECK(peer_starts_with(line, expected), 29, "the copy differs: %s (want %s)",
+                line ? line : importer->io.why, expected);
     bool bye = false;
     int status = peer_quit_status(importer, &bye);
     importer = NULL;
@@ -1513,15 +1384,16 @@ Test(tensor_processes, quotas_are_exact_under_thread_races_while_processes_impor
         for (int i = 0; i < K; i++) {
             char line[32];
             snprintf(line, sizeof line, "importbin %d", RM_TENSOR_DESCRIPTOR_SIZE);
-            cr_assert_eq(peer_send_line(peers[p], line), 0);
-            cr_assert_eq(send_all(peers[p]->to, descriptors[i], RM_TENSOR_DESCRIPTOR_SIZE), 0);
+            cr_assert_eq(peer_send_line(&peers[p]->io, line), 0);
+            cr_assert_eq(
+                peer_send_all(peers[p]->io.to, descriptors[i], RM_TENSOR_DESCRIPTOR_SIZE), 0);
         }
     for (int p = 0; p < PEERS; p++)
         for (int i = 0; i < K; i++) {
             const char *reply = must_reply(peers[p], peer_read(peers[p], REPLY_TIMEOUT_MS),
                                            "importbin");
             int id = -1;
-            cr_assert(starts_with(reply, "ok ") && sscanf(reply, "ok %d", &id) == 1 && id == i,
+            cr_assert(peer_starts_with(reply, "ok ") && sscanf(reply, "ok %d", &id) == 1 && id == i,
                       "peer %d, import %d: %s", p, i, reply);
         }
     for (int p = 0; p < PEERS; p++)
@@ -1536,7 +1408,7 @@ Test(tensor_processes, quotas_are_exact_under_thread_races_while_processes_impor
     cr_assert_eq(vt->tensor_session_bytes(by_session, 9, &bytes), RM_OK);
     cr_assert_eq(bytes, K * 64 * KiB, "memory still held by importers was uncharged");
     for (int p = 0; p < PEERS; p++)
-        cr_assert_eq(peer_send_line(peers[p], "releaseall"), 0);
+        cr_assert_eq(peer_send_line(&peers[p]->io, "releaseall"), 0);
     for (int p = 0; p < PEERS; p++) {
         const char *reply = must_reply(peers[p], peer_read(peers[p], REPLY_TIMEOUT_MS),
                                        "releaseall");
@@ -1585,13 +1457,13 @@ Test(tensor_processes, at_most_max_holders_processes_import_from_a_pool)
     for (int i = 0; i < N; i++) {
         char line[32];
         snprintf(line, sizeof line, "importbin %d", RM_TENSOR_DESCRIPTOR_SIZE);
-        cr_assert_eq(peer_send_line(peers[i], line), 0);
-        cr_assert_eq(send_all(peers[i]->to, descriptor, sizeof descriptor), 0);
+        cr_assert_eq(peer_send_line(&peers[i]->io, line), 0);
+        cr_assert_eq(peer_send_all(peers[i]->io.to, descriptor, sizeof descriptor), 0);
     }
     for (int i = 0; i < N; i++) {
         const char *reply = must_reply(peers[i], peer_read(peers[i], REPLY_TIMEOUT_MS),
                                        "importbin");
-        cr_assert(starts_with(reply, "ok 0 "), "importer %d of %d: %s", i + 1, N, reply);
+        cr_assert(peer_starts_with(reply, "ok 0 "), "importer %d of %d: %s", i + 1, N, reply);
     }
     cr_assert_eq(stats_of(context).holders, N);
 
@@ -1757,7 +1629,7 @@ static void expect_refused(const char *ns, const uint8_t *descriptor, int32_t co
     peer *p = start_peer(ns, NULL);
     const char *reply = peer_import_binary_within(p, descriptor, RM_TENSOR_DESCRIPTOR_SIZE,
                                                   false, 15000);
-    cr_assert_not_null(reply, "%s: the importer %s", what, p->why);
+    cr_assert_not_null(reply, "%s: the importer %s", what, p->io.why);
     int32_t got = error_code_of(reply);
     cr_assert(got == code || (other_code != 0 && got == other_code),
               "%s: want %s, got: %s", what, vt->error_name(code), reply);
@@ -1887,7 +1759,7 @@ Test(tensor_processes, a_segment_that_is_not_the_owner_s_is_refused)
             cr_assert_eq(rename(held, targets[t]), 0, "%s", strerror(errno));
             /* Every case runs and reports (expect, not assert). */
             if (reply == NULL) {
-                cr_expect_fail("%s: the importer %s", what, p->why);
+                cr_expect_fail("%s: the importer %s", what, p->io.why);
                 peer_kill(p);
                 continue;
             }
@@ -2036,7 +1908,7 @@ Test(tensor_processes, descriptors_corrupted_in_transit_or_forged_field_by_field
             reply = must_reply(both[w], peer_import_binary(both[w], forged, sizeof forged, false),
                                row->what);
             int32_t got = error_code_of(reply);
-            accepted += w == 0 && starts_with(reply, "ok ");
+            accepted += w == 0 && peer_starts_with(reply, "ok ");
             cr_expect(got == row->code || (row->other_code != 0 && got == row->other_code),
                       "%s, %s importer: want %s, got: %s", row->what, w ? "cold" : "warm",
                       vt->error_name(row->code), reply);

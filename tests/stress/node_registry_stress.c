@@ -16,7 +16,6 @@
  * 0 only when all passed. Environment: RM_PLUGIN_PATH (required),
  * RM_STRESS_SCALE (iterations multiplier, default 1).
  */
-#include <dirent.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -28,7 +27,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "plugin_loader.h"
+#include "plugin_env.h"
+#include "shm_cleanup.h"
+#include "stress_driver.h"
 
 #define KEYS 6
 #define MODEL_BYTES (64u << 10)
@@ -54,12 +55,8 @@ static rm_context *make_context(const char *max_models, const char *ttl)
         {"registry.max_models", max_models}, {"registry.ttl_s", ttl},
         {"features", "model-registry"},   {"log.level", "error"},
     };
-    rm_context_options options = RM_STRUCT_INIT(rm_context_options);
-    options.entries = entries;
-    options.entry_count = sizeof entries / sizeof entries[0];
-    options.flags = RM_CONTEXT_IGNORE_ENV;
     rm_context *context = NULL;
-    if (vt->context_create(&options, &context) != RM_OK) {
+    if (create_context_of(vt, entries, sizeof entries / sizeof entries[0], &context) != RM_OK) {
         fprintf(stderr, "# context_create: %s\n", vt->context_last_error(NULL));
         return NULL;
     }
@@ -104,35 +101,16 @@ static bool model_ok(const char *key, const unsigned char *bytes)
 static unsigned model_segments(void)
 {
     char prefix[64];
-    int length = snprintf(prefix, sizeof prefix, "rmreg.%s.m.", namespace_name);
-    unsigned count = 0;
-    DIR *directory = opendir("/dev/shm");
-    if (directory == NULL)
-        return 0;
-    struct dirent *item;
-    while ((item = readdir(directory)) != NULL)
-        if (strncmp(item->d_name, prefix, (size_t)length) == 0)
-            count++;
-    closedir(directory);
-    return count;
+    snprintf(prefix, sizeof prefix, "rmreg.%s.m.", namespace_name);
+    long count = shm_list_prefix(prefix, NULL, 0);
+    return count < 0 ? 0 : (unsigned)count;
 }
 
 static void remove_namespace(void)
 {
     char prefix[64];
-    int length = snprintf(prefix, sizeof prefix, "rmreg.%s.", namespace_name);
-    DIR *directory = opendir("/dev/shm");
-    if (directory == NULL)
-        return;
-    struct dirent *item;
-    while ((item = readdir(directory)) != NULL) {
-        if (strncmp(item->d_name, prefix, (size_t)length) != 0)
-            continue;
-        char path[300];
-        snprintf(path, sizeof path, "/dev/shm/%s", item->d_name);
-        unlink(path);
-    }
-    closedir(directory);
+    snprintf(prefix, sizeof prefix, "rmreg.%s.", namespace_name);
+    shm_unlink_prefix(prefix);
 }
 
 /* ---- 1 single_flight ---------------------------------------------------- */
@@ -320,49 +298,29 @@ static int churn(void)
     return 0;
 }
 
+static void reset_errors(void)
+{
+    atomic_store(&errors, 0);
+}
+
 int main(void)
 {
-    const char *path = getenv("RM_PLUGIN_PATH");
-    if (path == NULL) {
-        fprintf(stderr, "RM_PLUGIN_PATH must name rm_plugin.so\n");
-        return 2;
-    }
-    const char *scale_text = getenv("RM_STRESS_SCALE");
-    if (scale_text != NULL)
-        scale = atof(scale_text);
-    if (getenv("RM_TEST_UNDER_TSAN") != NULL && scale_text == NULL)
-        scale = 0.25;
+    scale = stress_scale();
     snprintf(namespace_name, sizeof namespace_name, "nstress%ld", (long)getpid());
     rm_loaded_plugin plugin;
     char error[512];
-    if (rm_plugin_load(path, NULL, RM_ABI_VERSION(1, 2), RM_ABI_VERSION_CURRENT, NULL, &plugin,
-                       error, sizeof error) != 0) {
+    if (load_plugin_from_env(RM_ABI_VERSION(1, 2), &plugin, error, sizeof error) != 0) {
         fprintf(stderr, "%s\n", error);
         return 2;
     }
     vt = plugin.vtable;
-    struct {
-        const char *name;
-        int (*run)(void);
-    } scenarios[] = {
+    const stress_scenario scenarios[] = {
         {"single_flight", single_flight},
         {"churn", churn},
     };
-    int passed = 0, failed = 0;
-    for (size_t i = 0; i < sizeof scenarios / sizeof scenarios[0]; i++) {
-        atomic_store(&errors, 0);
-        reason[0] = '\0';
-        if (scenarios[i].run() == 0) {
-            printf("ok   %s\n", scenarios[i].name);
-            passed++;
-        } else {
-            printf("FAIL %s: %s\n", scenarios[i].name, reason);
-            failed++;
-        }
-        fflush(stdout);
-    }
+    int failed =
+        stress_run(scenarios, sizeof scenarios / sizeof scenarios[0], reset_errors, reason);
     remove_namespace();
-    printf("%d passed, %d failed\n", passed, failed);
     rm_plugin_unload(&plugin);
     return failed == 0 ? 0 : 1;
 }
