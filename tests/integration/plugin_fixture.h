@@ -38,4 +38,39 @@ static inline int32_t fixture_context(rm_context **out, const char *const *pairs
     return create_context_of(vt, entries, count, out);
 }
 
+/* Contexts a test opened, so that the suite's fini can destroy what a
+ * failed test (which stops at its first failed assertion) left open. */
+#define FIXTURE_MAX_CONTEXTS 64
+static rm_context *fixture_open_contexts[FIXTURE_MAX_CONTEXTS];
+
+static inline void fixture_track(rm_context *context)
+{
+    for (size_t i = 0; i < FIXTURE_MAX_CONTEXTS; i++) {
+        if (fixture_open_contexts[i] == NULL) {
+            fixture_open_contexts[i] = context;
+            return;
+        }
+    }
+    cr_assert_fail("more than %d contexts open", FIXTURE_MAX_CONTEXTS);
+}
+
+/* Destroys a context fixture_track() knows (or any other). */
+static inline void fixture_close(rm_context *context)
+{
+    for (size_t i = 0; i < FIXTURE_MAX_CONTEXTS; i++)
+        if (fixture_open_contexts[i] == context)
+            fixture_open_contexts[i] = NULL;
+    vt->context_destroy(context);
+}
+
+/* Newest first, as a test would have closed them. */
+static inline void fixture_close_all(void)
+{
+    for (int i = FIXTURE_MAX_CONTEXTS - 1; i >= 0; i--) {
+        if (fixture_open_contexts[i] != NULL)
+            vt->context_destroy(fixture_open_contexts[i]);
+        fixture_open_contexts[i] = NULL;
+    }
+}
+
 #endif

@@ -51,7 +51,6 @@
 
 #define KIB ((uint64_t)1024)
 #define MIB (KIB * 1024)
-#define MAX_CONTEXTS 16
 
 #if defined(__SANITIZE_ADDRESS__)
 #define UNDER_ASAN 1
@@ -72,7 +71,6 @@ static char ns[40];          /* this test's registry.namespace */
 static char shm_prefix[64];  /* its files as /dev/shm lists them: "rmreg.<ns>." */
 static char model_prefix[72]; /* "rmreg.<ns>.m." */
 static char table_path[128]; /* /dev/shm/rmreg.<ns>.table */
-static rm_context *open_contexts[MAX_CONTEXTS];
 static uint64_t page_bytes;
 
 /* Unlinks everything of this test's namespace in /dev/shm (files, links,
@@ -100,11 +98,7 @@ static void node_init(void)
 
 static void node_fini(void)
 {
-    for (int i = MAX_CONTEXTS - 1; i >= 0; i--) {
-        if (open_contexts[i] != NULL)
-            vt->context_destroy(open_contexts[i]);
-        open_contexts[i] = NULL;
-    }
+    fixture_close_all();
     remove_namespace_files();
     fixture_unload();
 }
@@ -125,15 +119,8 @@ static int32_t try_context(const char *scope, const char *const *pairs, rm_conte
     all[n] = NULL;
     *out = NULL;
     int32_t status = fixture_context(out, all);
-    if (status == RM_OK) {
-        for (size_t i = 0; i < MAX_CONTEXTS; i++) {
-            if (open_contexts[i] == NULL) {
-                open_contexts[i] = *out;
-                return status;
-            }
-        }
-        cr_assert_fail("more than %d contexts", MAX_CONTEXTS);
-    }
+    if (status == RM_OK)
+        fixture_track(*out);
     return status;
 }
 
@@ -148,10 +135,7 @@ static rm_context *open_context(const char *scope, const char *const *pairs)
 
 static void close_context(rm_context *context)
 {
-    for (size_t i = 0; i < MAX_CONTEXTS; i++)
-        if (open_contexts[i] == context)
-            open_contexts[i] = NULL;
-    vt->context_destroy(context);
+    fixture_close(context);
 }
 
 static uint64_t now_ns(void)
@@ -729,9 +713,9 @@ Test(registry_node, process_is_the_default_scope_and_contexts_share_nothing)
     rm_context *first, *second;
     const char *pairs[] = {"features", "model-registry", "registry.namespace", ns, NULL};
     cr_assert_eq(fixture_context(&first, pairs), RM_OK, "%s", vt->context_last_error(NULL));
-    open_contexts[0] = first;
+    fixture_track(first);
     cr_assert_eq(fixture_context(&second, pairs), RM_OK);
-    open_contexts[1] = second;
+    fixture_track(second);
     char value[64];
     cr_assert_eq(vt->config_get(first, "registry.scope", value, sizeof value, NULL), RM_OK);
     cr_expect_str_eq(value, "process");

@@ -56,7 +56,6 @@
 #define MiB ((uint64_t)1 << 20)
 
 #define MAX_PEERS 24
-#define MAX_CONTEXTS 8
 #define MAX_NAMESPACES 4
 #define LINE_BYTES PEER_LINE_BYTES
 #define TRANSCRIPT_BYTES 8192
@@ -87,7 +86,6 @@ typedef struct peer_extra {
 static const char *peer_path;
 static peer *peers[MAX_PEERS];
 static int peer_count;
-static rm_context *contexts[MAX_CONTEXTS];
 static char namespaces[MAX_NAMESPACES][RM_NODE_NAMESPACE_MAX + 1];
 static int namespace_count;
 static char counters[MAX_NAMESPACES][64];
@@ -207,20 +205,13 @@ static rm_context *node_context(const char *ns, ...)
     int32_t rc = fixture_context(&context, pairs);
     cr_assert_eq(rc, RM_OK, "context_create in %s: %s: %s", ns, vt->error_name(rc),
                  vt->context_last_error(NULL));
-    for (size_t i = 0; i < MAX_CONTEXTS; i++)
-        if (contexts[i] == NULL) {
-            contexts[i] = context;
-            break;
-        }
+    fixture_track(context);
     return context;
 }
 
 static void destroy_context(rm_context *context)
 {
-    for (size_t i = 0; i < MAX_CONTEXTS; i++)
-        if (contexts[i] == context)
-            contexts[i] = NULL;
-    vt->context_destroy(context);
+    fixture_close(context);
 }
 
 /* The node table's rows as this context lists them; the count. */
@@ -578,9 +569,7 @@ static void suite_fini(void)
         free(p);
     }
     peer_count = 0;
-    for (size_t i = 0; i < MAX_CONTEXTS; i++)
-        if (contexts[i] != NULL)
-            destroy_context(contexts[i]);
+    fixture_close_all();
     for (int i = 0; i < namespace_count; i++) {
         char prefix[64];
         snprintf(prefix, sizeof prefix, "rmreg.%.32s.", namespaces[i]);

@@ -32,7 +32,6 @@
 #include "shm_cleanup.h"
 
 #define DESC_SIZE RM_TENSOR_DESCRIPTOR_SIZE
-#define MAX_CONTEXTS 64
 #define KIB ((uint64_t)1024)
 #define MIB (KIB * 1024)
 
@@ -42,7 +41,6 @@
 
 static char ns[40];         /* this test's shm.namespace */
 static char shm_prefix[48]; /* its segments as /dev/shm lists them: "rm.<ns>." */
-static rm_context *open_contexts[MAX_CONTEXTS];
 
 /* Segments of this test's namespace in /dev/shm: their count, their names
  * in `names`; with `remove`, unlinked too (so a failed test litters
@@ -88,11 +86,7 @@ static void tensor_fini(void)
 {
     /* Contexts a failed test could not close; a passing test closed its
      * own, and the check below is then the test's clean-up contract. */
-    for (int i = MAX_CONTEXTS - 1; i >= 0; i--) {
-        if (open_contexts[i] != NULL)
-            vt->context_destroy(open_contexts[i]);
-        open_contexts[i] = NULL;
-    }
+    fixture_close_all();
     char names[2048];
     size_t left = namespace_segments(names, sizeof names, 1);
     cr_expect_eq(left, 0, "segments left in /dev/shm after every context was destroyed: %s",
@@ -117,22 +111,13 @@ static rm_context *open_context(const char *const *pairs)
     int32_t status = fixture_context(&context, all);
     cr_assert_eq(status, RM_OK, "context_create: %s: %s", vt->error_name(status),
                  vt->context_last_error(NULL));
-    for (size_t i = 0; i < MAX_CONTEXTS; i++) {
-        if (open_contexts[i] == NULL) {
-            open_contexts[i] = context;
-            return context;
-        }
-    }
-    cr_assert_fail("more than %d contexts", MAX_CONTEXTS);
-    return NULL;
+    fixture_track(context);
+    return context;
 }
 
 static void close_context(rm_context *context)
 {
-    for (size_t i = 0; i < MAX_CONTEXTS; i++)
-        if (open_contexts[i] == context)
-            open_contexts[i] = NULL;
-    vt->context_destroy(context);
+    fixture_close(context);
 }
 
 static void expect_no_segments(const char *when)
