@@ -62,8 +62,10 @@ struct rm_node_registry {
     const void *error_owner;
     rm_node_registry_config config;
     char namespace_name[RM_NODE_NAMESPACE_MAX + 1];
-    rm_node_header *table;
-    uint64_t table_bytes;
+    rm_node_view table; /* mapped and checked at creation */
+    /* Set by table_lock() after a repair, logged by table_unlock(): host
+     * code never runs under the node-wide lock. Guarded by that lock. */
+    bool recovery_to_log;
     pid_t pid;
     uint64_t start_time;
 
@@ -108,7 +110,7 @@ typedef struct unlink_list {
  * other keys, through other contexts): waiting for one of them would wait
  * for ourselves. */
 typedef struct running_load {
-    const rm_node_header *table;
+    const char *namespace_name; /* the table: every context maps its own */
     uint32_t slot;
     uint64_t ticket;
     struct running_load *outer;
@@ -116,10 +118,11 @@ typedef struct running_load {
 
 static _Thread_local running_load *loads_on_this_thread;
 
-static bool this_thread_runs(const rm_node_header *table, uint32_t slot, uint64_t ticket)
+static bool this_thread_runs(const char *namespace_name, uint32_t slot, uint64_t ticket)
 {
     for (const running_load *load = loads_on_this_thread; load != NULL; load = load->outer) {
-        if (load->table == table && load->slot == slot && load->ticket == ticket)
+        if (load->slot == slot && load->ticket == ticket &&
+            strcmp(load->namespace_name, namespace_name) == 0)
             return true;
     }
     return false;
@@ -215,37 +218,41 @@ static void unlink_list_run(const rm_node_registry *registry, unlink_list *list)
 
 static uint64_t *slot_hashes(const rm_node_registry *registry)
 {
-    return rm_node_slot_hashes(registry->table);
+    return registry->table.hashes;
 }
 
 static rm_node_entry *slot_entry(const rm_node_registry *registry, uint32_t slot)
 {
-    return &rm_node_entries(registry->table)[slot];
+    return &registry->table.entries[slot];
 }
 
 static void clear_slot(rm_node_registry *registry, uint32_t slot)
 {
-    rm_node_clear_slot(registry->table, slot);
+    rm_node_clear_slot(&registry->table, slot);
 }
 
 static int32_t table_lock(rm_node_registry *registry)
 {
     bool recovered = false;
-    int32_t status = rm_node_table_lock(registry->table, registry->namespace_name,
+    int32_t status = rm_node_table_lock(&registry->table, registry->namespace_name,
                                         registry->error_owner, &recovered);
     if (recovered) {
         count(registry, &registry->lock_recoveries, 1);
-        rm_host_log(registry->host, RM_LOG_WARN,
-                    "node registry '%s': a process died holding the table lock; the "
-                    "table was repaired and is in use again",
-                    registry->namespace_name);
+        registry->recovery_to_log = true;
     }
     return status;
 }
 
 static void table_unlock(rm_node_registry *registry)
 {
-    rm_node_table_unlock(registry->table);
+    bool log_recovery = registry->recovery_to_log;
+    registry->recovery_to_log = false;
+    rm_node_table_unlock(&registry->table);
+    if (log_recovery)
+        rm_host_log(registry->host, RM_LOG_WARN,
+                    "node registry '%s': a process died holding the table lock; the "
+                    "table was repaired and is in use again",
+                    registry->namespace_name);
 }
 
 /* An update of the table: the lock, and the segments it evicts, which are
@@ -253,7 +260,7 @@ static void table_unlock(rm_node_registry *registry)
  * takes long). On failure nothing is held. */
 static int32_t begin_update(rm_node_registry *registry, unlink_list *victims)
 {
-    unlink_list_init(victims, registry->table->capacity);
+    unlink_list_init(victims, registry->table.capacity);
     return table_lock(registry);
 }
 
@@ -270,7 +277,7 @@ static void end_update(rm_node_registry *registry, unlink_list *victims)
 static int64_t find_slot(rm_node_registry *registry, const char *key, uint64_t hash)
 {
     const uint64_t *hashes = slot_hashes(registry);
-    uint32_t capacity = registry->table->capacity;
+    uint32_t capacity = registry->table.capacity;
     for (uint32_t slot = 0; slot < capacity; slot++) {
         if (hashes[slot] == hash && strcmp(slot_entry(registry, slot)->key, key) == 0)
             return slot;
@@ -341,8 +348,8 @@ static uint64_t drop_dead_holders(rm_node_registry *registry, rm_node_entry *e,
 static void evict_slot(rm_node_registry *registry, uint32_t slot, unlink_list *victims)
 {
     rm_node_entry *e = slot_entry(registry, slot);
-    registry->table->ready_models--;
-    registry->table->ready_bytes -= e->bytes;
+    registry->table.header->ready_models--;
+    registry->table.header->ready_bytes -= e->bytes;
     uint64_t id = e->segment_id;
     clear_slot(registry, slot);
     if (!unlink_list_push(victims, id))
@@ -351,7 +358,7 @@ static void evict_slot(rm_node_registry *registry, uint32_t slot, unlink_list *v
 
 static bool over_budget(const rm_node_registry *registry)
 {
-    const rm_node_header *table = registry->table;
+    const rm_node_header *table = registry->table.header;
     return (registry->config.max_bytes != 0 && table->ready_bytes > registry->config.max_bytes) ||
            (registry->config.max_models != 0 &&
             table->ready_models > registry->config.max_models);
@@ -362,7 +369,7 @@ static int64_t lru_idle_slot(rm_node_registry *registry)
 {
     int64_t best = -1;
     uint64_t best_used = UINT64_MAX;
-    for (uint32_t slot = 0; slot < registry->table->capacity; slot++) {
+    for (uint32_t slot = 0; slot < registry->table.capacity; slot++) {
         rm_node_entry *e = slot_entry(registry, slot);
         if (e->state == RM_NODE_READY && e->refs == 0 && e->last_used_ns < best_used) {
             best = slot;
@@ -398,7 +405,7 @@ typedef struct sweep_result {
 static void sweep_locked(rm_node_registry *registry, uint64_t now_ns, unlink_list *victims,
                          sweep_result *result)
 {
-    for (uint32_t slot = 0; slot < registry->table->capacity; slot++) {
+    for (uint32_t slot = 0; slot < registry->table.capacity; slot++) {
         rm_node_entry *e = slot_entry(registry, slot);
         if (e->state == RM_NODE_LOADING && !is_self(registry, e->loader_pid, e->loader_start_time) &&
             !rm_process_alive(e->loader_pid, e->loader_start_time)) {
@@ -447,7 +454,7 @@ static int64_t free_slot(rm_node_registry *registry, uint64_t now_ns, unlink_lis
                          sweep_result *result)
 {
     int64_t failed = -1;
-    for (uint32_t slot = 0; slot < registry->table->capacity; slot++) {
+    for (uint32_t slot = 0; slot < registry->table.capacity; slot++) {
         uint32_t state = slot_entry(registry, slot)->state;
         if (state == RM_NODE_EMPTY)
             return slot;
@@ -457,7 +464,7 @@ static int64_t free_slot(rm_node_registry *registry, uint64_t now_ns, unlink_lis
     if (failed >= 0)
         return failed;
     sweep_locked(registry, now_ns, victims, result);
-    for (uint32_t slot = 0; slot < registry->table->capacity; slot++) {
+    for (uint32_t slot = 0; slot < registry->table.capacity; slot++) {
         if (slot_entry(registry, slot)->state == RM_NODE_EMPTY)
             return slot;
     }
@@ -589,14 +596,15 @@ static bool publish_load(rm_node_registry *registry, uint32_t slot, uint64_t tic
     bool admitted_over_budget = false;
     if (ours && status == RM_OK) {
         uint64_t now_ns = monotonic_ns();
-        e->state = RM_NODE_READY;
+        /* Size first: a READY entry without one is what repair removes. */
         e->bytes = bytes;
+        e->state = RM_NODE_READY;
         e->loaded_at_ns = e->last_used_ns = now_ns;
         e->loader_pid = 0;
         e->loader_start_time = 0;
         (void)holder_add(registry, e); /* a fresh entry has room */
-        registry->table->ready_models++;
-        registry->table->ready_bytes += bytes;
+        registry->table.header->ready_models++;
+        registry->table.header->ready_bytes += bytes;
         lru = evict_to_budget(registry, &victims);
         admitted_over_budget = over_budget(registry);
     } else if (ours) {
@@ -638,7 +646,10 @@ static int32_t run_load(rm_node_registry *registry, uint32_t slot, uint64_t tick
     };
     rm_loader_buffer_offer(&loaded, &buffer);
     running_load running = {
-        .table = registry->table, .slot = slot, .ticket = ticket, .outer = loads_on_this_thread};
+        .namespace_name = registry->namespace_name,
+        .slot = slot,
+        .ticket = ticket,
+        .outer = loads_on_this_thread};
     loads_on_this_thread = &running;
     int32_t status = loader(loader_user, key, &loaded);
     loads_on_this_thread = running.outer;
@@ -714,7 +725,10 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
                             rm_model_loader_fn loader, void *loader_user, attachment *out)
 {
     uint64_t hash = rm_node_key_hash(key);
-    uint64_t waited_ticket = 0; /* the load we waited for, if any */
+    /* The load we waited for, if any: tickets count per slot, so the slot
+     * is part of its name. */
+    uint64_t waited_ticket = 0;
+    int64_t waited_slot = -1;
     for (;;) {
         unlink_list victims;
         sweep_result swept = {0};
@@ -726,8 +740,10 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
         rm_node_entry *e = found >= 0 ? slot_entry(registry, (uint32_t)found) : NULL;
 
         /* The load we waited for failed: report it, even if another caller
-         * has started a new load of the key since. */
-        if (e != NULL && waited_ticket != 0 && e->failure_ticket >= waited_ticket) {
+         * has started a new load of the key since. (Were that slot given
+         * to another key in between, which only a full table does, this
+         * caller loads the key itself instead.) */
+        if (e != NULL && found == waited_slot && e->failure_ticket == waited_ticket) {
             int32_t failure = e->failure;
             end_update(registry, &victims);
             return rm_error_set(registry->error_owner, failure,
@@ -772,7 +788,7 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
 
         if (e != NULL && e->state == RM_NODE_LOADING) {
             bool self = is_self(registry, e->loader_pid, e->loader_start_time);
-            if (self && this_thread_runs(registry->table, (uint32_t)found, e->ticket)) {
+            if (self && this_thread_runs(registry->namespace_name, (uint32_t)found, e->ticket)) {
                 end_update(registry, &victims);
                 return rm_error_set(registry->error_owner, RM_E_LOAD_CYCLE,
                                     "model key '%s' is being loaded by this thread, whose "
@@ -785,6 +801,7 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
                  * thread's own loads are caught as cycles by the local
                  * layer before they get here). */
                 waited_ticket = e->ticket;
+                waited_slot = found;
                 uint32_t wake = __atomic_load_n(&e->wake, __ATOMIC_ACQUIRE);
                 end_update(registry, &victims);
                 rm_node_futex_wait_ms(&e->wake, wake, RM_NODE_TAKEOVER_POLL_MS);
@@ -809,7 +826,7 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
 
         int64_t slot = e != NULL ? found : free_slot(registry, now_ns, &victims, &swept);
         if (slot < 0) {
-            uint32_t capacity = registry->table->capacity;
+            uint32_t capacity = registry->table.capacity;
             end_update(registry, &victims);
             return rm_error_set(registry->error_owner, RM_E_QUOTA_EXCEEDED,
                                 "node registry '%s' is full: all %u entries of its table "
@@ -969,7 +986,7 @@ int32_t rm_node_registry_create(const rm_node_registry_config *config, const rm_
     pthread_condattr_destroy(&monotonic);
 
     int32_t status = rm_node_table_attach(registry->namespace_name, config->table_entries,
-                                          error_owner, &registry->table, &registry->table_bytes);
+                                          error_owner, &registry->table);
     if (status == RM_OK) {
         rm_registry_config local = {.evict_when_unused = true,
                                     .loader_explains_failures = true};
@@ -1004,8 +1021,8 @@ void rm_node_registry_destroy(rm_node_registry *registry)
         pthread_join(registry->sweeper, NULL);
     /* Destroys every local model, which detaches its node reference. */
     rm_registry_destroy(registry->local);
-    if (registry->table != NULL)
-        munmap(registry->table, (size_t)registry->table_bytes);
+    if (registry->table.header != NULL)
+        munmap(registry->table.header, (size_t)registry->table.bytes);
     pthread_cond_destroy(&registry->sweeper_wake);
     pthread_mutex_destroy(&registry->sweeper_lock);
     pthread_mutex_destroy(&registry->counters_lock);
@@ -1049,7 +1066,7 @@ int32_t rm_node_registry_evict(rm_node_registry *registry, const char *key)
     uint64_t evicted = 0;
     uint64_t dead = 0;
     if (key == NULL) {
-        for (uint32_t slot = 0; slot < registry->table->capacity; slot++) {
+        for (uint32_t slot = 0; slot < registry->table.capacity; slot++) {
             rm_node_entry *e = slot_entry(registry, slot);
             if (e->state != RM_NODE_READY)
                 continue;
@@ -1099,8 +1116,8 @@ int32_t rm_node_registry_get_metrics(rm_node_registry *registry, rm_registry_met
     int32_t status = table_lock(registry);
     if (status != RM_OK)
         return status;
-    models = registry->table->ready_models;
-    bytes = registry->table->ready_bytes;
+    models = registry->table.header->ready_models;
+    bytes = registry->table.header->ready_bytes;
     table_unlock(registry);
     pthread_mutex_lock(&registry->counters_lock);
     out->loads = registry->loads;
@@ -1141,7 +1158,7 @@ int32_t rm_node_registry_list(rm_node_registry *registry, rm_model_info *out,
                             info_struct_size);
     size_t row_bytes =
         info_struct_size < sizeof(rm_model_info) ? info_struct_size : sizeof(rm_model_info);
-    uint32_t table_capacity = registry->table->capacity;
+    uint32_t table_capacity = registry->table.capacity;
     rm_model_info *rows = calloc(table_capacity, sizeof *rows);
     if (rows == NULL)
         return rm_error_set(owner, RM_E_NO_MEMORY, "out of memory listing the node registry");
@@ -1159,7 +1176,8 @@ int32_t rm_node_registry_list(rm_node_registry *registry, rm_model_info *out,
         rm_model_info *row = &rows[found++];
         row->struct_size = (uint32_t)row_bytes;
         row->abi_version = RM_ABI_VERSION_CURRENT;
-        snprintf(row->key, sizeof row->key, "%s", e->key);
+        /* Bounded: an entry's key is not trusted to be terminated. */
+        snprintf(row->key, sizeof row->key, "%.*s", RM_MODEL_KEY_MAX - 1, e->key);
         const char *at = strchr(row->key, '@');
         snprintf(row->device, sizeof row->device, "%s", at != NULL ? at + 1 : "");
         row->bytes = e->bytes;
@@ -1193,54 +1211,89 @@ int32_t rm_node_registry_list(rm_node_registry *registry, rm_model_info *out,
  * a process killed between clearing an entry and unlinking its segment
  * (done after the lock is dropped) can, and so can a table removed by
  * hand. */
+/* Unlinks /dev/shm/<name> if it is this user's; counts what it freed. */
+static void unlink_leftover(const char *name, uint64_t *segments, uint64_t *bytes)
+{
+    char path[RM_NODE_NAME_MAX + 16];
+    snprintf(path, sizeof path, "/dev/shm/%s", name);
+    struct stat info;
+    if (lstat(path, &info) != 0 || info.st_uid != geteuid())
+        return;
+    if (unlink(path) == 0) {
+        *segments += 1;
+        *bytes += (uint64_t)info.st_blocks * 512u;
+    }
+}
+
 static int32_t unlink_orphans(rm_node_registry *registry, uint64_t *segments, uint64_t *bytes)
 {
     DIR *directory = opendir("/dev/shm");
     if (directory == NULL)
         return rm_error_set(registry->error_owner, RM_E_SYSTEM, "cannot read /dev/shm: %s",
                             strerror(errno));
-    char prefix[RM_NODE_NAME_MAX];
-    int prefix_length = snprintf(prefix, sizeof prefix, "rmreg.%s.m.", registry->namespace_name);
-    uint64_t candidates[64];
+    char model_prefix[RM_NODE_NAME_MAX];
+    char new_table_prefix[RM_NODE_NAME_MAX];
+    int model_length =
+        snprintf(model_prefix, sizeof model_prefix, "rmreg.%s.m.", registry->namespace_name);
+    int new_table_length = snprintf(new_table_prefix, sizeof new_table_prefix, "rmreg.%s.new.",
+                                    registry->namespace_name);
+    uint64_t *candidates = NULL;
     uint32_t candidate_count = 0;
+    uint32_t candidate_capacity = 0;
+    int32_t status = RM_OK;
     struct dirent *item;
-    while ((item = readdir(directory)) != NULL && candidate_count < 64) {
-        if (strncmp(item->d_name, prefix, (size_t)prefix_length) != 0)
+    while ((item = readdir(directory)) != NULL) {
+        /* A table a creator was killed while building: "new.<pid>.<hex>". */
+        if (strncmp(item->d_name, new_table_prefix, (size_t)new_table_length) == 0) {
+            long pid = strtol(item->d_name + new_table_length, NULL, 10);
+            if (pid > 0 && !rm_process_alive((pid_t)pid, 0))
+                unlink_leftover(item->d_name, segments, bytes);
             continue;
-        const char *hex = item->d_name + prefix_length;
+        }
+        if (strncmp(item->d_name, model_prefix, (size_t)model_length) != 0)
+            continue;
+        const char *hex = item->d_name + model_length;
         char *end = NULL;
         unsigned long long id = strtoull(hex, &end, 16);
         if (strlen(hex) != 16 || end == NULL || *end != '\0' || id == 0)
             continue;
+        if (candidate_count == candidate_capacity) {
+            uint32_t grown = candidate_capacity == 0 ? 64 : 2 * candidate_capacity;
+            uint64_t *larger = realloc(candidates, grown * sizeof *candidates);
+            if (larger == NULL) {
+                status = rm_error_set(registry->error_owner, RM_E_NO_MEMORY,
+                                      "out of memory listing the model segments of '%s'",
+                                      registry->namespace_name);
+                break;
+            }
+            candidates = larger;
+            candidate_capacity = grown;
+        }
         candidates[candidate_count++] = id;
     }
     closedir(directory);
-    if (candidate_count == 0)
-        return RM_OK;
-    int32_t status = table_lock(registry);
-    if (status != RM_OK)
+    if (status == RM_OK && candidate_count != 0)
+        status = table_lock(registry);
+    if (status != RM_OK || candidate_count == 0) {
+        free(candidates);
         return status;
+    }
     for (uint32_t i = 0; i < candidate_count; i++) {
         bool named = false;
-        for (uint32_t slot = 0; slot < registry->table->capacity && !named; slot++) {
+        for (uint32_t slot = 0; slot < registry->table.capacity && !named; slot++) {
             const rm_node_entry *e = slot_entry(registry, slot);
             named = (e->state == RM_NODE_READY || e->state == RM_NODE_LOADING) &&
                     e->segment_id == candidates[i];
         }
         if (named)
             continue;
-        char path[RM_NODE_NAME_MAX + 16];
-        snprintf(path, sizeof path, "/dev/shm/rmreg.%s.m.%016llx", registry->namespace_name,
+        char name[RM_NODE_NAME_MAX];
+        snprintf(name, sizeof name, "rmreg.%s.m.%016llx", registry->namespace_name,
                  (unsigned long long)candidates[i]);
-        struct stat info;
-        if (lstat(path, &info) != 0 || info.st_uid != geteuid())
-            continue;
-        if (unlink(path) == 0) {
-            *segments += 1;
-            *bytes += (uint64_t)info.st_blocks * 512u;
-        }
+        unlink_leftover(name, segments, bytes);
     }
     table_unlock(registry);
+    free(candidates);
     return RM_OK;
 }
 

@@ -39,10 +39,10 @@ void rm_node_futex_wait_ms(uint32_t *word, uint32_t expected, uint64_t ms)
     syscall(SYS_futex, word, FUTEX_WAIT, expected, &timeout, NULL, 0);
 }
 
-void rm_node_clear_slot(rm_node_header *table, uint32_t slot)
+void rm_node_clear_slot(const rm_node_view *table, uint32_t slot)
 {
-    rm_node_entry *e = &rm_node_entries(table)[slot];
-    rm_node_slot_hashes(table)[slot] = 0;
+    rm_node_entry *e = &table->entries[slot];
+    table->hashes[slot] = 0;
     e->state = RM_NODE_EMPTY;
     e->key[0] = '\0';
     e->segment_id = 0;
@@ -61,15 +61,19 @@ void rm_node_clear_slot(rm_node_header *table, uint32_t slot)
 /* Recomputes what can be derived from the entries: a process killed in the
  * middle of an update may have left hashes, counts or sums behind the
  * entries they summarise. Lock held (EOWNERDEAD). */
-static void repair_table(rm_node_header *table)
+static void repair_table(const rm_node_view *table)
 {
     uint64_t models = 0;
     uint64_t bytes = 0;
-    uint64_t *hashes = rm_node_slot_hashes(table);
+    uint64_t *hashes = table->hashes;
     for (uint32_t slot = 0; slot < table->capacity; slot++) {
-        rm_node_entry *e = &rm_node_entries(table)[slot];
+        rm_node_entry *e = &table->entries[slot];
         bool key_ok = memchr(e->key, '\0', sizeof e->key) != NULL && e->key[0] != '\0';
-        if (e->state > RM_NODE_FAILED || (e->state != RM_NODE_EMPTY && !key_ok)) {
+        /* A READY entry without its size was cut short while being
+         * published: nobody can map it, so it goes. */
+        bool ready_unsized = e->state == RM_NODE_READY && e->bytes == 0;
+        if (e->state > RM_NODE_FAILED || (e->state != RM_NODE_EMPTY && !key_ok) ||
+            ready_unsized) {
             rm_node_clear_slot(table, slot);
             continue;
         }
@@ -101,21 +105,21 @@ static void repair_table(rm_node_header *table)
         __atomic_add_fetch(&e->wake, 1, __ATOMIC_RELEASE);
         rm_node_futex_wake_all(&e->wake);
     }
-    table->ready_models = models;
-    table->ready_bytes = bytes;
+    table->header->ready_models = models;
+    table->header->ready_bytes = bytes;
 }
 
-int32_t rm_node_table_lock(rm_node_header *table, const char *namespace_name,
+int32_t rm_node_table_lock(const rm_node_view *table, const char *namespace_name,
                            const void *error_owner, bool *recovered)
 {
     *recovered = false;
-    int rc = pthread_mutex_lock(&table->lock);
+    int rc = pthread_mutex_lock(&table->header->lock);
     if (rc == 0)
         return RM_OK;
     if (rc == EOWNERDEAD) {
         repair_table(table);
-        table->lock_recoveries++;
-        pthread_mutex_consistent(&table->lock);
+        table->header->lock_recoveries++;
+        pthread_mutex_consistent(&table->header->lock);
         *recovered = true;
         return RM_OK;
     }
@@ -124,17 +128,16 @@ int32_t rm_node_table_lock(rm_node_header *table, const char *namespace_name,
                         namespace_name, strerror(rc));
 }
 
-void rm_node_table_unlock(rm_node_header *table)
+void rm_node_table_unlock(const rm_node_view *table)
 {
-    pthread_mutex_unlock(&table->lock);
+    pthread_mutex_unlock(&table->header->lock);
 }
 
 typedef struct table_opener {
     const char *namespace_name;
     const void *error_owner;
     uint32_t capacity; /* of a table this process creates */
-    rm_node_header *table;
-    uint64_t table_bytes;
+    rm_node_view view;
 } table_opener;
 
 static uint64_t random_id(void)
@@ -203,8 +206,19 @@ static int32_t open_table(table_opener *opener, const char *name, bool *missing)
         return corrupt_table(opener, name,
                              "has no valid header (magic, layout, entry size or file size)");
     }
-    opener->table = table;
-    opener->table_bytes = size;
+    uint32_t capacity = table->capacity; /* read once, then proven */
+    if (rm_node_table_bytes(capacity) != size) {
+        munmap(base, (size_t)size);
+        return corrupt_table(opener, name, "changed while it was being checked");
+    }
+    opener->view = (rm_node_view){
+        .header = table,
+        .bytes = size,
+        .capacity = capacity,
+        .hashes = (uint64_t *)((unsigned char *)base + RM_NODE_TABLE_HEADER_BYTES),
+        .entries = (rm_node_entry *)((unsigned char *)base + RM_NODE_TABLE_HEADER_BYTES +
+                                     rm_node_hash_array_bytes(capacity)),
+    };
     return RM_OK;
 }
 
@@ -285,8 +299,7 @@ static int32_t attach_table(table_opener *opener)
 }
 
 int32_t rm_node_table_attach(const char *namespace_name, uint32_t entries_if_created,
-                             const void *error_owner, rm_node_header **out_table,
-                             uint64_t *out_bytes)
+                             const void *error_owner, rm_node_view *out)
 {
     table_opener opener = {
         .namespace_name = namespace_name,
@@ -294,9 +307,7 @@ int32_t rm_node_table_attach(const char *namespace_name, uint32_t entries_if_cre
         .capacity = entries_if_created,
     };
     int32_t status = attach_table(&opener);
-    if (status == RM_OK) {
-        *out_table = opener.table;
-        *out_bytes = opener.table_bytes;
-    }
+    if (status == RM_OK)
+        *out = opener.view;
     return status;
 }

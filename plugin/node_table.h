@@ -78,20 +78,9 @@ typedef struct rm_node_header {
     uint64_t lock_recoveries; /* times the lock was found held by the dead */
 } rm_node_header;
 
-static inline uint64_t *rm_node_slot_hashes(rm_node_header *header)
-{
-    return (uint64_t *)((unsigned char *)header + RM_NODE_TABLE_HEADER_BYTES);
-}
-
 static inline uint64_t rm_node_hash_array_bytes(uint32_t capacity)
 {
     return ((uint64_t)capacity * sizeof(uint64_t) + 4095u) & ~(uint64_t)4095u;
-}
-
-static inline rm_node_entry *rm_node_entries(rm_node_header *header)
-{
-    return (rm_node_entry *)((unsigned char *)header + RM_NODE_TABLE_HEADER_BYTES +
-                             rm_node_hash_array_bytes(header->capacity));
 }
 
 static inline uint64_t rm_node_table_bytes(uint32_t capacity)
@@ -100,11 +89,22 @@ static inline uint64_t rm_node_table_bytes(uint32_t capacity)
            (uint64_t)capacity * sizeof(rm_node_entry);
 }
 
+/* A mapped table as this process checked it at attach. The header's
+ * capacity lives in shared memory, where a buggy process could change it;
+ * the plugin uses only the copy made when the size was proven. */
+typedef struct rm_node_view {
+    rm_node_header *header;
+    uint64_t bytes;      /* mapped */
+    uint32_t capacity;   /* checked against `bytes` at attach */
+    uint64_t *hashes;    /* slot_hash[capacity] */
+    rm_node_entry *entries; /* [capacity] */
+} rm_node_view;
+
 /** The key's hash as stored in slot_hash[] (never 0). */
 uint64_t rm_node_key_hash(const char *key);
 
 /** Empties `slot` (keeps its ticket and futex word). Lock held. */
-void rm_node_clear_slot(rm_node_header *table, uint32_t slot);
+void rm_node_clear_slot(const rm_node_view *table, uint32_t slot);
 
 /** FUTEX_WAKE every waiter of `word` (a shared mapping: not private). */
 void rm_node_futex_wake_all(uint32_t *word);
@@ -120,8 +120,7 @@ void rm_node_futex_wait_ms(uint32_t *word, uint32_t expected, uint64_t ms);
  * RM_E_CORRUPT_STATE, RM_E_NO_MEMORY (/dev/shm full), RM_E_SYSTEM.
  */
 int32_t rm_node_table_attach(const char *namespace_name, uint32_t entries_if_created,
-                             const void *error_owner, rm_node_header **out_table,
-                             uint64_t *out_bytes);
+                             const void *error_owner, rm_node_view *out);
 
 /**
  * Takes the robust lock. If its holder died, repairs what the entries
@@ -129,8 +128,8 @@ int32_t rm_node_table_attach(const char *namespace_name, uint32_t entries_if_cre
  * lock_recoveries, marks the lock consistent and sets *recovered. Returns
  * RM_OK, or RM_E_CORRUPT_STATE (lock unrecoverable).
  */
-int32_t rm_node_table_lock(rm_node_header *table, const char *namespace_name,
+int32_t rm_node_table_lock(const rm_node_view *table, const char *namespace_name,
                            const void *error_owner, bool *recovered);
-void rm_node_table_unlock(rm_node_header *table);
+void rm_node_table_unlock(const rm_node_view *table);
 
 #endif

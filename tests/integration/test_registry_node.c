@@ -1571,6 +1571,83 @@ Test(registry_node, a_cycle_across_two_contexts_of_a_process_is_load_cycle)
     expect_cycle(first, second);
 }
 
+/* Review finding: each context maps the table at its own address, so a
+ * loader asking another context of its namespace for the key it is loading
+ * once waited for itself forever. */
+Test(registry_node, a_loader_asking_another_context_for_its_own_key_is_load_cycle)
+{
+    rm_context *first = open_context("node", NULL);
+    rm_context *second = open_context("node", NULL);
+    load_plan inner = buffer_plan(4096, 4);
+    load_plan outer = buffer_plan(4096, 5);
+    outer.nested_context = second;
+    snprintf(outer.nested_key, sizeof outer.nested_key, "self@cpu");
+    outer.nested = &inner;
+    rm_model_handle *handle;
+    void *model;
+    int32_t status = get(first, "self@cpu", &outer, &handle, &model);
+    cr_expect_eq(outer.nested_status, RM_E_LOAD_CYCLE, "the nested request: %s",
+                 vt->error_name(outer.nested_status));
+    cr_expect_eq(status, RM_E_LOAD_CYCLE, "%s: %s", vt->error_name(status),
+                 vt->context_last_error(first));
+    cr_expect_eq(calls(&inner), 0, "the nested request ran a loader");
+    expect_nothing_left(first, "after the self-cycle");
+}
+
+/* Review finding: orphans past the first 64 model segments of the
+ * namespace were never looked at. */
+Test(registry_node, reclaim_finds_orphans_among_many_segments)
+{
+    rm_context *context = open_context("node", NULL);
+    load_plan plan = buffer_plan(4096, 16);
+    enum { LIVE = 70 };
+    rm_model_handle *handles[LIVE];
+    char orphan[128];
+    snprintf(orphan, sizeof orphan, "rmreg.%s.m.00000000000beef1", ns);
+    write_shm_file(orphan, 4096, 0600);
+    for (int i = 0; i < LIVE; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "many%d@cpu", i);
+        get_ok(context, key, &plan, &handles[i]);
+    }
+    snprintf(orphan, sizeof orphan, "rmreg.%s.m.00000000000beef2", ns);
+    write_shm_file(orphan, 4096, 0600);
+    rm_registry_reclaim_report report = RM_STRUCT_INIT(rm_registry_reclaim_report);
+    cr_assert_eq(vt->registry_reclaim(context, &report), RM_OK, "%s",
+                 vt->context_last_error(context));
+    cr_expect_eq(report.segments_unlinked, 2, "both orphans, none of the %d live models", LIVE);
+    for (int i = 0; i < LIVE; i++)
+        release(context, handles[i]);
+}
+
+/* Review finding: the plugin re-read the table's capacity from shared
+ * memory, so a process that corrupts it crashed every attached host. */
+Test(registry_node, a_capacity_changed_after_attach_is_not_trusted)
+{
+    rm_context *context = open_context("node", NULL);
+    load_plan plan = buffer_plan(4096, 17);
+    rm_model_handle *handle;
+    get_ok(context, "kept@cpu", &plan, &handle);
+    int fd = open(table_path, O_RDWR);
+    cr_assert_geq(fd, 0);
+    struct stat info;
+    cr_assert_eq(fstat(fd, &info), 0);
+    rm_node_header *header =
+        mmap(NULL, (size_t)info.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    cr_assert_neq(header, MAP_FAILED);
+    uint32_t genuine = header->capacity;
+    header->capacity = RM_NODE_TABLE_ENTRIES_MAX;
+    rm_model_info rows[4];
+    uint32_t count = 0;
+    int32_t status = vt->registry_list(context, rows, sizeof rows[0], 4, &count);
+    header->capacity = genuine;
+    munmap(header, (size_t)info.st_size);
+    cr_expect_eq(status, RM_OK, "%s", vt->context_last_error(context));
+    cr_expect_eq(count, 1);
+    release(context, handle);
+}
+
 #define RACERS 8
 
 struct racer {
