@@ -31,11 +31,34 @@ void rm_host_log(const rm_host *host, int32_t level, const char *format, ...)
     fprintf(stderr, "rm_plugin: %s: %s\n", level_names[level], line);
 }
 
+#define NS_PER_S UINT64_C(1000000000)
+
+uint64_t rm_monotonic_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * NS_PER_S + (uint64_t)now.tv_nsec;
+}
+
+struct timespec rm_monotonic_after(uint64_t delay_ns)
+{
+    struct timespec when;
+    clock_gettime(CLOCK_MONOTONIC, &when);
+    /* Far-off deadlines are clamped to a year: time_t arithmetic on
+     * UINT64_MAX would overflow, and waiters wake before then anyway
+     * whenever something changes. */
+    const uint64_t year_ns = UINT64_C(365) * 24 * 3600 * NS_PER_S;
+    if (delay_ns > year_ns)
+        delay_ns = year_ns;
+    uint64_t nanoseconds = (uint64_t)when.tv_nsec + delay_ns % NS_PER_S;
+    when.tv_sec += (time_t)(delay_ns / NS_PER_S + nanoseconds / NS_PER_S);
+    when.tv_nsec = (long)(nanoseconds % NS_PER_S);
+    return when;
+}
+
 uint64_t rm_host_now_ns(const rm_host *host)
 {
     if (host != NULL && host->services.monotonic_ns != NULL)
         return host->services.monotonic_ns(host->services.user);
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+    return rm_monotonic_ns();
 }

@@ -39,7 +39,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,6 +49,7 @@
 #include "node_table.h"
 #include "process_identity.h"
 #include "registry.h"
+#include "shm_segment.h"
 
 #define NS_PER_MS UINT64_C(1000000)
 #define NS_PER_S UINT64_C(1000000000)
@@ -131,23 +131,6 @@ static bool this_thread_runs(const char *namespace_name, uint32_t slot, uint64_t
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                            */
 /* ------------------------------------------------------------------------ */
-
-static uint64_t monotonic_ns(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * NS_PER_S + (uint64_t)now.tv_nsec;
-}
-
-static uint64_t random_segment_id(void)
-{
-    uint64_t id = 0;
-    while (id == 0) {
-        if (getrandom(&id, sizeof id, 0) != (ssize_t)sizeof id)
-            id = monotonic_ns() ^ ((uint64_t)getpid() << 32);
-    }
-    return id;
-}
 
 static void model_segment_name(const rm_node_registry *registry, uint64_t id, char *out)
 {
@@ -345,15 +328,21 @@ static uint64_t drop_dead_holders(rm_node_registry *registry, rm_node_entry *e,
     return dropped;
 }
 
+/* Empties `slot` and queues its segment for unlinking. */
+static void clear_and_unlink(rm_node_registry *registry, uint32_t slot, unlink_list *victims)
+{
+    uint64_t id = slot_entry(registry, slot)->segment_id;
+    clear_slot(registry, slot);
+    if (!unlink_list_push(victims, id))
+        victims->freed_bytes += unlink_segment(registry, id);
+}
+
 static void evict_slot(rm_node_registry *registry, uint32_t slot, unlink_list *victims)
 {
     rm_node_entry *e = slot_entry(registry, slot);
     registry->table.header->ready_models--;
     registry->table.header->ready_bytes -= e->bytes;
-    uint64_t id = e->segment_id;
-    clear_slot(registry, slot);
-    if (!unlink_list_push(victims, id))
-        victims->freed_bytes += unlink_segment(registry, id);
+    clear_and_unlink(registry, slot, victims);
 }
 
 static bool over_budget(const rm_node_registry *registry)
@@ -409,10 +398,7 @@ static void sweep_locked(rm_node_registry *registry, uint64_t now_ns, unlink_lis
         rm_node_entry *e = slot_entry(registry, slot);
         if (e->state == RM_NODE_LOADING && !is_self(registry, e->loader_pid, e->loader_start_time) &&
             !rm_process_alive(e->loader_pid, e->loader_start_time)) {
-            uint64_t id = e->segment_id;
-            clear_slot(registry, slot);
-            if (!unlink_list_push(victims, id))
-                victims->freed_bytes += unlink_segment(registry, id);
+            clear_and_unlink(registry, slot, victims);
             __atomic_add_fetch(&e->wake, 1, __ATOMIC_RELEASE);
             rm_node_futex_wake_all(&e->wake);
             result->loads_abandoned++;
@@ -437,7 +423,7 @@ static int32_t sweep(rm_node_registry *registry, sweep_result *result)
     int32_t status = begin_update(registry, &victims);
     if (status != RM_OK)
         return status;
-    sweep_locked(registry, monotonic_ns(), &victims, result);
+    sweep_locked(registry, rm_monotonic_ns(), &victims, result);
     end_update(registry, &victims);
     result->freed_bytes = victims.freed_bytes;
     pthread_mutex_lock(&registry->counters_lock);
@@ -487,7 +473,7 @@ static void claim(rm_node_registry *registry, uint32_t slot, const char *key, ui
     slot_hashes(registry)[slot] = hash;
     e->ticket++;
     e->state = RM_NODE_LOADING;
-    e->segment_id = random_segment_id();
+    e->segment_id = rm_node_random_id();
     e->bytes = 0;
     e->loader_pid = registry->pid;
     e->loader_start_time = registry->start_time;
@@ -504,16 +490,15 @@ static int32_t map_sealed(rm_node_registry *registry, const char *key, uint64_t 
 {
     char name[RM_NODE_NAME_MAX];
     model_segment_name(registry, id, name);
-    int fd = shm_open(name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
-    if (fd < 0)
+    uint64_t size = 0;
+    int fd = rm_segment_open_owned(name, false, S_IRUSR, &size);
+    if (fd < 0 && errno != EPERM && errno != EINVAL)
         return rm_error_set(registry->error_owner, RM_E_CORRUPT_STATE,
                             "model key '%s' is ready in node registry '%s' but its segment "
                             "%s cannot be opened: %s",
                             key, registry->namespace_name, name, strerror(errno));
-    struct stat info;
     int32_t status = RM_OK;
-    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode) || info.st_uid != geteuid() ||
-        (info.st_mode & 07777) != S_IRUSR || (uint64_t)info.st_size != bytes)
+    if (fd < 0 || size != bytes)
         status = rm_error_set(registry->error_owner, RM_E_CORRUPT_STATE,
                               "segment %s of model key '%s' is not the sealed %llu-byte "
                               "0400 file of this user that the table names",
@@ -527,7 +512,8 @@ static int32_t map_sealed(rm_node_registry *registry, const char *key, uint64_t 
                                   "mmap() of %s (%llu bytes) failed: %s", name,
                                   (unsigned long long)bytes, strerror(errno));
     }
-    close(fd);
+    if (fd >= 0)
+        close(fd);
     if (status == RM_OK)
         *out_base = base;
     return status;
@@ -595,7 +581,7 @@ static bool publish_load(rm_node_registry *registry, uint32_t slot, uint64_t tic
     uint64_t lru = 0;
     bool admitted_over_budget = false;
     if (ours && status == RM_OK) {
-        uint64_t now_ns = monotonic_ns();
+        uint64_t now_ns = rm_monotonic_ns();
         /* Size first: a READY entry without one is what repair removes. */
         e->bytes = bytes;
         e->state = RM_NODE_READY;
@@ -735,7 +721,7 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
         int32_t status = begin_update(registry, &victims);
         if (status != RM_OK)
             return status;
-        uint64_t now_ns = monotonic_ns();
+        uint64_t now_ns = rm_monotonic_ns();
         int64_t found = find_slot(registry, key, hash);
         rm_node_entry *e = found >= 0 ? slot_entry(registry, (uint32_t)found) : NULL;
 
@@ -865,7 +851,7 @@ static void node_detach(void *base, void *user)
         if (e->state == RM_NODE_READY && e->ticket == held->ticket) {
             holder_remove(registry, e);
             if (e->refs == 0)
-                e->last_used_ns = monotonic_ns();
+                e->last_used_ns = rm_monotonic_ns();
             lru = evict_to_budget(registry, &victims);
         }
         end_update(registry, &victims);
@@ -927,11 +913,7 @@ static void *sweeper_main(void *argument)
     uint64_t period = sweep_period_ns(registry);
     pthread_mutex_lock(&registry->sweeper_lock);
     while (!registry->shutting_down) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        uint64_t nanoseconds = (uint64_t)until.tv_nsec + period;
-        until.tv_sec += (time_t)(nanoseconds / NS_PER_S);
-        until.tv_nsec = (long)(nanoseconds % NS_PER_S);
+        struct timespec until = rm_monotonic_after(period);
         pthread_cond_timedwait(&registry->sweeper_wake, &registry->sweeper_lock, &until);
         if (registry->shutting_down)
             break;
@@ -1062,7 +1044,7 @@ int32_t rm_node_registry_evict(rm_node_registry *registry, const char *key)
     int32_t status = begin_update(registry, &victims);
     if (status != RM_OK)
         return status;
-    uint64_t now_ns = monotonic_ns();
+    uint64_t now_ns = rm_monotonic_ns();
     uint64_t evicted = 0;
     uint64_t dead = 0;
     if (key == NULL) {
@@ -1150,12 +1132,8 @@ int32_t rm_node_registry_list(rm_node_registry *registry, rm_model_info *out,
                               uint32_t info_struct_size, uint32_t capacity,
                               uint32_t *out_count)
 {
+    /* The context has checked info_struct_size against the 1.0 size. */
     const void *owner = registry->error_owner;
-    if (info_struct_size < 2 * sizeof(uint32_t))
-        return rm_error_set(owner, RM_E_STRUCT_SIZE,
-                            "registry_list row size %u is smaller than the "
-                            "struct_size/abi_version header",
-                            info_struct_size);
     size_t row_bytes =
         info_struct_size < sizeof(rm_model_info) ? info_struct_size : sizeof(rm_model_info);
     uint32_t table_capacity = registry->table.capacity;
@@ -1167,7 +1145,7 @@ int32_t rm_node_registry_list(rm_node_registry *registry, rm_model_info *out,
         free(rows);
         return status;
     }
-    uint64_t now_ns = monotonic_ns();
+    uint64_t now_ns = rm_monotonic_ns();
     uint32_t found = 0;
     for (uint32_t slot = 0; slot < table_capacity; slot++) {
         const rm_node_entry *e = slot_entry(registry, slot);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "shm_segment.h"
 
 uint64_t rm_node_key_hash(const char *key)
 {
@@ -140,11 +141,13 @@ typedef struct table_opener {
     rm_node_view view;
 } table_opener;
 
-static uint64_t random_id(void)
+uint64_t rm_node_random_id(void)
 {
     uint64_t id = 0;
-    if (getrandom(&id, sizeof id, 0) != (ssize_t)sizeof id)
-        id = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    while (id == 0) {
+        if (getrandom(&id, sizeof id, 0) != (ssize_t)sizeof id)
+            id = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+    }
     return id;
 }
 
@@ -164,26 +167,20 @@ static int32_t corrupt_table(table_opener *opener, const char *name, const char 
 static int32_t open_table(table_opener *opener, const char *name, bool *missing)
 {
     *missing = false;
-    int fd = shm_open(name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0);
+    uint64_t size = 0;
+    int fd = rm_segment_open_owned(name, true, S_IRUSR | S_IWUSR, &size);
     if (fd < 0) {
         if (errno == ENOENT) {
             *missing = true;
             return RM_OK;
         }
-        if (errno == ELOOP || errno == EACCES || errno == EPERM || errno == EISDIR ||
-            errno == EINVAL || errno == ENXIO)
+        if (errno == EPERM || errno == EINVAL)
+            return corrupt_table(opener, name, "is not a 0600 regular file of this user");
+        if (errno == ELOOP || errno == EACCES || errno == EISDIR || errno == ENXIO)
             return corrupt_table(opener, name, "is not a file this user can open");
         return rm_error_set(opener->error_owner, RM_E_SYSTEM,
-                            "shm_open() of node registry table %s failed: %s", name,
-                            strerror(errno));
+                            "opening node registry table %s failed: %s", name, strerror(errno));
     }
-    struct stat info;
-    if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode) || info.st_uid != geteuid() ||
-        (info.st_mode & 07777) != (S_IRUSR | S_IWUSR)) {
-        close(fd);
-        return corrupt_table(opener, name, "is not a 0600 regular file of this user");
-    }
-    uint64_t size = (uint64_t)info.st_size;
     if (size < RM_NODE_TABLE_HEADER_BYTES ||
         size > rm_node_table_bytes(RM_NODE_TABLE_ENTRIES_MAX)) {
         close(fd);
@@ -229,7 +226,7 @@ static int32_t create_table(table_opener *opener, const char *name)
 {
     char temporary[RM_NODE_NAME_MAX];
     snprintf(temporary, sizeof temporary, "/rmreg.%s.new.%d.%016llx", opener->namespace_name,
-             (int)getpid(), (unsigned long long)random_id());
+             (int)getpid(), (unsigned long long)rm_node_random_id());
     int fd = shm_open(temporary, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC,
                       S_IRUSR | S_IWUSR);
     if (fd < 0)

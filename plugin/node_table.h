@@ -103,6 +103,10 @@ typedef struct rm_node_view {
 /** The key's hash as stored in slot_hash[] (never 0). */
 uint64_t rm_node_key_hash(const char *key);
 
+/** A random, non-zero id for a segment name (unguessable while
+ *  getrandom() works). */
+uint64_t rm_node_random_id(void);
+
 /** Empties `slot` (keeps its ticket and futex word). Lock held. */
 void rm_node_clear_slot(const rm_node_view *table, uint32_t slot);
 

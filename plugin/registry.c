@@ -465,22 +465,6 @@ static uint64_t collect_expired(rm_registry *registry, uint64_t now_ns,
     return UINT64_MAX;
 }
 
-static struct timespec monotonic_after(uint64_t delay_ns)
-{
-    struct timespec when;
-    clock_gettime(CLOCK_MONOTONIC, &when);
-    /* Far-off deadlines are clamped to a year: time_t arithmetic on
-     * UINT64_MAX would overflow, and the evictor wakes before then anyway
-     * whenever something changes. */
-    const uint64_t year_ns = UINT64_C(365) * 24 * 3600 * NS_PER_S;
-    if (delay_ns > year_ns)
-        delay_ns = year_ns;
-    uint64_t nanoseconds = (uint64_t)when.tv_nsec + delay_ns % NS_PER_S;
-    when.tv_sec += (time_t)(delay_ns / NS_PER_S + nanoseconds / NS_PER_S);
-    when.tv_nsec = (long)(nanoseconds % NS_PER_S);
-    return when;
-}
-
 static void *evictor_main(void *argument)
 {
     rm_registry *registry = argument;
@@ -509,7 +493,7 @@ static void *evictor_main(void *argument)
             uint64_t delay_ns = next_deadline - now_ns;
             if (foreign_clock && delay_ns > FOREIGN_CLOCK_MAX_SLEEP_NS)
                 delay_ns = FOREIGN_CLOCK_MAX_SLEEP_NS;
-            struct timespec until = monotonic_after(delay_ns);
+            struct timespec until = rm_monotonic_after(delay_ns);
             pthread_cond_timedwait(&registry->evictor_wake, &registry->mutex,
                                    &until);
         }

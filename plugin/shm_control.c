@@ -88,31 +88,6 @@ int32_t rm_control_create(const char *data_name, uint64_t pool_id, uint32_t slot
     return RM_OK;
 }
 
-int rm_segment_open_checked(const char *name, bool writable, uint64_t *out_size)
-{
-    /* O_NONBLOCK: a FIFO planted under the name must not block the open
-     * before the S_ISREG check can refuse it (no effect on regular files). */
-    int fd = shm_open(name, (writable ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC,
-                      0);
-    if (fd < 0)
-        return -1;
-    struct stat info;
-    int err = 0;
-    if (fstat(fd, &info) != 0)
-        err = errno;
-    else if (!S_ISREG(info.st_mode))
-        err = EINVAL;
-    else if (info.st_uid != geteuid() || (info.st_mode & 07777) != (S_IRUSR | S_IWUSR))
-        err = EPERM;
-    if (err != 0) {
-        close(fd);
-        errno = err;
-        return -1;
-    }
-    *out_size = (uint64_t)info.st_size;
-    return fd;
-}
-
 int32_t rm_segment_open_error_code(int err)
 {
     if (err == ENOENT)

@@ -29,9 +29,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "rm_plugin.h"
+#include "shm_segment.h"
 
 #define RM_CONTROL_MAGIC 0x31434d52u /* "RMC1" */
 #define RM_CONTROL_LAYOUT_VERSION 1
@@ -124,7 +126,10 @@ void rm_control_close(rm_control *control);
  * mode 0600. Returns the fd and its size, or -1 with errno (ENOENT: gone;
  * EPERM: not ours or not 0600; EINVAL: not a regular file).
  */
-int rm_segment_open_checked(const char *name, bool writable, uint64_t *out_size);
+static inline int rm_segment_open_checked(const char *name, bool writable, uint64_t *out_size)
+{
+    return rm_segment_open_owned(name, writable, S_IRUSR | S_IWUSR, out_size);
+}
 
 /**
  * The error code for a failed rm_segment_open_checked(): the segment is
