@@ -1169,7 +1169,11 @@ Test(registry_node, reclaim_in_process_scope)
     cr_expect_eq(vt->registry_reclaim(context, NULL), RM_OK, "out is optional");
     report.struct_size = 8;
     cr_expect_eq(vt->registry_reclaim(context, &report), RM_E_STRUCT_SIZE);
+    cr_expect(strstr(vt->context_last_error(context), "rm_registry_reclaim_report.struct_size 8") !=
+                  NULL,
+              "message: %s", vt->context_last_error(context));
     cr_expect_eq(vt->registry_reclaim(NULL, NULL), RM_E_INVALID_ARGUMENT);
+    cr_expect_str_eq(vt->context_last_error(NULL), "context is NULL");
 }
 
 /* Writes a file of `bytes` bytes (all pages present) into /dev/shm with

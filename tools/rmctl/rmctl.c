@@ -724,9 +724,7 @@ static int command_gc(const rm_loaded_plugin *plugin, const rmctl_options *optio
 
 static double now_ms(void)
 {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)now.tv_sec * 1e3 + (double)now.tv_nsec / 1e6;
+    return (double)monotonic_ns() / 1e6;
 }
 
 /* A stand-in for a model file: weights of a given size, made the way a real
