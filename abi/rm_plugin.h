@@ -83,7 +83,7 @@ extern "C" {
 #define RM_ABI_VERSION_CURRENT RM_ABI_VERSION(RM_ABI_MAJOR, RM_ABI_MINOR)
 
 /** The project (not ABI) version; the build reads it from here. */
-#define RM_PLUGIN_VERSION_STRING "0.1.0"
+#define RM_PLUGIN_VERSION_STRING "0.2.0"
 
 /** The only symbol the shared object exports. */
 #define RM_PLUGIN_ENTRY_POINT "rm_plugin_negotiate"
@@ -586,22 +586,30 @@ typedef struct rm_registry_reclaim_report {
  */
 
 /*
- * Descriptor format (version 1), for hosts that log, route or check
+ * Descriptor format (version 2), for hosts that log, route or check
  * descriptors; they are produced and consumed only by the plugin. 200
  * bytes, little-endian:
- *   0  u32 magic "RMT1"        4  u16 version (1)   6  u8 kind   7  u8 ndim
+ *   0  u32 magic "RMT1"        4  u16 version (2)   6  u8 kind   7  u8 ndim
  *   8  dtype: u8 code, u8 bits, u16 lanes
  *  12  u32 slot               16  u32 generation  20  u32 owner pid
  *  24  u64 pool id            32  u64 owner start time (clock ticks)
  *  40  u64 offset             48  u64 nbytes      56  u64 session
  *  64  i64 shape[8]          128  i64 strides[8] (elements; 0 beyond ndim)
- * 192  u64 checksum of bytes 0..191: h = 0xcbf29ce484222325; for each
- *      little-endian u64 word w: h = (h ^ w) * 0x100000001b3;
- *      h ^= h >> 29. It catches damage in transport and proves nothing:
- *      every field is checked against the pool before a pointer exists.
+ * 192  u64 checksum of bytes 0..191, with mix(x) = y ^ (y >> 32) where
+ *      y = x * 0xff51afd7ed558ccd (mod 2^64), and rotl the 64-bit left
+ *      rotation: lane[j] = 0x243f6a8885a308d3 + j * 0x9e3779b97f4a7c15 for
+ *      j = 0..7; for r = 0..2 and j = 0..7: lane[j] = mix(lane[j] ^ w[8r+j])
+ *      where w[i] is the little-endian u64 at byte 8i; then for width 4,
+ *      2, 1 and j < width: lane[j] = mix(lane[j] ^ rotl(lane[j+width], 23));
+ *      the checksum is lane[0]. It catches damage in transport and proves
+ *      nothing: every field is checked against the live tensor its pool
+ *      records before a pointer exists.
  * Kind 1 = pool (offset into the pool's data segment); kind 2 = inline
  * (pool fields 0, offset 200, nbytes of data follow the descriptor).
  * Text form: "rmt1." and the 200 bytes in base64url without padding.
+ * Version 1 (rm_plugin 0.1, a serial checksum) is refused with
+ * RM_E_INVALID_DESCRIPTOR and a message that says so: descriptors cross
+ * only between processes that run the same plugin version.
  */
 #define RM_TENSOR_MAX_DIMS 8
 #define RM_TENSOR_MAX_HOLDERS 31
@@ -610,10 +618,25 @@ typedef struct rm_registry_reclaim_report {
 /** Every tensor's data is aligned to at least this many bytes. */
 #define RM_TENSOR_MIN_ALIGNMENT 64
 
-/** Element type, laid out as DLPack's DLDataType. */
+/**
+ * Element type, laid out as DLPack's DLDataType. Exactly these codes and
+ * widths are accepted (by tensor_allocate and in a descriptor); any other
+ * is RM_E_INVALID_ARGUMENT (allocate) or RM_E_INVALID_DESCRIPTOR (import):
+ *
+ *   code                 bits            NumPy / PyTorch names
+ *   RM_DTYPE_INT     0   8 16 32 64      int8 ... int64
+ *   RM_DTYPE_UINT    1   8 16 32 64      uint8 ... uint64
+ *   RM_DTYPE_FLOAT   2   16 32 64        float16, float32, float64
+ *   RM_DTYPE_BFLOAT  4   16              bfloat16
+ *   RM_DTYPE_COMPLEX 5   64 128          complex64, complex128
+ *   RM_DTYPE_BOOL    6   8               bool
+ *
+ * lanes >= 1 (1 for scalars; more for vector types such as float32x4), and
+ * an element (bits / 8 * lanes) is at most 1024 bytes.
+ */
 typedef struct rm_dtype {
     uint8_t code;   /* RM_DTYPE_* (DLPack's DLDataTypeCode) */
-    uint8_t bits;   /* bits per lane: 8, 16, 32, 64 (128 for complex) */
+    uint8_t bits;   /* bits per lane: see the table above */
     uint16_t lanes; /* 1 for scalars */
 } rm_dtype;
 

@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,4 +178,38 @@ int shm_leftovers(const char *prefix, const char *exact, bool unlink_them,
     }
     closedir(dir);
     return count;
+}
+
+static pthread_mutex_t companion_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t companion_wake = PTHREAD_COND_INITIALIZER;
+static bool companion_running;
+static pthread_t companion;
+
+static void *companion_main(void *unused)
+{
+    (void)unused;
+    pthread_mutex_lock(&companion_lock);
+    while (companion_running)
+        pthread_cond_wait(&companion_wake, &companion_lock);
+    pthread_mutex_unlock(&companion_lock);
+    return NULL;
+}
+
+void host_companion_start(void)
+{
+    companion_running = true;
+    int err = pthread_create(&companion, NULL, companion_main, NULL);
+    if (err != 0) {
+        errno = err;
+        die_errno("pthread_create (host companion thread)");
+    }
+}
+
+void host_companion_stop(void)
+{
+    pthread_mutex_lock(&companion_lock);
+    companion_running = false;
+    pthread_cond_signal(&companion_wake);
+    pthread_mutex_unlock(&companion_lock);
+    pthread_join(companion, NULL);
 }

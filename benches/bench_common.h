@@ -87,6 +87,15 @@ const char *time_label(double ns, char *out, size_t out_size);
 /* A target: "met" or "missed". */
 const char *met_label(bool met);
 
+/* ---- the host's configuration ----------------------------------------- */
+
+/* Starts one more host thread that stays alive, parked, until
+ * host_companion_stop(). A real host has several threads; with only one,
+ * glibc takes single-threaded shortcuts (malloc skips its arena lock) and
+ * a figure would flatter code that calls into libc. Dies on failure. */
+void host_companion_start(void);
+void host_companion_stop(void);
+
 /* ---- /dev/shm hygiene --------------------------------------------------- */
 
 /* Counts the names in /dev/shm that start with `prefix` or equal `exact`

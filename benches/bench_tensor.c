@@ -195,14 +195,15 @@ static const rm_plugin_v1 *open_plugin(const char *path,
     return vt;
 }
 
-/* A context with only shared-memory enabled, in the run's own namespace
- * (so that neither this run nor any other sees or reclaims the other's
- * segments), whatever the environment says. */
+/* A context as a host creates one: every capability enabled (so the
+ * registry's eviction thread runs beside the tensor calls), in the run's
+ * own namespace (so that neither this run nor any other sees or reclaims
+ * the other's segments), whatever the environment says. */
 static tensor_api create_context(const rm_plugin_v1 *vt, const char *name_space,
                                  const char *pool_bytes)
 {
     rm_config_entry entries[3] = {
-        {.key = "features", .value = "shared-memory"},
+        {.key = "features", .value = "all"},
         {.key = "shm.namespace", .value = name_space},
         {.key = "shm.pool_bytes", .value = pool_bytes},
     };
@@ -434,6 +435,7 @@ static _Noreturn void consumer_main(const rm_plugin_v1 *vt,
                                     const char *name_space, int in_fd,
                                     int out_fd, int max_samples)
 {
+    host_companion_start(); /* a consumer is a multi-threaded host too */
     tensor_api api = create_context(vt, name_space, NULL);
     double *samples = checked_malloc(sizeof *samples * (size_t)max_samples);
     int sample_count = 0;
@@ -1183,6 +1185,8 @@ int main(int argc, char **argv)
     /* Fork the consumer before any context exists here. */
     int max_samples = plan->handoff_rounds + plan->handoff_warmup_rounds;
     consumer_link link = start_consumer(vt, name_space, max_samples);
+    /* After the fork: the consumer starts its own (see consumer_main). */
+    host_companion_start();
 
     tensor_api api = create_context(vt, name_space, plan->pool_bytes);
 
@@ -1213,6 +1217,7 @@ int main(int argc, char **argv)
 
     vt->context_destroy(second.context);
     vt->context_destroy(api.context);
+    host_companion_stop();
     if (leftover_segments(name_space, false) != 0)
         die("segments of this run are left in /dev/shm after every context "
             "was destroyed");

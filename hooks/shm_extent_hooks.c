@@ -78,13 +78,14 @@ static rm_shm_extent_hooks *self_of(extent_hooks_t *hooks)
     return (rm_shm_extent_hooks *)(void *)hooks;
 }
 
-/* False in a child of fork(): the file is the parent's (see the header).
- * A system call, but hooks run per extent, next to an fallocate. */
+/* False once the file is not the arena's: in a child of fork() (the file
+ * is the parent's) and after give_up (it is the importers'); see the
+ * header. The fork generation, not getpid(): a system call per hook costs
+ * more than the hook (measured ~1 us on these VMs). */
 static bool in_owner(const rm_shm_extent_hooks *self)
 {
-    /* The fork generation, not getpid(): a system call per hook costs
-     * more than the hook (measured ~1 us on these VMs). */
-    return rm_fork_generation() == self->owner_generation;
+    return rm_fork_generation() == self->owner_generation &&
+           !atomic_load_explicit(&self->given_up, memory_order_acquire);
 }
 
 /* True and the range's file offset if [addr, addr + length) lies inside the
@@ -195,8 +196,7 @@ static void shm_extent_destroy(extent_hooks_t *hooks, void *addr, size_t size,
     (void)arena_ind;
     rm_shm_extent_hooks *self = self_of(hooks);
     size_t offset;
-    if (!owned_range(self, addr, size, &offset) ||
-        atomic_load_explicit(&self->keep_pages, memory_order_relaxed))
+    if (!owned_range(self, addr, size, &offset))
         return;
     /* Uncommitted ranges are holes already; punching them is harmless and
      * the counter only ever held what was committed. */
@@ -290,8 +290,13 @@ int rm_shm_extent_hooks_init(rm_shm_extent_hooks *self, int fd, void *base,
     self->size = size;
     self->cursor = 0;
     atomic_init(&self->committed, 0);
-    atomic_init(&self->keep_pages, false);
+    atomic_init(&self->given_up, false);
     return pthread_mutex_init(&self->mutex, NULL);
+}
+
+void rm_shm_extent_hooks_give_up(rm_shm_extent_hooks *self)
+{
+    atomic_store_explicit(&self->given_up, true, memory_order_release);
 }
 
 void rm_shm_extent_hooks_fini(rm_shm_extent_hooks *self)

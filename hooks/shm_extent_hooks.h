@@ -27,10 +27,13 @@
  * Every range is handed out by alloc at most once (dalloc opts out, so
  * jemalloc retains and reuses ranges itself), and it starts as a hole.
  *
- * The segment stays shared with children of fork(), which inherit a copy
- * of the arena: in any process but `owner` every hook refuses (alloc and
- * commit fail, decommit and the purges opt out, destroy does nothing), so a
- * child that purges or destroys its copy cannot punch the parent's pages.
+ * The hooks touch the file only while it is the arena's, which ends in two
+ * ways: in a child of fork() (the child inherits a copy of the arena, but
+ * the segment stays the parent's), and after rm_shm_extent_hooks_give_up()
+ * (the owner hands the pages to the processes that still map them). From
+ * then on every hook refuses: alloc and commit fail, decommit and the
+ * purges opt out, destroy does nothing. Destroying that arena then frees
+ * only its private bookkeeping and never punches a page someone reads.
  */
 typedef struct rm_shm_extent_hooks {
     extent_hooks_t hooks;    /* first: see above; never holds a NULL hook */
@@ -42,7 +45,7 @@ typedef struct rm_shm_extent_hooks {
     pthread_mutex_t mutex;   /* guards cursor */
     size_t cursor;           /* offset of the first never-handed-out byte */
     atomic_uint_least64_t committed; /* bytes fallocated minus bytes punched */
-    atomic_bool keep_pages;  /* destroy leaves pages for other mappers */
+    atomic_bool given_up;    /* the file is no longer the arena's */
 } rm_shm_extent_hooks;
 
 /**
@@ -53,6 +56,18 @@ typedef struct rm_shm_extent_hooks {
  */
 int rm_shm_extent_hooks_init(rm_shm_extent_hooks *self, int fd, void *base,
                              size_t size);
+
+/**
+ * Ends the arena's claim on the file: no hook changes it any more, so
+ * destroying the arena afterwards leaves every page (live blocks and free
+ * ones alike) in the file for whoever still maps it; tmpfs returns them
+ * when the last mapping goes. Called before "arena.<i>.destroy", whose
+ * teardown first frees every block (arena_reset) and purges all of it
+ * (arena_decay with all = true), which decommits, i.e. punches, every page
+ * before the destroy hook runs (jemalloc 5.3.0: arena_i_destroy_ctl,
+ * ctl.c:2705-2711).
+ */
+void rm_shm_extent_hooks_give_up(rm_shm_extent_hooks *self);
 
 /** Releases what init created. The arena must already be destroyed. */
 void rm_shm_extent_hooks_fini(rm_shm_extent_hooks *self);

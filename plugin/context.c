@@ -28,21 +28,11 @@
 #include "tensor.h"
 #endif
 
-/* Sizes of the published 1.0 structs; tests/abi pins them. */
-#define CONTEXT_OPTIONS_V1_0_SIZE sizeof(rm_context_options)
-#define CONTEXT_INFO_V1_0_SIZE sizeof(rm_context_info)
-#define REGISTRY_METRICS_V1_0_SIZE (offsetof(rm_registry_metrics, hit_rate) + sizeof(double))
-#define MODEL_INFO_V1_0_SIZE offsetof(rm_model_info, last_used_ns) + sizeof(uint64_t)
-
-/* Sizes of the structs first published in 1.1. */
-#define TENSOR_SPEC_V1_1_SIZE sizeof(rm_tensor_spec)
-#define TENSOR_INFO_V1_1_SIZE sizeof(rm_tensor_info)
-#define TENSOR_POOL_STATS_V1_1_SIZE sizeof(rm_tensor_pool_stats)
-#define RECLAIM_REPORT_V1_1_SIZE sizeof(rm_reclaim_report)
-#define SHM_POOL_INFO_V1_1_SIZE sizeof(rm_shm_pool_info)
-
-/* Sizes of the structs first published in 1.2. */
-#define REGISTRY_RECLAIM_REPORT_V1_2_SIZE sizeof(rm_registry_reclaim_report)
+/* The smallest struct_size accepted for each struct a host hands in or has
+ * filled: its size in the oldest version that published it. Literal
+ * (abi_sizes.h), not sizeof(), so that a field a later version appends
+ * does not lock out the hosts built before it. */
+#include "abi_sizes.h"
 
 #define NO_ARENA UINT32_MAX
 
@@ -147,7 +137,7 @@ static int32_t apply_options(rm_config *config, const rm_context_options *option
 static int32_t validate_options(const rm_context_options *options)
 {
     int32_t status = check_struct_size(NULL, options->struct_size,
-                                       CONTEXT_OPTIONS_V1_0_SIZE, "rm_context_options");
+                                       RM_CONTEXT_OPTIONS_SIZE_V1_0, "rm_context_options");
     if (status != RM_OK)
         return status;
     for (size_t i = 0; i < sizeof options->reserved / sizeof options->reserved[0]; i++)
@@ -313,7 +303,7 @@ int32_t rm_context_info_get(const rm_context *context, rm_context_info *out)
         return status;
     if (out == NULL)
         return rm_error_set(context, RM_E_INVALID_ARGUMENT, "info is NULL");
-    status = check_struct_size(context, out->struct_size, CONTEXT_INFO_V1_0_SIZE,
+    status = check_struct_size(context, out->struct_size, RM_CONTEXT_INFO_SIZE_V1_0,
                                "rm_context_info");
     if (status != RM_OK)
         return status;
@@ -425,7 +415,7 @@ int32_t rm_context_registry_metrics(rm_context *context, rm_registry_metrics *ou
         return status;
     if (out == NULL)
         return rm_error_set(context, RM_E_INVALID_ARGUMENT, "metrics is NULL");
-    status = check_struct_size(context, out->struct_size, REGISTRY_METRICS_V1_0_SIZE,
+    status = check_struct_size(context, out->struct_size, RM_REGISTRY_METRICS_SIZE_V1_0,
                                "rm_registry_metrics");
     if (status != RM_OK)
         return status;
@@ -457,7 +447,7 @@ int32_t rm_context_registry_list(rm_context *context, rm_model_info *out,
                             "registry_list: out_count is NULL, or out is NULL with "
                             "capacity %u",
                             capacity);
-    status = check_struct_size(context, info_struct_size, MODEL_INFO_V1_0_SIZE,
+    status = check_struct_size(context, info_struct_size, RM_MODEL_INFO_SIZE_V1_0,
                                "rm_model_info");
     if (status != RM_OK)
         return status;
@@ -477,7 +467,7 @@ int32_t rm_context_registry_reclaim(rm_context *context, rm_registry_reclaim_rep
     if (status != RM_OK)
         return status;
     if (out != NULL) {
-        status = check_struct_size(context, out->struct_size, REGISTRY_RECLAIM_REPORT_V1_2_SIZE,
+        status = check_struct_size(context, out->struct_size, RM_REGISTRY_RECLAIM_REPORT_SIZE_V1_2,
                                    "rm_registry_reclaim_report");
         if (status != RM_OK)
             return status;
@@ -523,10 +513,10 @@ int32_t rm_context_tensor_allocate(rm_context *context, const rm_tensor_spec *sp
     if (out_tensor != NULL)
         *out_tensor = NULL;
     int32_t status = check_tensor_call(context, spec, out_tensor, "tensor_allocate");
-    if (status == RM_OK && spec->struct_size < TENSOR_SPEC_V1_1_SIZE)
+    if (status == RM_OK && spec->struct_size < RM_TENSOR_SPEC_SIZE_V1_1)
         status = rm_error_set(context, RM_E_STRUCT_SIZE,
                               "rm_tensor_spec.struct_size %u is below the 1.1 size %zu",
-                              spec->struct_size, TENSOR_SPEC_V1_1_SIZE);
+                              spec->struct_size, RM_TENSOR_SPEC_SIZE_V1_1);
     if (status != RM_OK)
         return status;
     TENSORS_OR_UNAVAILABLE(rm_tensors_allocate(context->tensors, spec, out_tensor));
@@ -537,7 +527,7 @@ int32_t rm_context_tensor_info(rm_context *context, const rm_tensor *tensor,
 {
     int32_t status = check_tensor_call(context, tensor, out, "tensor_info");
     if (status == RM_OK)
-        status = check_struct_size(context, out->struct_size, TENSOR_INFO_V1_1_SIZE,
+        status = check_struct_size(context, out->struct_size, RM_TENSOR_INFO_SIZE_V1_1,
                                    "rm_tensor_info");
     if (status != RM_OK)
         return status;
@@ -637,7 +627,7 @@ int32_t rm_context_tensor_pool_stats(rm_context *context, rm_tensor_pool_stats *
 {
     int32_t status = check_tensor_call(context, out, out, "tensor_pool_stats");
     if (status == RM_OK)
-        status = check_struct_size(context, out->struct_size, TENSOR_POOL_STATS_V1_1_SIZE,
+        status = check_struct_size(context, out->struct_size, RM_TENSOR_POOL_STATS_SIZE_V1_1,
                                    "rm_tensor_pool_stats");
     if (status != RM_OK)
         return status;
@@ -665,7 +655,7 @@ int32_t rm_context_tensor_reclaim(rm_context *context, rm_reclaim_report *out)
 {
     int32_t status = check_tensor_call(context, context, context, "tensor_reclaim");
     if (status == RM_OK && out != NULL)
-        status = check_struct_size(context, out->struct_size, RECLAIM_REPORT_V1_1_SIZE,
+        status = check_struct_size(context, out->struct_size, RM_RECLAIM_REPORT_SIZE_V1_1,
                                    "rm_reclaim_report");
     if (status != RM_OK)
         return status;
@@ -688,7 +678,7 @@ int32_t rm_context_shm_list(rm_context *context, rm_shm_pool_info *out,
         status = rm_error_set(context, RM_E_INVALID_ARGUMENT,
                               "shm_list: out is NULL with capacity %u", capacity);
     if (status == RM_OK)
-        status = check_struct_size(context, info_struct_size, SHM_POOL_INFO_V1_1_SIZE,
+        status = check_struct_size(context, info_struct_size, RM_SHM_POOL_INFO_SIZE_V1_1,
                                    "rm_shm_pool_info");
     if (status != RM_OK)
         return status;

@@ -1,6 +1,7 @@
 /* Tensor descriptors; the format is described in descriptor.h. */
 #include "descriptor.h"
 
+#include <endian.h>
 #include <string.h>
 
 #include "tensor_layout.h"
@@ -13,53 +14,78 @@ _Static_assert(sizeof RM_DESCRIPTOR_TEXT_PREFIX - 1 + (RM_TENSOR_DESCRIPTOR_SIZE
                    RM_TENSOR_DESCRIPTOR_TEXT_MAX,
                "the text form fits its documented maximum");
 
+/* Little-endian fields through memcpy, which compilers turn into single
+ * loads and stores (byte loops were ~40% of an export + import). */
 static void put16(uint8_t *at, uint16_t value)
 {
-    at[0] = (uint8_t)value;
-    at[1] = (uint8_t)(value >> 8);
+    value = htole16(value);
+    memcpy(at, &value, sizeof value);
 }
 
 static void put32(uint8_t *at, uint32_t value)
 {
-    for (int i = 0; i < 4; i++)
-        at[i] = (uint8_t)(value >> (8 * i));
+    value = htole32(value);
+    memcpy(at, &value, sizeof value);
 }
 
 static void put64(uint8_t *at, uint64_t value)
 {
-    for (int i = 0; i < 8; i++)
-        at[i] = (uint8_t)(value >> (8 * i));
+    value = htole64(value);
+    memcpy(at, &value, sizeof value);
 }
 
 static uint16_t get16(const uint8_t *at)
 {
-    return (uint16_t)(at[0] | (at[1] << 8));
+    uint16_t value;
+    memcpy(&value, at, sizeof value);
+    return le16toh(value);
 }
 
 static uint32_t get32(const uint8_t *at)
 {
-    return (uint32_t)at[0] | (uint32_t)at[1] << 8 | (uint32_t)at[2] << 16 |
-           (uint32_t)at[3] << 24;
+    uint32_t value;
+    memcpy(&value, at, sizeof value);
+    return le32toh(value);
 }
 
 static uint64_t get64(const uint8_t *at)
 {
-    return (uint64_t)get32(at) | (uint64_t)get32(at + 4) << 32;
+    uint64_t value;
+    memcpy(&value, at, sizeof value);
+    return le64toh(value);
 }
 
+static uint64_t checksum_mix(uint64_t x)
+{
+    x *= UINT64_C(0xff51afd7ed558ccd);
+    return x ^ (x >> 32);
+}
+
+/* Version 2's checksum: eight independent lanes over the 24 words (three
+ * rounds each), folded pairwise. Version 1 chained all 24 words through
+ * one multiply each, a dependency chain that measured ~47 ns per
+ * descriptor, a third of an export + import; this one is a chain of six.
+ * The rotation keeps equal lanes from cancelling when they are folded. */
 uint64_t rm_descriptor_checksum(const uint8_t *bytes)
 {
-    uint64_t hash = 0xcbf29ce484222325u;
-    for (size_t at = 0; at < RM_DESCRIPTOR_CHECKED_BYTES; at += 8) {
-        hash = (hash ^ get64(bytes + at)) * 0x100000001b3u;
-        hash ^= hash >> 29;
-    }
-    return hash;
+    uint64_t lane[8];
+    for (int j = 0; j < 8; j++)
+        lane[j] = UINT64_C(0x243f6a8885a308d3) + (uint64_t)j * UINT64_C(0x9e3779b97f4a7c15);
+    for (size_t at = 0; at < RM_DESCRIPTOR_CHECKED_BYTES; at += 64)
+        for (int j = 0; j < 8; j++)
+            lane[j] = checksum_mix(lane[j] ^ get64(bytes + at + 8 * (size_t)j));
+    for (int width = 4; width > 0; width /= 2)
+        for (int j = 0; j < width; j++) {
+            uint64_t other = lane[j + width];
+            lane[j] = checksum_mix(lane[j] ^ (other << 23 | other >> 41));
+        }
+    return lane[0];
 }
 
 void rm_descriptor_encode(const rm_descriptor *d, uint8_t *out)
 {
-    memset(out, 0, RM_TENSOR_DESCRIPTOR_SIZE);
+    /* Every byte is written below, so no memset (a `rep stos` here was a
+     * tenth of an export). */
     put32(out + 0, MAGIC);
     put16(out + 4, RM_DESCRIPTOR_VERSION);
     out[6] = d->kind;
@@ -75,9 +101,10 @@ void rm_descriptor_encode(const rm_descriptor *d, uint8_t *out)
     put64(out + 40, d->offset);
     put64(out + 48, d->nbytes);
     put64(out + 56, d->session);
-    for (uint32_t i = 0; i < d->ndim && i < RM_TENSOR_MAX_DIMS; i++) {
-        put64(out + 64 + 8 * i, (uint64_t)d->shape[i]);
-        put64(out + 128 + 8 * i, (uint64_t)d->strides[i]);
+    for (uint32_t i = 0; i < RM_TENSOR_MAX_DIMS; i++) {
+        bool used = i < d->ndim;
+        put64(out + 64 + 8 * i, used ? (uint64_t)d->shape[i] : 0);
+        put64(out + 128 + 8 * i, used ? (uint64_t)d->strides[i] : 0);
     }
     put64(out + RM_DESCRIPTOR_CHECKED_BYTES, rm_descriptor_checksum(out));
 }
@@ -89,14 +116,16 @@ bool rm_descriptor_decode(const uint8_t *bytes, rm_descriptor *d, const char **w
         return false;
     }
     if (get16(bytes + 4) != RM_DESCRIPTOR_VERSION) {
-        *why = "unsupported descriptor version";
+        *why = get16(bytes + 4) == 1 ? "descriptor version 1, from an older rm_plugin (this "
+                                       "one reads version 2)"
+                                     : "unsupported descriptor version";
         return false;
     }
     if (get64(bytes + RM_DESCRIPTOR_CHECKED_BYTES) != rm_descriptor_checksum(bytes)) {
         *why = "checksum mismatch (damaged in transport)";
         return false;
     }
-    memset(d, 0, sizeof *d);
+    /* Every field is assigned below (no memset: see encode). */
     d->kind = bytes[6];
     d->ndim = bytes[7];
     d->dtype = (rm_dtype){.code = bytes[8], .bits = bytes[9], .lanes = get16(bytes + 10)};

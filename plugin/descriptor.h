@@ -12,25 +12,26 @@
 #include "rm_plugin.h"
 
 /*
- * Binary form, RM_TENSOR_DESCRIPTOR_SIZE (200) bytes, little-endian:
- *   0  u32 magic "RMT1"        4  u16 version (1)   6  u8 kind   7  u8 ndim
+ * Binary form, RM_TENSOR_DESCRIPTOR_SIZE (200) bytes, little-endian; the
+ * same layout is documented for hosts in abi/rm_plugin.h:
+ *   0  u32 magic "RMT1"        4  u16 version (2)   6  u8 kind   7  u8 ndim
  *   8  dtype: u8 code, u8 bits, u16 lanes
  *  12  u32 slot               16  u32 generation  20  u32 owner pid
  *  24  u64 pool id            32  u64 owner start time (clock ticks)
  *  40  u64 offset             48  u64 nbytes      56  u64 session
  *  64  i64 shape[8]          128  i64 strides[8] (elements)
- * 192  u64 checksum of bytes 0..191: h = 0xcbf29ce484222325; for each
- *      little-endian u64 word w: h = (h ^ w) * 0x100000001b3,
- *      h ^= h >> 29. It catches damage in transport; it is not a secret
- *      and proves nothing about origin (the pool checks do that).
+ * 192  u64 checksum of bytes 0..191 (rm_descriptor_checksum; the formula
+ *      is in abi/rm_plugin.h). It catches damage in transport; it is not a
+ *      secret and proves nothing about origin (the pool checks do that).
  * Kind 1 (pool): offset is from the start of the pool's data segment.
  * Kind 2 (inline): pool fields are 0, offset is 200, and nbytes of data
  * follow the descriptor.
  * Text form: "rmt1." followed by the 200 bytes in base64url, no padding.
+ * Version 1 (plugin 0.1) had a serial checksum; it is refused by name.
  */
 #define RM_DESCRIPTOR_KIND_POOL 1
 #define RM_DESCRIPTOR_KIND_INLINE 2
-#define RM_DESCRIPTOR_VERSION 1
+#define RM_DESCRIPTOR_VERSION 2
 #define RM_DESCRIPTOR_CHECKED_BYTES 192
 #define RM_DESCRIPTOR_TEXT_PREFIX "rmt1."
 
@@ -49,6 +50,12 @@ typedef struct rm_descriptor {
     int64_t shape[RM_TENSOR_MAX_DIMS];
     int64_t strides[RM_TENSOR_MAX_DIMS];
 } rm_descriptor;
+
+/** The kind byte of an encoded descriptor, before any check. */
+static inline uint8_t rm_descriptor_kind_of(const uint8_t *bytes)
+{
+    return bytes[6];
+}
 
 /** The checksum over the first RM_DESCRIPTOR_CHECKED_BYTES bytes. */
 uint64_t rm_descriptor_checksum(const uint8_t *bytes);

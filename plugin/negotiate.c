@@ -11,14 +11,17 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "abi_sizes.h"
 #include "context.h"
 #include "error.h"
 #include "config.h"
 #include "../hooks/fork.h"
 
-/* Sizes of the published 1.0 structs; the ABI tests pin them. */
-#define NEGOTIATE_REQUEST_V1_0_SIZE sizeof(rm_negotiate_request)
-#define HOST_SERVICES_V1_0_SIZE sizeof(rm_host_services)
+/* The vtable says it implements RM_PLUGIN_MAX_ABI, so it must hold every
+ * member of that version: RM_PLUGIN_HAS() trusts struct_size. */
+_Static_assert(RM_PLUGIN_MAX_ABI == RM_ABI_VERSION(1, 2) &&
+                   sizeof(rm_plugin_v1) == RM_PLUGIN_V1_SIZE_V1_2,
+               "the vtable must end where its newest version ends (abi_sizes.h)");
 
 static pthread_mutex_t negotiated_lock = PTHREAD_MUTEX_INITIALIZER;
 static rm_host_services negotiated_services;
@@ -93,7 +96,7 @@ static int32_t refuse(const rm_negotiate_request *request, int32_t code,
     va_end(args);
     rm_error_set(NULL, code, "%s", message);
     /* error_buffer is only trusted once struct_size says it exists. */
-    if (request != NULL && request->struct_size >= NEGOTIATE_REQUEST_V1_0_SIZE &&
+    if (request != NULL && request->struct_size >= RM_NEGOTIATE_REQUEST_SIZE_V1_0 &&
         request->error_buffer != NULL && request->error_buffer_size > 0)
         snprintf(request->error_buffer, (size_t)request->error_buffer_size, "%s",
                  message);
@@ -118,19 +121,19 @@ rm_plugin_negotiate(const rm_negotiate_request *request, uint32_t *out_abi_versi
         return refuse(request, RM_E_INVALID_ARGUMENT,
                       "rm_plugin_negotiate: request, out_abi_version and "
                       "out_vtable must not be NULL");
-    if (request->struct_size < NEGOTIATE_REQUEST_V1_0_SIZE)
+    if (request->struct_size < RM_NEGOTIATE_REQUEST_SIZE_V1_0)
         return refuse(NULL, RM_E_STRUCT_SIZE,
                       "rm_negotiate_request.struct_size %u is below the 1.0 size %zu",
-                      request->struct_size, NEGOTIATE_REQUEST_V1_0_SIZE);
+                      request->struct_size, RM_NEGOTIATE_REQUEST_SIZE_V1_0);
     for (size_t i = 0; i < sizeof request->reserved / sizeof request->reserved[0]; i++)
         if (request->reserved[i] != 0)
             return refuse(request, RM_E_INVALID_ARGUMENT,
                           "rm_negotiate_request.reserved[%zu] must be zero", i);
     if (request->services != NULL &&
-        request->services->struct_size < HOST_SERVICES_V1_0_SIZE)
+        request->services->struct_size < RM_HOST_SERVICES_SIZE_V1_0)
         return refuse(request, RM_E_INVALID_ARGUMENT,
                       "rm_host_services.struct_size %u is below the 1.0 size %zu",
-                      request->services->struct_size, HOST_SERVICES_V1_0_SIZE);
+                      request->services->struct_size, RM_HOST_SERVICES_SIZE_V1_0);
 
     char host_min[16], host_max[16], plugin_min[16], plugin_max[16];
     version_text(request->min_abi_version, host_min);

@@ -342,7 +342,9 @@ void rm_pool_abandon(rm_pool *pool)
 {
     if (pool == NULL)
         return;
-    atomic_store(&pool->hooks.keep_pages, true);
+    /* Before the arena's teardown, which would punch every extent it frees;
+     * see rm_shm_extent_hooks_give_up. */
+    rm_shm_extent_hooks_give_up(&pool->hooks);
     (void)discard(pool);
 }
 

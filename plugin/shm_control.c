@@ -12,9 +12,12 @@
 #include "error.h"
 #include "../hooks/process_identity.h"
 
+/* The pending bitmap, rounded up so that the slots after it start on a
+ * cache line. */
 static size_t bitmap_bytes(uint32_t slot_count)
 {
-    return ((size_t)slot_count + 63) / 64 * sizeof(uint64_t);
+    size_t bytes = ((size_t)slot_count + 63) / 64 * sizeof(uint64_t);
+    return (bytes + RM_CONTROL_LINE - 1) / RM_CONTROL_LINE * RM_CONTROL_LINE;
 }
 
 size_t rm_control_size(uint32_t slot_count)
@@ -209,15 +212,93 @@ bool rm_control_drop(rm_control *control, uint32_t slot, uint32_t bit, bool mark
     return true;
 }
 
+/* A 64-bit digest of `count` values (shape or strides): not a secret,
+ * just enough that a changed dimension is never mistaken for the same
+ * tensor by accident (every input bit reaches every output bit). */
+static uint64_t digest(const int64_t *values, uint32_t count)
+{
+    uint64_t hash = UINT64_C(0x9e3779b97f4a7c15) ^ count;
+    for (uint32_t i = 0; i < count && i < RM_TENSOR_MAX_DIMS; i++) {
+        hash = (hash ^ (uint64_t)values[i]) * UINT64_C(0xff51afd7ed558ccd);
+        hash ^= hash >> 32;
+    }
+    hash *= UINT64_C(0xc4ceb9fe1a85ec53);
+    return hash ^ (hash >> 33);
+}
+
+static uint32_t packed_dtype(rm_dtype dtype)
+{
+    return (uint32_t)dtype.code | (uint32_t)dtype.bits << 8 | (uint32_t)dtype.lanes << 16;
+}
+
 void rm_control_publish(rm_control *control, uint32_t slot, uint32_t generation,
-                        uint64_t offset, uint64_t nbytes)
+                        const rm_descriptor *d)
 {
     rm_control_slot *entry = &control->slots[slot];
-    atomic_store_explicit(&entry->offset, offset, memory_order_relaxed);
-    atomic_store_explicit(&entry->nbytes, nbytes, memory_order_relaxed);
+    atomic_store_explicit(&entry->offset, d->offset, memory_order_relaxed);
+    atomic_store_explicit(&entry->nbytes, d->nbytes, memory_order_relaxed);
+    atomic_store_explicit(&entry->session, d->session, memory_order_relaxed);
+    atomic_store_explicit(&entry->shape_digest, digest(d->shape, d->ndim),
+                          memory_order_relaxed);
+    atomic_store_explicit(&entry->strides_digest, digest(d->strides, d->ndim),
+                          memory_order_relaxed);
+    atomic_store_explicit(&entry->dtype, packed_dtype(d->dtype), memory_order_relaxed);
+    atomic_store_explicit(&entry->ndim, d->ndim, memory_order_relaxed);
     atomic_store_explicit(&entry->state,
                           (uint64_t)generation << 32 | RM_CONTROL_OWNER_BIT,
                           memory_order_release);
+}
+
+const char *rm_control_binding_mismatch(const rm_control *control, uint32_t slot,
+                                        const rm_descriptor *d)
+{
+    const rm_control_slot *entry = &control->slots[slot];
+    if (atomic_load_explicit(&entry->offset, memory_order_relaxed) != d->offset)
+        return "offset";
+    if (atomic_load_explicit(&entry->nbytes, memory_order_relaxed) != d->nbytes)
+        return "nbytes";
+    if (atomic_load_explicit(&entry->session, memory_order_relaxed) != d->session)
+        return "session";
+    if (atomic_load_explicit(&entry->dtype, memory_order_relaxed) != packed_dtype(d->dtype))
+        return "dtype";
+    if (atomic_load_explicit(&entry->ndim, memory_order_relaxed) != d->ndim)
+        return "ndim";
+    if (atomic_load_explicit(&entry->shape_digest, memory_order_relaxed) !=
+        digest(d->shape, d->ndim))
+        return "shape";
+    if (atomic_load_explicit(&entry->strides_digest, memory_order_relaxed) !=
+        digest(d->strides, d->ndim))
+        return "strides";
+    return NULL;
+}
+
+void rm_control_retire(rm_control *control)
+{
+    atomic_store_explicit(&control->header->retired, 1, memory_order_release);
+}
+
+bool rm_control_retire_by_name(const char *control_name)
+{
+    uint64_t size = 0;
+    int fd = rm_segment_open_checked(control_name, true, &size);
+    if (fd < 0)
+        return false;
+    bool done = false;
+    if (size >= RM_CONTROL_HEADER_BYTES) {
+        void *page = mmap(NULL, RM_CONTROL_HEADER_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED,
+                          fd, 0);
+        if (page != MAP_FAILED) {
+            rm_control_header *header = page;
+            if (header->magic == RM_CONTROL_MAGIC &&
+                header->layout_version == RM_CONTROL_LAYOUT_VERSION) {
+                atomic_store_explicit(&header->retired, 1, memory_order_release);
+                done = true;
+            }
+            munmap(page, RM_CONTROL_HEADER_BYTES);
+        }
+    }
+    close(fd);
+    return done;
 }
 
 void rm_control_take_pending(rm_control *control, void (*visit)(void *user, uint32_t slot),

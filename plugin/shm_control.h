@@ -6,18 +6,27 @@
  * read-write, because holding and releasing a tensor is a write:
  *
  *  - one slot per live tensor: a 64-bit state word (generation << 32 |
- *    holder mask) plus the tensor's extent (offset, nbytes). Bit 0 of the
- *    mask is the owner's hold, bit i (1..31) is the importing context
- *    registered in holder entry i. Every change of the state word is a
- *    compare-and-swap, so a hold can only be taken while the generation
- *    matches and someone still holds the slot: a freed slot (mask 0) can
- *    never be revived, and a reused one has a new generation.
+ *    holder mask) plus the tensor's binding: everything a descriptor says
+ *    about it (extent, session, dtype, ndim, and digests of its shape and
+ *    strides), so an importer can refuse a descriptor that names a live
+ *    slot but describes it differently. Bit 0 of the mask is the owner's
+ *    hold, bit i (1..31) is the importing context registered in holder
+ *    entry i. Every change of the state word is a compare-and-swap, so a
+ *    hold can only be taken while the generation matches and someone still
+ *    holds the slot: a freed slot (mask 0) can never be revived, and a
+ *    reused one has a new generation. A slot is one cache line, so holders
+ *    of neighbouring tensors never contend.
  *  - holder entries: pid and start time of each importing context, so the
  *    owner can tell that a holder died and drop its bits.
  *  - a "pending" bitmap: whoever clears the last bit of a slot that is not
  *    the owner sets the slot's pending bit; the owner frees pending slots
  *    on its next call. The owner trusts none of this: it frees only slots
  *    it knows to be live, whose state it re-reads.
+ *
+ *  - a "retired" flag: the owner gave the pool up (destroyed its context
+ *    while importers held tensors) or died and was reaped. An importer
+ *    whose last hold on a retired pool goes unmaps it there and then, so
+ *    the pages go back to /dev/shm as soon as nobody reads them.
  *
  * The layout is versioned by the header's magic and layout_version; every
  * importer checks it (and the segment's size) before using it.
@@ -32,11 +41,13 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "descriptor.h"
 #include "rm_plugin.h"
 #include "shm_segment.h"
 
 #define RM_CONTROL_MAGIC 0x31434d52u /* "RMC1" */
-#define RM_CONTROL_LAYOUT_VERSION 1
+/* 2: slots of one cache line with the tensor's binding; the retired flag. */
+#define RM_CONTROL_LAYOUT_VERSION 2
 #define RM_CONTROL_SUFFIX ".ctl"
 #define RM_CONTROL_OWNER_BIT ((uint32_t)1)
 #define RM_CONTROL_HEADER_BYTES 4096
@@ -49,7 +60,16 @@ typedef struct rm_control_holder {
     _Atomic uint64_t start_time; /* written after the pid; 0 = not yet */
 } rm_control_holder;
 
+/* The groups of fields that different processes write live on separate
+ * cache lines: the owner's statistics change on every allocation, the
+ * pending count on every remote release, and the first line is read on
+ * every import and release; sharing lines would make each of those a
+ * cache miss in the other process. */
+#define RM_CONTROL_LINE 64
+
 typedef struct rm_control_header {
+    /* Written once by the owner (retired: once more, by the owner or the
+     * reaper of its namespace). */
     uint32_t magic;
     uint32_t layout_version;
     uint64_t pool_id;
@@ -58,23 +78,34 @@ typedef struct rm_control_header {
     uint64_t owner_start_time;
     uint64_t pool_bytes;          /* shm.pool_bytes of the owner */
     uint64_t reservation_bytes;   /* size of the data segment */
+    _Atomic uint32_t retired;     /* 1: see the top of this file */
     /* Written by the owner, read by rmctl ls. */
-    _Atomic uint64_t committed_bytes;
+    _Alignas(RM_CONTROL_LINE) _Atomic uint64_t committed_bytes;
     _Atomic uint64_t live_tensors;
     _Atomic uint64_t live_bytes;
     /* Set by releasers, consumed by the owner. */
-    _Atomic uint64_t pending;
-    rm_control_holder holders[RM_TENSOR_MAX_HOLDERS + 1]; /* [0] unused: the owner */
+    _Alignas(RM_CONTROL_LINE) _Atomic uint64_t pending;
+    _Alignas(RM_CONTROL_LINE) rm_control_holder holders[RM_TENSOR_MAX_HOLDERS + 1];
+    /* [0] unused: the owner */
 } rm_control_header;
 
 _Static_assert(sizeof(rm_control_header) <= RM_CONTROL_HEADER_BYTES,
                "the header fits its page");
 
+/* The binding fields are written by the owner before the state word
+ * (release order) and never change while anyone holds the slot. */
 typedef struct rm_control_slot {
-    _Atomic uint64_t state;  /* generation << 32 | holder mask */
-    _Atomic uint64_t offset; /* written by the owner before the state */
+    _Alignas(RM_CONTROL_LINE) _Atomic uint64_t state; /* generation << 32 | holder mask */
+    _Atomic uint64_t offset;
     _Atomic uint64_t nbytes;
+    _Atomic uint64_t session;
+    _Atomic uint64_t shape_digest;   /* rm_control_digest of shape[0..ndim) */
+    _Atomic uint64_t strides_digest; /* ... and of strides[0..ndim) */
+    _Atomic uint32_t dtype;          /* code | bits << 8 | lanes << 16 */
+    _Atomic uint32_t ndim;
 } rm_control_slot;
+
+_Static_assert(sizeof(rm_control_slot) == RM_CONTROL_LINE, "a slot is one cache line");
 
 /** A mapped control segment. */
 typedef struct rm_control {
@@ -162,9 +193,36 @@ bool rm_control_hold(rm_control *control, uint32_t slot, uint32_t generation,
 bool rm_control_drop(rm_control *control, uint32_t slot, uint32_t bit, bool mark_pending);
 
 /** Owner: makes slot `slot` live with `generation`, the owner's hold and
- *  the given extent (extent first, then the state, with release order). */
+ *  the binding of tensor `d` (binding first, then the state, with release
+ *  order). */
 void rm_control_publish(rm_control *control, uint32_t slot, uint32_t generation,
-                        uint64_t offset, uint64_t nbytes);
+                        const rm_descriptor *d);
+
+/**
+ * The first field in which descriptor `d` differs from what slot `slot`
+ * records for its tensor ("offset", "nbytes", "session", "dtype", "ndim",
+ * "shape", "strides"), or NULL when they agree. Meaningful while the
+ * caller holds the slot (nothing changes it then).
+ */
+const char *rm_control_binding_mismatch(const rm_control *control, uint32_t slot,
+                                        const rm_descriptor *d);
+
+/** Marks the pool retired (see the top of this file). */
+void rm_control_retire(rm_control *control);
+
+/** True once the pool is retired. */
+static inline bool rm_control_retired(const rm_control *control)
+{
+    return atomic_load_explicit(&control->header->retired, memory_order_acquire) != 0;
+}
+
+/**
+ * Marks the control segment `control_name` retired if it is a valid
+ * control segment of this user (the reaper of a dead owner's pool, so that
+ * importers unmap it at their last release). Best effort: false if it
+ * could not.
+ */
+bool rm_control_retire_by_name(const char *control_name);
 
 /**
  * Owner: takes every pending mark and calls `visit(user, slot)` for each.

@@ -145,8 +145,13 @@ int32_t rm_shm_namespace_reap(const char *ns, const void *error_owner, uint64_t 
             alive = rm_process_alive((pid_t)header.owner_pid, header.owner_start_time);
         else
             alive = rm_process_alive((pid_t)parsed.pid, 0);
-        if (!alive)
-            unlink_segment(entry->d_name, segments, bytes);
+        if (alive)
+            continue;
+        /* Importers that still map the pool unmap it at their last
+         * release once they see it retired. */
+        if (parsed.control)
+            (void)rm_control_retire_by_name(control_name);
+        unlink_segment(entry->d_name, segments, bytes);
     }
     closedir(directory);
     return RM_OK;

@@ -3,27 +3,33 @@
 
 #define MAX_ELEMENT_BYTES 1024u
 
-uint64_t rm_dtype_size(rm_dtype dtype)
+/* Exactly the table of element types in abi/rm_plugin.h (rm_dtype): the
+ * widths DLPack consumers (NumPy, PyTorch, CuPy, JAX) have for each code.
+ * Anything else, float24 or bfloat32, would import as a type no consumer
+ * can read. */
+static bool dtype_listed(uint8_t code, uint8_t bits)
 {
-    if (dtype.bits == 0 || dtype.bits % 8 != 0 || dtype.lanes == 0)
-        return 0;
-    switch (dtype.code) {
+    switch (code) {
     case RM_DTYPE_INT:
     case RM_DTYPE_UINT:
+        return bits == 8 || bits == 16 || bits == 32 || bits == 64;
     case RM_DTYPE_FLOAT:
+        return bits == 16 || bits == 32 || bits == 64;
     case RM_DTYPE_BFLOAT:
-        break;
-    case RM_DTYPE_BOOL:
-        if (dtype.bits != 8)
-            return 0;
-        break;
+        return bits == 16;
     case RM_DTYPE_COMPLEX:
-        if (dtype.bits != 64 && dtype.bits != 128)
-            return 0;
-        break;
+        return bits == 64 || bits == 128;
+    case RM_DTYPE_BOOL:
+        return bits == 8;
     default:
-        return 0;
+        return false;
     }
+}
+
+uint64_t rm_dtype_size(rm_dtype dtype)
+{
+    if (!dtype_listed(dtype.code, dtype.bits) || dtype.lanes == 0)
+        return 0;
     uint64_t size = (uint64_t)(dtype.bits / 8) * dtype.lanes;
     return size <= MAX_ELEMENT_BYTES ? size : 0;
 }

@@ -10,8 +10,8 @@
 #include "rm_plugin.h"
 
 /** Bytes per element (bits * lanes / 8), or 0 when `dtype` is not one the
- *  plugin carries: a known code, bits a positive multiple of 8 (bool: 8;
- *  complex: 64 or 128), lanes >= 1, at most 1024 bytes per element. */
+ *  plugin carries: a code and width from the table in abi/rm_plugin.h
+ *  (rm_dtype), lanes >= 1, at most 1024 bytes per element. */
 uint64_t rm_dtype_size(rm_dtype dtype);
 
 /** Fills strides[0..ndim) for a C-contiguous layout of `shape`; false on

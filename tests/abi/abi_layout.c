@@ -1,9 +1,17 @@
 /* Pins the size and every field offset of each published ABI struct (1.0,
  * LP64; 1.1 and 1.2 appended). A failure here means the ABI changed: only appending is allowed,
  * which changes sizes but never an existing offset; update a size only for
- * an append, and never an offset. */
+ * an append, and never an offset.
+ *
+ * The per-version sizes are the plugin's own (plugin/abi_sizes.h, checked
+ * there against the end of each version's last field), so the plugin's
+ * minimums and these pins cannot drift apart. The offsets below are
+ * written out independently. A struct with a struct_size must be exactly
+ * its newest published size: a field appended without publishing the new
+ * version's sizes in abi_sizes.h fails here. */
 #include <stddef.h>
 
+#include "abi_sizes.h"
 #include "rm_plugin.h"
 
 #define PIN_SIZE(type, size) _Static_assert(sizeof(type) == (size), #type " size")
@@ -12,14 +20,14 @@
 
 _Static_assert(sizeof(void *) == 8, "the pinned layout is the LP64 one");
 
-PIN_SIZE(rm_host_services, 32);
+PIN_SIZE(rm_host_services, RM_HOST_SERVICES_SIZE_V1_2);
 PIN_OFFSET(rm_host_services, struct_size, 0);
 PIN_OFFSET(rm_host_services, abi_version, 4);
 PIN_OFFSET(rm_host_services, user, 8);
 PIN_OFFSET(rm_host_services, log, 16);
 PIN_OFFSET(rm_host_services, monotonic_ns, 24);
 
-PIN_SIZE(rm_negotiate_request, 72);
+PIN_SIZE(rm_negotiate_request, RM_NEGOTIATE_REQUEST_SIZE_V1_2);
 PIN_OFFSET(rm_negotiate_request, struct_size, 0);
 PIN_OFFSET(rm_negotiate_request, abi_version, 4);
 PIN_OFFSET(rm_negotiate_request, min_abi_version, 8);
@@ -33,14 +41,14 @@ PIN_SIZE(rm_config_entry, 16);
 PIN_OFFSET(rm_config_entry, key, 0);
 PIN_OFFSET(rm_config_entry, value, 8);
 
-PIN_SIZE(rm_context_options, 72);
+PIN_SIZE(rm_context_options, RM_CONTEXT_OPTIONS_SIZE_V1_2);
 PIN_OFFSET(rm_context_options, entries, 8);
 PIN_OFFSET(rm_context_options, entry_count, 16);
 PIN_OFFSET(rm_context_options, config_path, 24);
 PIN_OFFSET(rm_context_options, flags, 32);
 PIN_OFFSET(rm_context_options, reserved, 40);
 
-PIN_SIZE(rm_context_info, 136);
+PIN_SIZE(rm_context_info, RM_CONTEXT_INFO_SIZE_V1_2);
 PIN_OFFSET(rm_context_info, negotiated_abi_version, 8);
 PIN_OFFSET(rm_context_info, reserved0, 12);
 PIN_OFFSET(rm_context_info, features_built, 16);
@@ -50,27 +58,25 @@ PIN_OFFSET(rm_context_info, allocator_arena, 128);
 PIN_OFFSET(rm_context_info, reserved1, 132);
 
 /* 1.0 ended at destroy_user (40 bytes); 1.2 appended the loader buffer. */
-#define RM_LOADED_MODEL_V1_0_SIZE 40
-PIN_SIZE(rm_loaded_model, 56);
+PIN_SIZE(rm_loaded_model, RM_LOADED_MODEL_SIZE_V1_2);
 PIN_OFFSET(rm_loaded_model, model, 8);
 PIN_OFFSET(rm_loaded_model, bytes, 16);
 PIN_OFFSET(rm_loaded_model, destroy, 24);
 PIN_OFFSET(rm_loaded_model, destroy_user, 32);
-_Static_assert(offsetof(rm_loaded_model, destroy_user) + 8 == RM_LOADED_MODEL_V1_0_SIZE,
+_Static_assert(offsetof(rm_loaded_model, destroy_user) + 8 == RM_LOADED_MODEL_SIZE_V1_0,
                "rm_loaded_model 1.0 end");
 PIN_OFFSET(rm_loaded_model, alloc_buffer, 40);
 PIN_OFFSET(rm_loaded_model, plugin_private, 48);
 
 /* 1.0 ended at last_used_ns (328 bytes); 1.2 appended the node fields. */
-#define RM_MODEL_INFO_V1_0_SIZE 328
-PIN_SIZE(rm_model_info, 352);
+PIN_SIZE(rm_model_info, RM_MODEL_INFO_SIZE_V1_2);
 PIN_OFFSET(rm_model_info, key, 8);
 PIN_OFFSET(rm_model_info, device, 264);
 PIN_OFFSET(rm_model_info, bytes, 296);
 PIN_OFFSET(rm_model_info, refcount, 304);
 PIN_OFFSET(rm_model_info, loaded_at_ns, 312);
 PIN_OFFSET(rm_model_info, last_used_ns, 320);
-_Static_assert(offsetof(rm_model_info, last_used_ns) + 8 == RM_MODEL_INFO_V1_0_SIZE,
+_Static_assert(offsetof(rm_model_info, last_used_ns) + 8 == RM_MODEL_INFO_SIZE_V1_0,
                "rm_model_info 1.0 end");
 PIN_OFFSET(rm_model_info, scope, 328);
 PIN_OFFSET(rm_model_info, state, 332);
@@ -79,8 +85,7 @@ PIN_OFFSET(rm_model_info, loader_pid, 340);
 PIN_OFFSET(rm_model_info, idle_ns, 344);
 
 /* 1.0 ended at hit_rate (104 bytes); 1.2 appended the node counters. */
-#define RM_REGISTRY_METRICS_V1_0_SIZE 104
-PIN_SIZE(rm_registry_metrics, 136);
+PIN_SIZE(rm_registry_metrics, RM_REGISTRY_METRICS_SIZE_V1_2);
 PIN_OFFSET(rm_registry_metrics, hits, 8);
 PIN_OFFSET(rm_registry_metrics, misses, 16);
 PIN_OFFSET(rm_registry_metrics, loads, 24);
@@ -93,7 +98,7 @@ PIN_OFFSET(rm_registry_metrics, models, 72);
 PIN_OFFSET(rm_registry_metrics, bytes, 80);
 PIN_OFFSET(rm_registry_metrics, over_budget, 88);
 PIN_OFFSET(rm_registry_metrics, hit_rate, 96);
-_Static_assert(offsetof(rm_registry_metrics, hit_rate) + 8 == RM_REGISTRY_METRICS_V1_0_SIZE,
+_Static_assert(offsetof(rm_registry_metrics, hit_rate) + 8 == RM_REGISTRY_METRICS_SIZE_V1_0,
                "rm_registry_metrics 1.0 end");
 PIN_OFFSET(rm_registry_metrics, attaches, 104);
 PIN_OFFSET(rm_registry_metrics, takeovers, 112);
@@ -101,7 +106,7 @@ PIN_OFFSET(rm_registry_metrics, dead_references, 120);
 PIN_OFFSET(rm_registry_metrics, lock_recoveries, 128);
 
 /* ---- 1.2: registry_reclaim's report ---- */
-PIN_SIZE(rm_registry_reclaim_report, 48);
+PIN_SIZE(rm_registry_reclaim_report, RM_REGISTRY_RECLAIM_REPORT_SIZE_V1_2);
 PIN_OFFSET(rm_registry_reclaim_report, struct_size, 0);
 PIN_OFFSET(rm_registry_reclaim_report, abi_version, 4);
 PIN_OFFSET(rm_registry_reclaim_report, dead_references, 8);
@@ -110,11 +115,9 @@ PIN_OFFSET(rm_registry_reclaim_report, models_evicted, 24);
 PIN_OFFSET(rm_registry_reclaim_report, segments_unlinked, 32);
 PIN_OFFSET(rm_registry_reclaim_report, bytes_unlinked, 40);
 
-/* 1.0 ended at registry_list; 1.1 appended the tensor functions (256
- * bytes); 1.2 appended registry_reclaim. */
-#define RM_PLUGIN_V1_0_SIZE 144
-#define RM_PLUGIN_V1_1_SIZE 256
-PIN_SIZE(rm_plugin_v1, 264);
+/* 1.0 ended at registry_list (144 bytes); 1.1 appended the tensor
+ * functions (256 bytes); 1.2 appended registry_reclaim. */
+PIN_SIZE(rm_plugin_v1, RM_PLUGIN_V1_SIZE_V1_2);
 PIN_OFFSET(rm_plugin_v1, struct_size, 0);
 PIN_OFFSET(rm_plugin_v1, abi_version, 4);
 PIN_OFFSET(rm_plugin_v1, features_built, 8);
@@ -134,7 +137,7 @@ PIN_OFFSET(rm_plugin_v1, model_release, 112);
 PIN_OFFSET(rm_plugin_v1, model_evict, 120);
 PIN_OFFSET(rm_plugin_v1, registry_metrics, 128);
 PIN_OFFSET(rm_plugin_v1, registry_list, 136);
-_Static_assert(offsetof(rm_plugin_v1, registry_list) + 8 == RM_PLUGIN_V1_0_SIZE, "1.0 end");
+_Static_assert(offsetof(rm_plugin_v1, registry_list) + 8 == RM_PLUGIN_V1_SIZE_V1_0, "1.0 end");
 PIN_OFFSET(rm_plugin_v1, tensor_allocate, 144);
 PIN_OFFSET(rm_plugin_v1, tensor_info, 152);
 PIN_OFFSET(rm_plugin_v1, tensor_export, 160);
@@ -149,8 +152,9 @@ PIN_OFFSET(rm_plugin_v1, tensor_pool_stats, 224);
 PIN_OFFSET(rm_plugin_v1, tensor_session_bytes, 232);
 PIN_OFFSET(rm_plugin_v1, tensor_reclaim, 240);
 PIN_OFFSET(rm_plugin_v1, shm_list, 248);
-_Static_assert(offsetof(rm_plugin_v1, shm_list) + 8 == RM_PLUGIN_V1_1_SIZE, "1.1 end");
+_Static_assert(offsetof(rm_plugin_v1, shm_list) + 8 == RM_PLUGIN_V1_SIZE_V1_1, "1.1 end");
 PIN_OFFSET(rm_plugin_v1, registry_reclaim, 256);
+_Static_assert(offsetof(rm_plugin_v1, registry_reclaim) + 8 == RM_PLUGIN_V1_SIZE_V1_2, "1.2 end");
 
 /* ---- 1.1: shared-memory tensors ---- */
 PIN_SIZE(rm_dtype, 4);
@@ -158,7 +162,7 @@ PIN_OFFSET(rm_dtype, code, 0);
 PIN_OFFSET(rm_dtype, bits, 1);
 PIN_OFFSET(rm_dtype, lanes, 2);
 
-PIN_SIZE(rm_tensor_spec, 200);
+PIN_SIZE(rm_tensor_spec, RM_TENSOR_SPEC_SIZE_V1_2);
 PIN_OFFSET(rm_tensor_spec, dtype, 8);
 PIN_OFFSET(rm_tensor_spec, ndim, 12);
 PIN_OFFSET(rm_tensor_spec, shape, 16);
@@ -168,7 +172,7 @@ PIN_OFFSET(rm_tensor_spec, session, 152);
 PIN_OFFSET(rm_tensor_spec, flags, 160);
 PIN_OFFSET(rm_tensor_spec, reserved, 168);
 
-PIN_SIZE(rm_tensor_info, 192);
+PIN_SIZE(rm_tensor_info, RM_TENSOR_INFO_SIZE_V1_2);
 PIN_OFFSET(rm_tensor_info, data, 8);
 PIN_OFFSET(rm_tensor_info, nbytes, 16);
 PIN_OFFSET(rm_tensor_info, dtype, 24);
@@ -181,7 +185,7 @@ PIN_OFFSET(rm_tensor_info, pool_id, 176);
 PIN_OFFSET(rm_tensor_info, owner_pid, 184);
 PIN_OFFSET(rm_tensor_info, reserved0, 188);
 
-PIN_SIZE(rm_tensor_pool_stats, 248);
+PIN_SIZE(rm_tensor_pool_stats, RM_TENSOR_POOL_STATS_SIZE_V1_2);
 PIN_OFFSET(rm_tensor_pool_stats, pool_name, 8);
 PIN_OFFSET(rm_tensor_pool_stats, pool_id, 104);
 PIN_OFFSET(rm_tensor_pool_stats, pool_bytes, 112);
@@ -202,14 +206,14 @@ PIN_OFFSET(rm_tensor_pool_stats, pools_mapped, 224);
 PIN_OFFSET(rm_tensor_pool_stats, startup_segments_unlinked, 232);
 PIN_OFFSET(rm_tensor_pool_stats, startup_bytes_unlinked, 240);
 
-PIN_SIZE(rm_reclaim_report, 48);
+PIN_SIZE(rm_reclaim_report, RM_RECLAIM_REPORT_SIZE_V1_2);
 PIN_OFFSET(rm_reclaim_report, dead_holders, 8);
 PIN_OFFSET(rm_reclaim_report, holds_dropped, 16);
 PIN_OFFSET(rm_reclaim_report, tensors_freed, 24);
 PIN_OFFSET(rm_reclaim_report, segments_unlinked, 32);
 PIN_OFFSET(rm_reclaim_report, bytes_unlinked, 40);
 
-PIN_SIZE(rm_shm_pool_info, 168);
+PIN_SIZE(rm_shm_pool_info, RM_SHM_POOL_INFO_SIZE_V1_2);
 PIN_OFFSET(rm_shm_pool_info, name, 8);
 PIN_OFFSET(rm_shm_pool_info, pool_id, 104);
 PIN_OFFSET(rm_shm_pool_info, owner_pid, 112);

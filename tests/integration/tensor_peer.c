@@ -40,6 +40,16 @@
  *                         release; then re-import the first descriptor,
  *                         which must be stale by then
  *       -> ok consumed TOTAL stale=ERROR_NAME
+ *   destroy               releases everything and destroys the context,
+ *                         but keeps running (what a pipeline node does
+ *                         when it shuts down while the next one reads)
+ *       -> ok destroyed
+ *   unload                dlclose()s the plugin (after destroy, or with
+ *                         the context still alive)
+ *       -> ok unloaded
+ *   exit                  exits at once with status 0 (atexit handlers
+ *                         run), destroying nothing
+ *       -> ok exiting
  *   quit                  releases everything, destroys the context
  *       -> ok bye          (end of input does the same, silently)
  *
@@ -644,17 +654,31 @@ static int split_words(char *line, char **words, int max_words)
     return count;
 }
 
+static rm_loaded_plugin plugin;
+
 static void shut_down(void)
 {
+    if (vt == NULL || context == NULL)
+        return;
     release_all();
     vt->context_destroy(context);
+    context = NULL;
+}
+
+/* dlclose() with whatever context there is left alive, as a host that
+ * unloads its plugins without tearing them down would. */
+static void shut_down_plugin(void)
+{
+    if (vt == NULL)
+        return;
+    rm_plugin_unload(&plugin);
+    vt = NULL;
     context = NULL;
 }
 
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN); /* a dead partner is an error reply, not death */
-    rm_loaded_plugin plugin;
     char error[1024];
     if (load_plugin_from_env(RM_ABI_VERSION(1, 1), &plugin, error, sizeof error) != 0) {
         reply("fail %s", error);
@@ -714,7 +738,23 @@ int main(int argc, char **argv)
         const char *arg1 = count > 1 ? words[1] : NULL;
         const char *arg2 = count > 2 ? words[2] : NULL;
         const char *arg3 = count > 3 ? words[3] : NULL;
-        if (strcmp(verb, "importbin") == 0)
+        if (strcmp(verb, "destroy") == 0) {
+            shut_down();
+            reply("ok destroyed");
+        } else if (strcmp(verb, "unload") == 0) {
+            shut_down_plugin();
+            reply("ok unloaded");
+        } else if (strcmp(verb, "exit") == 0) {
+            reply("ok exiting");
+            exit(0);
+        } else if (strcmp(verb, "quit") == 0) {
+            shut_down();
+            reply("ok bye");
+            free(line);
+            return 0;
+        } else if (vt == NULL || context == NULL) {
+            reply("fail no context (after destroy or unload)");
+        } else if (strcmp(verb, "importbin") == 0)
             command_importbin(stdin, count > 1 ? words[1] : NULL, arg2);
         else if (strcmp(verb, "importtext") == 0 && arg1 != NULL)
             import_text(arg1, import_flags(arg2));
@@ -736,12 +776,7 @@ int main(int argc, char **argv)
             command_stats();
         else if (strcmp(verb, "produce") == 0 || strcmp(verb, "consume") == 0)
             command_stream(verb[0] == 'p', words, count);
-        else if (strcmp(verb, "quit") == 0) {
-            shut_down();
-            reply("ok bye");
-            free(line);
-            return 0;
-        } else
+        else
             reply("fail unknown command %s", verb);
     }
     free(line);

@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "descriptor_forge.h"
 #include "plugin_fixture.h"
 #include "shm_cleanup.h"
 
@@ -1472,32 +1473,8 @@ Test(tensor, forged_texts_are_rejected)
 
 /* Field forgeries with a correct checksum, so that each check of the
  * descriptor's fields is reached (layout and checksum: abi/rm_plugin.h,
- * "Descriptor format"). The scene's tensor is float32 {4, 5, 6}, C order,
- * 480 bytes. */
-static void put_le(uint8_t *at, uint64_t value, int bytes)
-{
-    for (int i = 0; i < bytes; i++)
-        at[i] = (uint8_t)(value >> (8 * i));
-}
-
-static uint64_t get_le(const uint8_t *at, int bytes)
-{
-    uint64_t value = 0;
-    for (int i = bytes; i-- > 0;)
-        value = (value << 8) | at[i];
-    return value;
-}
-
-static void reseal(uint8_t *descriptor)
-{
-    uint64_t h = 0xcbf29ce484222325u;
-    for (int i = 0; i < 192; i += 8) {
-        h = (h ^ get_le(descriptor + i, 8)) * 0x100000001b3u;
-        h ^= h >> 29;
-    }
-    put_le(descriptor + 192, h, 8);
-}
-
+ * "Descriptor format"; written out in support/descriptor_forge.h). The
+ * scene's tensor is float32 {4, 5, 6}, C order, 480 bytes. */
 typedef struct field_forgery {
     const char *name;
     int offset, bytes; /* the field */
@@ -1512,7 +1489,8 @@ static const field_forgery field_forgeries[] = {
     {"magic RMT2", 0, 4, 0, 0x32544d52u, INVALID},
     {"magic zero", 0, 4, 0, 0, INVALID},
     {"version 0", 4, 2, 0, 0, INVALID},
-    {"version 2", 4, 2, 0, 2, INVALID},
+    {"version 1 (an older plugin's)", 4, 2, 0, 1, INVALID},
+    {"version 3", 4, 2, 0, 3, INVALID},
     {"version 0xffff", 4, 2, 0, 0xffff, INVALID},
     {"kind 0", 6, 1, 0, 0, INVALID},
     {"kind inline in 200 bytes", 6, 1, 0, 2, INVALID},
@@ -1535,8 +1513,9 @@ static const field_forgery field_forgeries[] = {
     {"slot UINT32_MAX", 12, 4, 0, UINT32_MAX, INVALID},
     {"slot max_tensors", 12, 4, 0, 16384, INVALID},
     {"slot + 1", 12, 4, 1, 1, 0},
-    {"generation + 1", 16, 4, 1, 1, STALE},
-    {"generation + 1000", 16, 4, 1, 1000, STALE},
+    /* A generation the slot never had is no old descriptor: forged. */
+    {"generation + 1", 16, 4, 1, 1, INVALID},
+    {"generation + 1000", 16, 4, 1, 1000, INVALID},
     {"generation - 1", 16, 4, 1, UINT64_MAX, 0},
     {"generation 0", 16, 4, 0, 0, 0},
     {"owner pid + 1", 20, 4, 1, 1, 0},
@@ -1581,9 +1560,9 @@ static void forge_field(const forgery_scene *scene, const field_forgery *forgery
     memcpy(out, scene->descriptor, DESC_SIZE);
     uint64_t value = forgery->value;
     if (forgery->relative)
-        value += get_le(out + forgery->offset, forgery->bytes);
-    put_le(out + forgery->offset, value, forgery->bytes);
-    reseal(out);
+        value += df_get(out + forgery->offset, 0, forgery->bytes);
+    df_put(out + forgery->offset, 0, forgery->bytes, value);
+    df_reseal(out);
 }
 
 Test(tensor, forged_fields_with_a_valid_checksum_are_rejected)
@@ -1593,12 +1572,12 @@ Test(tensor, forged_fields_with_a_valid_checksum_are_rejected)
     /* Our checksum agrees with the plugin's, and resealing changes nothing. */
     uint8_t forged[DESC_SIZE];
     memcpy(forged, scene.descriptor, DESC_SIZE);
-    reseal(forged);
+    df_reseal(forged);
     cr_assert_eq(memcmp(forged, scene.descriptor, DESC_SIZE), 0, "the documented checksum");
-    cr_assert_eq(get_le(scene.descriptor, 4), 0x31544d52u, "magic \"RMT1\"");
-    cr_assert_eq(get_le(scene.descriptor + 7, 1), 3, "ndim at byte 7");
-    cr_assert_eq(get_le(scene.descriptor + 48, 8), 480, "nbytes at byte 48");
-    cr_assert_eq(get_le(scene.descriptor + 20, 4), (uint64_t)getpid(), "owner pid at byte 20");
+    cr_assert_eq(df_get(scene.descriptor, 0, 4), 0x31544d52u, "magic \"RMT1\"");
+    cr_assert_eq(df_get(scene.descriptor + 7, 0, 1), 3, "ndim at byte 7");
+    cr_assert_eq(df_get(scene.descriptor + 48, 0, 8), 480, "nbytes at byte 48");
+    cr_assert_eq(df_get(scene.descriptor + 20, 0, 4), (uint64_t)getpid(), "owner pid at byte 20");
     char text[RM_TENSOR_DESCRIPTOR_TEXT_MAX];
     memcpy(text, TEXT_PREFIX, strlen(TEXT_PREFIX));
     for (size_t i = 0; i < sizeof field_forgeries / sizeof field_forgeries[0]; i++) {

@@ -44,6 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "descriptor_forge.h"
 #include "peer_process.h"
 #include "plugin_fixture.h"
 #include "shm_cleanup.h"
@@ -1566,54 +1567,16 @@ Test(tensor_processes, namespaces_are_isolated)
 /* Forgery                                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* The binary layout, from plugin/descriptor.h (checked against a real
- * descriptor before use): little-endian fields at these offsets, and a
- * checksum of the first 192 bytes at 192. */
-enum {
-    D_MAGIC = 0, D_VERSION = 4, D_KIND = 6, D_NDIM = 7, D_DTYPE_BITS = 9, D_SLOT = 12,
-    D_GENERATION = 16, D_PID = 20, D_POOL = 24, D_START = 32, D_OFFSET = 40, D_NBYTES = 48,
-    D_SHAPE = 64, D_STRIDES = 128, D_CHECKSUM = 192
-};
-
-static uint64_t field_get(const uint8_t *d, size_t at, size_t width)
-{
-    uint64_t value = 0;
-    for (size_t i = 0; i < width; i++)
-        value |= (uint64_t)d[at + i] << (8 * i);
-    return value;
-}
-
-static void field_put(uint8_t *d, size_t at, size_t width, uint64_t value)
-{
-    for (size_t i = 0; i < width; i++)
-        d[at + i] = (uint8_t)(value >> (8 * i));
-}
-
-static uint64_t descriptor_checksum(const uint8_t *d)
-{
-    uint64_t hash = 0xcbf29ce484222325u;
-    for (size_t at = 0; at < D_CHECKSUM; at += 8) {
-        hash = (hash ^ field_get(d, at, 8)) * 0x100000001b3u;
-        hash ^= hash >> 29;
-    }
-    return hash;
-}
-
-static void seal(uint8_t *d)
-{
-    field_put(d, D_CHECKSUM, 8, descriptor_checksum(d));
-}
-
 /* A real descriptor of ours must read as the documented layout. */
 static void check_layout(const uint8_t *d, const rm_tensor_pool_stats *stats, uint64_t nbytes)
 {
-    cr_assert_eq(field_get(d, D_MAGIC, 4), 0x31544d52u, "descriptor layout changed: magic");
-    cr_assert_eq(field_get(d, D_CHECKSUM, 8), descriptor_checksum(d),
+    cr_assert_eq(df_get(d, DF_MAGIC, 4), 0x31544d52u, "descriptor layout changed: magic");
+    cr_assert_eq(df_get(d, DF_CHECKSUM, 8), df_checksum(d),
                  "descriptor layout changed: checksum");
-    cr_assert_eq(field_get(d, D_KIND, 1), 1);
-    cr_assert_eq(field_get(d, D_PID, 4), (uint64_t)getpid());
-    cr_assert_eq(field_get(d, D_POOL, 8), stats->pool_id);
-    cr_assert_eq(field_get(d, D_NBYTES, 8), nbytes);
+    cr_assert_eq(df_get(d, DF_KIND, 1), 1);
+    cr_assert_eq(df_get(d, DF_PID, 4), (uint64_t)getpid());
+    cr_assert_eq(df_get(d, DF_POOL, 8), stats->pool_id);
+    cr_assert_eq(df_get(d, DF_NBYTES, 8), nbytes);
     char name_end[24];
     snprintf(name_end, sizeof name_end, ".%016" PRIx64, stats->pool_id);
     size_t length = strlen(stats->pool_name);
@@ -1781,8 +1744,8 @@ Test(tensor_processes, a_segment_that_is_not_the_owner_s_is_refused)
     uint8_t forged[RM_TENSOR_DESCRIPTOR_SIZE];
     memcpy(forged, descriptor, sizeof forged);
     uint64_t fake_id = stats.pool_id ^ 0x0123456789abcdefu;
-    field_put(forged, D_POOL, 8, fake_id);
-    seal(forged);
+    df_put(forged, DF_POOL, 8, fake_id);
+    df_reseal(forged);
     char fake_data[256], fake_control[264];
     snprintf(fake_data, sizeof fake_data, "/dev/shm/rm.%s.%ld.%016" PRIx64, ns, (long)getpid(),
              fake_id);
@@ -1861,43 +1824,44 @@ Test(tensor_processes, descriptors_corrupted_in_transit_or_forged_field_by_field
 
     /* Forged field by field, checksum recomputed: the pool checks refuse. */
     CALL_OK(p, "release %d", import_ok(p, descriptor, sizeof descriptor, false, NULL));
-    uint64_t offset = field_get(descriptor, D_OFFSET, 8);
+    uint64_t offset = df_get(descriptor, DF_OFFSET, 8);
     const corruption table[] = {
-        {"magic", D_MAGIC, 4, 0, 1, true, RM_E_INVALID_DESCRIPTOR, 0},
-        {"version", D_VERSION, 2, 1, 2, true, RM_E_INVALID_DESCRIPTOR, 0},
-        {"kind 3", D_KIND, 1, 1, 3, true, RM_E_INVALID_DESCRIPTOR, 0},
-        {"kind inline, no data", D_KIND, 1, 1, 2, true, RM_E_INVALID_DESCRIPTOR, 0},
-        {"ndim 9", D_NDIM, 1, 1, 9, true, RM_E_INVALID_DESCRIPTOR, 0},
-        {"dtype 7 bits", D_DTYPE_BITS, 1, 1, 7, true, RM_E_INVALID_DESCRIPTOR, 0},
-        {"slot past the table", D_SLOT, 4, 1, 0xffffffffu, true, RM_E_INVALID_DESCRIPTOR, 0},
-        {"slot of another tensor", D_SLOT, 4, 0, 1, true, RM_E_INVALID_DESCRIPTOR,
+        {"magic", DF_MAGIC, 4, 0, 1, true, RM_E_INVALID_DESCRIPTOR, 0},
+        {"version 1 (an older plugin's)", DF_VERSION, 2, 1, 1, true, RM_E_INVALID_DESCRIPTOR, 0},
+        {"version 3", DF_VERSION, 2, 1, 3, true, RM_E_INVALID_DESCRIPTOR, 0},
+        {"kind 3", DF_KIND, 1, 1, 3, true, RM_E_INVALID_DESCRIPTOR, 0},
+        {"kind inline, no data", DF_KIND, 1, 1, 2, true, RM_E_INVALID_DESCRIPTOR, 0},
+        {"ndim 9", DF_NDIM, 1, 1, 9, true, RM_E_INVALID_DESCRIPTOR, 0},
+        {"dtype 7 bits", DF_DTYPE_BITS, 1, 1, 7, true, RM_E_INVALID_DESCRIPTOR, 0},
+        {"slot past the table", DF_SLOT, 4, 1, 0xffffffffu, true, RM_E_INVALID_DESCRIPTOR, 0},
+        {"slot of another tensor", DF_SLOT, 4, 0, 1, true, RM_E_INVALID_DESCRIPTOR,
          RM_E_STALE_DESCRIPTOR},
-        {"generation + 1", D_GENERATION, 4, 2, 1, true, RM_E_STALE_DESCRIPTOR, 0},
-        {"generation 0", D_GENERATION, 4, 1, 0, true, RM_E_INVALID_DESCRIPTOR, 0},
-        {"owner pid", D_PID, 4, 1, 1, true, RM_E_STALE_DESCRIPTOR, 0},
-        {"owner start time", D_START, 8, 0, 1, true, RM_E_STALE_DESCRIPTOR, 0},
-        {"pool id", D_POOL, 8, 0, 1, true, RM_E_STALE_DESCRIPTOR, 0},
-        {"offset moved", D_OFFSET, 8, 1, offset + 64, true, RM_E_INVALID_DESCRIPTOR, 0},
-        {"offset past the pool", D_OFFSET, 8, 1, (uint64_t)1 << 62, true,
+        {"generation + 1", DF_GENERATION, 4, 2, 1, true, RM_E_INVALID_DESCRIPTOR, 0},
+        {"generation 0", DF_GENERATION, 4, 1, 0, true, RM_E_INVALID_DESCRIPTOR, 0},
+        {"owner pid", DF_PID, 4, 1, 1, true, RM_E_STALE_DESCRIPTOR, 0},
+        {"owner start time", DF_START, 8, 0, 1, true, RM_E_STALE_DESCRIPTOR, 0},
+        {"pool id", DF_POOL, 8, 0, 1, true, RM_E_STALE_DESCRIPTOR, 0},
+        {"offset moved", DF_OFFSET, 8, 1, offset + 64, true, RM_E_INVALID_DESCRIPTOR, 0},
+        {"offset past the pool", DF_OFFSET, 8, 1, (uint64_t)1 << 62, true,
          RM_E_INVALID_DESCRIPTOR, 0},
-        {"nbytes + 1", D_NBYTES, 8, 1, 64 * KiB + 1, true, RM_E_INVALID_DESCRIPTOR, 0},
-        {"nbytes 2^63", D_NBYTES, 8, 1, (uint64_t)1 << 63, true, RM_E_INVALID_DESCRIPTOR, 0},
-        {"shape doubled", D_SHAPE, 8, 1, 128 * KiB, true, RM_E_INVALID_DESCRIPTOR, 0},
-        {"shape -1", D_SHAPE, 8, 1, UINT64_MAX, true, RM_E_INVALID_DESCRIPTOR, 0},
-        {"stride -1", D_STRIDES, 8, 1, UINT64_MAX, true, RM_E_INVALID_DESCRIPTOR, 0},
-        {"stride 2", D_STRIDES, 8, 1, 2, true, RM_E_INVALID_DESCRIPTOR, 0},
-        {"checksum", D_CHECKSUM, 8, 0, 1, false, RM_E_INVALID_DESCRIPTOR, 0},
+        {"nbytes + 1", DF_NBYTES, 8, 1, 64 * KiB + 1, true, RM_E_INVALID_DESCRIPTOR, 0},
+        {"nbytes 2^63", DF_NBYTES, 8, 1, (uint64_t)1 << 63, true, RM_E_INVALID_DESCRIPTOR, 0},
+        {"shape doubled", DF_SHAPE, 8, 1, 128 * KiB, true, RM_E_INVALID_DESCRIPTOR, 0},
+        {"shape -1", DF_SHAPE, 8, 1, UINT64_MAX, true, RM_E_INVALID_DESCRIPTOR, 0},
+        {"stride -1", DF_STRIDES, 8, 1, UINT64_MAX, true, RM_E_INVALID_DESCRIPTOR, 0},
+        {"stride 2", DF_STRIDES, 8, 1, 2, true, RM_E_INVALID_DESCRIPTOR, 0},
+        {"checksum", DF_CHECKSUM, 8, 0, 1, false, RM_E_INVALID_DESCRIPTOR, 0},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         const corruption *row = &table[i];
         uint8_t forged[RM_TENSOR_DESCRIPTOR_SIZE];
         memcpy(forged, descriptor, sizeof forged);
-        uint64_t value = field_get(forged, row->at, row->width);
+        uint64_t value = df_get(forged, row->at, row->width);
         value = row->mode == 0 ? value ^ row->value : row->mode == 2 ? value + row->value
                                                                      : row->value;
-        field_put(forged, row->at, row->width, value);
+        df_put(forged, row->at, row->width, value);
         if (row->reseal)
-            seal(forged);
+            df_reseal(forged);
         /* The same answer from a process that maps the pool already
          * (warm) and from one that does not (cold): validation must not
          * depend on the cache. */
@@ -1943,6 +1907,274 @@ Test(tensor_processes, descriptors_corrupted_in_transit_or_forged_field_by_field
     cr_assert_str_eq(CALL(p, "sum %d", id), expected);
     quit_peer(p);
     release(context, other);
+    release(context, tensor);
+    expect_pool_empty(context, "after the forgeries");
+    destroy_context(context);
+    cr_assert_eq(count_segments(ns, 0), 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* An importer's data outlives its owner                                    */
+/* ------------------------------------------------------------------------ */
+
+/* What the owning process does once it has released its own handles. */
+typedef enum owner_exit {
+    OWNER_DESTROYS,             /* context_destroy, process lives on */
+    OWNER_DESTROYS_AND_UNLOADS, /* context_destroy, then dlclose */
+    OWNER_UNLOADS,              /* dlclose with its context still alive */
+    OWNER_EXITS,                /* exit(0), destroying nothing */
+    OWNER_IS_KILLED,            /* SIGKILL */
+} owner_exit;
+
+static const uint64_t survivor_sizes[] = {4 * KiB, 64 * KiB, 1 * MiB, 16 * MiB, 64 * MiB};
+#define SURVIVORS (sizeof survivor_sizes / sizeof survivor_sizes[0])
+
+static uint64_t view_hash(rm_context *context, rm_tensor *tensor)
+{
+    rm_tensor_info info = info_of(context, tensor);
+    tp_view view = tp_view_of(&info);
+    return tp_view_hash(&view);
+}
+
+/* True while this process maps any segment of namespace `ns`. */
+static bool maps_namespace(const char *ns)
+{
+    char needle[96];
+    snprintf(needle, sizeof needle, "/dev/shm/rm.%s.", ns);
+    FILE *maps = fopen("/proc/self/maps", "r");
+    cr_assert_not_null(maps);
+    char line[512];
+    bool found = false;
+    while (!found && fgets(line, sizeof line, maps) != NULL)
+        found = strstr(line, needle) != NULL;
+    fclose(maps);
+    return found;
+}
+
+static void importer_keeps_its_data(owner_exit how, const char *tag)
+{
+    const char *ns = make_namespace(tag);
+    rm_context *context;
+    new_context(&context, ns);
+    peer *owner = start_peer(ns, NULL);
+    pid_t owner_pid = owner->pid;
+    rm_tensor *views[SURVIVORS];
+    uint64_t hashes[SURVIVORS];
+    for (size_t i = 0; i < SURVIVORS; i++) {
+        char text[RM_TENSOR_DESCRIPTOR_TEXT_MAX];
+        uint8_t binary[RM_TENSOR_DESCRIPTOR_SIZE];
+        produce_in_peer(owner, survivor_sizes[i], 200 + i, text, binary);
+        int32_t rc = vt->tensor_import(context, binary, sizeof binary, 0, &views[i]);
+        cr_assert_eq(rc, RM_OK, "import of %" PRIu64 " bytes: %s", survivor_sizes[i],
+                     vt->context_last_error(context));
+        hashes[i] = tp_pattern_hash(200 + i, survivor_sizes[i]);
+        cr_assert_eq(view_hash(context, views[i]), hashes[i], "before the owner went");
+    }
+    cr_assert_str_eq(CALL(owner, "releaseall"), "ok 5");
+
+    switch (how) {
+    case OWNER_DESTROYS:
+        cr_assert_str_eq(CALL(owner, "destroy"), "ok destroyed");
+        break;
+    case OWNER_DESTROYS_AND_UNLOADS:
+        cr_assert_str_eq(CALL(owner, "destroy"), "ok destroyed");
+        cr_assert_str_eq(CALL(owner, "unload"), "ok unloaded");
+        break;
+    case OWNER_UNLOADS:
+        cr_assert_str_eq(CALL(owner, "unload"), "ok unloaded");
+        break;
+    case OWNER_EXITS: {
+        cr_assert_str_eq(CALL(owner, "exit"), "ok exiting");
+        int status = reap(owner_pid, 20000);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "exit status %#x", status);
+        peer_forget(owner);
+        owner = NULL;
+        break;
+    }
+    case OWNER_IS_KILLED:
+        kill_peer(owner);
+        owner = NULL;
+        break;
+    }
+
+    /* Another process of the namespace allocates and writes as much again:
+     * nothing it gets may be the pages the importer still reads. */
+    peer *neighbour = start_peer(ns, NULL);
+    for (size_t i = 0; i < SURVIVORS; i++) {
+        char text[RM_TENSOR_DESCRIPTOR_TEXT_MAX];
+        uint8_t binary[RM_TENSOR_DESCRIPTOR_SIZE];
+        produce_in_peer(neighbour, survivor_sizes[i], 900 + i, text, binary);
+    }
+    for (size_t i = 0; i < SURVIVORS; i++)
+        cr_assert_eq(view_hash(context, views[i]), hashes[i],
+                     "%" PRIu64 " bytes changed after the owner went", survivor_sizes[i]);
+    /* Released one by one, the others stay intact. */
+    for (size_t i = 0; i < SURVIVORS; i++) {
+        release(context, views[i]);
+        for (size_t j = i + 1; j < SURVIVORS; j++)
+            cr_assert_eq(view_hash(context, views[j]), hashes[j],
+                         "%" PRIu64 " bytes changed after %zu releases", survivor_sizes[j],
+                         i + 1);
+    }
+    quit_peer(neighbour);
+
+    if (how == OWNER_DESTROYS || how == OWNER_DESTROYS_AND_UNLOADS) {
+        /* The owner retired the pool: the last release unmapped it. */
+        cr_assert_eq(stats_of(context).pools_mapped, 0, "the retired pool is still mapped");
+        cr_assert_not(maps_namespace(ns), "a mapping of the retired pool is left");
+        cr_assert_eq(count_segments(ns, owner_pid), 0, "the owner's destroy unlinked it");
+    }
+    if (owner != NULL) {
+        close(owner->io.to); /* end of input: the peer ends */
+        owner->io.to = -1;
+        int status = reap(owner_pid, 20000);
+        cr_assert(WIFEXITED(status), "owner status %#x", status);
+        peer_forget(owner);
+    }
+    /* What a dead owner left goes with a reclaim (as `rmctl gc` does). */
+    rm_reclaim_report report = reclaim(context);
+    cr_log_info("after the owner's end (%d): segments_unlinked=%" PRIu64, (int)how,
+                report.segments_unlinked);
+    cr_assert_eq(stats_of(context).pools_mapped, 0, "a pool of a gone owner is still mapped");
+    cr_assert_not(maps_namespace(ns), "a mapping of the gone owner's pool is left");
+    cr_assert_eq(count_segments(ns, 0), 0, "segments left in the namespace");
+    destroy_context(context);
+}
+
+Test(tensor_processes, an_importer_keeps_its_data_when_the_owner_destroys_its_context)
+{
+    importer_keeps_its_data(OWNER_DESTROYS, "kd-destroy");
+}
+
+Test(tensor_processes, an_importer_keeps_its_data_when_the_owner_destroys_and_unloads)
+{
+    importer_keeps_its_data(OWNER_DESTROYS_AND_UNLOADS, "kd-unload");
+}
+
+Test(tensor_processes, an_importer_keeps_its_data_when_the_owner_unloads_the_plugin)
+{
+    importer_keeps_its_data(OWNER_UNLOADS, "kd-dlclose");
+}
+
+Test(tensor_processes, an_importer_keeps_its_data_when_the_owner_exits)
+{
+    importer_keeps_its_data(OWNER_EXITS, "kd-exit");
+}
+
+Test(tensor_processes, an_importer_keeps_its_data_when_the_owner_is_killed)
+{
+    importer_keeps_its_data(OWNER_IS_KILLED, "kd-kill");
+}
+
+/* ------------------------------------------------------------------------ */
+/* A descriptor is bound to its tensor                                      */
+/* ------------------------------------------------------------------------ */
+
+/* A descriptor changed consistently (its layout still spans nbytes, its
+ * checksum recomputed by the documented formula) describes a tensor its
+ * owner never exported: the importer must refuse it and name the field. */
+typedef struct reinterpretation {
+    const char *what;
+    const char *field; /* must appear in the message */
+    uint8_t code, bits; /* dtype */
+    uint32_t ndim;
+    int64_t shape[2], strides[2];
+    uint64_t session;
+    int slot_delta, generation_delta;
+    int neighbour_offset; /* 1: the other live tensor's offset */
+} reinterpretation;
+
+Test(tensor_processes, a_descriptor_changed_after_export_is_refused_naming_the_field)
+{
+    const char *ns = make_namespace("bind");
+    rm_context *context;
+    new_context(&context, ns);
+    /* The example: float32 (80, 3000), session 42. */
+    rm_tensor_spec spec = RM_STRUCT_INIT(rm_tensor_spec);
+    spec.dtype = (rm_dtype){RM_DTYPE_FLOAT, 32, 1};
+    spec.ndim = 2;
+    spec.shape[0] = 80;
+    spec.shape[1] = 3000;
+    spec.session = 42;
+    rm_tensor *tensor = NULL;
+    cr_assert_eq(vt->tensor_allocate(context, &spec, &tensor), RM_OK, "%s",
+                 vt->context_last_error(context));
+    /* A second tensor right after it, so that "offset + its size" and
+     * "slot + 1" name a live tensor, not empty space. */
+    rm_tensor *neighbour = NULL;
+    cr_assert_eq(vt->tensor_allocate(context, &spec, &neighbour), RM_OK);
+    uint8_t descriptor[RM_TENSOR_DESCRIPTOR_SIZE];
+    uint8_t neighbour_descriptor[RM_TENSOR_DESCRIPTOR_SIZE];
+    cr_assert_eq(vt->tensor_export(context, tensor, descriptor, sizeof descriptor), RM_OK);
+    cr_assert_eq(vt->tensor_export(context, neighbour, neighbour_descriptor,
+                                   sizeof neighbour_descriptor),
+                 RM_OK);
+    cr_assert_eq(df_checksum(descriptor), df_get(descriptor, DF_CHECKSUM, 8),
+                 "the header's checksum formula");
+    uint64_t neighbour_offset = df_get(neighbour_descriptor, DF_OFFSET, 8);
+
+    static const reinterpretation table[] = {
+        {"int32 (3000, 80) session 7", "session", RM_DTYPE_INT, 32, 2, {3000, 80}, {80, 1}, 7,
+         0, 0, 0},
+        {"session 7", "session", RM_DTYPE_FLOAT, 32, 2, {80, 3000}, {3000, 1}, 7, 0, 0, 0},
+        {"int32", "dtype", RM_DTYPE_INT, 32, 2, {80, 3000}, {3000, 1}, 42, 0, 0, 0},
+        {"uint32", "dtype", RM_DTYPE_UINT, 32, 2, {80, 3000}, {3000, 1}, 42, 0, 0, 0},
+        {"shape (3000, 80)", "shape", RM_DTYPE_FLOAT, 32, 2, {3000, 80}, {80, 1}, 42, 0, 0, 0},
+        {"shape (79, 6000), same span", "shape", RM_DTYPE_FLOAT, 32, 2, {79, 6000}, {3000, 1},
+         42, 0, 0, 0},
+        {"strides (1, 80)", "strides", RM_DTYPE_FLOAT, 32, 2, {80, 3000}, {1, 80}, 42, 0, 0, 0},
+        {"ndim 1 (240000)", "ndim", RM_DTYPE_FLOAT, 32, 1, {240000, 0}, {1, 0}, 42, 0, 0, 0},
+        {"offset of the neighbour", "offset", RM_DTYPE_FLOAT, 32, 2, {80, 3000}, {3000, 1}, 42,
+         0, 0, 1},
+        {"slot + 1", "slot", RM_DTYPE_FLOAT, 32, 2, {80, 3000}, {3000, 1}, 42, 1, 0, 0},
+        {"generation + 1", "generation", RM_DTYPE_FLOAT, 32, 2, {80, 3000}, {3000, 1}, 42, 0,
+         1, 0},
+    };
+    peer *importer = start_peer(ns, NULL);
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        const reinterpretation *row = &table[i];
+        uint8_t forged[RM_TENSOR_DESCRIPTOR_SIZE];
+        memcpy(forged, descriptor, sizeof forged);
+        df_put(forged, DF_DTYPE_CODE, 1, row->code);
+        df_put(forged, DF_DTYPE_BITS, 1, row->bits);
+        df_put(forged, DF_NDIM, 1, row->ndim);
+        for (uint32_t d = 0; d < 2; d++) {
+            df_put(forged, DF_SHAPE + 8 * d, 8, (uint64_t)row->shape[d]);
+            df_put(forged, DF_STRIDES + 8 * d, 8, (uint64_t)row->strides[d]);
+        }
+        df_put(forged, DF_SESSION, 8, row->session);
+        df_put(forged, DF_SLOT, 4, df_get(forged, DF_SLOT, 4) + (uint64_t)row->slot_delta);
+        df_put(forged, DF_GENERATION, 4,
+               df_get(forged, DF_GENERATION, 4) + (uint64_t)row->generation_delta);
+        if (row->neighbour_offset)
+            df_put(forged, DF_OFFSET, 8, neighbour_offset);
+        df_reseal(forged);
+        cr_assert_neq(memcmp(forged, descriptor, sizeof forged), 0, "%s changes the bytes",
+                      row->what);
+        char text[RM_TENSOR_DESCRIPTOR_TEXT_MAX];
+        df_to_text(forged, text);
+        const char *replies[2];
+        char binary_reply[LINE_BYTES];
+        snprintf(binary_reply, sizeof binary_reply, "%s",
+                 must_reply(importer,
+                            peer_import_binary(importer, forged, sizeof forged, false),
+                            row->what));
+        replies[0] = binary_reply;
+        replies[1] = CALL(importer, "importtext %s", text);
+        for (int form = 0; form < 2; form++) {
+            cr_expect_eq(error_code_of(replies[form]), RM_E_INVALID_DESCRIPTOR,
+                         "%s (%s): %s", row->what, form ? "text" : "binary", replies[form]);
+            cr_expect_not_null(strstr(replies[form], row->field),
+                               "%s (%s): the message does not name '%s': %s", row->what,
+                               form ? "text" : "binary", row->field, replies[form]);
+        }
+        cr_assert_str_eq(CALL(importer, "releaseall"), "ok 0", "%s left a handle", row->what);
+    }
+    /* The real one still imports, and nothing above left a hold. */
+    int id = import_ok(importer, descriptor, sizeof descriptor, false, NULL);
+    CALL_OK(importer, "release %d", id);
+    quit_peer(importer);
+    release(context, neighbour);
     release(context, tensor);
     expect_pool_empty(context, "after the forgeries");
     destroy_context(context);
