@@ -34,6 +34,10 @@
  * grows), node rows and counters (rm_model_info, rm_registry_metrics grow),
  * registry_reclaim, error code -24, config keys registry.scope,
  * registry.namespace, registry.table_entries.
+ * Plugin 0.2 (ABI unchanged, 1.2): descriptor format version 2 (a faster
+ * checksum) and new shared-segment layouts; processes that share tensors
+ * or a node table must run the same plugin version (an older one's
+ * descriptors and segments are refused with a message that says so).
  * Planned minor versions (not yet part of the ABI, listed so that hosts know
  * where capabilities will arrive): CUDA IPC.
  *
@@ -391,10 +395,22 @@ typedef struct rm_model_handle rm_model_handle;
  *    that evicts: give every context of a namespace the same ones), and
  *    its segment is unlinked. Mappings end when a context's last handle
  *    is released.
- *  - Loader cycles are found within one context and on one thread
- *    (RM_E_LOAD_CYCLE); a cycle through loaders in different processes, or
- *    in different contexts on different threads, is not detected: it
- *    waits.
+ *  - Loader cycles: RM_E_LOAD_CYCLE when the cycle stays on one thread
+ *    (through any contexts of the process), or when every wait in it is
+ *    for a load that the same context runs (on any of its threads). A
+ *    thread that waits for a load run through another context on another
+ *    thread, or by another process, sleeps on the node table, which the
+ *    cycle check does not see: a cycle through such a wait (in particular
+ *    one through loaders in different processes) is not detected and
+ *    waits, as long as its loaders live.
+ *  - The table records each process (pid and start time) that has
+ *    node-scope contexts on it, at most 1024 processes at once. It is
+ *    removed once nothing is left in it (no model loaded or loading) and
+ *    no live process uses it: by the namespace's last context_destroy(),
+ *    or by registry_reclaim() when only the caller's context and dead
+ *    processes are left (a killed process does not keep it). An idle
+ *    model within its TTL keeps it. A process opening the table as it is
+ *    removed never uses the removed one: it opens (or creates) the next.
  *  - Times in node rows are CLOCK_MONOTONIC nanoseconds (shared by every
  *    process), not the host clock.
  */
@@ -470,8 +486,10 @@ typedef struct rm_loaded_model {
  * next get_or_load() runs a loader again. A positive return is treated as
  * RM_E_LOADER_FAILED. The loader runs on the calling thread with no
  * registry lock held; it may call model_get_or_load() for other keys, in
- * this or another context (a cycle, even one through several contexts and
- * threads, gives RM_E_LOAD_CYCLE instead of a deadlock).
+ * this or another context. In process scope a cycle, even one through
+ * several contexts and threads of the process, gives RM_E_LOAD_CYCLE
+ * instead of a deadlock; in node scope only the cycles that "Node scope"
+ * lists do, and others wait.
  */
 typedef int32_t (*rm_model_loader_fn)(void *loader_user, const char *key,
                                       rm_loaded_model *out);
@@ -539,7 +557,8 @@ typedef struct rm_registry_reclaim_report {
     uint64_t dead_references;  /* references of dead processes dropped */
     uint64_t loads_abandoned;  /* claims of dead loaders cleared */
     uint64_t models_evicted;   /* idle models evicted (TTL, budget) */
-    uint64_t segments_unlinked;/* orphan model segments of the namespace */
+    uint64_t segments_unlinked;/* orphan model segments of the namespace,
+                                  and the node table if it was removed */
     uint64_t bytes_unlinked;   /* /dev/shm bytes freed: evicted models,
                                   abandoned loads and those segments */
 } rm_registry_reclaim_report;
@@ -562,8 +581,10 @@ typedef struct rm_registry_reclaim_report {
  * strides): RM_TENSOR_DESCRIPTOR_SIZE bytes, or a printable string of at
  * most RM_TENSOR_DESCRIPTOR_TEXT_MAX bytes. The importing context maps the
  * pool once (read-only unless asked otherwise), caches the mapping by pool
- * identity, checks every field of the descriptor against the pool's control
- * segment, and only then forms a pointer. Nothing is copied.
+ * identity, checks every field of the descriptor against what the owner
+ * recorded for that live tensor (session, dtype, shape, strides, offset,
+ * nbytes, slot, generation: any difference is RM_E_INVALID_DESCRIPTOR,
+ * naming the field), and only then forms a pointer. Nothing is copied.
  *
  * Lifetime. A tensor's memory is reused only after every context that
  * holds it (the owner and every importer) has released every handle; only
@@ -573,8 +594,16 @@ typedef struct rm_registry_reclaim_report {
  * that is destroyed are released with it. Holds of a process that died are
  * dropped by the owner's tensor_reclaim() (also run by itself when an
  * allocation runs out of quota or space), and segments whose owner died are
- * unlinked by any context created in the namespace (and by rmctl gc);
- * importers that still map them keep reading valid memory.
+ * unlinked by any context created in the namespace (and by rmctl gc).
+ *
+ * An importer's view stays intact until the importer releases it, whatever
+ * the owner does meanwhile: releases its handle, destroys its context,
+ * dlclose()s the plugin, exits or is killed. The owner's pages are then no
+ * longer its own: nothing frees, reuses or punches them while anyone maps
+ * them. When the importer releases its last handle on a pool whose owner
+ * destroyed its context (or died and was reaped), it unmaps the pool, and
+ * the pages go back to /dev/shm; a dead owner's pool that was not yet
+ * reaped is unmapped by the importer's tensor_reclaim().
  *
  * Limits: RM_TENSOR_MAX_DIMS dimensions; RM_TENSOR_MAX_HOLDERS importing
  * contexts per pool at once (one more gives RM_E_QUOTA_EXCEEDED); strides
@@ -856,9 +885,12 @@ typedef struct rm_plugin_v1 {
      *  RM_E_NO_MEMORY, RM_E_SYSTEM (a thread could not be started).
      *  RM_E_CORRUPT_STATE         (1.2) registry.scope = node and the
      *                             namespace's node table is not a valid
-     *                             0600 table of this user (the message
-     *                             names the file; remove it when no process
-     *                             uses it).
+     *                             0600 table of this user, or one of
+     *                             another plugin version's layout (the
+     *                             message names the file; remove it when
+     *                             no process uses it).
+     *  RM_E_QUOTA_EXCEEDED        (1.2) node scope: 1024 live processes
+     *                             already use the namespace's node table.
      * In node scope the table is opened (created on first use) here, so a
      * full /dev/shm is RM_E_NO_MEMORY at creation.
      */
@@ -933,7 +965,8 @@ typedef struct rm_plugin_v1 {
      *  RM_E_FEATURE_UNAVAILABLE not built.
      *  RM_E_LOAD_CYCLE         the key is being loaded by a loader that is
      *                          (directly or through other loads) waiting for
-     *                          this caller.
+     *                          this caller (node scope: for the cycles
+     *                          "Node scope" lists; others wait).
      *  RM_E_INVALID_ARGUMENT   the loader succeeded but left model NULL.
      *  any negative code the loader returned (positive ones become
      *  RM_E_LOADER_FAILED).
@@ -1076,14 +1109,19 @@ typedef struct rm_plugin_v1 {
      * Returns RM_OK, or (*out_tensor NULL, nothing held, nothing mapped
      * that is not cached):
      *  RM_E_INVALID_DESCRIPTOR  wrong size, magic, version or checksum; a
-     *                           field out of range; dtype, shape and
-     *                           strides that do not fit nbytes; an extent
-     *                           outside the pool; a segment that is not a
-     *                           0600 regular file of this user; a slot
-     *                           whose extent differs from the descriptor.
+     *                           field out of range; a dtype not in the
+     *                           rm_dtype table; dtype, shape and strides
+     *                           that do not fit nbytes; an extent outside
+     *                           the pool; a segment that is not a 0600
+     *                           regular file of this user; a descriptor
+     *                           that differs from the live tensor of its
+     *                           slot in any field (session, dtype, ndim,
+     *                           shape, strides, offset, nbytes), or names
+     *                           a generation its slot never had: the
+     *                           message names the field.
      *  RM_E_STALE_DESCRIPTOR    the pool's segments are gone, belong to
      *                           another process now (owner start time), or
-     *                           the tensor was freed (generation).
+     *                           the tensor was freed (an older generation).
      *  RM_E_QUOTA_EXCEEDED      RM_TENSOR_MAX_HOLDERS contexts already
      *                           import from that pool.
      *  RM_E_NO_MEMORY, RM_E_SYSTEM (mapping failed).
@@ -1152,7 +1190,12 @@ typedef struct rm_plugin_v1 {
      * dead loaders, evicts what no live process holds once its TTL has
      * passed (and to fit the budgets), and unlinks model segments of the
      * namespace that no table entry names (a loader that died before its
-     * claim was recorded). Process scope: evicts expired idle models.
+     * claim was recorded), and removes the node table when nothing is left
+     * in it and no live process but the caller's context uses it (counted
+     * in segments_unlinked and bytes_unlinked; the context then has none
+     * until its next model_get_or_load() creates one, and sees an empty
+     * registry meanwhile unless another process made one). Process scope:
+     * evicts expired idle models.
      * `out` optional. Returns RM_OK, RM_E_STRUCT_SIZE, RM_E_FEATURE_*,
      * RM_E_FORKED, RM_E_SYSTEM (/dev/shm unreadable).
      */

@@ -113,11 +113,13 @@ static const bench_plan quick_plan = {
 static const uint64_t alloc_sizes[ALLOC_SIZES] = {4 * KIB, 64 * KIB, 1 * MIB,
                                                   16 * MIB};
 
-/* Targets from the issue. */
-#define TARGET_ALLOC_NS 200.0
-#define TARGET_ALLOC_SPEEDUP 40.0
+/* Targets from the issues (tensors: #4, then #10). */
+#define TARGET_ALLOC_NS 60.0
+#define TARGET_ALLOC_SPEEDUP 50.0
 #define TARGET_HANDOFF_RATIO 1.10
-#define TARGET_COST_NS 1000.0
+#define TARGET_COST_NS 100.0
+/* A mode of the round-trip floor needs this many samples to be judged. */
+#define MODE_MIN_SAMPLES 20
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -698,17 +700,60 @@ static void consumer_stats(const consumer_link *link, uint64_t *imports,
     *pools_mapped = reply[1];
 }
 
+/* On these 2-CPU VMs a round trip between two processes is bimodal: about
+ * 2 us when the other CPU is awake, 20-70 us when it wakes from idle. One
+ * median over both would compare whichever mode each side happened to
+ * hit, so each mode is summarised and judged on its own: a sample is
+ * "awake" when it is below `threshold_ns`, three times the fastest
+ * ping-pong decile (the floor of the awake mode). */
+typedef struct handoff_mode {
+    latency_figure handoff;
+    latency_figure ping;
+    double ratio; /* handoff median / ping-pong median within the mode */
+    bool judged;  /* both sides have MODE_MIN_SAMPLES samples in it */
+    bool met;
+} handoff_mode;
+
 typedef struct handoff_figure {
     uint64_t bytes;
     latency_figure handoff;
     latency_figure ping;
     latency_figure copy;
     consumer_report consumer; /* import + info + read + release, in the consumer */
-    double ratio;             /* handoff median / ping-pong median */
+    double ratio;             /* handoff median / ping-pong median, both modes */
     double copy_ratio;        /* copy median / ping-pong median */
     double setup_s;           /* allocating and writing the tensor once */
-    bool met;
+    double threshold_ns;      /* awake below, waking at or above */
+    handoff_mode awake;
+    handoff_mode waking;
+    bool met;                 /* every judged mode within the target */
 } handoff_figure;
+
+/* The samples of `all` below (awake) or at/above the threshold. */
+static latency_figure mode_of(const double *all, int count, double threshold_ns,
+                              bool awake, double *scratch)
+{
+    int used = 0;
+    for (int i = 0; i < count; i++)
+        if ((all[i] < threshold_ns) == awake)
+            scratch[used++] = all[i];
+    return summarise(scratch, used);
+}
+
+static handoff_mode split_mode(const double *handoff_ns, const double *ping_ns, int rounds,
+                               double threshold_ns, bool awake, double *scratch)
+{
+    handoff_mode mode;
+    mode.handoff = mode_of(handoff_ns, rounds, threshold_ns, awake, scratch);
+    mode.ping = mode_of(ping_ns, rounds, threshold_ns, awake, scratch);
+    mode.judged = mode.handoff.samples >= MODE_MIN_SAMPLES &&
+                  mode.ping.samples >= MODE_MIN_SAMPLES;
+    mode.ratio = mode.ping.samples > 0 && mode.handoff.samples > 0
+                     ? mode.handoff.median_ns / mode.ping.median_ns
+                     : 0;
+    mode.met = !mode.judged || mode.ratio <= TARGET_HANDOFF_RATIO;
+    return mode;
+}
 
 static handoff_figure measure_handoff(const tensor_api *api,
                                       const consumer_link *link,
@@ -760,13 +805,22 @@ static handoff_figure measure_handoff(const tensor_api *api,
         rounds++;
     }
     *handoffs_done += (uint64_t)rounds;
+    /* The modes first: summarise() sorts in place. */
+    double *scratch = checked_malloc(sizeof *scratch * (size_t)max_rounds);
+    memcpy(scratch, ping_ns, sizeof *scratch * (size_t)rounds);
+    figure.threshold_ns = 3.0 * summarise(scratch, rounds).p10_ns;
+    figure.awake = split_mode(handoff_ns, ping_ns, rounds, figure.threshold_ns, true, scratch);
+    figure.waking = split_mode(handoff_ns, ping_ns, rounds, figure.threshold_ns, false,
+                               scratch);
+    free(scratch);
     figure.handoff = summarise(handoff_ns, rounds);
     figure.ping = summarise(ping_ns, rounds);
     figure.copy = summarise(copy_ns, copies);
     figure.consumer = consumer_samples(link);
     figure.ratio = figure.handoff.median_ns / figure.ping.median_ns;
     figure.copy_ratio = copies > 0 ? figure.copy.median_ns / figure.ping.median_ns : 0;
-    figure.met = figure.ratio <= TARGET_HANDOFF_RATIO;
+    figure.met = figure.awake.met && figure.waking.met &&
+                 (figure.awake.judged || figure.waking.judged);
     free(handoff_ns);
     free(ping_ns);
     free(copy_ns);
@@ -1027,14 +1081,24 @@ static void print_json(const bench_plan *plan, const alloc_figure *alloc,
                "\"unit\":\"ns\",\"baseline\":\"pipe_ping_pong_1_byte\","
                "\"baseline_median\":%.1f,\"baseline_p10\":%.1f,"
                "\"baseline_p90\":%.1f,\"ratio\":%.3f,"
-               "\"target\":\"ratio <= %.2f\",\"met\":%s,\"rounds\":%d,"
+               "\"target\":\"ratio <= %.2f in each judged mode\",\"met\":%s,"
+               "\"rounds\":%d,"
                "\"consumer_import_read_release_median\":%.1f,"
-               "\"consumer_import_read_release_p90\":%.1f}\n",
+               "\"consumer_import_read_release_p90\":%.1f,"
+               "\"mode_threshold_ns\":%.1f,"
+               "\"awake_median\":%.1f,\"awake_baseline_median\":%.1f,"
+               "\"awake_ratio\":%.3f,\"awake_samples\":%d,\"awake_judged\":%s,"
+               "\"waking_median\":%.1f,\"waking_baseline_median\":%.1f,"
+               "\"waking_ratio\":%.3f,\"waking_samples\":%d,\"waking_judged\":%s}\n",
                (unsigned long long)f->bytes, f->handoff.median_ns,
                f->handoff.p10_ns, f->handoff.p90_ns, f->ping.median_ns,
                f->ping.p10_ns, f->ping.p90_ns, f->ratio, TARGET_HANDOFF_RATIO,
                f->met ? "true" : "false", f->handoff.samples,
-               f->consumer.median_ns, f->consumer.p90_ns);
+               f->consumer.median_ns, f->consumer.p90_ns, f->threshold_ns,
+               f->awake.handoff.median_ns, f->awake.ping.median_ns, f->awake.ratio,
+               f->awake.handoff.samples, f->awake.judged ? "true" : "false",
+               f->waking.handoff.median_ns, f->waking.ping.median_ns, f->waking.ratio,
+               f->waking.handoff.samples, f->waking.judged ? "true" : "false");
         if (f->copy.samples > 0)
             printf("{\"bench\":\"tensor\",\"figure\":\"pipe_copy_round_trip_ns\","
                    "\"bytes\":%llu,\"median\":%.1f,\"p10\":%.1f,\"p90\":%.1f,"
@@ -1072,6 +1136,8 @@ static void print_table(const bench_plan *plan, const alloc_figure *alloc,
     char s[8][32]; /* each argument of one printf needs its own buffer */
     printf("tensor benchmark (%s; shm.pool_bytes %s; %.1f s)\n",
            plan == &quick_plan ? "quick" : "full", plan->pool_bytes, total_s);
+    printf("configuration of a host: features = all (the registry's eviction thread "
+           "runs),\none more host thread alive in each process\n");
 
     printf("\n1. tensor_allocate + tensor_release (uint8 1-D, warm) vs a fresh "
            "segment per tensor\n   (shm_open + ftruncate + mmap + close + "
@@ -1114,6 +1180,32 @@ static void print_table(const bench_plan *plan, const alloc_figure *alloc,
     }
     printf("   (consumer: its import + tensor_info + 2 byte reads + release, "
            "median, timed inside it)\n");
+    printf("   the same rounds by mode of the round-trip floor (awake: below 3x the fastest\n"
+           "   ping-pong decile; waking: a CPU woke from idle), each judged on its own:\n");
+    printf("   %-8s %9s | %10s %10s %7s %5s | %10s %10s %7s %5s | %6s\n", "size",
+           "threshold", "awake", "ping", "ratio", "n", "waking", "ping", "ratio", "n",
+           "target");
+    for (int i = 0; i < handoff_count; i++) {
+        const handoff_figure *f = &handoffs[i];
+        char ratio[2][16];
+        const handoff_mode *modes[2] = {&f->awake, &f->waking};
+        for (int m = 0; m < 2; m++) {
+            if (modes[m]->judged)
+                snprintf(ratio[m], sizeof ratio[m], "%.3f", modes[m]->ratio);
+            else
+                snprintf(ratio[m], sizeof ratio[m], "n/a");
+        }
+        printf("   %-8s %9s | %10s %10s %7s %5d | %10s %10s %7s %5d | %6s\n",
+               size_label(f->bytes, s[0], sizeof s[0]),
+               time_label(f->threshold_ns, s[1], sizeof s[1]),
+               time_label(f->awake.handoff.median_ns, s[2], sizeof s[2]),
+               time_label(f->awake.ping.median_ns, s[3], sizeof s[3]), ratio[0],
+               f->awake.handoff.samples,
+               time_label(f->waking.handoff.median_ns, s[4], sizeof s[4]),
+               time_label(f->waking.ping.median_ns, s[5], sizeof s[5]), ratio[1],
+               f->waking.handoff.samples, met_label(f->met));
+    }
+    printf("   (n/a: fewer than %d samples of that mode on one side)\n", MODE_MIN_SAMPLES);
     printf("   pipe copy of the whole tensor (pipe buffer %d bytes; consumer "
            "reads every byte):\n",
            pipe_bytes);

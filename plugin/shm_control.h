@@ -224,6 +224,13 @@ static inline bool rm_control_retired(const rm_control *control)
  */
 bool rm_control_retire_by_name(const char *control_name);
 
+/** True when releasers left pending marks (one load; inline because the
+ *  owner asks on every call). */
+static inline bool rm_control_has_pending(const rm_control *control)
+{
+    return atomic_load_explicit(&control->header->pending, memory_order_acquire) != 0;
+}
+
 /**
  * Owner: takes every pending mark and calls `visit(user, slot)` for each.
  * Cheap when nothing is pending (one load).
