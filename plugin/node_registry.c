@@ -26,6 +26,19 @@
  *
  * A process killed inside the lock leaves it EOWNERDEAD: the next locker
  * repairs the table (node_table.c) before going on.
+ *
+ * Table lifetime (node_table.h has the protocol): each context is counted
+ * in the table's attachers while it uses it. The last context of the
+ * namespace to go (destroy) removes the table when nothing is left in it;
+ * registry_reclaim removes it when only its own context (and dead
+ * processes) are left, and this context then has no table until a call
+ * needs one: model_get_or_load creates one, registry_list,
+ * registry_metrics, model_evict and registry_reclaim use the namespace's
+ * table if there is one again and otherwise see an empty registry. The
+ * view of the table can therefore change under a context, so it sits
+ * behind a read-write lock: every use of the table holds it shared, only
+ * switching tables holds it exclusive. It is held with the table lock
+ * (taken inside it), never across host code, a futex wait or a loader.
  */
 #include "node_registry.h"
 
@@ -62,12 +75,17 @@ struct rm_node_registry {
     const void *error_owner;
     rm_node_registry_config config;
     char namespace_name[RM_NODE_NAMESPACE_MAX + 1];
-    rm_node_view table; /* mapped and checked at creation */
+    /* Guards `table` and `table_generation` (see the top comment). */
+    pthread_rwlock_t view_lock;
+    bool view_lock_ready;
+    rm_node_view table;        /* mapped and checked; header NULL: none */
+    uint64_t table_generation; /* bumped at each change of `table` */
     /* Set by table_lock() after a repair, logged by table_unlock(): host
      * code never runs under the node-wide lock. Guarded by that lock. */
     bool recovery_to_log;
     pid_t pid;
     uint64_t start_time;
+    rm_node_self self; /* the two above, as the table records them */
 
     pthread_mutex_t counters_lock; /* guards the counters below */
     uint64_t loads;
@@ -92,6 +110,7 @@ struct rm_node_registry {
  * of which slot it is (the ticket tells a reused slot from ours). */
 typedef struct attachment {
     rm_node_registry *registry;
+    uint64_t generation; /* of the table the slot is in */
     uint32_t slot;
     uint64_t ticket;
     void *base;
@@ -214,37 +233,137 @@ static void clear_slot(rm_node_registry *registry, uint32_t slot)
     rm_node_clear_slot(&registry->table, slot);
 }
 
-static int32_t table_lock(rm_node_registry *registry)
+/* What a call needs of the table when this context has none (its reclaim
+ * removed it) or finds its own retired. */
+typedef enum table_need {
+    TABLE_CURRENT,  /* the one in use, or RM_E_NOT_FOUND */
+    TABLE_EXISTING, /* the namespace's, if there is one; else RM_E_NOT_FOUND */
+    TABLE_CREATE,   /* the namespace's, created if there is none */
+} table_need;
+
+static void log_recovery(rm_node_registry *registry)
 {
-    bool recovered = false;
+    rm_host_log(registry->host, RM_LOG_WARN,
+                "node registry '%s': a process died holding the table lock; the "
+                "table was repaired and is in use again",
+                registry->namespace_name);
+}
+
+/* The table lock of `registry->table`, counting a recovery. View lock
+ * held (either way). */
+static int32_t lock_view(rm_node_registry *registry, bool *recovered)
+{
+    *recovered = false;
     int32_t status = rm_node_table_lock(&registry->table, registry->namespace_name,
-                                        registry->error_owner, &recovered);
-    if (recovered) {
+                                        registry->error_owner, recovered);
+    if (*recovered)
         count(registry, &registry->lock_recoveries, 1);
-        registry->recovery_to_log = true;
-    }
     return status;
+}
+
+/* Makes `registry->table` a live table again: drops the one in use if it
+ * was retired (only a process that took this one for dead retires a table
+ * this context uses), then attaches to the namespace's (creating it if
+ * `create`). Takes the view lock exclusive; a thread that switched first
+ * wins. RM_E_NOT_FOUND: none, and not `create`. */
+static int32_t switch_table(rm_node_registry *registry, bool create)
+{
+    pthread_rwlock_wrlock(&registry->view_lock);
+    int32_t status = RM_OK;
+    bool recovered = false;
+    bool lost = false;
+    bool needed = registry->table.header == NULL;
+    if (!needed) {
+        status = lock_view(registry, &recovered);
+        if (status == RM_OK) {
+            needed = registry->table.header->retired != 0;
+            rm_node_table_unlock(&registry->table);
+        }
+        if (status == RM_OK && needed) {
+            rm_node_table_unmap(&registry->table);
+            registry->table_generation++;
+            lost = true;
+        }
+    }
+    if (status == RM_OK && needed) {
+        rm_node_view view;
+        bool attach_recovered = false;
+        status = rm_node_table_attach(registry->namespace_name, registry->config.table_entries,
+                                      create, registry->self, registry->error_owner, &view,
+                                      &attach_recovered);
+        if (attach_recovered) {
+            count(registry, &registry->lock_recoveries, 1);
+            recovered = true;
+        }
+        if (status == RM_OK) {
+            registry->table = view;
+            registry->table_generation++;
+        }
+    }
+    pthread_rwlock_unlock(&registry->view_lock);
+    if (recovered)
+        log_recovery(registry);
+    if (lost)
+        rm_host_log(registry->host, RM_LOG_WARN,
+                    "node registry '%s': another process took this one (pid %d) for dead "
+                    "and removed the table it used; the models it held there stay mapped "
+                    "but are no longer shared",
+                    registry->namespace_name, (int)registry->pid);
+    return status;
+}
+
+/* Holds the view lock (shared) and the table lock of a live table, as
+ * `need` says. RM_E_NOT_FOUND (no message): no table as `need` wants one;
+ * nothing is held then. */
+static int32_t table_lock(rm_node_registry *registry, table_need need)
+{
+    for (;;) {
+        pthread_rwlock_rdlock(&registry->view_lock);
+        if (registry->table.header != NULL) {
+            bool recovered = false;
+            int32_t status = lock_view(registry, &recovered);
+            if (status != RM_OK) {
+                pthread_rwlock_unlock(&registry->view_lock);
+                return status;
+            }
+            registry->recovery_to_log = registry->recovery_to_log || recovered;
+            if (!registry->table.header->retired)
+                return RM_OK;
+            bool log = registry->recovery_to_log;
+            registry->recovery_to_log = false;
+            rm_node_table_unlock(&registry->table);
+            if (log)
+                log_recovery(registry);
+        }
+        pthread_rwlock_unlock(&registry->view_lock);
+        if (need == TABLE_CURRENT)
+            return RM_E_NOT_FOUND;
+        int32_t status = switch_table(registry, need == TABLE_CREATE);
+        if (status != RM_OK)
+            return status;
+    }
 }
 
 static void table_unlock(rm_node_registry *registry)
 {
-    bool log_recovery = registry->recovery_to_log;
+    bool log = registry->recovery_to_log;
     registry->recovery_to_log = false;
     rm_node_table_unlock(&registry->table);
-    if (log_recovery)
-        rm_host_log(registry->host, RM_LOG_WARN,
-                    "node registry '%s': a process died holding the table lock; the "
-                    "table was repaired and is in use again",
-                    registry->namespace_name);
+    pthread_rwlock_unlock(&registry->view_lock);
+    if (log)
+        log_recovery(registry);
 }
 
-/* An update of the table: the lock, and the segments it evicts, which are
+/* An update of the table: the locks, and the segments it evicts, which are
  * unlinked only after the lock is dropped (freeing a big segment's pages
  * takes long). On failure nothing is held. */
-static int32_t begin_update(rm_node_registry *registry, unlink_list *victims)
+static int32_t begin_update(rm_node_registry *registry, table_need need, unlink_list *victims)
 {
-    unlink_list_init(victims, registry->table.capacity);
-    return table_lock(registry);
+    unlink_list_init(victims, 0);
+    int32_t status = table_lock(registry, need);
+    if (status == RM_OK)
+        victims->capacity = registry->table.capacity;
+    return status;
 }
 
 static void end_update(rm_node_registry *registry, unlink_list *victims)
@@ -416,13 +535,21 @@ static void sweep_locked(rm_node_registry *registry, uint64_t now_ns, unlink_lis
     result->evicted_lru += evict_to_budget(registry, victims);
 }
 
-static int32_t sweep(rm_node_registry *registry, sweep_result *result)
+/* A sweep of the table `need` names; RM_E_NOT_FOUND: there is none (the
+ * result is all zero). With `attachers`, dead processes' attachments are
+ * dropped too: a check of every attached process, which only reclaim
+ * makes (the periodic sweep of every process would make it once a second
+ * per process, and only removal needs it, which checks what it needs). */
+static int32_t sweep(rm_node_registry *registry, table_need need, bool attachers,
+                     sweep_result *result)
 {
     *result = (sweep_result){0};
     unlink_list victims;
-    int32_t status = begin_update(registry, &victims);
+    int32_t status = begin_update(registry, need, &victims);
     if (status != RM_OK)
         return status;
+    if (attachers)
+        (void)rm_node_drop_dead_attachers(&registry->table, registry->self);
     sweep_locked(registry, rm_monotonic_ns(), &victims, result);
     end_update(registry, &victims);
     result->freed_bytes = victims.freed_bytes;
@@ -566,15 +693,20 @@ static int32_t create_segment(rm_loader_buffer *buffer, uint64_t bytes)
     return RM_OK;
 }
 
-/* Ends this process's load of `slot` (ticket) with `status`; on success
- * this process holds the first reference. False when the claim is no
- * longer ours (another process judged this one dead and took it over). */
-static bool publish_load(rm_node_registry *registry, uint32_t slot, uint64_t ticket,
-                         int32_t status, uint64_t bytes)
+/* Ends this process's load of `slot` (ticket, in table `generation`) with
+ * `status`; on success this process holds the first reference. False when
+ * the claim is no longer ours (another process judged this one dead and
+ * took it over, or removed the table). */
+static bool publish_load(rm_node_registry *registry, uint64_t generation, uint32_t slot,
+                         uint64_t ticket, int32_t status, uint64_t bytes)
 {
     unlink_list victims;
-    if (begin_update(registry, &victims) != RM_OK)
+    if (begin_update(registry, TABLE_CURRENT, &victims) != RM_OK)
         return false;
+    if (registry->table_generation != generation) {
+        end_update(registry, &victims);
+        return false;
+    }
     rm_node_entry *e = slot_entry(registry, slot);
     bool ours = e->state == RM_NODE_LOADING && e->ticket == ticket &&
                 is_self(registry, e->loader_pid, e->loader_start_time);
@@ -614,10 +746,11 @@ static bool publish_load(rm_node_registry *registry, uint32_t slot, uint64_t tic
     return ours;
 }
 
-/* Runs the host's loader for `slot`, which this process claimed. */
-static int32_t run_load(rm_node_registry *registry, uint32_t slot, uint64_t ticket,
-                        uint64_t segment_id, const char *key, rm_model_loader_fn loader,
-                        void *loader_user, attachment *out)
+/* Runs the host's loader for `slot` of table `generation`, which this
+ * process claimed. */
+static int32_t run_load(rm_node_registry *registry, uint64_t generation, uint32_t slot,
+                        uint64_t ticket, uint64_t segment_id, const char *key,
+                        rm_model_loader_fn loader, void *loader_user, attachment *out)
 {
     load_job job = {.registry = registry, .segment_id = segment_id, .fd = -1};
     rm_loader_buffer buffer = {
@@ -674,7 +807,8 @@ static int32_t run_load(rm_node_registry *registry, uint32_t slot, uint64_t tick
         munmap(buffer.base, (size_t)buffer.bytes);
         (void)unlink_segment(registry, segment_id);
     }
-    if (!publish_load(registry, slot, ticket, status, buffer.bytes) && status == RM_OK) {
+    if (!publish_load(registry, generation, slot, ticket, status, buffer.bytes) &&
+        status == RM_OK) {
         munmap(buffer.base, (size_t)buffer.bytes);
         (void)unlink_segment(registry, segment_id);
         status = rm_error_set(registry->error_owner, RM_E_CORRUPT_STATE,
@@ -694,6 +828,7 @@ static int32_t run_load(rm_node_registry *registry, uint32_t slot, uint64_t tick
     }
     count(registry, &registry->loads, 1);
     *out = (attachment){.registry = registry,
+                        .generation = generation,
                         .slot = slot,
                         .ticket = ticket,
                         .base = buffer.base,
@@ -712,15 +847,21 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
 {
     uint64_t hash = rm_node_key_hash(key);
     /* The load we waited for, if any: tickets count per slot, so the slot
-     * is part of its name. */
+     * (and the table) is part of its name. */
     uint64_t waited_ticket = 0;
     int64_t waited_slot = -1;
+    uint64_t waited_generation = 0;
     for (;;) {
         unlink_list victims;
         sweep_result swept = {0};
-        int32_t status = begin_update(registry, &victims);
+        int32_t status = begin_update(registry, TABLE_CREATE, &victims);
         if (status != RM_OK)
             return status;
+        uint64_t generation = registry->table_generation;
+        if (generation != waited_generation) {
+            waited_slot = -1; /* that table is gone, and its load with it */
+            waited_ticket = 0;
+        }
         uint64_t now_ns = rm_monotonic_ns();
         int64_t found = find_slot(registry, key, hash);
         rm_node_entry *e = found >= 0 ? slot_entry(registry, (uint32_t)found) : NULL;
@@ -756,15 +897,20 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
             void *base = NULL;
             status = map_sealed(registry, key, id, bytes, &base);
             if (status != RM_OK) {
-                if (table_lock(registry) == RM_OK) {
-                    if (e->ticket == ticket && e->state == RM_NODE_READY)
-                        holder_remove(registry, e);
+                /* Our reference keeps the table; the generation check
+                 * guards against another process having removed it. */
+                if (table_lock(registry, TABLE_CURRENT) == RM_OK) {
+                    rm_node_entry *held = slot_entry(registry, (uint32_t)found);
+                    if (registry->table_generation == generation && held->ticket == ticket &&
+                        held->state == RM_NODE_READY)
+                        holder_remove(registry, held);
                     table_unlock(registry);
                 }
                 return status;
             }
             count(registry, &registry->attaches, 1);
             *out = (attachment){.registry = registry,
+                                .generation = generation,
                                 .slot = (uint32_t)found,
                                 .ticket = ticket,
                                 .base = base,
@@ -785,12 +931,18 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
                 /* Wait for it; the timeout re-checks the loader's life. A
                  * load of our own process runs on another thread (this
                  * thread's own loads are caught as cycles by the local
-                 * layer before they get here). */
+                 * layer before they get here). Should the table go
+                 * meanwhile (the load failed, and this context's reclaim
+                 * removed it), the wait on a word no longer mapped ends
+                 * at once (EFAULT) or at its timeout, and the next turn
+                 * sees the table this context uses now. */
                 waited_ticket = e->ticket;
                 waited_slot = found;
-                uint32_t wake = __atomic_load_n(&e->wake, __ATOMIC_ACQUIRE);
+                waited_generation = generation;
+                uint32_t *word = &e->wake;
+                uint32_t wake = __atomic_load_n(word, __ATOMIC_ACQUIRE);
                 end_update(registry, &victims);
-                rm_node_futex_wait_ms(&e->wake, wake, RM_NODE_TAKEOVER_POLL_MS);
+                rm_node_futex_wait_ms(word, wake, RM_NODE_TAKEOVER_POLL_MS);
                 continue;
             }
             /* The loader died: take its claim over. */
@@ -806,8 +958,8 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
                         "model key '%s': the process loading it (pid %d) died; this "
                         "process (pid %d) takes the load over",
                         key, (int)dead_pid, (int)registry->pid);
-            return run_load(registry, (uint32_t)found, ticket, segment_id, key, loader,
-                            loader_user, out);
+            return run_load(registry, generation, (uint32_t)found, ticket, segment_id, key,
+                            loader, loader_user, out);
         }
 
         int64_t slot = e != NULL ? found : free_slot(registry, now_ns, &victims, &swept);
@@ -833,8 +985,8 @@ static int32_t node_acquire(rm_node_registry *registry, const char *key,
          * cleared its dead loader's claim, and this is its takeover. */
         registry->takeovers += waited_ticket != 0 ? 1 : 0;
         pthread_mutex_unlock(&registry->counters_lock);
-        return run_load(registry, (uint32_t)slot, ticket, segment_id, key, loader, loader_user,
-                        out);
+        return run_load(registry, generation, (uint32_t)slot, ticket, segment_id, key, loader,
+                        loader_user, out);
     }
 }
 
@@ -846,16 +998,19 @@ static void node_detach(void *base, void *user)
     rm_node_registry *registry = held->registry;
     unlink_list victims;
     uint64_t lru = 0;
-    if (begin_update(registry, &victims) == RM_OK) {
+    int32_t status = begin_update(registry, TABLE_CURRENT, &victims);
+    if (status == RM_OK) {
         rm_node_entry *e = slot_entry(registry, held->slot);
-        if (e->state == RM_NODE_READY && e->ticket == held->ticket) {
+        if (registry->table_generation == held->generation && e->state == RM_NODE_READY &&
+            e->ticket == held->ticket) {
             holder_remove(registry, e);
             if (e->refs == 0)
                 e->last_used_ns = rm_monotonic_ns();
             lru = evict_to_budget(registry, &victims);
         }
         end_update(registry, &victims);
-    } else {
+    } else if (status != RM_E_NOT_FOUND) {
+        /* (RM_E_NOT_FOUND: the table went, and the reference with it.) */
         rm_host_log(registry->host, RM_LOG_ERROR,
                     "node registry '%s': could not return a reference (table lock "
                     "unusable); it stays counted until this process exits",
@@ -919,7 +1074,7 @@ static void *sweeper_main(void *argument)
             break;
         pthread_mutex_unlock(&registry->sweeper_lock);
         sweep_result result;
-        (void)sweep(registry, &result);
+        (void)sweep(registry, TABLE_CURRENT, false, &result);
         pthread_mutex_lock(&registry->sweeper_lock);
     }
     pthread_mutex_unlock(&registry->sweeper_lock);
@@ -959,6 +1114,7 @@ int32_t rm_node_registry_create(const rm_node_registry_config *config, const rm_
     registry->config.namespace_name = registry->namespace_name;
     registry->pid = getpid();
     registry->start_time = rm_process_self_start_time();
+    registry->self = (rm_node_self){.pid = registry->pid, .start_time = registry->start_time};
     pthread_mutex_init(&registry->counters_lock, NULL);
     pthread_mutex_init(&registry->sweeper_lock, NULL);
     pthread_condattr_t monotonic;
@@ -967,15 +1123,30 @@ int32_t rm_node_registry_create(const rm_node_registry_config *config, const rm_
     pthread_cond_init(&registry->sweeper_wake, &monotonic);
     pthread_condattr_destroy(&monotonic);
 
-    int32_t status = rm_node_table_attach(registry->namespace_name, config->table_entries,
-                                          error_owner, &registry->table);
+    int failure = pthread_rwlock_init(&registry->view_lock, NULL);
+    if (failure != 0) {
+        rm_node_registry_destroy(registry);
+        return rm_error_set(error_owner, RM_E_SYSTEM,
+                            "cannot create the node registry's view lock: %s",
+                            strerror(failure));
+    }
+    registry->view_lock_ready = true;
+    bool recovered = false;
+    int32_t status = rm_node_table_attach(registry->namespace_name, config->table_entries, true,
+                                          registry->self, error_owner, &registry->table,
+                                          &recovered);
+    if (recovered) {
+        registry->lock_recoveries++;
+        log_recovery(registry);
+    }
     if (status == RM_OK) {
+        registry->table_generation = 1;
         rm_registry_config local = {.evict_when_unused = true,
                                     .loader_explains_failures = true};
         status = rm_registry_create(&local, host, error_owner, &registry->local);
     }
     if (status == RM_OK) {
-        int failure = start_sweeper(registry);
+        failure = start_sweeper(registry);
         if (failure != 0)
             status = rm_error_set(error_owner, RM_E_SYSTEM,
                                   "cannot start the node registry sweeper thread: %s",
@@ -991,6 +1162,44 @@ int32_t rm_node_registry_create(const rm_node_registry_config *config, const rm_
     return RM_OK;
 }
 
+/* This context stops using its table: one context fewer in attachers[],
+ * and when it was the namespace's last (live processes counted), a sweep
+ * (dead references, dead loads, expired models) and the table's removal
+ * if nothing is left in it. Destroy only: no other thread uses the
+ * registry any more. */
+static void leave_table(rm_node_registry *registry)
+{
+    unlink_list victims;
+    int32_t status = begin_update(registry, TABLE_CURRENT, &victims);
+    if (status != RM_OK) {
+        if (status != RM_E_NOT_FOUND)
+            rm_host_log(registry->host, RM_LOG_ERROR,
+                        "node registry '%s': could not leave the table (lock unusable); "
+                        "this process stays counted in it until it exits",
+                        registry->namespace_name);
+        rm_node_table_unmap(&registry->table);
+        return;
+    }
+    rm_node_detach_context(&registry->table, registry->self);
+    bool removed = false;
+    uint64_t table_bytes = 0;
+    if (rm_node_attached_contexts(&registry->table, registry->self) == 0 &&
+        !rm_node_others_attached(&registry->table, registry->self)) {
+        sweep_result result = {0};
+        sweep_locked(registry, rm_monotonic_ns(), &victims, &result);
+        if (rm_node_table_unused(&registry->table))
+            removed = rm_node_table_retire(&registry->table, registry->namespace_name,
+                                           &table_bytes);
+    }
+    end_update(registry, &victims);
+    rm_node_table_unmap(&registry->table);
+    if (removed)
+        rm_host_log(registry->host, RM_LOG_DEBUG,
+                    "node registry '%s': its last context is gone and nothing was left "
+                    "in it; table removed (%llu bytes)",
+                    registry->namespace_name, (unsigned long long)table_bytes);
+}
+
 void rm_node_registry_destroy(rm_node_registry *registry)
 {
     if (registry == NULL)
@@ -1004,7 +1213,9 @@ void rm_node_registry_destroy(rm_node_registry *registry)
     /* Destroys every local model, which detaches its node reference. */
     rm_registry_destroy(registry->local);
     if (registry->table.header != NULL)
-        munmap(registry->table.header, (size_t)registry->table.bytes);
+        leave_table(registry);
+    if (registry->view_lock_ready)
+        pthread_rwlock_destroy(&registry->view_lock);
     pthread_cond_destroy(&registry->sweeper_wake);
     pthread_mutex_destroy(&registry->sweeper_lock);
     pthread_mutex_destroy(&registry->counters_lock);
@@ -1041,7 +1252,16 @@ int32_t rm_node_registry_evict(rm_node_registry *registry, const char *key)
             return status;
     }
     unlink_list victims;
-    int32_t status = begin_update(registry, &victims);
+    int32_t status = begin_update(registry, TABLE_EXISTING, &victims);
+    if (status == RM_E_NOT_FOUND) {
+        /* The namespace has no table, so nothing is loaded. */
+        if (key == NULL)
+            return RM_OK;
+        return rm_error_set(registry->error_owner, RM_E_NOT_FOUND,
+                            "model key '%s' is not loaded in node registry '%s' (it has no "
+                            "table)",
+                            normal, registry->namespace_name);
+    }
     if (status != RM_OK)
         return status;
     uint64_t now_ns = rm_monotonic_ns();
@@ -1095,12 +1315,14 @@ int32_t rm_node_registry_get_metrics(rm_node_registry *registry, rm_registry_met
     rm_registry_get_metrics(registry->local, out);
     uint64_t models = 0;
     uint64_t bytes = 0;
-    int32_t status = table_lock(registry);
-    if (status != RM_OK)
+    int32_t status = table_lock(registry, TABLE_EXISTING);
+    if (status == RM_OK) {
+        models = registry->table.header->ready_models;
+        bytes = registry->table.header->ready_bytes;
+        table_unlock(registry);
+    } else if (status != RM_E_NOT_FOUND) { /* none: no model */
         return status;
-    models = registry->table.header->ready_models;
-    bytes = registry->table.header->ready_bytes;
-    table_unlock(registry);
+    }
     pthread_mutex_lock(&registry->counters_lock);
     out->loads = registry->loads;
     out->load_failures = registry->load_failures;
@@ -1136,11 +1358,28 @@ int32_t rm_node_registry_list(rm_node_registry *registry, rm_model_info *out,
     const void *owner = registry->error_owner;
     size_t row_bytes =
         info_struct_size < sizeof(rm_model_info) ? info_struct_size : sizeof(rm_model_info);
-    uint32_t table_capacity = registry->table.capacity;
-    rm_model_info *rows = calloc(table_capacity, sizeof *rows);
-    if (rows == NULL)
-        return rm_error_set(owner, RM_E_NO_MEMORY, "out of memory listing the node registry");
-    int32_t status = table_lock(registry);
+    /* The rows are allocated outside the node-wide lock, for the table's
+     * capacity; should the context change tables in between, again. */
+    rm_model_info *rows = NULL;
+    uint32_t table_capacity = 0;
+    int32_t status = RM_OK;
+    for (;;) {
+        status = table_lock(registry, TABLE_EXISTING);
+        if (status != RM_OK || (rows != NULL && registry->table.capacity == table_capacity))
+            break;
+        table_capacity = registry->table.capacity;
+        table_unlock(registry);
+        free(rows);
+        rows = calloc(table_capacity, sizeof *rows);
+        if (rows == NULL)
+            return rm_error_set(owner, RM_E_NO_MEMORY,
+                                "out of memory listing the node registry");
+    }
+    if (status == RM_E_NOT_FOUND) { /* no table: no model */
+        free(rows);
+        *out_count = 0;
+        return RM_OK;
+    }
     if (status != RM_OK) {
         free(rows);
         return status;
@@ -1250,8 +1489,11 @@ static int32_t unlink_orphans(rm_node_registry *registry, uint64_t *segments, ui
         candidates[candidate_count++] = id;
     }
     closedir(directory);
+    /* Only a table can tell a live loader's segment from an orphan: were
+     * there none, one is made for the look (and removed again by the
+     * caller when nothing is left). */
     if (status == RM_OK && candidate_count != 0)
-        status = table_lock(registry);
+        status = table_lock(registry, TABLE_CREATE);
     if (status != RM_OK || candidate_count == 0) {
         free(candidates);
         return status;
@@ -1275,21 +1517,67 @@ static int32_t unlink_orphans(rm_node_registry *registry, uint64_t *segments, ui
     return RM_OK;
 }
 
+/* registry_reclaim's last step: removes the table when nothing is left in
+ * it and no live process uses it but this context (the caller's other
+ * contexts would be left with a removed table). This context then has no
+ * table until a call needs one. *removed: the table's name was unlinked;
+ * *bytes gets what that freed. The view lock is held exclusive, so no
+ * thread of this context is inside the table. Returns RM_OK, or
+ * RM_E_CORRUPT_STATE (table lock unusable). */
+static int32_t remove_unused_table(rm_node_registry *registry, bool *removed, uint64_t *bytes)
+{
+    *bytes = 0;
+    *removed = false;
+    bool recovered = false;
+    int32_t status = RM_OK;
+    pthread_rwlock_wrlock(&registry->view_lock);
+    if (registry->table.header != NULL)
+        status = lock_view(registry, &recovered);
+    if (registry->table.header != NULL && status == RM_OK) {
+        rm_node_view *table = &registry->table;
+        bool retire = !table->header->retired &&
+                      rm_node_attached_contexts(table, registry->self) <= 1 &&
+                      !rm_node_others_attached(table, registry->self) &&
+                      rm_node_table_unused(table);
+        if (retire)
+            *removed = rm_node_table_retire(table, registry->namespace_name, bytes);
+        rm_node_table_unlock(table);
+        if (retire) {
+            rm_node_table_unmap(table);
+            registry->table_generation++;
+        }
+    }
+    pthread_rwlock_unlock(&registry->view_lock);
+    if (recovered)
+        log_recovery(registry);
+    if (*removed)
+        rm_host_log(registry->host, RM_LOG_INFO,
+                    "node registry '%s': nothing was left in it (no model, no load, no other "
+                    "live process); registry_reclaim removed its table (%llu bytes)",
+                    registry->namespace_name, (unsigned long long)*bytes);
+    return status;
+}
+
 int32_t rm_node_registry_reclaim(rm_node_registry *registry, rm_registry_reclaim_report *out)
 {
     sweep_result result;
-    int32_t status = sweep(registry, &result);
-    if (status != RM_OK)
+    int32_t status = sweep(registry, TABLE_EXISTING, true, &result);
+    if (status != RM_OK && status != RM_E_NOT_FOUND) /* none: nothing to sweep */
         return status;
     uint64_t segments = 0;
     uint64_t orphan_bytes = 0;
     status = unlink_orphans(registry, &segments, &orphan_bytes);
+    uint64_t table_bytes = 0;
+    bool removed = false;
+    if (status == RM_OK)
+        status = remove_unused_table(registry, &removed, &table_bytes);
+    segments += removed ? 1 : 0;
     if (out != NULL) {
         out->dead_references = result.dead_references;
         out->loads_abandoned = result.loads_abandoned;
         out->models_evicted = result.evicted_ttl + result.evicted_lru;
         out->segments_unlinked = segments;
-        out->bytes_unlinked = orphan_bytes + result.freed_bytes;
+        out->bytes_unlinked = orphan_bytes + result.freed_bytes + table_bytes;
     }
     return status;
 }

@@ -20,14 +20,18 @@ typedef struct rm_node_registry_config {
 } rm_node_registry_config;
 
 /**
- * Opens (or creates) the namespace's node table, and starts the sweeper
- * thread. Returns RM_OK, RM_E_CORRUPT_STATE, RM_E_NO_MEMORY, RM_E_SYSTEM.
+ * Opens (or creates) the namespace's node table, counting this context in
+ * it, and starts the sweeper thread. Returns RM_OK, RM_E_CORRUPT_STATE,
+ * RM_E_QUOTA_EXCEEDED (RM_NODE_TABLE_ATTACHERS processes use the table),
+ * RM_E_NO_MEMORY, RM_E_SYSTEM.
  */
 int32_t rm_node_registry_create(const rm_node_registry_config *config,
                                 const rm_host *host, const void *error_owner,
                                 rm_node_registry **out);
 
-/** Stops the sweeper, drops this context's references, unmaps. NULL: no-op. */
+/** Stops the sweeper, drops this context's references, leaves the table
+ *  (removing it when this was the namespace's last context and nothing is
+ *  left in it), unmaps. NULL: no-op. */
 void rm_node_registry_destroy(rm_node_registry *registry);
 
 /* The vtable members of the same names, in node scope (see the header).
@@ -41,6 +45,8 @@ int32_t rm_node_registry_get_metrics(rm_node_registry *registry, rm_registry_met
 int32_t rm_node_registry_list(rm_node_registry *registry, rm_model_info *out,
                               uint32_t info_struct_size, uint32_t capacity,
                               uint32_t *out_count);
+/* Reclaim also removes the table when nothing is left in it and no live
+ * process but this context uses it (counted as one segment unlinked). */
 int32_t rm_node_registry_reclaim(rm_node_registry *registry,
                                  rm_registry_reclaim_report *out);
 

@@ -1,12 +1,14 @@
 /* The node registry's shared table: creating it so that nobody ever sees
  * it half-initialised, checking one found in /dev/shm before trusting it,
- * and its robust lock (see node_table.h for the layout). */
+ * its robust lock, and the processes attached to it, which decide when it
+ * is removed (see node_table.h for the layout and the protocol). */
 #include "node_table.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,7 +20,13 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "process_identity.h"
 #include "shm_segment.h"
+
+/* Tables found retired between opening and locking them before this call
+ * gives up: each one means another process removed a table in that very
+ * moment, which does not happen a thousand times in a row. */
+#define ATTACH_ATTEMPTS 1000
 
 uint64_t rm_node_key_hash(const char *key)
 {
@@ -108,6 +116,12 @@ static void repair_table(const rm_node_view *table)
     }
     table->header->ready_models = models;
     table->header->ready_bytes = bytes;
+    /* A record half written or half cleared counts for nothing. */
+    for (uint32_t i = 0; i < RM_NODE_TABLE_ATTACHERS; i++) {
+        rm_node_attacher *a = &table->attachers[i];
+        if (a->pid <= 0 || a->contexts == 0)
+            *a = (rm_node_attacher){0};
+    }
 }
 
 int32_t rm_node_table_lock(const rm_node_view *table, const char *namespace_name,
@@ -138,6 +152,7 @@ typedef struct table_opener {
     const char *namespace_name;
     const void *error_owner;
     uint32_t capacity; /* of a table this process creates */
+    rm_node_self self;
     rm_node_view view;
 } table_opener;
 
@@ -163,6 +178,23 @@ static int32_t corrupt_table(table_opener *opener, const char *name, const char 
                         name, why, opener->namespace_name);
 }
 
+static rm_node_view view_of(void *base, uint64_t size, uint32_t capacity, const struct stat *file)
+{
+    unsigned char *bytes = base;
+    return (rm_node_view){
+        .header = base,
+        .bytes = size,
+        .capacity = capacity,
+        .attachers = (rm_node_attacher *)(bytes + RM_NODE_TABLE_HEADER_BYTES),
+        .hashes = (uint64_t *)(bytes + RM_NODE_TABLE_HEADER_BYTES + RM_NODE_ATTACHER_ARRAY_BYTES),
+        .entries = (rm_node_entry *)(bytes + RM_NODE_TABLE_HEADER_BYTES +
+                                     RM_NODE_ATTACHER_ARRAY_BYTES +
+                                     rm_node_hash_array_bytes(capacity)),
+        .device = (uint64_t)file->st_dev,
+        .inode = (uint64_t)file->st_ino,
+    };
+}
+
 /* Maps an existing table and checks that it is one this build can use. */
 static int32_t open_table(table_opener *opener, const char *name, bool *missing)
 {
@@ -181,6 +213,13 @@ static int32_t open_table(table_opener *opener, const char *name, bool *missing)
         return rm_error_set(opener->error_owner, RM_E_SYSTEM,
                             "opening node registry table %s failed: %s", name, strerror(errno));
     }
+    struct stat file;
+    if (fstat(fd, &file) != 0) {
+        int err = errno;
+        close(fd);
+        return rm_error_set(opener->error_owner, RM_E_SYSTEM,
+                            "fstat() of node registry table %s failed: %s", name, strerror(err));
+    }
     if (size < RM_NODE_TABLE_HEADER_BYTES ||
         size > rm_node_table_bytes(RM_NODE_TABLE_ENTRIES_MAX)) {
         close(fd);
@@ -193,9 +232,20 @@ static int32_t open_table(table_opener *opener, const char *name, bool *missing)
         return rm_error_set(opener->error_owner, RM_E_SYSTEM,
                             "mmap() of node registry table %s failed: %s", name, strerror(err));
     rm_node_header *table = base;
-    if (table->magic != RM_NODE_TABLE_MAGIC || table->layout != RM_NODE_TABLE_LAYOUT ||
-        table->entry_bytes != sizeof(rm_node_entry) ||
+    if (table->magic == RM_NODE_TABLE_MAGIC && table->layout != RM_NODE_TABLE_LAYOUT) {
+        /* Most likely a plugin of another version uses (or used) the
+         * namespace: the two cannot share a table. */
+        char why[160];
+        snprintf(why, sizeof why,
+                 "has layout %u, made by another version of the plugin (this one uses "
+                 "layout %u)",
+                 table->layout, RM_NODE_TABLE_LAYOUT);
+        munmap(base, (size_t)size);
+        return corrupt_table(opener, name, why);
+    }
+    if (table->magic != RM_NODE_TABLE_MAGIC || table->entry_bytes != sizeof(rm_node_entry) ||
         table->lock_bytes != sizeof(pthread_mutex_t) ||
+        table->attacher_slots != RM_NODE_TABLE_ATTACHERS ||
         table->capacity < RM_NODE_TABLE_ENTRIES_MIN ||
         table->capacity > RM_NODE_TABLE_ENTRIES_MAX ||
         table->file_bytes != size || rm_node_table_bytes(table->capacity) != size) {
@@ -208,22 +258,49 @@ static int32_t open_table(table_opener *opener, const char *name, bool *missing)
         munmap(base, (size_t)size);
         return corrupt_table(opener, name, "changed while it was being checked");
     }
-    opener->view = (rm_node_view){
-        .header = table,
-        .bytes = size,
-        .capacity = capacity,
-        .hashes = (uint64_t *)((unsigned char *)base + RM_NODE_TABLE_HEADER_BYTES),
-        .entries = (rm_node_entry *)((unsigned char *)base + RM_NODE_TABLE_HEADER_BYTES +
-                                     rm_node_hash_array_bytes(capacity)),
-    };
+    opener->view = view_of(base, size, capacity, &file);
     return RM_OK;
 }
 
-/* Builds a table under a private name and links it into place, so nobody
- * can see a half-initialised one; losing the race to another creator is
- * fine (the caller opens theirs). */
-static int32_t create_table(table_opener *opener, const char *name)
+static bool same_process(const rm_node_attacher *a, rm_node_self self)
 {
+    return a->pid == self.pid && a->start_time == self.start_time;
+}
+
+/* One more context of `self`; false when every record is taken (dead
+ * processes' records are freed first). Lock held. */
+static bool add_context(const rm_node_view *table, rm_node_self self)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        rm_node_attacher *free_record = NULL;
+        for (uint32_t i = 0; i < RM_NODE_TABLE_ATTACHERS; i++) {
+            rm_node_attacher *a = &table->attachers[i];
+            if (a->pid != 0 && same_process(a, self)) {
+                a->contexts++;
+                return true;
+            }
+            if (a->pid == 0 && free_record == NULL)
+                free_record = a;
+        }
+        if (free_record != NULL) {
+            *free_record = (rm_node_attacher){
+                .pid = self.pid, .contexts = 1, .start_time = self.start_time};
+            return true;
+        }
+        if (pass == 0 && rm_node_drop_dead_attachers(table, self) == 0)
+            break;
+    }
+    return false;
+}
+
+/* Builds a table under a private name, with `self` attached, and links it
+ * into place, so nobody can see a half-initialised one nor one that its
+ * creator has not started using (which another process could remove as
+ * unused). *linked false: another creator won the race (the caller opens
+ * theirs). */
+static int32_t create_table(table_opener *opener, const char *name, bool *linked)
+{
+    *linked = false;
     char temporary[RM_NODE_NAME_MAX];
     snprintf(temporary, sizeof temporary, "/rmreg.%s.new.%d.%016llx", opener->namespace_name,
              (int)getpid(), (unsigned long long)rm_node_random_id());
@@ -235,7 +312,10 @@ static int32_t create_table(table_opener *opener, const char *name)
                             strerror(errno));
     uint32_t capacity = opener->capacity;
     uint64_t size = rm_node_table_bytes(capacity);
+    struct stat file;
     int err = fchmod(fd, S_IRUSR | S_IWUSR) != 0 ? errno : posix_fallocate(fd, 0, (off_t)size);
+    if (err == 0 && fstat(fd, &file) != 0)
+        err = errno;
     void *base = MAP_FAILED;
     if (err == 0) {
         base = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -266,45 +346,196 @@ static int32_t create_table(table_opener *opener, const char *name)
     table->file_bytes = size;
     table->entry_bytes = sizeof(rm_node_entry);
     table->lock_bytes = sizeof(pthread_mutex_t);
+    table->attacher_slots = RM_NODE_TABLE_ATTACHERS;
     table->magic = RM_NODE_TABLE_MAGIC;
-    munmap(base, (size_t)size);
-    int linked = link(temporary_path, final_path);
+    rm_node_view view = view_of(base, size, capacity, &file);
+    view.attachers[0] = (rm_node_attacher){
+        .pid = opener->self.pid, .contexts = 1, .start_time = opener->self.start_time};
+    int published = link(temporary_path, final_path);
     err = errno;
     shm_unlink(temporary);
-    if (linked != 0 && err != EEXIST)
+    if (published == 0) {
+        opener->view = view;
+        *linked = true;
+        return RM_OK;
+    }
+    munmap(base, (size_t)size);
+    if (err != EEXIST)
         return rm_error_set(opener->error_owner, RM_E_SYSTEM,
                             "cannot publish node registry table %s: %s", final_path,
                             strerror(err));
     return RM_OK;
 }
 
-static int32_t attach_table(table_opener *opener)
+/* Unlinks `name` if it is the file `table` maps; the /dev/shm bytes that
+ * freed. Lock of `table` held, so no other process can be removing it. */
+static uint64_t unlink_if_named(const rm_node_view *table, const char *name, bool *unlinked)
+{
+    *unlinked = false;
+    char path[RM_NODE_NAME_MAX + 16];
+    snprintf(path, sizeof path, "/dev/shm%s", name);
+    struct stat file;
+    if (lstat(path, &file) != 0 || (uint64_t)file.st_dev != table->device ||
+        (uint64_t)file.st_ino != table->inode || shm_unlink(name) != 0)
+        return 0;
+    *unlinked = true;
+    return (uint64_t)file.st_blocks * 512u;
+}
+
+/* Opens the table under `name`, or creates it, and records this process
+ * in it. A table found retired (removed between our open and our lock)
+ * is let go: its name is already unlinked, or was about to be by a
+ * process killed in between, whose work this one finishes. */
+static int32_t attach_table(table_opener *opener, bool create, bool *recovered)
 {
     char name[RM_NODE_NAME_MAX];
     snprintf(name, sizeof name, RM_NODE_TABLE_NAME_FORMAT, opener->namespace_name);
-    for (int attempt = 0; attempt < 3; attempt++) {
+    for (int attempt = 0; attempt < ATTACH_ATTEMPTS; attempt++) {
         bool missing = false;
         int32_t status = open_table(opener, name, &missing);
-        if (status != RM_OK || !missing)
-            return status;
-        status = create_table(opener, name);
         if (status != RM_OK)
             return status;
+        if (missing) {
+            if (!create)
+                return RM_E_NOT_FOUND;
+            bool linked = false;
+            status = create_table(opener, name, &linked);
+            if (status != RM_OK || linked)
+                return status;
+            continue;
+        }
+        bool found_recovered = false;
+        status = rm_node_table_lock(&opener->view, opener->namespace_name,
+                                    opener->error_owner, &found_recovered);
+        *recovered = *recovered || found_recovered;
+        if (status != RM_OK) {
+            rm_node_table_unmap(&opener->view);
+            return status;
+        }
+        if (opener->view.header->retired) {
+            bool unlinked = false;
+            (void)unlink_if_named(&opener->view, name, &unlinked);
+            rm_node_table_unlock(&opener->view);
+            rm_node_table_unmap(&opener->view);
+            if (attempt >= 8)
+                sched_yield();
+            continue;
+        }
+        bool added = add_context(&opener->view, opener->self);
+        rm_node_table_unlock(&opener->view);
+        if (added)
+            return RM_OK;
+        rm_node_table_unmap(&opener->view);
+        return rm_error_set(opener->error_owner, RM_E_QUOTA_EXCEEDED,
+                            "node registry '%s': %u live processes already use its table, "
+                            "the most it records",
+                            opener->namespace_name, RM_NODE_TABLE_ATTACHERS);
     }
     return rm_error_set(opener->error_owner, RM_E_SYSTEM,
-                        "node registry table /dev/shm%s keeps disappearing", name);
+                        "node registry table /dev/shm%s was removed %d times in a row while "
+                        "this process opened it",
+                        name, ATTACH_ATTEMPTS);
 }
 
 int32_t rm_node_table_attach(const char *namespace_name, uint32_t entries_if_created,
-                             const void *error_owner, rm_node_view *out)
+                             bool create, rm_node_self self, const void *error_owner,
+                             rm_node_view *out, bool *recovered)
 {
+    *recovered = false;
     table_opener opener = {
         .namespace_name = namespace_name,
         .error_owner = error_owner,
         .capacity = entries_if_created,
+        .self = self,
     };
-    int32_t status = attach_table(&opener);
+    int32_t status = attach_table(&opener, create, recovered);
     if (status == RM_OK)
         *out = opener.view;
     return status;
+}
+
+void rm_node_table_unmap(rm_node_view *table)
+{
+    if (table->header != NULL)
+        munmap(table->header, (size_t)table->bytes);
+    *table = (rm_node_view){0};
+}
+
+/* ------------------------------------------------------------------------ */
+/* Attachers and removal                                                    */
+/* ------------------------------------------------------------------------ */
+
+uint32_t rm_node_attached_contexts(const rm_node_view *table, rm_node_self self)
+{
+    for (uint32_t i = 0; i < RM_NODE_TABLE_ATTACHERS; i++) {
+        const rm_node_attacher *a = &table->attachers[i];
+        if (a->pid != 0 && same_process(a, self))
+            return a->contexts;
+    }
+    return 0;
+}
+
+void rm_node_detach_context(const rm_node_view *table, rm_node_self self)
+{
+    for (uint32_t i = 0; i < RM_NODE_TABLE_ATTACHERS; i++) {
+        rm_node_attacher *a = &table->attachers[i];
+        if (a->pid == 0 || !same_process(a, self))
+            continue;
+        if (a->contexts <= 1)
+            *a = (rm_node_attacher){0};
+        else
+            a->contexts--;
+        return;
+    }
+}
+
+uint32_t rm_node_drop_dead_attachers(const rm_node_view *table, rm_node_self self)
+{
+    uint32_t dropped = 0;
+    for (uint32_t i = 0; i < RM_NODE_TABLE_ATTACHERS; i++) {
+        rm_node_attacher *a = &table->attachers[i];
+        if (a->pid == 0 || same_process(a, self) || rm_process_alive(a->pid, a->start_time))
+            continue;
+        *a = (rm_node_attacher){0};
+        dropped++;
+    }
+    return dropped;
+}
+
+bool rm_node_others_attached(const rm_node_view *table, rm_node_self self)
+{
+    /* Stops at the first live one: a context's destroy asks this, and
+     * should not read /proc for every process of the namespace. */
+    for (uint32_t i = 0; i < RM_NODE_TABLE_ATTACHERS; i++) {
+        rm_node_attacher *a = &table->attachers[i];
+        if (a->pid == 0 || same_process(a, self))
+            continue;
+        if (rm_process_alive(a->pid, a->start_time))
+            return true;
+        *a = (rm_node_attacher){0};
+    }
+    return false;
+}
+
+bool rm_node_table_unused(const rm_node_view *table)
+{
+    for (uint32_t slot = 0; slot < table->capacity; slot++) {
+        uint32_t state = table->entries[slot].state;
+        if (state == RM_NODE_READY || state == RM_NODE_LOADING)
+            return false;
+    }
+    return true;
+}
+
+bool rm_node_table_retire(const rm_node_view *table, const char *namespace_name,
+                          uint64_t *freed_bytes)
+{
+    /* Retired first: were this process killed before the unlink, the next
+     * process to open the table finds it retired and unlinks the name. */
+    table->header->retired = 1;
+    char name[RM_NODE_NAME_MAX];
+    snprintf(name, sizeof name, RM_NODE_TABLE_NAME_FORMAT, namespace_name);
+    bool unlinked = false;
+    *freed_bytes = unlink_if_named(table, name, &unlinked);
+    return unlinked;
 }

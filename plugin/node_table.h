@@ -3,11 +3,27 @@
  * purpose, e.g. die holding its lock).
  *
  * File /dev/shm/rmreg.<namespace>.table, 0600, committed with fallocate:
- *   [header, 4096 bytes][slot_hash[capacity], rounded up to 4096][entries]
+ *   [header, 4096 bytes][attachers[RM_NODE_TABLE_ATTACHERS], 16 KiB]
+ *   [slot_hash[capacity], rounded up to 4096][entries]
  * slot_hash[i] is 0 for an empty slot, else the key's hash with the low bit
  * set: a lookup scans this dense array, not the (large) entries.
  * Every field is read and written with the table lock held, except an
- * entry's `wake` futex word (atomic) and the header's immutable prefix. */
+ * entry's `wake` futex word (atomic) and the header's immutable prefix.
+ *
+ * Lifetime. attachers[] records, per process (pid + start time, so that a
+ * reused pid is not taken for the holder), how many of its node-scope
+ * contexts use the table. The table is removed when nothing is left: no
+ * READY or LOADING entry and no live attacher (a dead one no longer
+ * counts: a SIGKILLed process cannot pin the table). Removal sets
+ * `retired` and unlinks the name, both under the lock. An attacher
+ * registers under the same lock and checks `retired` first, so it either
+ * registered before the decision (and the table stays) or finds the table
+ * retired (and opens the name again, getting the new table or creating
+ * one). A creator registers itself in its table before linking it into
+ * place. So at any time at most one table of a namespace is linked and
+ * not retired, and every live context uses that one. A remover killed
+ * between setting `retired` and the unlink leaves the name to the next
+ * attacher, which unlinks it under the lock and goes on. */
 #ifndef RM_INTERNAL_NODE_TABLE_H
 #define RM_INTERNAL_NODE_TABLE_H
 
@@ -18,11 +34,16 @@
 #include "rm_plugin.h"
 
 #define RM_NODE_TABLE_MAGIC UINT64_C(0x3162617464726d72) /* "rmrdtab1" */
-#define RM_NODE_TABLE_LAYOUT 1u
+/* 2: attachers[] and `retired` (table lifetime). A table of another layout
+ * is refused (RM_E_CORRUPT_STATE): processes of two plugin versions cannot
+ * share one. */
+#define RM_NODE_TABLE_LAYOUT 2u
 #define RM_NODE_TABLE_ENTRIES_MIN 4u
 #define RM_NODE_TABLE_ENTRIES_MAX 65536u
 #define RM_NODE_TABLE_ENTRIES_DEFAULT 1024u
 #define RM_NODE_TABLE_HEADER_BYTES 4096u
+/* Processes that can have a context attached to one table at once. */
+#define RM_NODE_TABLE_ATTACHERS 1024u
 #define RM_NODE_NAMESPACE_MAX 32
 
 /* Segment names, as for shm_open(). */
@@ -43,6 +64,13 @@ typedef struct rm_node_holder {
     uint32_t refs;
     uint64_t start_time; /* rm_process_start_time() of pid */
 } rm_node_holder;
+
+/* A process using the table through `contexts` node-scope contexts. */
+typedef struct rm_node_attacher {
+    int32_t pid; /* 0: free */
+    uint32_t contexts;
+    uint64_t start_time; /* rm_process_start_time() of pid */
+} rm_node_attacher;
 
 typedef struct rm_node_entry {
     uint32_t state; /* rm_node_state */
@@ -71,11 +99,17 @@ typedef struct rm_node_header {
     uint64_t file_bytes;
     uint32_t entry_bytes; /* sizeof(rm_node_entry) of the creator */
     uint32_t lock_bytes;  /* sizeof(pthread_mutex_t) of the creator */
+    uint32_t attacher_slots; /* RM_NODE_TABLE_ATTACHERS of the creator */
+    uint32_t reserved;
     /* Robust, process-shared. */
     pthread_mutex_t lock;
     uint64_t ready_models;
     uint64_t ready_bytes;
     uint64_t lock_recoveries; /* times the lock was found held by the dead */
+    /* Set once, under the lock, right before the name is unlinked: nobody
+     * may start using the table any more. */
+    uint32_t retired;
+    uint32_t reserved2;
 } rm_node_header;
 
 static inline uint64_t rm_node_hash_array_bytes(uint32_t capacity)
@@ -83,10 +117,13 @@ static inline uint64_t rm_node_hash_array_bytes(uint32_t capacity)
     return ((uint64_t)capacity * sizeof(uint64_t) + 4095u) & ~(uint64_t)4095u;
 }
 
+#define RM_NODE_ATTACHER_ARRAY_BYTES                                                   \
+    (((uint64_t)RM_NODE_TABLE_ATTACHERS * sizeof(rm_node_attacher) + 4095u) & ~(uint64_t)4095u)
+
 static inline uint64_t rm_node_table_bytes(uint32_t capacity)
 {
-    return RM_NODE_TABLE_HEADER_BYTES + rm_node_hash_array_bytes(capacity) +
-           (uint64_t)capacity * sizeof(rm_node_entry);
+    return RM_NODE_TABLE_HEADER_BYTES + RM_NODE_ATTACHER_ARRAY_BYTES +
+           rm_node_hash_array_bytes(capacity) + (uint64_t)capacity * sizeof(rm_node_entry);
 }
 
 /* A mapped table as this process checked it at attach. The header's
@@ -96,9 +133,20 @@ typedef struct rm_node_view {
     rm_node_header *header;
     uint64_t bytes;      /* mapped */
     uint32_t capacity;   /* checked against `bytes` at attach */
+    rm_node_attacher *attachers; /* [RM_NODE_TABLE_ATTACHERS] */
     uint64_t *hashes;    /* slot_hash[capacity] */
     rm_node_entry *entries; /* [capacity] */
+    /* The file mapped, so that removal unlinks the name only while it
+     * still names this table. */
+    uint64_t device;
+    uint64_t inode;
 } rm_node_view;
+
+/* The calling process, as attachers[] records it. */
+typedef struct rm_node_self {
+    int32_t pid;
+    uint64_t start_time;
+} rm_node_self;
 
 /** The key's hash as stored in slot_hash[] (never 0). */
 uint64_t rm_node_key_hash(const char *key);
@@ -116,19 +164,55 @@ void rm_node_futex_wake_all(uint32_t *word);
 void rm_node_futex_wait_ms(uint32_t *word, uint32_t expected, uint64_t ms);
 
 /**
- * Maps the table of `namespace_name`, creating it with `entries_if_created`
- * entries when there is none (built under a private name and linked into
- * place, so no process sees it half-initialised). A table found is checked
- * first: a 0600 regular file of this user, not a symlink, with this build's
- * magic, layout, entry and lock sizes and a consistent size. Returns RM_OK,
- * RM_E_CORRUPT_STATE, RM_E_NO_MEMORY (/dev/shm full), RM_E_SYSTEM.
+ * Maps the table of `namespace_name` and records `self` in its attachers
+ * (one more context). When there is none: with `create`, creates one with
+ * `entries_if_created` entries (built under a private name, `self` already
+ * recorded, and linked into place, so no process sees it half-initialised
+ * or unused); without, returns RM_E_NOT_FOUND and sets no message. A table
+ * found is checked first: a 0600 regular file of this user, not a
+ * symlink, with this build's magic, layout, entry and lock sizes and a
+ * consistent size; one found retired is let go and the name opened again.
+ * *recovered as for rm_node_table_lock(). Returns RM_OK, RM_E_NOT_FOUND,
+ * RM_E_CORRUPT_STATE, RM_E_QUOTA_EXCEEDED (RM_NODE_TABLE_ATTACHERS live
+ * processes attached), RM_E_NO_MEMORY (/dev/shm full), RM_E_SYSTEM.
  */
 int32_t rm_node_table_attach(const char *namespace_name, uint32_t entries_if_created,
-                             const void *error_owner, rm_node_view *out);
+                             bool create, rm_node_self self, const void *error_owner,
+                             rm_node_view *out, bool *recovered);
+
+/** Unmaps `table` (the view is cleared). */
+void rm_node_table_unmap(rm_node_view *table);
+
+/* ---- attachers[] and removal; the lock held ---------------------------- */
+
+/** Contexts `self` has attached. */
+uint32_t rm_node_attached_contexts(const rm_node_view *table, rm_node_self self);
+
+/** One context of `self` fewer (its record freed at 0). */
+void rm_node_detach_context(const rm_node_view *table, rm_node_self self);
+
+/** Frees the records of dead processes (never self's); returns how many. */
+uint32_t rm_node_drop_dead_attachers(const rm_node_view *table, rm_node_self self);
+
+/** True when a live process other than `self` is recorded; the dead ones
+ *  met on the way are dropped. */
+bool rm_node_others_attached(const rm_node_view *table, rm_node_self self);
+
+/** True when no entry is READY or LOADING. */
+bool rm_node_table_unused(const rm_node_view *table);
+
+/**
+ * Retires the table and unlinks its name if the name still names it (a
+ * table removed by hand and made anew is left alone). True when it
+ * unlinked the name; *freed_bytes gets the /dev/shm bytes that freed.
+ */
+bool rm_node_table_retire(const rm_node_view *table, const char *namespace_name,
+                          uint64_t *freed_bytes);
 
 /**
  * Takes the robust lock. If its holder died, repairs what the entries
- * imply (hashes, holder counts and sums, ready totals), counts it in
+ * imply (hashes, holder counts and sums, ready totals) and drops attacher
+ * records it may have left half written, counts it in
  * lock_recoveries, marks the lock consistent and sets *recovered. Returns
  * RM_OK, or RM_E_CORRUPT_STATE (lock unrecoverable).
  */

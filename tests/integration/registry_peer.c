@@ -4,9 +4,13 @@
  *
  *   registry_peer --ns NS [--set KEY=VALUE]... load KEY [option]...
  *   registry_peer --ns NS [--set KEY=VALUE]... lock-and-die
+ *   registry_peer --ns NS [--set KEY=VALUE]... idle
+ *   registry_peer --ns NS [--set KEY=VALUE]... churn KEY --seconds S --log PATH
+ *                 [--bytes N]
  *
- * Both create one context: registry.scope = node, registry.namespace = NS,
- * then the --set pairs ($RM_PLUGIN_CONFIG ignored).
+ * The first three create one context: registry.scope = node,
+ * registry.namespace = NS, then the --set pairs ($RM_PLUGIN_CONFIG
+ * ignored); churn creates and destroys such contexts in a loop.
  *
  * load: model_get_or_load(KEY) with a loader that counts its call (one
  * byte appended to the counter file, O_APPEND, so that the calls of all
@@ -38,6 +42,8 @@
  *                           model; a read-only mapping kills the peer with
  *                           SIGSEGV (its handler prints "segv code=C
  *                           in_model=0|1" first); else it prints "wrote"
+ *   --evict                 after the release, model_evict() every key and
+ *                           print "evicted rc=NAME" for each
  *
  * Lines on stdout:
  *   ready PID                       the context exists; model_get_or_load
@@ -59,6 +65,24 @@
  * lock-and-die: maps /dev/shm/rmreg.NS.table (plugin/node_table.h), locks
  * the header's robust mutex, prints "locked PID" and SIGKILLs itself while
  * holding it.
+ *
+ * idle: prints "ready PID" once its context exists (it is attached to the
+ * node table, holding no model) and waits until stdin ends (then "bye")
+ * or it is killed.
+ *
+ * churn: until S seconds have passed, one cycle after another: create a
+ * context, model_get_or_load(KEY), check the model, hold it 0 to 1 ms,
+ * release it, model_evict(KEY) (RM_E_BUSY and RM_E_NOT_FOUND are fine:
+ * another process holds it, or evicted it), destroy the context, pause 0
+ * to 2 ms. Its loader stamps the model: the first 8 bytes are a stamp
+ * unique to the load (pid << 32 | cycle), the rest tp_pattern(stamp, 8,
+ * ...) (the pattern stream from offset 8). Each loader call appends
+ * "load STAMP" to the log file, each cycle (after its release) "hold
+ * STAMP T1 T2": the stamp it read and CLOCK_MONOTONIC nanoseconds just
+ * after the get returned and just before the release (one write per line,
+ * O_APPEND, so the lines of all peers stay whole). A call that fails
+ * otherwise, or a model that is not its stamp's pattern, is a "fail"
+ * line and exit status 1. At the end: "churned cycles=N loads=L".
  *
  * Anything else that goes wrong is "fail WHY". The exit status is 0 when
  * every step ran (whatever the plugin returned: the result lines say), 1
@@ -103,6 +127,9 @@ typedef struct peer_options {
     bool die_half;
     hold_mode hold;
     bool write;
+    bool evict;
+    long seconds;
+    const char *log;
 } peer_options;
 
 static const rm_plugin_v1 *vt;
@@ -329,6 +356,11 @@ static int run_load(void)
             if (rc != RM_OK)
                 say("fail model_release: %s", vt->error_name(rc));
         }
+    for (int i = 0; opts.evict && i < opts.count; i++) {
+        char key[RM_MODEL_KEY_MAX + 16];
+        key_at(i, key, sizeof key);
+        say("evicted rc=%s", vt->error_name(vt->model_evict(context, key)));
+    }
     if (opts.hold == HOLD_STDIN) {
         rm_registry_metrics m;
         metrics_of(&m);
@@ -372,6 +404,144 @@ static int run_lock_and_die(void)
     return 2; /* not reached */
 }
 
+static int run_idle(void)
+{
+    say("ready %ld", (long)getpid());
+    wait_for_end_of(STDIN_FILENO);
+    say("bye");
+    return 0;
+}
+
+/* ---- churn --------------------------------------------------------------- */
+
+static uint64_t churn_cycle;
+static uint64_t churn_loads;
+
+/* One line appended to the log in one write(). */
+__attribute__((format(printf, 1, 2))) static bool log_line(const char *format, ...)
+{
+    char line[160];
+    va_list args;
+    va_start(args, format);
+    int length = vsnprintf(line, sizeof line, format, args);
+    va_end(args);
+    int fd = open(opts.log, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        say("fail log %s: %s", opts.log, strerror(errno));
+        return false;
+    }
+    bool written = length > 0 && (size_t)length < sizeof line &&
+                   write(fd, line, (size_t)length) == (ssize_t)length;
+    close(fd);
+    if (!written)
+        say("fail writing the log %s", opts.log);
+    return written;
+}
+
+/* The model of load `stamp`: the stamp, then the pattern stream. */
+static void stamped_model(uint64_t stamp, uint8_t *out, size_t bytes)
+{
+    memcpy(out, &stamp, sizeof stamp);
+    tp_pattern(stamp, sizeof stamp, out + sizeof stamp, bytes - sizeof stamp);
+}
+
+static int32_t churn_loader(void *user, const char *key, rm_loaded_model *out)
+{
+    (void)user;
+    (void)key;
+    if (!RM_LOADED_MODEL_HAS_BUFFER(out))
+        return RM_E_NOT_SHAREABLE;
+    void *buffer = NULL;
+    int32_t rc = out->alloc_buffer(out, opts.bytes, &buffer);
+    if (rc != RM_OK)
+        return rc;
+    uint64_t stamp = (uint64_t)getpid() << 32 | (churn_cycle & 0xffffffffu);
+    stamped_model(stamp, buffer, (size_t)opts.bytes);
+    churn_loads++;
+    /* Logged before the model is published: a hold of this stamp by any
+     * process comes after its load line. */
+    return log_line("load %016" PRIx64 "\n", stamp) ? RM_OK : RM_E_LOADER_FAILED;
+}
+
+/* 0 to max_us microseconds, from a per-process generator. */
+static void pause_up_to_us(uint64_t *state, long max_us)
+{
+    *state = tp_splitmix(*state);
+    long us = (long)(*state % (uint64_t)(max_us + 1));
+    struct timespec left = {.tv_sec = 0, .tv_nsec = us * 1000L};
+    while (nanosleep(&left, &left) != 0 && errno == EINTR)
+        ;
+}
+
+static int run_churn(const rm_config_entry *entries, uint64_t entry_count)
+{
+    if (opts.bytes < 16 || opts.log == NULL || opts.seconds <= 0) {
+        say("fail churn wants --seconds, --log and --bytes of at least 16");
+        return 2;
+    }
+    uint8_t *expected = malloc((size_t)opts.bytes);
+    if (expected == NULL) {
+        say("fail out of memory");
+        return 2;
+    }
+    uint64_t random_state = (uint64_t)getpid() * 0x9e3779b97f4a7c15u;
+    uint64_t deadline = clock_ns(CLOCK_MONOTONIC) + (uint64_t)opts.seconds * 1000000000u;
+    int status = 0;
+    say("ready %ld", (long)getpid());
+    while (status == 0 && clock_ns(CLOCK_MONOTONIC) < deadline) {
+        churn_cycle++;
+        int32_t rc = create_context_of(vt, entries, entry_count, &context);
+        if (rc != RM_OK) {
+            say("fail cycle %" PRIu64 ": context_create: %s: %s", churn_cycle,
+                vt->error_name(rc), vt->context_last_error(NULL));
+            context = NULL;
+            status = 1;
+            break;
+        }
+        rm_model_handle *handle = NULL;
+        void *model = NULL;
+        rc = vt->model_get_or_load(context, opts.key, churn_loader, NULL, &handle, &model);
+        uint64_t got = clock_ns(CLOCK_MONOTONIC);
+        if (rc != RM_OK) {
+            say("fail cycle %" PRIu64 ": model_get_or_load: %s: %s", churn_cycle,
+                vt->error_name(rc), vt->context_last_error(context));
+            status = 1;
+        } else {
+            uint64_t stamp;
+            memcpy(&stamp, model, sizeof stamp);
+            stamped_model(stamp, expected, (size_t)opts.bytes);
+            if (memcmp(model, expected, (size_t)opts.bytes) != 0) {
+                say("fail cycle %" PRIu64 ": the model of stamp %016" PRIx64
+                    " has other bytes",
+                    churn_cycle, stamp);
+                status = 1;
+            }
+            pause_up_to_us(&random_state, 1000);
+            uint64_t until = clock_ns(CLOCK_MONOTONIC);
+            rc = vt->model_release(context, handle);
+            if (rc != RM_OK) {
+                say("fail cycle %" PRIu64 ": model_release: %s", churn_cycle,
+                    vt->error_name(rc));
+                status = 1;
+            }
+            if (!log_line("hold %016" PRIx64 " %" PRIu64 " %" PRIu64 "\n", stamp, got, until))
+                status = 1;
+            rc = vt->model_evict(context, opts.key);
+            if (rc != RM_OK && rc != RM_E_BUSY && rc != RM_E_NOT_FOUND) {
+                say("fail cycle %" PRIu64 ": model_evict: %s: %s", churn_cycle,
+                    vt->error_name(rc), vt->context_last_error(context));
+                status = 1;
+            }
+        }
+        vt->context_destroy(context);
+        context = NULL;
+        pause_up_to_us(&random_state, 2000);
+    }
+    free(expected);
+    say("churned cycles=%" PRIu64 " loads=%" PRIu64, churn_cycle, churn_loads);
+    return status;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Arguments                                                                */
 /* ------------------------------------------------------------------------ */
@@ -403,6 +573,10 @@ static bool parse_load_options(int argc, char **argv, int at)
             opts.write = true;
             continue;
         }
+        if (strcmp(word, "--evict") == 0) {
+            opts.evict = true;
+            continue;
+        }
         if (value == NULL) {
             say("fail %s wants a value", word);
             return false;
@@ -410,6 +584,8 @@ static bool parse_load_options(int argc, char **argv, int at)
         i++;
         if (strcmp(word, "--counter") == 0) {
             opts.counter = value;
+        } else if (strcmp(word, "--log") == 0) {
+            opts.log = value;
         } else if (strcmp(word, "--hold") == 0) {
             if (strcmp(value, "none") == 0)
                 opts.hold = HOLD_NONE;
@@ -434,6 +610,8 @@ static bool parse_load_options(int argc, char **argv, int at)
             opts.barrier_fd = (int)number;
         } else if (strcmp(word, "--loader-barrier-fd") == 0 && number >= 0) {
             opts.loader_barrier_fd = (int)number;
+        } else if (strcmp(word, "--seconds") == 0 && number > 0) {
+            opts.seconds = (long)number;
         } else if (strcmp(word, "--sleep-ms") == 0 && number >= 0) {
             opts.sleep_ms = (long)number;
         } else if (strcmp(word, "--fail") == 0 && number < 0 && number >= INT32_MIN) {
@@ -470,12 +648,14 @@ int main(int argc, char **argv)
         }
     }
     if (opts.ns == NULL || i >= argc) {
-        say("fail usage: registry_peer --ns NS [--set K=V]... load KEY [options] | lock-and-die");
+        say("fail usage: registry_peer --ns NS [--set K=V]... load KEY [options] | "
+            "lock-and-die | idle | churn KEY [options]");
         return 2;
     }
     const char *mode = argv[i++];
     bool load = strcmp(mode, "load") == 0;
-    if (load) {
+    bool churn = strcmp(mode, "churn") == 0;
+    if (load || churn) {
         if (i >= argc) {
             say("fail load wants a key");
             return 2;
@@ -483,7 +663,7 @@ int main(int argc, char **argv)
         opts.key = argv[i++];
         if (!parse_load_options(argc, argv, i))
             return 2;
-    } else if (strcmp(mode, "lock-and-die") != 0 || i != argc) {
+    } else if ((strcmp(mode, "lock-and-die") != 0 && strcmp(mode, "idle") != 0) || i != argc) {
         say("fail unknown mode or extra arguments: %s", mode);
         return 2;
     }
@@ -499,13 +679,18 @@ int main(int argc, char **argv)
         say("fail the plugin has no 1.2 node registry");
         return 2;
     }
+    if (churn) {
+        int status = run_churn(entries, entry_count);
+        rm_plugin_unload(&plugin);
+        return status;
+    }
     int32_t created = create_context_of(vt, entries, entry_count, &context);
     if (created != RM_OK) {
         say("fail context_create: %d %s: %s", (int)created, vt->error_name(created),
             vt->context_last_error(NULL));
         return 2;
     }
-    int status = load ? run_load() : run_lock_and_die();
+    int status = load ? run_load() : strcmp(mode, "idle") == 0 ? run_idle() : run_lock_and_die();
     vt->context_destroy(context);
     rm_plugin_unload(&plugin);
     return status;

@@ -12,8 +12,12 @@
  * mappings); 1.0 loaders are RM_E_NOT_SHAREABLE; bad keys; a full table;
  * explicit, TTL and LRU eviction node-wide with segments unlinked; rows and
  * counters; registry_reclaim; loader failures; forged table files
- * (RM_E_CORRUPT_STATE); configuration; nested loads and cycles; an 8-thread
- * race.
+ * (RM_E_CORRUPT_STATE, a table of the previous layout among them); the
+ * table's lifetime (removed with the last context when nothing is left,
+ * kept by an idle model or another context, removed by reclaim, also
+ * under threads still loading through the context); configuration; nested
+ * loads and cycles (one thread, two contexts, two threads of a context);
+ * an 8-thread race.
  * Forked children here only isolate a fault; the registry across processes
  * is test_registry_node_processes.c's.
  *
@@ -22,7 +26,7 @@
  * /dev/shm (node models outlive their contexts by design: TTL decides).
  *
  * Run time (--jobs=2, 2 cores): about 6 s in the default build, about
- * 18 s under ASan+UBSan (75 tests; mostly the start of each test's worker
+ * 18 s under ASan+UBSan (84 tests; mostly the start of each test's worker
  * process; the bodies add up to ~3.5 s, the TTL test waits ~0.7 s for a
  * sweep). No test sets its own .timeout: Criterion 2.4's runner then leaks
  * 48 bytes, which LeakSanitizer turns into a failing exit status. */
@@ -1236,6 +1240,175 @@ Test(registry_node, reclaim_in_node_scope_unlinks_orphan_segments_of_its_namespa
 }
 
 /* ------------------------------------------------------------------------ */
+/* Node scope: the table's lifetime                                         */
+/* ------------------------------------------------------------------------ */
+
+Test(registry_node, the_last_context_removes_the_table_when_nothing_is_left)
+{
+    rm_context *first = open_context("node", NULL);
+    rm_context *second = open_context("node", NULL);
+    load_plan plan = buffer_plan(4096, 40);
+    rm_model_handle *handle;
+    get_ok(first, "gone@cpu", &plan, &handle);
+    release(first, handle);
+    cr_assert_eq(vt->model_evict(first, "gone@cpu"), RM_OK, "%s",
+                 vt->context_last_error(first));
+    close_context(first);
+    cr_expect(table_exists(), "the table went while another context used it");
+    close_context(second);
+    cr_expect_not(table_exists(), "the namespace's last context left an empty table");
+    cr_expect_eq(shm_each_prefix(shm_prefix, NULL, NULL), 0, "files of the namespace left");
+}
+
+Test(registry_node, an_idle_model_keeps_the_table_until_it_expires)
+{
+    /* Released models stay for their TTL, for the next process to find;
+     * so does the table that names them. */
+    rm_context *context = open_context("node", NULL);
+    load_plan plan = buffer_plan(4096, 41);
+    rm_model_handle *handle;
+    get_ok(context, "idle@cpu", &plan, &handle);
+    release(context, handle);
+    close_context(context);
+    cr_expect(table_exists(), "the table of an idle model went");
+    cr_expect_eq(model_segments(NULL, 0, NULL), 1, "the idle model went");
+    context = open_context("node", NULL);
+    rm_model_handle *again;
+    get_ok(context, "idle@cpu", &plan, &again);
+    cr_expect_eq(calls(&plan), 1, "the model was loaded again");
+    release(context, again);
+    close_context(context);
+
+    /* Once the TTL has passed, the last context evicts it on its way out,
+     * and removes the table with it. */
+    context = open_context("node", (const char *[]){"registry.ttl_s", "0.02", NULL});
+    sleep_ms(40);
+    close_context(context);
+    cr_expect_not(table_exists(), "an expired model kept the table");
+    cr_expect_eq(shm_each_prefix(shm_prefix, NULL, NULL), 0, "files of the namespace left");
+}
+
+Test(registry_node, reclaim_keeps_a_table_another_context_uses_and_removes_it_after)
+{
+    rm_context *context = open_context("node", NULL);
+    rm_context *other = open_context("node", NULL);
+    struct stat table;
+    cr_assert_eq(lstat(table_path, &table), 0);
+    rm_registry_reclaim_report report = RM_STRUCT_INIT(rm_registry_reclaim_report);
+    cr_assert_eq(vt->registry_reclaim(context, &report), RM_OK);
+    cr_expect_eq(report.segments_unlinked, 0, "another context of this process uses it");
+    cr_expect(table_exists());
+    close_context(other);
+    cr_expect(table_exists(), "destroyed while another context used it");
+    report = (rm_registry_reclaim_report)RM_STRUCT_INIT(rm_registry_reclaim_report);
+    cr_assert_eq(vt->registry_reclaim(context, &report), RM_OK);
+    cr_expect_eq(report.segments_unlinked, 1, "the table: %" PRIu64, report.segments_unlinked);
+    cr_expect_eq(report.bytes_unlinked, (uint64_t)table.st_blocks * 512u);
+    cr_expect_not(table_exists(), "reclaim left an unused table");
+
+    /* Without a table: nothing to list, evict or count, and none made. */
+    rm_model_info row;
+    cr_expect_eq(list_rows(context, &row, 1), 0);
+    cr_expect_eq(metrics_of(context).models, 0);
+    cr_expect_eq(vt->model_evict(context, NULL), RM_OK);
+    int32_t status = vt->model_evict(context, "none@cpu");
+    cr_expect_eq(status, RM_E_NOT_FOUND, "%s", vt->error_name(status));
+    cr_expect(strstr(vt->context_last_error(context), "none@cpu") != NULL, "%s",
+              vt->context_last_error(context));
+    cr_expect_not(table_exists(), "a call without a load made a table");
+
+    /* Another context made since has one: this context finds it there. */
+    other = open_context("node", NULL);
+    load_plan plan = buffer_plan(4096, 42);
+    rm_model_handle *handle;
+    get_ok(other, "shared@cpu", &plan, &handle);
+    cr_expect_eq(list_rows(context, &row, 1), 1, "the context does not see the new table");
+    rm_model_handle *mine;
+    get_ok(context, "shared@cpu", &plan, &mine);
+    cr_expect_eq(calls(&plan), 1, "the context loaded into a table of its own");
+    cr_expect_eq(metrics_of(context).attaches, 1);
+    release(context, mine);
+    release(other, handle);
+    cr_expect_eq(vt->model_evict(other, NULL), RM_OK);
+    close_context(other);
+    close_context(context);
+    cr_expect_eq(shm_each_prefix(shm_prefix, NULL, NULL), 0, "files of the namespace left");
+}
+
+/* Threads of one context keep loading and releasing while another thread
+ * of it reclaims: whenever nothing is loaded, reclaim removes the table
+ * under them, and their next load makes a new one. */
+struct churn_thread {
+    rm_context *context;
+    load_plan *plan;
+    atomic_int *stop;
+    int failures;
+    int32_t first_failure;
+    int cycles;
+};
+
+static void *churn_loads(void *argument)
+{
+    struct churn_thread *self = argument;
+    while (!atomic_load(self->stop)) {
+        rm_model_handle *handle;
+        void *model;
+        int32_t status = get(self->context, "churned@cpu", self->plan, &handle, &model);
+        if (status == RM_OK && !pattern_is(model, self->plan->bytes, self->plan->seed))
+            status = RM_E_CORRUPT_STATE;
+        if (status == RM_OK)
+            status = vt->model_release(self->context, handle);
+        if (status == RM_OK) {
+            status = vt->model_evict(self->context, "churned@cpu");
+            if (status == RM_E_BUSY || status == RM_E_NOT_FOUND)
+                status = RM_OK;
+        }
+        if (status != RM_OK && self->failures++ == 0)
+            self->first_failure = status;
+        self->cycles++;
+        /* Out of the registry for a moment: all of them at once is when
+         * the table can go. */
+        struct timespec pause = {.tv_nsec = 200 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    return NULL;
+}
+
+Test(registry_node, reclaim_removing_the_table_under_loading_threads_of_its_context)
+{
+    rm_context *context = open_context("node", NULL);
+    load_plan plan = buffer_plan(4096, 43);
+    atomic_int stop = 0;
+    enum { THREADS = 2 };
+    struct churn_thread threads[THREADS];
+    pthread_t ids[THREADS];
+    for (int i = 0; i < THREADS; i++) {
+        threads[i] = (struct churn_thread){.context = context, .plan = &plan, .stop = &stop};
+        cr_assert_eq(pthread_create(&ids[i], NULL, churn_loads, &threads[i]), 0);
+    }
+    uint64_t removed = 0;
+    uint64_t until = now_ns() + 500 * 1000000ull;
+    while (now_ns() < until) {
+        rm_registry_reclaim_report report = RM_STRUCT_INIT(rm_registry_reclaim_report);
+        int32_t status = vt->registry_reclaim(context, &report);
+        cr_expect_eq(status, RM_OK, "%s", vt->context_last_error(context));
+        removed += report.segments_unlinked;
+    }
+    atomic_store(&stop, 1);
+    for (int i = 0; i < THREADS; i++) {
+        pthread_join(ids[i], NULL);
+        cr_expect_eq(threads[i].failures, 0, "thread %d: %d of %d cycles failed, first: %s", i,
+                     threads[i].failures, threads[i].cycles,
+                     vt->error_name(threads[i].first_failure));
+    }
+    cr_log_info("%" PRIu64 " tables removed, %d loads", removed, calls(&plan));
+    cr_expect_gt(removed, 0, "reclaim never found the namespace empty");
+    cr_expect_eq(vt->model_evict(context, NULL), RM_OK);
+    close_context(context);
+    cr_expect_eq(shm_each_prefix(shm_prefix, NULL, NULL), 0, "files of the namespace left");
+}
+
+/* ------------------------------------------------------------------------ */
 /* Node scope: failures                                                     */
 /* ------------------------------------------------------------------------ */
 
@@ -1290,6 +1463,7 @@ enum forgery {
     FORGE_MODE_0644,
     FORGE_MAGIC,
     FORGE_LAYOUT,
+    FORGE_PREVIOUS_LAYOUT, /* a whole, consistent table of layout 1 */
     FORGE_CAPACITY,
     FORGE_ENTRY_BYTES,
     FORGE_LOCK_BYTES,
@@ -1309,6 +1483,7 @@ ParameterizedTestParameters(registry_node, forged_tables_are_corrupt_state)
         {FORGE_MODE_0644, "mode 0644"},
         {FORGE_MAGIC, "wrong magic"},
         {FORGE_LAYOUT, "other layout"},
+        {FORGE_PREVIOUS_LAYOUT, "layout 1"},
         {FORGE_CAPACITY, "capacity 2"},
         {FORGE_ENTRY_BYTES, "other entry size"},
         {FORGE_LOCK_BYTES, "other lock size"},
@@ -1372,6 +1547,19 @@ ParameterizedTest(struct forgery_case *c, registry_node, forged_tables_are_corru
     case FORGE_FILE_BYTES: h->file_bytes += 4096; break;
     case FORGE_TRUNCATED_HEADER: forged_size = 100; break;
     case FORGE_TRUNCATED_ENTRIES: forged_size = size - 512; break;
+    case FORGE_PREVIOUS_LAYOUT:
+        /* What the plugin before table lifetimes made: the same immutable
+         * prefix, no attacher array, so 16 KiB less. */
+        forged_size = RM_NODE_TABLE_HEADER_BYTES + rm_node_hash_array_bytes(4) +
+                      4 * sizeof(rm_node_entry);
+        memset(forged, 0, size);
+        h->magic = RM_NODE_TABLE_MAGIC;
+        h->layout = 1;
+        h->capacity = 4;
+        h->file_bytes = forged_size;
+        h->entry_bytes = sizeof(rm_node_entry);
+        h->lock_bytes = sizeof(pthread_mutex_t);
+        break;
     default: break;
     }
     switch (c->kind) {
@@ -1416,6 +1604,10 @@ ParameterizedTest(struct forgery_case *c, registry_node, forged_tables_are_corru
         snprintf(table_name, sizeof table_name, "rmreg.%s.table", ns);
         cr_expect(strstr(message, table_name) != NULL, "%s: the message names the file: %s",
                   c->name, message);
+        if (c->kind == FORGE_PREVIOUS_LAYOUT)
+            cr_expect(strstr(message, "layout 1") != NULL &&
+                          strstr(message, "another version of the plugin") != NULL,
+                      "the message says why a layout 1 table is refused: %s", message);
         cr_expect_lt(took_ms, 5000, "%s: refused after %" PRIu64 " ms", c->name, took_ms);
         /* The plugin leaves a file it did not make alone. */
         struct stat after;
@@ -1573,6 +1765,77 @@ Test(registry_node, a_cycle_across_two_contexts_of_a_process_is_load_cycle)
     rm_context *first = open_context("node", NULL);
     rm_context *second = open_context("node", NULL);
     expect_cycle(first, second);
+}
+
+/* Two threads of one context: a's loader (thread 1) asks for b while b's
+ * loader (thread 2) asks for a, both loads claimed before either asks.
+ * Each waits inside the context that runs the other load, which the
+ * cycle check sees ("Node scope" in the header): RM_E_LOAD_CYCLE, not a
+ * hang. */
+struct crossed_load {
+    rm_context *context;
+    pthread_barrier_t *both_loading;
+    const char *key;
+    const char *other_key;
+    int32_t nested_status;
+    int32_t status;
+};
+
+static int32_t crossed_loader(void *user, const char *key, rm_loaded_model *out)
+{
+    struct crossed_load *self = user;
+    (void)key;
+    void *buffer;
+    int32_t status = out->alloc_buffer(out, 4096, &buffer);
+    if (status != RM_OK)
+        return status;
+    pthread_barrier_wait(self->both_loading);
+    /* Should the other load be gone already, this loads it plainly. */
+    load_plan plain = buffer_plan(4096, 9);
+    rm_model_handle *handle;
+    void *model;
+    self->nested_status = get(self->context, self->other_key, &plain, &handle, &model);
+    if (self->nested_status != RM_OK)
+        return self->nested_status;
+    vt->model_release(self->context, handle);
+    return RM_OK;
+}
+
+static void *crossed_thread(void *argument)
+{
+    struct crossed_load *self = argument;
+    rm_model_handle *handle;
+    void *model;
+    self->status =
+        vt->model_get_or_load(self->context, self->key, crossed_loader, self, &handle, &model);
+    if (self->status == RM_OK)
+        vt->model_release(self->context, handle);
+    return NULL;
+}
+
+Test(registry_node, a_cycle_across_two_threads_of_one_context_is_load_cycle)
+{
+    rm_context *context = open_context("node", NULL);
+    pthread_barrier_t both_loading;
+    pthread_barrier_init(&both_loading, NULL, 2);
+    struct crossed_load loads[2] = {
+        {.context = context, .both_loading = &both_loading, .key = "x@cpu", .other_key = "y@cpu"},
+        {.context = context, .both_loading = &both_loading, .key = "y@cpu", .other_key = "x@cpu"},
+    };
+    pthread_t threads[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&threads[i], NULL, crossed_thread, &loads[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(threads[i], NULL);
+    pthread_barrier_destroy(&both_loading);
+    cr_expect(loads[0].nested_status == RM_E_LOAD_CYCLE ||
+                  loads[1].nested_status == RM_E_LOAD_CYCLE,
+              "neither nested request saw the cycle: %s, %s",
+              vt->error_name(loads[0].nested_status), vt->error_name(loads[1].nested_status));
+    for (int i = 0; i < 2; i++)
+        cr_expect_eq(loads[i].status, RM_E_LOAD_CYCLE, "%s: %s", loads[i].key,
+                     vt->error_name(loads[i].status));
+    expect_nothing_left(context, "after a cycle across threads");
 }
 
 /* Review finding: each context maps the table at its own address, so a

@@ -13,7 +13,12 @@
  * the node; the sealed model cannot be written (SIGSEGV, in the loader's
  * process too); 4 processes touching a 64 MiB model cost about 64 MiB of
  * Pss; a table filled by another process is RM_E_QUOTA_EXCEEDED until that
- * process dies.
+ * process dies; the table goes with the namespace's last context unless a
+ * live process (holding a model or not) uses it, and registry_reclaim
+ * removes one that only SIGKILLed processes were attached to; 6 processes
+ * creating and destroying contexts (so the table is removed and made
+ * anew) while they load one model never hold two loads at once, and
+ * leave /dev/shm empty.
  *
  * Every test uses its own namespaces ("rp<pid><tag>"). The suite's fini
  * kills and reaps every peer still running, destroys the contexts left,
@@ -21,7 +26,7 @@
  * did not reach its end, prints every peer's stdout and stderr. Peers also
  * die with this process (PR_SET_PDEATHSIG).
  *
- * Run time (2 cores): about 6 s in the default build, about 9 s under
+ * Run time (2 cores): about 7 s in the default build, about 9 s under
  * ASan+UBSan (a plugin that never takes over a dead load makes the
  * takeover test wait 20 s for its peer). Run with --jobs=1: the tests time
  * processes against each other. */
@@ -32,6 +37,7 @@
 #include <inttypes.h>
 #include <linux/futex.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -1183,5 +1189,345 @@ Test(registry_node_processes, a_table_full_of_another_process_s_models_frees_up_
     cr_assert(listed);
     cr_assert_eq(vt->model_release(context, handle), RM_OK);
     cr_assert_leq(model_segments(ns, NULL, 0), 4);
+    test_finished = true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 10. The table's lifetime                                                 */
+/* ------------------------------------------------------------------------ */
+
+/* The table of `ns` as /dev/shm has it: whether it exists, and its stat. */
+static bool table_stat(const char *ns, struct stat *out)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/dev/shm/rmreg.%s.table", ns);
+    return lstat(path, out) == 0;
+}
+
+static bool table_exists(const char *ns)
+{
+    struct stat st;
+    return table_stat(ns, &st);
+}
+
+/* Files of `ns` in /dev/shm (table, model segments, tables being built). */
+static long namespace_files(const char *ns)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "rmreg.%s.", ns);
+    long count = shm_each_prefix(prefix, NULL, NULL);
+    cr_assert_geq(count, 0, "/dev/shm: %s", strerror(errno));
+    return count;
+}
+
+Test(registry_node_processes, the_last_context_removes_the_table_unless_a_live_process_uses_it)
+{
+    const char *ns = make_namespace("life");
+    rm_context *mine = node_context(ns, NULL);
+    cr_assert(table_exists(ns), "context_create made no table");
+
+    /* Another process holds a model: this process's last context going
+     * leaves the table (and the model) to it. */
+    peer *holder = start_peer("holder", NULL, "--ns %s load kept@cpu --hold stdin --evict", ns);
+    expect_good_result(holder, expect_line(holder, "result", REPLY_MS), "kept@cpu", 0, 65536);
+    expect_line(holder, "holding", REPLY_MS);
+    destroy_context(mine);
+    cr_assert(table_exists(ns), "the table went while a live process held a model in it");
+    cr_assert_eq(model_segments(ns, NULL, 0), 1);
+
+    /* It releases and evicts the model, then destroys its context, the
+     * namespace's last: nothing is left, the table goes. */
+    peer_finish(holder);
+    cr_assert(printed_yet(holder, "evicted rc=OK"), "the holder could not evict: %s",
+              holder->transcript);
+    cr_assert_not(table_exists(ns), "the namespace's last context left its table");
+    cr_assert_eq(namespace_files(ns), 0, "files of %s left in /dev/shm", ns);
+
+    /* A process attached without any model keeps the table as well. */
+    mine = node_context(ns, NULL);
+    peer *idle = start_peer("idle", NULL, "--ns %s idle", ns);
+    expect_line(idle, "ready", REPLY_MS);
+    destroy_context(mine);
+    cr_assert(table_exists(ns), "the table went while a live process was attached to it");
+    peer_finish(idle);
+    cr_assert_not(table_exists(ns), "the idle process, the last to go, left the table");
+    cr_assert_eq(namespace_files(ns), 0);
+    test_finished = true;
+}
+
+Test(registry_node_processes, reclaim_removes_a_table_only_dead_processes_were_attached_to)
+{
+    const char *ns = make_namespace("dead");
+    peer *idle = start_peer("idle", NULL, "--ns %s idle", ns);
+    expect_line(idle, "ready", REPLY_MS);
+    rm_context *context = node_context(ns, NULL);
+
+    /* Alive, it keeps the table. */
+    rm_registry_reclaim_report report = reclaim(context);
+    cr_assert_eq(report.segments_unlinked, 0, "reclaim unlinked %" PRIu64 " segments",
+                 report.segments_unlinked);
+    cr_assert(table_exists(ns));
+
+    /* SIGKILLed, it cannot leave: its record stays in the table until
+     * reclaim finds it dead, and then the table goes. */
+    peer_kill(idle);
+    struct stat table;
+    cr_assert(table_stat(ns, &table), "the table went with the SIGKILLed process");
+    report = reclaim(context);
+    cr_assert_eq(report.segments_unlinked, 1, "the table is the one segment: %" PRIu64,
+                 report.segments_unlinked);
+    cr_assert_eq(report.bytes_unlinked, (uint64_t)table.st_blocks * 512u,
+                 "%" PRIu64 " bytes freed, the table had %" PRIu64, report.bytes_unlinked,
+                 (uint64_t)table.st_blocks * 512u);
+    cr_assert_eq(report.dead_references + report.loads_abandoned + report.models_evicted, 0);
+    cr_assert_not(table_exists(ns), "reclaim left the table of a dead process");
+    cr_assert_eq(namespace_files(ns), 0);
+
+    /* The context has no table now: listing creates none, ... */
+    rm_model_info rows[2];
+    cr_assert_eq(list_rows(context, rows, 2), 0);
+    cr_assert_eq(metrics_of(context).models, 0);
+    cr_assert_not(table_exists(ns), "registry_list made a table");
+    /* ... a second reclaim neither, ... */
+    report = reclaim(context);
+    cr_assert_eq(report.segments_unlinked, 0);
+    cr_assert_not(table_exists(ns), "registry_reclaim made a table");
+    /* ... its next load makes one, which another process shares. */
+    test_loader_state state = {.seed = 5, .bytes = 8192};
+    rm_model_handle *handle = NULL;
+    void *model = NULL;
+    int32_t rc = vt->model_get_or_load(context, "again@cpu", test_loader, &state, &handle, &model);
+    cr_assert_eq(rc, RM_OK, "%s: %s", vt->error_name(rc), vt->context_last_error(context));
+    cr_assert_eq(state.calls, 1);
+    cr_assert(table_exists(ns));
+    peer *other = start_peer("attacher", NULL, "--ns %s load again@cpu --seed 5 --bytes 8192", ns);
+    const char *result = expect_line(other, "result", REPLY_MS);
+    expect_good_result(other, result, "again@cpu", 5, 8192);
+    cr_assert_eq(rp_field_int(result, "calls", -1), 0, "it loaded instead of attaching: %s",
+                 result);
+    expect_exit_0(other);
+    cr_assert_eq(vt->model_release(context, handle), RM_OK);
+    cr_assert_eq(vt->model_evict(context, "again@cpu"), RM_OK);
+    destroy_context(context);
+    cr_assert_eq(namespace_files(ns), 0);
+    test_finished = true;
+}
+
+/* The attacher's side of the race, made to happen: a process opens the
+ * table and waits for its lock (this test holds it) while the table is
+ * retired (`retired` set; with `unlinked`, its name unlinked too, as the
+ * remover does; without, as a remover SIGKILLed between the two leaves
+ * it). Once it gets the lock it must let that table go and load into a
+ * new one under the name, where every other process finds it. */
+static void attach_while_retired(const char *tag, bool unlinked)
+{
+    const char *ns = make_namespace(tag);
+    peer *idle = start_peer("idle", NULL, "--ns %s idle", ns);
+    expect_line(idle, "ready", REPLY_MS);
+    char path[128];
+    snprintf(path, sizeof path, "/dev/shm/rmreg.%s.table", ns);
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+    struct stat old;
+    cr_assert_eq(fstat(fd, &old), 0);
+    rm_node_header *header =
+        mmap(NULL, RM_NODE_TABLE_HEADER_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    cr_assert_neq(header, MAP_FAILED, "%s: %s", path, strerror(errno));
+    cr_assert_eq(header->layout, RM_NODE_TABLE_LAYOUT);
+    cr_assert_eq(pthread_mutex_lock(&header->lock), 0);
+
+    peer *attacher = start_peer("attacher", NULL, "--ns %s load late@cpu --hold stdin --evict",
+                                ns);
+    wait_until_blocked(attacher);
+    cr_assert_not(printed_yet(attacher, "ready"), "the attacher got past the table lock");
+    header->retired = 1;
+    if (unlinked)
+        cr_assert_eq(unlink(path), 0, "%s: %s", path, strerror(errno));
+    cr_assert_eq(pthread_mutex_unlock(&header->lock), 0);
+
+    const char *result = expect_line(attacher, "result", REPLY_MS);
+    expect_good_result(attacher, result, "late@cpu", 0, 65536);
+    cr_assert_eq(rp_field_int(result, "calls", -1), 1, "the new table has no model: %s", result);
+    expect_line(attacher, "holding", REPLY_MS);
+    struct stat now;
+    cr_assert(table_stat(ns, &now), "no table under the name while the attacher holds a model");
+    cr_assert_neq(now.st_ino, old.st_ino, "the retired table is still under the name");
+    /* The model is in the table every process finds. */
+    rm_context *context = node_context(ns, NULL);
+    rm_model_info rows[2];
+    cr_assert_eq(list_rows(context, rows, 2), 1, "the attacher's model is not in the table");
+    cr_assert_str_eq(rows[0].key, "late@cpu");
+    cr_assert_eq(rows[0].holders, 1);
+    destroy_context(context);
+    peer_finish(attacher);
+    cr_assert(printed_yet(attacher, "evicted rc=OK"), "%s", attacher->transcript);
+    cr_assert_not(table_exists(ns), "the new table outlived its last context");
+    /* The idle process stays in the retired table, and leaves it alone. */
+    peer_finish(idle);
+    munmap(header, RM_NODE_TABLE_HEADER_BYTES);
+    cr_assert_eq(namespace_files(ns), 0, "files of %s left in /dev/shm", ns);
+    test_finished = true;
+}
+
+Test(registry_node_processes, an_attacher_that_finds_the_table_retired_makes_a_new_one)
+{
+    attach_while_retired("ret", true);
+}
+
+Test(registry_node_processes, an_attacher_finishes_the_removal_of_a_killed_remover)
+{
+    attach_while_retired("half", false);
+}
+
+/* The churn log's lines (registry_peer.c, churn). */
+typedef struct churn_hold {
+    uint64_t stamp;
+    uint64_t from_ns;
+    uint64_t to_ns;
+} churn_hold;
+
+typedef struct churn_log {
+    uint64_t *loads;
+    size_t load_count;
+    churn_hold *holds;
+    size_t hold_count;
+} churn_log;
+
+static int compare_u64(const void *a, const void *b)
+{
+    uint64_t left = *(const uint64_t *)a, right = *(const uint64_t *)b;
+    return left < right ? -1 : left > right;
+}
+
+static int compare_hold_start(const void *a, const void *b)
+{
+    const churn_hold *left = a, *right = b;
+    return left->from_ns < right->from_ns ? -1 : left->from_ns > right->from_ns;
+}
+
+static void read_churn_log(const char *path, churn_log *log)
+{
+    FILE *file = fopen(path, "re");
+    cr_assert_not_null(file, "%s: %s", path, strerror(errno));
+    size_t load_capacity = 0, hold_capacity = 0;
+    char line[256];
+    while (fgets(line, sizeof line, file) != NULL) {
+        unsigned long long stamp, from, to;
+        if (sscanf(line, "load %llx", &stamp) == 1) {
+            if (log->load_count == load_capacity) {
+                load_capacity = load_capacity ? 2 * load_capacity : 1024;
+                log->loads = realloc(log->loads, load_capacity * sizeof *log->loads);
+                cr_assert_not_null(log->loads);
+            }
+            log->loads[log->load_count++] = stamp;
+        } else if (sscanf(line, "hold %llx %llu %llu", &stamp, &from, &to) == 3) {
+            if (log->hold_count == hold_capacity) {
+                hold_capacity = hold_capacity ? 2 * hold_capacity : 1024;
+                log->holds = realloc(log->holds, hold_capacity * sizeof *log->holds);
+                cr_assert_not_null(log->holds);
+            }
+            cr_assert_leq(from, to, "%s", line);
+            log->holds[log->hold_count++] = (churn_hold){stamp, from, to};
+        } else {
+            cr_assert_fail("a line the churn log should not have: %s", line);
+        }
+    }
+    fclose(file);
+}
+
+static bool stamp_in(const uint64_t *sorted, size_t count, uint64_t stamp)
+{
+    return bsearch(&stamp, sorted, count, sizeof *sorted, compare_u64) != NULL;
+}
+
+/* Many processes create a context, load or attach one model, release and
+ * evict it and destroy the context, over and over, in one namespace: the
+ * table is removed whenever all of them are out at once, while others
+ * attach to it. Checked: every call of every process succeeds; every
+ * model read is the bytes of a real load (a stamp a loader wrote); two
+ * processes that held the model at overlapping times held the same load
+ * (a process that attached to a table just removed, while another made a
+ * new one and loaded there, would hold another); each load is held by
+ * its loader; the table was replaced during the run; nothing is left in
+ * /dev/shm at the end. */
+Test(registry_node_processes, processes_attaching_while_the_table_is_removed_share_one_table)
+{
+    enum { CHURNERS = 6, SECONDS = 3 };
+    const char *ns = make_namespace("churn");
+    const char *log_path = make_counter("churn");
+    peer *churners[CHURNERS];
+    for (int i = 0; i < CHURNERS; i++) {
+        char label[32];
+        snprintf(label, sizeof label, "churner %d", i);
+        churners[i] = start_peer(label, NULL,
+                                 "--ns %s --set features=model-registry churn churn@cpu "
+                                 "--seconds %d --log %s --bytes 16384",
+                                 ns, SECONDS, log_path);
+    }
+    for (int i = 0; i < CHURNERS; i++)
+        expect_line(churners[i], "ready", REPLY_MS);
+
+    /* Watch the table come and go: a new inode, or none, since the last
+     * look is a removal. */
+    int replaced = 0;
+    ino_t last = 0;
+    bool seen = false;
+    uint64_t until = peer_now_ms() + SECONDS * 1000u;
+    while (peer_now_ms() < until) {
+        struct stat st;
+        bool exists = table_stat(ns, &st);
+        if (seen && (!exists || st.st_ino != last))
+            replaced++;
+        seen = exists;
+        last = exists ? st.st_ino : 0;
+        peer_sleep_ms(1);
+    }
+
+    long long cycles = 0, loads = 0;
+    for (int i = 0; i < CHURNERS; i++) {
+        const char *done = expect_line(churners[i], "churned", REPLY_MS);
+        cycles += rp_field_int(done, "cycles", 0);
+        loads += rp_field_int(done, "loads", 0);
+        expect_exit_0(churners[i]);
+    }
+    cr_log_info("%lld cycles, %lld loads, table removed %d times (seen)", cycles, loads,
+                replaced);
+
+    churn_log log = {0};
+    read_churn_log(log_path, &log);
+    cr_assert_eq((long long)log.load_count, loads, "loads logged and counted differ");
+    cr_assert_eq((long long)log.hold_count, cycles, "one hold per cycle");
+    cr_assert_gt(log.load_count, 0);
+    qsort(log.loads, log.load_count, sizeof *log.loads, compare_u64);
+    for (size_t i = 1; i < log.load_count; i++)
+        cr_assert_neq(log.loads[i - 1], log.loads[i], "stamp %016" PRIx64 " loaded twice",
+                      log.loads[i]);
+    uint64_t *held = malloc(log.hold_count * sizeof *held);
+    cr_assert_not_null(held);
+    for (size_t i = 0; i < log.hold_count; i++) {
+        held[i] = log.holds[i].stamp;
+        cr_assert(stamp_in(log.loads, log.load_count, log.holds[i].stamp),
+                  "a model of stamp %016" PRIx64 " was held, which no loader wrote",
+                  log.holds[i].stamp);
+    }
+    qsort(held, log.hold_count, sizeof *held, compare_u64);
+    for (size_t i = 0; i < log.load_count; i++)
+        cr_assert(stamp_in(held, log.hold_count, log.loads[i]),
+                  "load %016" PRIx64 " was held by nobody, not even its loader", log.loads[i]);
+    free(held);
+    qsort(log.holds, log.hold_count, sizeof *log.holds, compare_hold_start);
+    for (size_t i = 0; i < log.hold_count; i++)
+        for (size_t j = i + 1; j < log.hold_count && log.holds[j].from_ns <= log.holds[i].to_ns;
+             j++)
+            cr_assert_eq(log.holds[i].stamp, log.holds[j].stamp,
+                         "two loads held at once: %016" PRIx64 " over [%" PRIu64 ", %" PRIu64
+                         "] and %016" PRIx64 " over [%" PRIu64 ", %" PRIu64 "]",
+                         log.holds[i].stamp, log.holds[i].from_ns, log.holds[i].to_ns,
+                         log.holds[j].stamp, log.holds[j].from_ns, log.holds[j].to_ns);
+    free(log.loads);
+    free(log.holds);
+    cr_assert_gt(replaced, 0, "the table was never removed while the processes churned");
+    cr_assert_eq(namespace_files(ns), 0, "files of %s left in /dev/shm", ns);
     test_finished = true;
 }

@@ -294,12 +294,19 @@ if [ "$have_registry" = true ]; then
             model_row_is whisper-tiny@cpu "4.0 MiB" ready 0 0 "*" -
         check "gc: nothing evicted within the TTL" "$(cat "$work/out")" \
             grep -q "by gc (registry_reclaim): .* 0 models evicted" "$work/out"
+        check "gc keeps the table of an idle model" "$(cat "$work/out")" \
+            grep -q "^node table kept: /dev/shm/rmreg\.$ns\.table" "$work/out"
         check "the model's segment is still there" "$(ls /dev/shm)" [ "$(node_files "$ns" m)" -eq 1 ]
+        # Evicting the last model leaves nothing (both holders are gone):
+        # the same gc removes the table, counted as one segment more.
         expect "gc with a 1-byte budget evicts the idle model" 0 \
-            "by gc (registry_reclaim): *0 dead references dropped, 0 loads abandoned, 1 models evicted, .*4\.0 MiB freed" -- \
+            "by gc (registry_reclaim): *0 dead references dropped, 0 loads abandoned, 1 models evicted, 1 segments unlinked, 5\.[0-9] MiB freed" -- \
             "$rmctl" --namespace "$ns" -c registry.max_bytes=1 gc
         check "gc: no models left" "$(cat "$work/out")" grep -q "^no models$" "$work/out"
         check "gc unlinked the model's segment" "$(ls /dev/shm)" [ "$(node_files "$ns" m)" -eq 0 ]
+        check "gc says it removed the table" "$(cat "$work/out")" \
+            grep -q "^node table removed: /dev/shm/rmreg\.$ns\.table (1\.[0-9] MiB; one of the segments unlinked): nothing was left in namespace $ns" "$work/out"
+        check "the table is gone" "$(ls /dev/shm)" [ "$(node_files "$ns")" -eq 0 ]
     else
         failures=$((failures + 1))
     fi
@@ -309,9 +316,45 @@ if [ "$have_registry" = true ]; then
     ns="$ns_base-orphan"
     head -c 8192 /dev/zero >/dev/shm/rmreg."$ns".m.0123456789abcdef
     chmod 600 /dev/shm/rmreg."$ns".m.0123456789abcdef
+    # The table gc made for the look is removed again: 2 segments.
     expect "gc unlinks an orphan model segment" 0 \
-        "by gc (registry_reclaim): .* 1 segments unlinked, 8\.0 KiB freed" -- "$rmctl" --namespace "$ns" gc
+        "by gc (registry_reclaim): .* 2 segments unlinked, 1\.[0-9] MiB freed" -- "$rmctl" --namespace "$ns" gc
+    check "gc: the orphan and the table it made" "$(cat "$work/out")" \
+        grep -q "^node table removed: /dev/shm/rmreg\.$ns\.table" "$work/out"
     check "the orphan segment is gone" "$(ls /dev/shm)" [ "$(node_files "$ns" m)" -eq 0 ]
+    check "no table is left" "$(ls /dev/shm)" [ "$(node_files "$ns")" -eq 0 ]
+
+    # A process attached to the table without a model keeps it while it
+    # lives, and removes it when it exits (the namespace's last context).
+    ns="$ns_base-idle"
+    if start_model_holder "$ns" - 1; then
+        idle=$holder
+        expect "gc keeps the table of a live idle process" 0 "^node table kept: " -- \
+            "$rmctl" --namespace "$ns" gc
+        check "gc: 0 segments with a live idle process" "$(cat "$work/out")" \
+            grep -q "by gc (registry_reclaim): .* 0 segments unlinked" "$work/out"
+        check "the table is still there" "$(ls /dev/shm)" [ "$(node_files "$ns")" -eq 1 ]
+        kill -TERM "$idle"
+        wait "$idle"
+        check "its last context removed the table" "$(ls /dev/shm)" [ "$(node_files "$ns")" -eq 0 ]
+    else
+        failures=$((failures + 1))
+    fi
+    # SIGKILLed, it cannot; gc finds it dead and removes the table.
+    if start_model_holder "$ns" - 1; then
+        kill -KILL "$holder"
+        wait "$holder" 2>/dev/null
+        check "a SIGKILLed idle process leaves the table" "$(ls /dev/shm)" [ "$(node_files "$ns")" -eq 1 ]
+        expect "gc removes the table a dead process was attached to" 0 \
+            "by gc (registry_reclaim): *0 dead references dropped, 0 loads abandoned, 0 models evicted, 1 segments unlinked, 1\.[0-9] MiB freed" -- \
+            "$rmctl" --namespace "$ns" gc
+        check "gc says so" "$(cat "$work/out")" \
+            grep -q "^node table removed: /dev/shm/rmreg\.$ns\.table (1\.[0-9] MiB; one of the segments unlinked): nothing was left in namespace $ns (no model, no load, no live process)$" "$work/out"
+        check "gc: no models left after removing the table" "$(cat "$work/out")" grep -q "^no models$" "$work/out"
+        check "nothing of the namespace is left" "$(ls /dev/shm)" [ "$(node_files "$ns")" -eq 0 ]
+    else
+        failures=$((failures + 1))
+    fi
 
     ns="$ns_base-load"
     if start_model_holder "$ns" slow@cpu 4 20000; then
@@ -324,6 +367,8 @@ if [ "$have_registry" = true ]; then
             "by gc (registry_reclaim): .*1 loads abandoned" -- "$rmctl" --namespace "$ns" gc
         check "gc: no models left after the dead load" "$(cat "$work/out")" grep -q "^no models$" "$work/out"
         check "no segment of the dead load left" "$(ls /dev/shm)" [ "$(node_files "$ns" m)" -eq 0 ]
+        check "gc removed the dead loader's table" "$(cat "$work/out")" \
+            grep -q "^node table removed: " "$work/out"
     else
         failures=$((failures + 1))
     fi
@@ -335,6 +380,8 @@ else
 fi
 check "no model segments of ours left" "$(ls /dev/shm)" \
     [ "$(ls /dev/shm | grep -c "^rmreg\.$ns_base-.*\.m\.")" -eq 0 ]
+check "no node tables of ours left" "$(ls /dev/shm)" \
+    [ "$(ls /dev/shm | grep -c "^rmreg\.$ns_base-")" -eq 0 ]
 
 echo "$passed passed, $failures failed"
 [ "$failures" -eq 0 ]

@@ -12,11 +12,15 @@
  * waits SECONDS or for SIGTERM/SIGINT, releases it and exits 0 (a SIGKILL
  * leaves its reference in the node table, which is the point). Exit status
  * 1 with a message on stderr on any failure.
+ * KEY "-" gets no model: the process only has its context (so it is
+ * attached to the node table), prints "READY idle" and waits the same way
+ * (MIB is then ignored).
  *
  * The plugin: $RM_PLUGIN_PATH if set, else rm_plugin.so in
  * $REMOTEMEDIA_PLUGIN_DIR (check-rmctl.sh sets the latter).
  */
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,7 +68,8 @@ int main(int argc, char **argv)
     holder_loader loader = {.bytes = strtoull(argv[3], NULL, 10) << 20,
                             .load_ms = argc == 6 ? strtol(argv[5], NULL, 10) : 0};
     long seconds = strtol(argv[4], NULL, 10);
-    if (loader.bytes == 0 || seconds <= 0 || loader.load_ms < 0) {
+    bool idle = strcmp(key, "-") == 0;
+    if ((loader.bytes == 0 && !idle) || seconds <= 0 || loader.load_ms < 0) {
         fprintf(stderr, "model_holder: MIB and SECONDS must be positive\n");
         return 2;
     }
@@ -101,22 +106,26 @@ int main(int argc, char **argv)
                 vt->context_last_error(NULL));
         return 1;
     }
-    rm_model_handle *handle;
+    rm_model_handle *handle = NULL;
     void *model;
-    status = vt->model_get_or_load(context, key, load, &loader, &handle, &model);
+    status = idle ? RM_OK : vt->model_get_or_load(context, key, load, &loader, &handle, &model);
     if (status != RM_OK) {
         fprintf(stderr, "model_holder: model_get_or_load %s: %s: %s\n", key,
                 vt->error_name(status), vt->context_last_error(context));
         vt->context_destroy(context);
         return 1;
     }
-    printf("READY %s %s\n", loader.calls ? "loaded" : "attached", key);
+    if (idle)
+        printf("READY idle\n");
+    else
+        printf("READY %s %s\n", loader.calls ? "loaded" : "attached", key);
     fflush(stdout);
 
     struct timespec timeout = {.tv_sec = seconds};
     sigtimedwait(&stop, NULL, &timeout);
 
-    vt->model_release(context, handle);
+    if (handle != NULL)
+        vt->model_release(context, handle);
     vt->context_destroy(context);
     rm_plugin_unload(&plugin);
     return 0;

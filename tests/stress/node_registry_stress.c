@@ -12,6 +12,16 @@
  *    models in use (RM_E_BUSY) or gone (RM_E_NOT_FOUND); every model read
  *    has the bytes of its key; at the end nothing is held, everything can
  *    be evicted, and no model segment is left in /dev/shm.
+ *  3 table_lifetime: 3 threads in each of 3 processes create a context,
+ *    get, check, release and evict one key and destroy the context, over
+ *    and over, so the table is removed whenever all are out and made anew
+ *    by the next: no call fails, every model read has its key's bytes,
+ *    and nothing of the namespace (table included) is left at the end.
+ *  4 reclaim_switch: 3 threads get, check, release and evict keys through
+ *    one context while another thread of it reclaims and lists: whenever
+ *    nothing is loaded, reclaim removes the table under them and their
+ *    next get makes a new one (until that happened 20 times, or 10 s; not
+ *    once fails); no call fails, and nothing is left at the end.
  * Prints "ok   name" / "FAIL name: reason" and "N passed, M failed"; exits
  * 0 only when all passed. Environment: RM_PLUGIN_PATH (required),
  * RM_STRESS_SCALE (iterations multiplier, default 1).
@@ -298,6 +308,177 @@ static int churn(void)
     return 0;
 }
 
+/* ---- 3 table_lifetime ---------------------------------------------------- */
+
+static unsigned namespace_files(void)
+{
+    char prefix[64];
+    snprintf(prefix, sizeof prefix, "rmreg.%s.", namespace_name);
+    long count = shm_list_prefix(prefix, NULL, 0);
+    return count < 0 ? 0 : (unsigned)count;
+}
+
+/* One get/check/release/evict of `key` through `context`. */
+static void use_and_evict(rm_context *context, const char *key)
+{
+    rm_model_handle *handle = NULL;
+    void *model = NULL;
+    int32_t status = vt->model_get_or_load(context, key, pattern_loader, NULL, &handle, &model);
+    if (status != RM_OK) {
+        fail_once("get_or_load", context, status);
+        return;
+    }
+    if (!model_ok(key, model))
+        fail_once("wrong bytes", NULL, RM_OK);
+    status = vt->model_release(context, handle);
+    if (status != RM_OK)
+        fail_once("release", context, status);
+    status = vt->model_evict(context, key);
+    if (status != RM_OK && status != RM_E_BUSY && status != RM_E_NOT_FOUND)
+        fail_once("model_evict", context, status);
+}
+
+static void *lifetime_thread(void *arg)
+{
+    const int *rounds = arg;
+    for (int round = 0; round < *rounds && atomic_load(&errors) == 0; round++) {
+        rm_context *context = make_context("0", "30");
+        if (context == NULL) {
+            fail_once("context_create", NULL, RM_E_SYSTEM);
+            break;
+        }
+        use_and_evict(context, "life@cpu");
+        vt->context_destroy(context);
+        usleep(100);
+    }
+    return NULL;
+}
+
+static int lifetime_process(int rounds)
+{
+    pthread_t threads[3];
+    for (int i = 0; i < 3; i++)
+        pthread_create(&threads[i], NULL, lifetime_thread, &rounds);
+    for (int i = 0; i < 3; i++)
+        pthread_join(threads[i], NULL);
+    return atomic_load(&errors) == 0 ? 0 : -1;
+}
+
+static int check_nothing_left(const char *when)
+{
+    unsigned left = namespace_files();
+    if (left != 0) {
+        snprintf(reason, sizeof reason, "%s: %u files of the namespace left in /dev/shm", when,
+                 left);
+        return -1;
+    }
+    return 0;
+}
+
+static int table_lifetime(void)
+{
+    remove_namespace();
+    int rounds = (int)(300 * scale) + 10;
+    pid_t children[2];
+    for (int i = 0; i < 2; i++) {
+        children[i] = fork();
+        if (children[i] == 0) {
+            int failed = lifetime_process(rounds);
+            if (failed)
+                fprintf(stderr, "# child %d: %s\n", (int)getpid(), reason);
+            _exit(failed ? 1 : 0);
+        }
+    }
+    int failed = lifetime_process(rounds);
+    for (int i = 0; i < 2; i++) {
+        int status = 0;
+        waitpid(children[i], &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            if (atomic_fetch_add(&errors, 1) == 0)
+                snprintf(reason, sizeof reason, "child process %d failed (status 0x%x)",
+                         (int)children[i], status);
+            failed = -1;
+        }
+    }
+    if (failed)
+        return -1;
+    return check_nothing_left("after every process let go");
+}
+
+/* ---- 4 reclaim_switch ----------------------------------------------------- */
+
+typedef struct switcher {
+    rm_context *context;
+    const char *key;
+    atomic_bool *stop;
+} switcher;
+
+static void *switch_user_thread(void *arg)
+{
+    switcher *w = arg;
+    while (!atomic_load(w->stop) && atomic_load(&errors) == 0) {
+        use_and_evict(w->context, w->key);
+        usleep(1000); /* all out at once now and then: the table can go */
+    }
+    return NULL;
+}
+
+static int reclaim_switch(void)
+{
+    remove_namespace();
+    rm_context *context = make_context("0", "30");
+    if (context == NULL)
+        return -1;
+    atomic_bool stop = false;
+    static const char *const keys[3] = {"s1@cpu", "s2@cpu", "s1@cpu"};
+    switcher users[3];
+    pthread_t threads[3];
+    for (int i = 0; i < 3; i++) {
+        users[i] = (switcher){.context = context, .key = keys[i], .stop = &stop};
+        pthread_create(&threads[i], NULL, switch_user_thread, &users[i]);
+    }
+    /* Until reclaim has removed the table under the threads 20 times (or
+     * 10 s have passed: that it happened at all is what matters). */
+    uint64_t removed = 0;
+    struct timespec started, now;
+    clock_gettime(CLOCK_MONOTONIC, &started);
+    for (now = started; removed < 20 && now.tv_sec - started.tv_sec < 10 &&
+                        atomic_load(&errors) == 0;
+         clock_gettime(CLOCK_MONOTONIC, &now)) {
+        rm_registry_reclaim_report report = RM_STRUCT_INIT(rm_registry_reclaim_report);
+        int32_t status = vt->registry_reclaim(context, &report);
+        if (status != RM_OK)
+            fail_once("registry_reclaim", context, status);
+        removed += report.segments_unlinked;
+        rm_model_info rows[4];
+        uint32_t count = 0;
+        status = vt->registry_list(context, rows, sizeof rows[0], 4, &count);
+        if (status != RM_OK)
+            fail_once("registry_list", context, status);
+    }
+    atomic_store(&stop, true);
+    for (int i = 0; i < 3; i++)
+        pthread_join(threads[i], NULL);
+    if (atomic_load(&errors) != 0)
+        return -1;
+    printf("# reclaim_switch: %llu tables removed under the threads\n",
+           (unsigned long long)removed);
+    if (removed == 0) {
+        snprintf(reason, sizeof reason,
+                 "in 10 s reclaim never found the namespace empty, so the switch to a new "
+                 "table was not exercised");
+        vt->context_destroy(context);
+        return -1;
+    }
+    int32_t status = vt->model_evict(context, NULL);
+    vt->context_destroy(context);
+    if (status != RM_OK) {
+        snprintf(reason, sizeof reason, "evicting at the end: %s", vt->error_name(status));
+        return -1;
+    }
+    return check_nothing_left("after the context was destroyed");
+}
+
 static void reset_errors(void)
 {
     atomic_store(&errors, 0);
@@ -317,6 +498,8 @@ int main(void)
     const stress_scenario scenarios[] = {
         {"single_flight", single_flight},
         {"churn", churn},
+        {"table_lifetime", table_lifetime},
+        {"reclaim_switch", reclaim_switch},
     };
     int failed =
         stress_run(scenarios, sizeof scenarios / sizeof scenarios[0], reset_errors, reason);

@@ -6,7 +6,8 @@
  *   ls     the shared-memory pools of the namespace (ABI 1.1) and the node
  *          registry's models (ABI 1.2)
  *   gc     reclaims what dead processes left in the namespace: pools (ABI
- *          1.1), node registry references, loads and segments (ABI 1.2)
+ *          1.1), node registry references, loads and segments, and the
+ *          node table once nothing is left in it (ABI 1.2)
  *   demo   the plugin at work: the model registry shared by pipeline nodes,
  *          one model shared by several processes (node scope), then a
  *          tensor handed from one process to another
@@ -58,8 +59,9 @@ static void usage(FILE *out)
             "         (creating a context already does this; gc tells the two apart);\n"
             "         node registry: registry_reclaim drops the references of dead\n"
             "         processes, clears dead loaders' claims, evicts idle models past\n"
-            "         TTL or budget, unlinks orphan segments, and says how many of each;\n"
-            "         then lists what is left\n"
+            "         TTL or budget, unlinks orphan segments, removes the node table\n"
+            "         when nothing is left in it (no model, no load, no live process),\n"
+            "         and says how many of each; then lists what is left\n"
             "  demo   the model registry shared by pipeline nodes; one 64 MiB model\n"
             "         shared by 5 processes in node scope (one loader call, the Pss of\n"
             "         each); a tensor handed to a forked process without a copy\n"
@@ -79,7 +81,8 @@ static void usage(FILE *out)
             "is reported as such. A part the configuration disables, or any error,\n"
             "gives exit status 1. ls never creates a node table: a namespace without\n"
             "/dev/shm/rmreg.<namespace>.table is reported as having none. gc creates\n"
-            "one only to unlink orphan model segments of the namespace.\n"
+            "one only to unlink orphan model segments of the namespace (and removes it\n"
+            "again).\n"
             "\n"
             "The plugin is looked up in $%s (colon-separated), then in\n"
             "%s.\n",
@@ -590,8 +593,28 @@ static int gc_node_registry(const rm_loaded_plugin *plugin, const rmctl_options 
     rm_context *context;
     if (create_node_context(plugin, options, namespace_name, &context) != 0)
         return 1;
-    rm_registry_reclaim_report report = RM_STRUCT_INIT(rm_registry_reclaim_report);
-    int32_t status = vt->registry_reclaim(context, &report);
+    /* Two passes, so that the report tells the table from orphan segments
+     * (both are counted in segments_unlinked). The plugin removes the
+     * table only when the calling context is the last one using it; while
+     * `keeper`, a second context of this process, exists the first pass
+     * reclaims everything else (orphans included) and keeps the table.
+     * The second pass, after the keeper is gone, finds nothing else left
+     * to unlink (bar an orphan made in the milliseconds between), so what
+     * it unlinks is the table. */
+    rm_context *keeper;
+    if (create_node_context(plugin, options, namespace_name, &keeper) != 0) {
+        vt->context_destroy(context);
+        return 1;
+    }
+    rm_registry_reclaim_report first = RM_STRUCT_INIT(rm_registry_reclaim_report);
+    rm_registry_reclaim_report second = RM_STRUCT_INIT(rm_registry_reclaim_report);
+    rm_registry_metrics keeper_metrics = RM_STRUCT_INIT(rm_registry_metrics);
+    int32_t status = vt->registry_reclaim(context, &first);
+    if (status == RM_OK) /* its sweeper may have dropped dead references too */
+        status = vt->registry_metrics(keeper, &keeper_metrics);
+    vt->context_destroy(keeper);
+    if (status == RM_OK)
+        status = vt->registry_reclaim(context, &second);
     rm_registry_metrics metrics = RM_STRUCT_INIT(rm_registry_metrics);
     if (status == RM_OK)
         status = vt->registry_metrics(context, &metrics);
@@ -600,12 +623,19 @@ static int gc_node_registry(const rm_loaded_plugin *plugin, const rmctl_options 
         vt->context_destroy(context);
         return 1;
     }
+    rm_registry_reclaim_report report = first;
+    report.dead_references += second.dead_references;
+    report.loads_abandoned += second.loads_abandoned;
+    report.models_evicted += second.models_evicted;
+    report.segments_unlinked += second.segments_unlinked;
+    report.bytes_unlinked += second.bytes_unlinked;
+    int table_removed = second.segments_unlinked > 0;
     /* A node context also sweeps on its own (every min(1 s, ttl/4)), and
      * may have dropped dead references before registry_reclaim() ran: its
      * metrics count both, the report only the latter. */
-    uint64_t swept = metrics.dead_references >= report.dead_references
-                         ? metrics.dead_references - report.dead_references
-                         : 0;
+    uint64_t by_contexts = metrics.dead_references + keeper_metrics.dead_references;
+    uint64_t swept = by_contexts >= report.dead_references ? by_contexts - report.dead_references
+                                                           : 0;
     print_node_header(vt, context, namespace_name);
     char bytes[32];
     format_bytes(report.bytes_unlinked, bytes, sizeof bytes);
@@ -616,9 +646,19 @@ static int gc_node_registry(const rm_loaded_plugin *plugin, const rmctl_options 
            report.dead_references, report.loads_abandoned, report.models_evicted,
            report.segments_unlinked, bytes);
     printf("dead references dropped in all:  %" PRIu64 "\n", swept + report.dead_references);
-    if (metrics.lock_recoveries != 0)
+    if (metrics.lock_recoveries + keeper_metrics.lock_recoveries != 0)
         printf("table lock found held by a dead process and recovered: %" PRIu64 " times\n",
-               metrics.lock_recoveries);
+               metrics.lock_recoveries + keeper_metrics.lock_recoveries);
+    if (table_removed) {
+        char table_bytes[32];
+        format_bytes(second.bytes_unlinked, table_bytes, sizeof table_bytes);
+        printf("node table removed: %s (%s; one of the segments unlinked): nothing was left "
+               "in namespace %s (no model, no load, no live process)\n",
+               path, table_bytes, namespace_name);
+    } else {
+        printf("node table kept: %s (models or loads in it, or live processes using it)\n",
+               path);
+    }
     printf("models left:\n");
     int result = print_node_models(vt, context, "");
     vt->context_destroy(context);
