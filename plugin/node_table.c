@@ -331,8 +331,9 @@ static int32_t create_table(table_opener *opener, const char *name, bool *linked
         shm_unlink(temporary);
         return rm_error_set(opener->error_owner,
                             err == ENOSPC ? RM_E_NO_MEMORY : RM_E_SYSTEM,
-                            "cannot commit the %llu-byte node registry table: %s",
-                            (unsigned long long)size, strerror(err));
+                            "/dev/shm has no room for the %llu-byte node registry table %s "
+                            "(registry.table_entries sets its size): %s",
+                            (unsigned long long)size, final_path, strerror(err));
     }
     rm_node_header *table = base;
     pthread_mutexattr_t attributes;

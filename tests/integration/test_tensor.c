@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "child_check.h"
 #include "descriptor_forge.h"
 #include "plugin_fixture.h"
 #include "shm_cleanup.h"
@@ -477,83 +478,6 @@ static long b64url_decode(const char *in, uint8_t *out, size_t capacity)
 /* ------------------------------------------------------------------------ */
 /* Forked children that report back                                         */
 /* ------------------------------------------------------------------------ */
-
-/* A child writes failure lines to a pipe and exits 0 (passed), 1 (failed)
- * or 77 (skipped, with the reason); the parent turns that into Criterion
- * results. Children never use cr_* themselves. */
-static int child_fd = -1;
-static int child_failures;
-
-__attribute__((format(printf, 2, 3))) static void child_fail(int line, const char *format, ...)
-{
-    char message[512];
-    int n = snprintf(message, sizeof message, "line %d: ", line);
-    va_list args;
-    va_start(args, format);
-    vsnprintf(message + n, sizeof message - (size_t)n, format, args);
-    va_end(args);
-    size_t length = strlen(message);
-    if (length < sizeof message - 1)
-        message[length++] = '\n';
-    if (write(child_fd, message, length) < 0) {
-        /* nothing more a child can do */
-    }
-    child_failures++;
-}
-
-#define CHILD_EXPECT(condition, ...)                 \
-    do {                                             \
-        if (!(condition))                            \
-            child_fail(__LINE__, __VA_ARGS__);       \
-    } while (0)
-
-__attribute__((noreturn)) static void child_skip(const char *reason)
-{
-    if (write(child_fd, reason, strlen(reason)) < 0) {
-        /* nothing more a child can do */
-    }
-    _exit(77);
-}
-
-static void no_core_dumps(void)
-{
-    struct rlimit none = {0, 0};
-    setrlimit(RLIMIT_CORE, &none);
-}
-
-/* Runs body(arg) in a forked child and reports what it found. */
-static void run_in_child(void (*body)(void *), void *arg, const char *what)
-{
-    int fds[2];
-    cr_assert_eq(pipe(fds), 0);
-    fflush(NULL);
-    pid_t child = fork();
-    cr_assert_geq(child, 0, "fork: %s", strerror(errno));
-    if (child == 0) {
-        close(fds[0]);
-        child_fd = fds[1];
-        child_failures = 0;
-        no_core_dumps();
-        body(arg);
-        _exit(child_failures == 0 ? 0 : 1);
-    }
-    close(fds[1]);
-    char report[8192];
-    size_t used = 0;
-    ssize_t n;
-    while ((n = read(fds[0], report + used, sizeof report - 1 - used)) > 0 ||
-           (n < 0 && errno == EINTR))
-        used += n > 0 ? (size_t)n : 0;
-    report[used] = '\0';
-    close(fds[0]);
-    int status;
-    while (waitpid(child, &status, 0) < 0 && errno == EINTR)
-        ;
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
-        cr_skip_test("%s: %s", what, report);
-    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: child status %#x\n%s", what,
-              status, report);
-}
 
 /* A child that writes one byte at `address`, with the default SIGSEGV
  * action (a sanitizer's handler would turn the fault into an exit code).
@@ -1071,52 +995,10 @@ Test(tensor, inline_form_gives_a_private_writable_copy)
     close_context(owner);
 }
 
-/* Gives this child a mount namespace with its own /dev/shm: read-only
- * (missing, as far as creating segments goes) or a 256 KiB tmpfs (full).
- * Returns 0, or -1 with errno. */
-static int private_dev_shm(int read_only)
-{
-    if (unshare(CLONE_NEWNS) != 0) {
-        if (errno != EPERM)
-            return -1;
-        /* Not root: a user namespace maps us to root in it. */
-        char map[64];
-        unsigned uid = (unsigned)geteuid(), gid = (unsigned)getegid();
-        if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
-            return -1;
-        const char *files[3] = {"/proc/self/setgroups", "/proc/self/uid_map",
-                                "/proc/self/gid_map"};
-        for (int i = 0; i < 3; i++) {
-            if (i == 0)
-                snprintf(map, sizeof map, "deny");
-            else
-                snprintf(map, sizeof map, "0 %u 1", i == 1 ? uid : gid);
-            int fd = open(files[i], O_WRONLY);
-            if (fd < 0 || write(fd, map, strlen(map)) < 0) {
-                if (fd >= 0)
-                    close(fd);
-                return -1;
-            }
-            close(fd);
-        }
-    }
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0)
-        return -1;
-    unsigned long flags = MS_NOSUID | MS_NODEV | (read_only ? MS_RDONLY : 0);
-    return mount("tmpfs", "/dev/shm", "tmpfs", flags, "size=256k,mode=1777");
-}
-
 static void heap_fallback_body(void *arg)
 {
     int read_only = *(const int *)arg;
-    if (private_dev_shm(read_only) != 0) {
-        char reason[128];
-        snprintf(reason, sizeof reason, "no private /dev/shm: %s", strerror(errno));
-        if (errno == EPERM || errno == EACCES || errno == ENOSYS || errno == EINVAL)
-            child_skip(reason);
-        child_fail(__LINE__, "%s", reason);
-        return;
-    }
+    child_private_dev_shm("256k", read_only);
     rm_context *context = NULL, *other = NULL;
     const char *pairs[] = {"shm.namespace", ns, "shm.session_quota", "2M", NULL};
     CHILD_EXPECT(fixture_context(&context, pairs) == RM_OK, "context: %s",
