@@ -363,7 +363,9 @@ typedef struct rm_context_info {
  */
 #define RM_MODEL_KEY_MAX 256
 
-/** Opaque reference to a loaded model; released with model_release(). */
+/** Opaque reference to a loaded model; released with model_release(), on
+ *  any thread. Two gets of one model may give different handles (a handle
+ *  names the reference, not the model; compare the model pointers). */
 typedef struct rm_model_handle rm_model_handle;
 
 /**
@@ -504,7 +506,9 @@ typedef struct rm_model_info {
     uint64_t refcount;           /* handles not yet released */
     uint64_t loaded_at_ns;       /* host clock (monotonic) */
     uint64_t last_used_ns;       /* last release (or the load); rows are
-                                    ordered by last get or release */
+                                    least recently used first: by last
+                                    release, and a model gotten since its
+                                    last release counts as just used */
     /* ---- 1.2 ---- */
     uint32_t scope;              /* RM_REGISTRY_SCOPE_* of the context */
     uint32_t state;              /* RM_MODEL_STATE_* */

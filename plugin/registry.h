@@ -1,4 +1,7 @@
-/* The process-scope model registry: one load per `name@device` key. */
+/* The process-scope model registry: one load per `name@device` key. Hits
+ * and releases take no lock (see the design note in registry.c); a handle
+ * names the thread slot its reference was counted in, so two threads may
+ * get different handles for one model. */
 #ifndef RM_INTERNAL_REGISTRY_H
 #define RM_INTERNAL_REGISTRY_H
 

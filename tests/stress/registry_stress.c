@@ -34,6 +34,12 @@
  *  8 list_and_metrics_while_busy: registry_list and registry_metrics called
  *    in a loop while two threads churn 6 keys: every row and every snapshot
  *    is sane on its own, and counters never go back.
+ *  9 hits_racing_eviction: 4 threads hit 2 hot keys (lock-free hits) and
+ *    now and then 3 cold ones, handing a quarter of their handles to
+ *    another thread to release, while a fifth evicts the hot keys in a loop,
+ *    with a 0.1 ms TTL and max_models = 3: no model is destroyed while
+ *    held or handed out after its destroy, evicted entries are reused for
+ *    other keys safely, and hits + misses = lookups.
  *
  * Every wait is bounded, so a bug shows as FAIL and never as a hang:
  *  - gates between threads time out after GATE_S seconds;
@@ -2135,6 +2141,215 @@ out:;
 }
 
 /* ------------------------------------------------------------------------ */
+/* Scenario 9: hits_racing_eviction                                         */
+/* ------------------------------------------------------------------------ */
+
+enum { RACE_HITTERS = 4, RACE_KEYS = 5, RACE_HOT_KEYS = 2 };
+
+/* A handle on its way from the thread that got it to the one that
+ * releases it. */
+typedef struct parcel {
+    rm_model_handle *handle;
+    model *model;
+} parcel;
+
+typedef struct race_state race_state;
+
+typedef struct race_worker {
+    race_state *state;
+    int worker;
+    int rounds;
+} race_worker;
+
+struct race_state {
+    pool pool;
+    race_worker workers[RACE_HITTERS];
+    /* Handed over with an acq_rel exchange: a host passes a handle to
+     * another thread with some synchronisation, as it would any pointer;
+     * it orders the hand-over only, none of the registry's own accesses. */
+    _Atomic(parcel *) mailbox;
+    atomic_int hitters_done;
+    atomic_llong handed_over;
+    atomic_llong explicit_evictions;
+    crew crew;
+};
+
+/* Leaves this handle in the mailbox and releases the one found there, so
+ * that references are given back on another thread than they were got. */
+static void race_hand_over(race_state *state, rm_model_handle *handle, model *m)
+{
+    parcel *mine = malloc(sizeof *mine);
+    if (mine == NULL) {
+        pool_release(&state->pool, handle, m);
+        return;
+    }
+    *mine = (parcel){.handle = handle, .model = m};
+    parcel *theirs = atomic_exchange_explicit(&state->mailbox, mine, memory_order_acq_rel);
+    if (theirs != NULL) {
+        pool_release(&state->pool, theirs->handle, theirs->model);
+        free(theirs);
+        atomic_fetch_add_explicit(&state->handed_over, 1, RELAXED);
+    }
+}
+
+static void *race_hitter(void *argument)
+{
+    race_worker *w = argument;
+    race_state *state = w->state;
+    pool *p = &state->pool;
+    random_seed(UINT64_C(0xace000) + (uint64_t)w->worker);
+    for (int iteration = 0; iteration < w->rounds; iteration++) {
+        uint64_t draw = random_next();
+        /* Mostly the hot keys, whose hits take the lock-free path; now and
+         * then a cold one, so that the budget evicts and evicted entries
+         * are reused for other keys under the hitters' feet. */
+        int key_index = draw % 8 == 0
+                            ? RACE_HOT_KEYS + (int)((draw >> 3) % (RACE_KEYS - RACE_HOT_KEYS))
+                            : (int)((draw >> 3) % RACE_HOT_KEYS);
+        rm_model_handle *handle;
+        model *m;
+        if (!pool_get(p, key_index, (int)((draw >> 8) % 2), &handle, &m))
+            continue;
+        if ((draw >> 16) % 4 == 0)
+            race_hand_over(state, handle, m);
+        else
+            pool_release(p, handle, m);
+    }
+    atomic_fetch_add(&state->hitters_done, 1);
+    return NULL;
+}
+
+/* Evicts the hot keys (and now and then every idle model) for as long as
+ * the hitters run: each try meets lock-free hits in flight. */
+static void *race_evictor(void *argument)
+{
+    race_state *state = argument;
+    pool *p = &state->pool;
+    random_seed(UINT64_C(0xe51c7));
+    for (long tries = 0; atomic_load(&state->hitters_done) < RACE_HITTERS; tries++) {
+        uint64_t draw = random_next();
+        if (draw % 16 == 0) {
+            int32_t status = vt->model_evict(p->context, NULL);
+            if (status != RM_OK)
+                pool_note_status(p, status);
+        } else {
+            key_stats *k = &p->keys[(draw >> 4) % RACE_HOT_KEYS];
+            int32_t status = vt->model_evict(p->context, k->spellings[(draw >> 8) % 2]);
+            if (status == RM_OK) /* one model evicted */
+                atomic_fetch_add_explicit(&state->explicit_evictions, 1, RELAXED);
+            else if (status != RM_E_BUSY && status != RM_E_NOT_FOUND)
+                pool_note_status(p, status);
+        }
+        if (tries % 64 == 0)
+            sched_yield(); /* under valgrind, let the hitters run */
+    }
+    return NULL;
+}
+
+static int scenario_hits_racing_eviction(char *why, size_t why_size)
+{
+    /* A 0.1 ms TTL and room for 3 of the 5 keys: the eviction thread, the
+     * budget and explicit evictions all race the lock-free hits. */
+    static const rm_config_entry entries[] = {
+        {"registry.ttl_s", "0.0001"},
+        {"registry.max_models", "3"},
+    };
+    race_state *state = calloc(1, sizeof *state);
+    if (state == NULL)
+        return failf(why, why_size, "out of memory");
+    pool *p = &state->pool;
+    parcel *left = NULL;
+    pool_init(p, 20);
+    atomic_init(&state->mailbox, NULL);
+    atomic_init(&state->hitters_done, 0);
+    atomic_init(&state->handed_over, 0);
+    atomic_init(&state->explicit_evictions, 0);
+    crew_init(&state->crew);
+    log_counts logs_before = log_snapshot();
+    for (int i = 0; i < RACE_KEYS; i++) {
+        char normal[64], upper[64];
+        snprintf(normal, sizeof normal, "race-%d@cuda:%d", i, i);
+        snprintf(upper, sizeof upper, "race-%d@CUDA:%d", i, i);
+        const char *spellings[] = {normal, upper};
+        CHECK(pool_add_key(p, normal, 10, spellings, 2, why, why_size) == 0, "keys");
+    }
+    p->context = make_context(entries, 2, why, why_size);
+    CHECK(p->context != NULL, "no context");
+    int rounds = scaled(20000);
+    for (int i = 0; i < RACE_HITTERS; i++) {
+        state->workers[i] = (race_worker){.state = state, .worker = i, .rounds = rounds};
+        CHECK(crew_spawn(&state->crew, race_hitter, &state->workers[i], why, why_size) == 0,
+              "spawn");
+    }
+    CHECK(crew_spawn(&state->crew, race_evictor, state, why, why_size) == 0, "spawn");
+    CHECK_FINISHED(&state->crew);
+    left = atomic_exchange(&state->mailbox, NULL);
+    if (left != NULL) {
+        pool_release(p, left->handle, left->model);
+        free(left);
+    }
+
+    CHECK(pool_check_running(p, why, why_size) == 0, "invariant");
+    CHECK(pool_check_idle(p, why, why_size) == 0, "idle");
+    rm_registry_metrics metrics;
+    CHECK(metrics_of(p->context, &metrics) == RM_OK, "registry_metrics failed");
+    pool_totals totals = pool_sum(p);
+    CHECK(metrics.loads == totals.successes && metrics.load_failures == totals.failures,
+          "metrics say %llu loads + %llu failures, loaders saw %llu + %llu",
+          (unsigned long long)metrics.loads, (unsigned long long)metrics.load_failures,
+          (unsigned long long)totals.successes, (unsigned long long)totals.failures);
+    CHECK(metrics.hits + metrics.misses == (uint64_t)atomic_load(&p->lookups),
+          "%llu hits + misses for %lld lookups",
+          (unsigned long long)(metrics.hits + metrics.misses), atomic_load(&p->lookups));
+    CHECK(metrics.evictions_explicit >= (uint64_t)atomic_load(&state->explicit_evictions),
+          "%lld models evicted by key, %llu explicit evictions counted",
+          atomic_load(&state->explicit_evictions),
+          (unsigned long long)metrics.evictions_explicit);
+    if (rounds >= 1000) {
+        CHECK(metrics.hits > metrics.misses, "%llu hits, %llu misses: the hits hardly ran",
+              (unsigned long long)metrics.hits, (unsigned long long)metrics.misses);
+        CHECK(atomic_load(&state->handed_over) > 0, "no handle was released on another thread");
+    }
+    fprintf(stderr,
+            "# hits_racing_eviction: %lld lookups, %llu hits, %llu loads, %lld handed over, "
+            "evictions ttl %llu lru %llu explicit %llu\n",
+            atomic_load(&p->lookups), (unsigned long long)metrics.hits,
+            (unsigned long long)metrics.loads, atomic_load(&state->handed_over),
+            (unsigned long long)metrics.evictions_ttl, (unsigned long long)metrics.evictions_lru,
+            (unsigned long long)metrics.evictions_explicit);
+
+    /* Idle now: what is left expires on the eviction thread. */
+    uint64_t deadline = now_ns() + UINT64_C(5000000000);
+    while (metrics_of(p->context, &metrics) == RM_OK && metrics.models != 0 &&
+           now_ns() < deadline)
+        sleep_ms(2);
+    CHECK(metrics.models == 0, "%llu idle models outlived a 0.1 ms TTL by 5 s",
+          (unsigned long long)metrics.models);
+    CHECK(metrics.evictions == metrics.loads, "%llu loads but %llu evictions",
+          (unsigned long long)metrics.loads, (unsigned long long)metrics.evictions);
+    CHECK(pool_sum(p).destroys == metrics.loads, "%llu loads but %llu destroy callbacks",
+          (unsigned long long)metrics.loads, (unsigned long long)pool_sum(p).destroys);
+
+    vt->context_destroy(p->context);
+    p->context = NULL;
+    CHECK(log_snapshot().held_at_destroy == logs_before.held_at_destroy,
+          "context_destroy reported handles still held");
+    CHECK(pool_check_destroyed(p, why, why_size) == 0, "after destroy");
+
+out:;
+    int result = why[0] == '\0' ? 0 : -1;
+    if (!wind_up(&state->crew, NULL, 0, &p->context, why, why_size))
+        return -1;
+    left = atomic_exchange(&state->mailbox, NULL);
+    free(left); /* its context is gone, and with it the handle */
+    if (result != 0)
+        pool_check_destroyed(p, why, why_size);
+    counter_destroy(&state->crew.finished);
+    free(state);
+    return result;
+}
+
+/* ------------------------------------------------------------------------ */
 /* Running the scenarios, with a watchdog                                   */
 /* ------------------------------------------------------------------------ */
 
@@ -2152,6 +2367,7 @@ static const scenario scenarios[] = {
     {"ttl_under_load", scenario_ttl_under_load},
     {"lru_pressure", scenario_lru_pressure},
     {"list_and_metrics_while_busy", scenario_list_and_metrics_while_busy},
+    {"hits_racing_eviction", scenario_hits_racing_eviction},
 };
 enum { SCENARIO_COUNT = sizeof scenarios / sizeof scenarios[0] };
 

@@ -607,7 +607,9 @@ Test(registry, concurrent_callers_share_one_load)
         cr_assert_eq(callers[i].status, RM_OK, "caller %d: %d", i,
                      callers[i].status);
         cr_assert_eq(callers[i].model, &spec.model);
-        cr_assert_eq(callers[i].handle, callers[0].handle);
+        /* Handles of different threads may differ (each thread counts its
+         * references in its own slot of the entry); the model is one. */
+        cr_assert_not_null(callers[i].handle);
     }
     rm_model_info row;
     uint32_t count = 0;
@@ -1470,6 +1472,475 @@ Test(registry, many_keys_grow_the_table)
     rm_registry_destroy(registry);
     for (int i = 0; i < KEYS; i++)
         cr_assert_eq(atomic_load(&specs[i].destroys), 1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lock-free hits and releases: handles across threads, reuse, races        */
+/* ------------------------------------------------------------------------ */
+
+/* A get or a release run on a thread of its own. */
+typedef struct thread_call {
+    rm_registry *registry;
+    const char *key;
+    loader_spec *spec;
+    rm_model_handle *handle; /* in for a release, out for a get */
+    void *model;
+    int32_t status;
+} thread_call;
+
+static void *get_on_thread(void *argument)
+{
+    thread_call *call = argument;
+    call->status = rm_registry_get_or_load(call->registry, call->key, spec_loader,
+                                           call->spec, &call->handle, &call->model);
+    return NULL;
+}
+
+static void *release_on_thread(void *argument)
+{
+    thread_call *call = argument;
+    call->status = rm_registry_release(call->registry, call->handle);
+    return NULL;
+}
+
+static void run_on_thread(void *(*body)(void *), thread_call *call)
+{
+    pthread_t thread;
+    cr_assert_eq(pthread_create(&thread, NULL, body, call), 0);
+    cr_assert_eq(pthread_join(thread, NULL), 0);
+}
+
+/* A handle got on another thread (so counted in that thread's slot). */
+static rm_model_handle *get_elsewhere(rm_registry *registry, const char *key,
+                                      loader_spec *spec)
+{
+    thread_call call = {.registry = registry, .key = key, .spec = spec};
+    run_on_thread(get_on_thread, &call);
+    cr_assert_eq(call.status, RM_OK, "get %s on a thread: %d", key, call.status);
+    cr_assert_eq(call.model, &spec->model);
+    return call.handle;
+}
+
+static int32_t release_elsewhere(rm_registry *registry, rm_model_handle *handle)
+{
+    thread_call call = {.registry = registry, .handle = handle};
+    run_on_thread(release_on_thread, &call);
+    return call.status;
+}
+
+static uint64_t refcount_of(rm_registry *registry)
+{
+    rm_model_info row;
+    uint32_t count = 0;
+    cr_assert_eq(rm_registry_list(registry, &row, sizeof row, 1, &count), RM_OK);
+    cr_assert_eq(count, 1);
+    return row.refcount;
+}
+
+Test(registry, a_handle_may_be_released_on_another_thread_and_only_once)
+{
+    rm_registry *registry = make_registry(0, 0, 0);
+    loader_spec spec = make_spec("m", 10);
+    /* Got here, released there. */
+    rm_model_handle *here = must_get(registry, "m@cpu", &spec);
+    cr_assert_eq(refcount_of(registry), 1);
+    cr_assert_eq(release_elsewhere(registry, here), RM_OK);
+    cr_assert_eq(refcount_of(registry), 0);
+    cr_assert_eq(release_elsewhere(registry, here), RM_E_INVALID_ARGUMENT);
+    cr_assert_eq(rm_registry_release(registry, here), RM_E_INVALID_ARGUMENT);
+    cr_assert_eq(refcount_of(registry), 0, "a refused release changed the count");
+    /* Got there (another slot), released here; two references through one
+     * handle go back on two threads, a third release is refused. */
+    rm_model_handle *there = get_elsewhere(registry, "m@cpu", &spec);
+    rm_model_handle *again = get_elsewhere(registry, "m@cpu", &spec);
+    cr_assert_eq(refcount_of(registry), 2);
+    cr_assert_eq(rm_registry_evict(registry, "m@cpu"), RM_E_BUSY);
+    cr_assert(strstr(rm_error_last(OWNER), "2 handle(s) held"), "%s", rm_error_last(OWNER));
+    must_release(registry, there);
+    cr_assert_eq(release_elsewhere(registry, again), RM_OK);
+    cr_assert_eq(rm_registry_release(registry, again), RM_E_INVALID_ARGUMENT);
+    cr_assert_eq(refcount_of(registry), 0);
+    rm_registry_metrics metrics = metrics_of(registry);
+    cr_assert_eq(metrics.hits, 2);
+    cr_assert_eq(metrics.misses, 1);
+    cr_assert_eq(rm_registry_evict(registry, "m@cpu"), RM_OK);
+    cr_assert_eq(atomic_load(&spec.destroys), 1);
+    cr_assert_eq(atomic_load(&spec.calls), 1);
+    rm_registry_destroy(registry);
+    cr_assert_eq(atomic_load(&spec.destroys), 1);
+}
+
+Test(registry, lru_order_follows_the_last_release_across_threads)
+{
+    rm_registry *registry = make_registry(0, 0, 3);
+    loader_spec a = make_spec("a", 1);
+    loader_spec b = make_spec("b", 1);
+    loader_spec c = make_spec("c", 1);
+    loader_spec d = make_spec("d", 1);
+    /* Loaded a, b, c, each held by a different thread... */
+    rm_model_handle *a_handle = get_elsewhere(registry, "a@cpu", &a);
+    rm_model_handle *b_handle = get_elsewhere(registry, "b@cpu", &b);
+    rm_model_handle *c_handle = must_get(registry, "c@cpu", &c);
+    cr_assert(lru_order_is(registry, "a@cpu,b@cpu,c@cpu"));
+    /* ...and released in another order, each on yet another thread. */
+    cr_assert_eq(release_elsewhere(registry, c_handle), RM_OK);
+    must_release(registry, a_handle);
+    cr_assert_eq(release_elsewhere(registry, b_handle), RM_OK);
+    cr_assert(lru_order_is(registry, "c@cpu,a@cpu,b@cpu"));
+    /* A hit and release on a fourth thread makes c the most recent. */
+    cr_assert_eq(release_elsewhere(registry, get_elsewhere(registry, "c@cpu", &c)), RM_OK);
+    cr_assert(lru_order_is(registry, "a@cpu,b@cpu,c@cpu"));
+    load_idle(registry, "d@cpu", &d); /* evicts a, the least recently released */
+    cr_assert(destroy_order_is("a"));
+    cr_assert(lru_order_is(registry, "b@cpu,c@cpu,d@cpu"));
+    cr_assert_eq(metrics_of(registry).evictions_lru, 1);
+    rm_registry_destroy(registry);
+    cr_assert(destroy_order_is("a,b,c,d"));
+}
+
+Test(registry, an_evicted_entry_reused_for_another_key_refuses_old_handles)
+{
+    rm_registry *registry = make_registry(0, 0, 0);
+    loader_spec a = make_spec("a", 1);
+    loader_spec a_again = make_spec("a2", 1);
+    loader_spec b = make_spec("b", 1);
+    rm_model_handle *old = must_get(registry, "a@cpu", &a);
+    must_release(registry, old);
+    cr_assert_eq(rm_registry_evict(registry, "a@cpu"), RM_OK);
+    cr_assert_eq(rm_registry_release(registry, old), RM_E_INVALID_ARGUMENT);
+    /* b takes a's entry (the registry reuses evicted entries), on another
+     * thread, so that this one still remembers a@cpu in it. */
+    cr_assert_eq(release_elsewhere(registry, get_elsewhere(registry, "b@cpu", &b)), RM_OK);
+    cr_assert_eq(rm_registry_release(registry, old), RM_E_INVALID_ARGUMENT);
+    cr_assert_eq(release_elsewhere(registry, old), RM_E_INVALID_ARGUMENT);
+    cr_assert(lru_order_is(registry, "b@cpu"));
+    cr_assert_eq(refcount_of(registry), 0);
+    /* This thread last found a@cpu in that entry; asking for a@cpu again
+     * must load it afresh, not return b's model. */
+    rm_model_handle *fresh = must_get(registry, "a@cpu", &a_again);
+    cr_assert_eq(atomic_load(&a_again.calls), 1);
+    must_release(registry, fresh);
+    rm_model_handle *b_handle = must_get(registry, "b@cpu", &b);
+    cr_assert_eq(atomic_load(&b.calls), 1);
+    must_release(registry, b_handle);
+    rm_registry_metrics metrics = metrics_of(registry);
+    cr_assert_eq(metrics.models, 2);
+    cr_assert_eq(metrics.loads, 3);
+    cr_assert_eq(metrics.hits, 1);
+    rm_registry_destroy(registry);
+    cr_assert_eq(atomic_load(&a.destroys), 1);
+    cr_assert_eq(atomic_load(&a_again.destroys), 1);
+    cr_assert_eq(atomic_load(&b.destroys), 1);
+}
+
+Test(registry, a_key_remembered_by_a_thread_is_not_found_in_a_later_registry)
+{
+    loader_spec first = make_spec("first", 1);
+    loader_spec second = make_spec("second", 1);
+    rm_registry *registry = make_registry(0, 0, 0);
+    load_idle(registry, "k@cpu", &first);
+    load_idle(registry, "k@cpu", &first); /* now remembered by this thread */
+    rm_registry_destroy(registry);
+    /* Often at the same address as the destroyed one. */
+    registry = make_registry(0, 0, 0);
+    rm_model_handle *handle = must_get(registry, "k@cpu", &second);
+    cr_assert_eq(atomic_load(&second.calls), 1);
+    must_release(registry, handle);
+    rm_registry_destroy(registry);
+    cr_assert_eq(atomic_load(&first.destroys), 1);
+    cr_assert_eq(atomic_load(&second.destroys), 1);
+}
+
+enum { CROWD_THREADS = 24 }; /* more threads than an entry has slots */
+
+typedef struct crowd {
+    rm_registry *registry;
+    loader_spec *spec;
+    pthread_barrier_t holding;
+    pthread_barrier_t checked;
+    atomic_int failures;
+} crowd;
+
+static void *crowd_member(void *argument)
+{
+    crowd *c = argument;
+    rm_model_handle *handle;
+    void *model;
+    if (rm_registry_get_or_load(c->registry, "crowd@cpu", spec_loader, c->spec, &handle,
+                                &model) != RM_OK ||
+        model != &c->spec->model)
+        atomic_fetch_add(&c->failures, 1);
+    pthread_barrier_wait(&c->holding);
+    pthread_barrier_wait(&c->checked);
+    if (rm_registry_release(c->registry, handle) != RM_OK)
+        atomic_fetch_add(&c->failures, 1);
+    return NULL;
+}
+
+Test(registry, more_threads_than_slots_count_every_reference)
+{
+    rm_registry *registry = make_registry(0, 0, 0);
+    loader_spec spec = make_spec("crowd", 1);
+    crowd c = {.registry = registry, .spec = &spec};
+    atomic_init(&c.failures, 0);
+    pthread_barrier_init(&c.holding, NULL, CROWD_THREADS + 1);
+    pthread_barrier_init(&c.checked, NULL, CROWD_THREADS + 1);
+    pthread_t threads[CROWD_THREADS];
+    for (int i = 0; i < CROWD_THREADS; i++)
+        cr_assert_eq(pthread_create(&threads[i], NULL, crowd_member, &c), 0);
+    pthread_barrier_wait(&c.holding);
+    cr_expect_eq(refcount_of(registry), CROWD_THREADS);
+    cr_expect_eq(rm_registry_evict(registry, "crowd@cpu"), RM_E_BUSY);
+    pthread_barrier_wait(&c.checked);
+    for (int i = 0; i < CROWD_THREADS; i++)
+        pthread_join(threads[i], NULL);
+    cr_assert_eq(atomic_load(&c.failures), 0);
+    cr_assert_eq(refcount_of(registry), 0);
+    rm_registry_metrics metrics = metrics_of(registry);
+    cr_assert_eq(metrics.hits + metrics.misses, CROWD_THREADS);
+    cr_assert_eq(metrics.loads, 1);
+    cr_assert_eq(rm_registry_evict(registry, "crowd@cpu"), RM_OK);
+    cr_assert_eq(atomic_load(&spec.destroys), 1);
+    pthread_barrier_destroy(&c.holding);
+    pthread_barrier_destroy(&c.checked);
+    rm_registry_destroy(registry);
+}
+
+Test(registry, a_model_released_while_the_evictor_sleeps_expires_one_ttl_later)
+{
+    /* Releases never wake the eviction thread: while a model is held it
+     * looks again one TTL later, and a release after that look is found
+     * by the next one, at the model's own deadline. */
+    const uint64_t ttl_ns = 100000000u; /* 0.1 s */
+    rm_registry *registry = make_registry(ttl_ns, 0, 0);
+    loader_spec a = make_spec("a", 1);
+    rm_model_handle *handle = must_get(registry, "a@cpu", &a);
+    sleep_ms(250);
+    uint64_t released = now_ns();
+    cr_assert_eq(release_elsewhere(registry, handle), RM_OK);
+    uint64_t deadline = released + ttl_ns + 1500000000u;
+    while (atomic_load(&a.destroys) == 0 && now_ns() < deadline)
+        sleep_ms(2);
+    cr_assert_eq(atomic_load(&a.destroys), 1);
+    uint64_t idle = atomic_load(&a.destroyed_at_ns) - released;
+    cr_assert_geq(idle, ttl_ns);
+    /* One TTL plus scheduling, not a one-second poll. */
+    cr_assert_lt(idle, ttl_ns + 250000000u, "expired %llu ns after its release",
+                 (unsigned long long)idle);
+    rm_registry_destroy(registry);
+}
+
+/* Models of the racing tests: a get must never see a destroyed one, and a
+ * destroy must never find one held. */
+typedef struct race_model {
+    atomic_int held;
+    atomic_int destroyed;
+    struct race_model *next;
+} race_model;
+
+static struct {
+    _Atomic(race_model *) models; /* every one loaded, freed at the end */
+    atomic_int loads;
+    atomic_int destroys;
+    atomic_int destroyed_while_held;
+    atomic_int got_destroyed;
+    atomic_int bad_status;
+    atomic_llong lookups;
+    atomic_bool stop;
+} race;
+
+static void race_destroy(void *model, void *user)
+{
+    (void)user;
+    race_model *m = model;
+    if (atomic_load(&m->held) != 0)
+        atomic_fetch_add(&race.destroyed_while_held, 1);
+    atomic_store(&m->destroyed, 1);
+    atomic_fetch_add(&race.destroys, 1);
+    /* Freed only after the registry: a late get would read it (and be
+     * counted). */
+}
+
+/* After the registry is destroyed. */
+static void race_free_models(void)
+{
+    race_model *m = atomic_exchange(&race.models, NULL);
+    while (m != NULL) {
+        race_model *next = m->next;
+        free(m);
+        m = next;
+    }
+}
+
+static int32_t race_loader(void *user, const char *key, rm_loaded_model *out)
+{
+    (void)user;
+    (void)key;
+    race_model *m = calloc(1, sizeof *m);
+    if (m == NULL)
+        return RM_E_NO_MEMORY;
+    atomic_fetch_add(&race.loads, 1);
+    m->next = atomic_load(&race.models);
+    while (!atomic_compare_exchange_weak(&race.models, &m->next, m)) {
+    }
+    out->model = m;
+    out->bytes = 1;
+    out->destroy = race_destroy;
+    return RM_OK;
+}
+
+static bool race_get(rm_registry *registry, const char *key, rm_model_handle **handle,
+                     race_model **model)
+{
+    void *pointer;
+    atomic_fetch_add(&race.lookups, 1);
+    int32_t status = rm_registry_get_or_load(registry, key, race_loader, NULL, handle,
+                                             &pointer);
+    if (status != RM_OK) {
+        atomic_fetch_add(&race.bad_status, 1);
+        return false;
+    }
+    *model = pointer;
+    atomic_fetch_add(&(*model)->held, 1);
+    if (atomic_load(&(*model)->destroyed) != 0)
+        atomic_fetch_add(&race.got_destroyed, 1);
+    return true;
+}
+
+static void race_release(rm_registry *registry, rm_model_handle *handle, race_model *model)
+{
+    atomic_fetch_sub(&model->held, 1);
+    if (rm_registry_release(registry, handle) != RM_OK)
+        atomic_fetch_add(&race.bad_status, 1);
+}
+
+static void *race_hitter(void *argument)
+{
+    rm_registry *registry = argument;
+    static const char *const keys[] = {"hot@cpu", "hot@CPU", "warm@cuda:1", "cold@cpu"};
+    for (unsigned i = 0; !atomic_load_explicit(&race.stop, memory_order_relaxed); i++) {
+        rm_model_handle *handle;
+        race_model *model;
+        /* Mostly the one hot key; now and then others, so the budget and
+         * the TTL evict and entries are reused. */
+        const char *key = keys[i % 16 == 0 ? 2 + (i / 16) % 2 : i % 2];
+        if (race_get(registry, key, &handle, &model))
+            race_release(registry, handle, model);
+    }
+    return NULL;
+}
+
+Test(registry, evictions_racing_lock_free_hits_never_take_a_held_model)
+{
+    enum { HITTERS = 3 };
+    /* 1 ms TTL and room for 2 models: all three eviction paths run while
+     * the hitters go, besides the explicit evictions below. */
+    rm_registry *registry = make_registry(1000000u, 0, 2);
+    atomic_store(&race.stop, false);
+    pthread_t threads[HITTERS];
+    for (int i = 0; i < HITTERS; i++)
+        cr_assert_eq(pthread_create(&threads[i], NULL, race_hitter, registry), 0);
+    uint64_t until = now_ns() + 300000000u;
+    long evicted = 0;
+    long busy = 0;
+    while (now_ns() < until) {
+        int32_t status = rm_registry_evict(registry, "hot@cpu");
+        evicted += status == RM_OK;
+        busy += status == RM_E_BUSY;
+        if (status != RM_OK && status != RM_E_BUSY && status != RM_E_NOT_FOUND)
+            atomic_fetch_add(&race.bad_status, 1);
+        if (evicted % 8 == 0)
+            cr_assert_eq(rm_registry_evict(registry, NULL), RM_OK);
+        sched_yield();
+    }
+    atomic_store(&race.stop, true);
+    for (int i = 0; i < HITTERS; i++)
+        pthread_join(threads[i], NULL);
+    cr_assert_eq(atomic_load(&race.bad_status), 0);
+    cr_assert_eq(atomic_load(&race.got_destroyed), 0, "a get returned a destroyed model");
+    cr_assert_eq(atomic_load(&race.destroyed_while_held), 0,
+                 "a model was destroyed while held");
+    cr_assert_gt(evicted, 0, "the explicit evictions never got in (%ld busy)", busy);
+    rm_registry_metrics metrics = metrics_of(registry);
+    cr_assert_eq(metrics.hits + metrics.misses, (uint64_t)atomic_load(&race.lookups));
+    cr_assert_eq(metrics.loads, (uint64_t)atomic_load(&race.loads));
+    cr_assert_gt(metrics.hits, 0);
+    rm_registry_destroy(registry);
+    cr_assert_eq(atomic_load(&race.destroys), atomic_load(&race.loads));
+    cr_assert_eq(log_held_handle_warnings(), 0, "handles leaked");
+    race_free_models();
+}
+
+/* evict_when_unused (the node layer's local registry): the last release,
+ * on whichever thread and slot, destroys the model before it returns. */
+typedef struct last_release_pair {
+    rm_registry *registry;
+    pthread_barrier_t both_hold;
+    pthread_barrier_t both_released;
+    pthread_barrier_t checked;
+    int rounds;
+    atomic_int failures;
+} last_release_pair;
+
+static void *last_release_member(void *argument)
+{
+    last_release_pair *pair = argument;
+    for (int round = 0; round < pair->rounds; round++) {
+        rm_model_handle *handle;
+        race_model *model;
+        if (!race_get(pair->registry, "pair@cpu", &handle, &model))
+            atomic_fetch_add(&pair->failures, 1);
+        pthread_barrier_wait(&pair->both_hold);
+        race_release(pair->registry, handle, model);
+        pthread_barrier_wait(&pair->both_released);
+        pthread_barrier_wait(&pair->checked);
+    }
+    return NULL;
+}
+
+Test(registry, when_unused_the_last_release_on_any_thread_destroys_the_model)
+{
+    rm_registry_config config = {.evict_when_unused = true};
+    rm_registry *registry = NULL;
+    cr_assert_eq(rm_registry_create(&config, &test_host, OWNER, &registry), RM_OK);
+    /* Sequential: got on one thread, released on others. */
+    loader_spec spec = make_spec("m", 1);
+    rm_model_handle *first = get_elsewhere(registry, "m@cpu", &spec);
+    rm_model_handle *second = must_get(registry, "m@cpu", &spec);
+    cr_assert_eq(release_elsewhere(registry, second), RM_OK);
+    cr_assert_eq(atomic_load(&spec.destroys), 0, "destroyed while a handle was held");
+    cr_assert_eq(release_elsewhere(registry, first), RM_OK);
+    cr_assert_eq(atomic_load(&spec.destroys), 1, "not destroyed by the last release");
+    cr_assert_eq(metrics_of(registry).models, 0);
+
+    /* Two threads releasing their last handles at the same moment: one of
+     * them always sees the other's, so no idle model is left behind. */
+    last_release_pair pair = {.registry = registry, .rounds = 2000};
+    atomic_init(&pair.failures, 0);
+    pthread_barrier_init(&pair.both_hold, NULL, 2);
+    pthread_barrier_init(&pair.both_released, NULL, 3);
+    pthread_barrier_init(&pair.checked, NULL, 3);
+    pthread_t threads[2];
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(pthread_create(&threads[i], NULL, last_release_member, &pair), 0);
+    int leftovers = 0;
+    for (int round = 0; round < pair.rounds; round++) {
+        pthread_barrier_wait(&pair.both_released);
+        leftovers += metrics_of(registry).models != 0;
+        pthread_barrier_wait(&pair.checked);
+    }
+    for (int i = 0; i < 2; i++)
+        pthread_join(threads[i], NULL);
+    cr_assert_eq(atomic_load(&pair.failures), 0);
+    cr_assert_eq(leftovers, 0, "%d rounds left an unused model loaded", leftovers);
+    cr_assert_eq(atomic_load(&race.destroyed_while_held), 0);
+    cr_assert_eq(atomic_load(&race.got_destroyed), 0);
+    cr_assert_eq(atomic_load(&race.destroys), atomic_load(&race.loads));
+    pthread_barrier_destroy(&pair.both_hold);
+    pthread_barrier_destroy(&pair.both_released);
+    pthread_barrier_destroy(&pair.checked);
+    rm_registry_destroy(registry);
+    race_free_models();
 }
 
 /* ------------------------------------------------------------------------ */
