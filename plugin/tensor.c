@@ -299,7 +299,10 @@ static void free_slot_if_dead(rm_tensors *t, uint32_t index)
     if (index >= t->slot_count)
         return;
     owned_slot *slot = &t->slots[index];
-    if (!slot->live)
+    /* The context's own handles are its own truth: a control segment
+     * scribbled over by another process cannot make it free (and reuse)
+     * a block it still hands out. */
+    if (!slot->live || slot->local_holds != 0)
         return;
     uint64_t state = atomic_load_explicit(&t->control.slots[index].state, memory_order_acquire);
     if (rm_control_mask(state) != 0 || rm_control_generation(state) != slot->generation)
@@ -1219,6 +1222,20 @@ static int32_t import_own(rm_tensors *t, const rm_descriptor *d, rm_tensor *tens
     if (d->owner_start_time != t->control.header->owner_start_time)
         return owner_changed(t, t->stats.pool_name, t->control.header->owner_start_time,
                              d->owner_start_time);
+    /* What the owner itself knows comes first: a slot it freed (or reused)
+     * is refused whatever the shared state word says. */
+    if (d->slot < t->slot_count &&
+        (!t->slots[d->slot].live || t->slots[d->slot].generation != d->generation)) {
+        const owned_slot *known = &t->slots[d->slot];
+        if ((int32_t)(d->generation - known->generation) > 0)
+            return rm_error_set(t->error_owner, RM_E_INVALID_DESCRIPTOR,
+                                "descriptor generation %u is newer than slot %u of pool %s "
+                                "has ever had (%u): the slot or generation field was changed",
+                                d->generation, d->slot, t->stats.pool_name, known->generation);
+        return rm_error_set(t->error_owner, RM_E_STALE_DESCRIPTOR,
+                            "the tensor in slot %u (generation %u) of pool %s was freed",
+                            d->slot, d->generation, t->stats.pool_name);
+    }
     uint32_t held = d->slot < t->slot_count ? t->slots[d->slot].local_holds : 0;
     bool freed = false;
     int32_t rc = hold_slot(t, &t->control, d, held, RM_CONTROL_OWNER_BIT, t->stats.pool_name,
