@@ -124,23 +124,64 @@ static void repair_table(const rm_node_view *table)
     }
 }
 
+/* How long a locker waits before it asks whether the lock's owner exists.
+ * The lock is held for table updates only (never across a loader, a
+ * futex wait or I/O), so a second is far beyond any real holder. */
+#define LOCK_PATIENCE_NS UINT64_C(1000000000)
+
+/* The thread the lock word names as its owner (glibc's robust mutex keeps
+ * the owner's TID in the futex word, FUTEX_TID_MASK), 0 for none. */
+static pid_t lock_owner(const pthread_mutex_t *lock)
+{
+    return (pid_t)((unsigned)lock->__data.__lock & FUTEX_TID_MASK);
+}
+
+static bool thread_exists(pid_t tid)
+{
+    char path[32];
+    snprintf(path, sizeof path, "/proc/%d", (int)tid);
+    return access(path, F_OK) == 0;
+}
+
+/* The kernel hands a robust lock to the next locker (EOWNERDEAD) when its
+ * owner dies, but only an owner that registered it: a lock word written
+ * by a process that scribbled over the table names a thread that never
+ * held it, and a plain lock would wait for it forever. So the lock is
+ * taken with a deadline, and a lock still held after it by a thread that
+ * does not exist is reported as the corruption it is. */
 int32_t rm_node_table_lock(const rm_node_view *table, const char *namespace_name,
                            const void *error_owner, bool *recovered)
 {
     *recovered = false;
-    int rc = pthread_mutex_lock(&table->header->lock);
-    if (rc == 0)
-        return RM_OK;
-    if (rc == EOWNERDEAD) {
-        repair_table(table);
-        table->header->lock_recoveries++;
-        pthread_mutex_consistent(&table->header->lock);
-        *recovered = true;
-        return RM_OK;
+    for (;;) {
+        struct timespec deadline;
+        clock_gettime(CLOCK_REALTIME, &deadline);
+        deadline.tv_sec += (time_t)(LOCK_PATIENCE_NS / 1000000000u);
+        int rc = pthread_mutex_timedlock(&table->header->lock, &deadline);
+        if (rc == 0)
+            return RM_OK;
+        if (rc == EOWNERDEAD) {
+            repair_table(table);
+            table->header->lock_recoveries++;
+            pthread_mutex_consistent(&table->header->lock);
+            *recovered = true;
+            return RM_OK;
+        }
+        if (rc == ETIMEDOUT) {
+            pid_t owner = lock_owner(&table->header->lock);
+            if (owner == 0 || thread_exists(owner))
+                continue; /* a real, live holder: keep waiting */
+            return rm_error_set(error_owner, RM_E_CORRUPT_STATE,
+                                "node registry '%s': the table lock is held by thread %d, "
+                                "which does not exist (the table was overwritten by "
+                                "another process; remove /dev/shm/rmreg.%s.table once no "
+                                "process uses it)",
+                                namespace_name, (int)owner, namespace_name);
+        }
+        return rm_error_set(error_owner, RM_E_CORRUPT_STATE,
+                            "node registry '%s': the table lock cannot be taken (%s)",
+                            namespace_name, strerror(rc));
     }
-    return rm_error_set(error_owner, RM_E_CORRUPT_STATE,
-                        "node registry '%s': the table lock cannot be taken (%s)",
-                        namespace_name, strerror(rc));
 }
 
 void rm_node_table_unlock(const rm_node_view *table)

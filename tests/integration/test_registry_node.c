@@ -1915,6 +1915,52 @@ Test(registry_node, a_capacity_changed_after_attach_is_not_trusted)
     release(context, handle);
 }
 
+/* A process of the user scribbles over the table's lock word, naming a
+ * thread that does not exist as its owner: the kernel hands a robust lock
+ * over only when a registered owner dies, so without a deadline every
+ * process would wait on it forever. It must be RM_E_CORRUPT_STATE within
+ * a few seconds, and the table usable again once the word is put back. */
+Test(registry_node, a_lock_word_naming_a_thread_that_does_not_exist_is_corrupt_state)
+{
+    rm_context *context = open_context("node", NULL);
+    load_plan plan = buffer_plan(4096, 23);
+    rm_model_handle *handle;
+    get_ok(context, "locked@cpu", &plan, &handle);
+    int fd = open(table_path, O_RDWR);
+    cr_assert_geq(fd, 0);
+    struct stat info;
+    cr_assert_eq(fstat(fd, &info), 0);
+    rm_node_header *header =
+        mmap(NULL, (size_t)info.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    cr_assert_neq(header, MAP_FAILED);
+    /* Above pid_max: no thread has this id. */
+    FILE *pid_max_file = fopen("/proc/sys/kernel/pid_max", "r");
+    long pid_max = 4194304;
+    if (pid_max_file != NULL) {
+        cr_assert_eq(fscanf(pid_max_file, "%ld", &pid_max), 1);
+        fclose(pid_max_file);
+    }
+    unsigned saved = (unsigned)header->lock.__data.__lock;
+    cr_assert_eq(saved, 0u, "the lock is free between calls");
+    header->lock.__data.__lock = (int)(pid_max + 1);
+    uint64_t start = now_ns();
+    rm_model_info rows[4];
+    uint32_t count = 0;
+    int32_t status = vt->registry_list(context, rows, sizeof rows[0], 4, &count);
+    uint64_t waited_ms = (now_ns() - start) / 1000000u;
+    cr_expect_eq(status, RM_E_CORRUPT_STATE, "registry_list: %s", vt->error_name(status));
+    cr_expect(strstr(vt->context_last_error(context), "does not exist") != NULL, "message: %s",
+              vt->context_last_error(context));
+    cr_expect_lt(waited_ms, 5000, "answered after %llu ms", (unsigned long long)waited_ms);
+    header->lock.__data.__lock = (int)saved;
+    munmap(header, (size_t)info.st_size);
+    status = vt->registry_list(context, rows, sizeof rows[0], 4, &count);
+    cr_expect_eq(status, RM_OK, "after the word was put back: %s",
+                 vt->context_last_error(context));
+    release(context, handle);
+}
+
 #define RACERS 8
 
 struct racer {
