@@ -9,13 +9,16 @@
 #include <limits.h>
 #include <linux/futex.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -124,23 +127,141 @@ static void repair_table(const rm_node_view *table)
     }
 }
 
-/* How long a locker waits before it asks whether the lock's owner exists.
- * The lock is held for table updates only (never across a loader, a
- * futex wait or I/O), so a second is far beyond any real holder. */
-#define LOCK_PATIENCE_NS UINT64_C(1000000000)
+/* How long a locker waits before it asks whether the lock's owner could be
+ * holding it. The lock is held for table updates only (never across a
+ * loader, a futex wait or I/O), so a second is far beyond any real holder. */
+uint64_t rm_node_table_lock_patience_ns = UINT64_C(1000000000);
+#define IN_PROCESS_HOLDERS 64
 
-/* The thread the lock word names as its owner (glibc's robust mutex keeps
- * the owner's TID in the futex word, FUTEX_TID_MASK), 0 for none. */
-static pid_t lock_owner(const pthread_mutex_t *lock)
+/* The threads of this process inside a table lock now (their TIDs; 0 =
+ * free). A lock word naming a thread of this process that is not here was
+ * written by someone else. */
+static _Atomic pid_t in_process_holders[IN_PROCESS_HOLDERS];
+static _Thread_local pid_t this_tid;
+
+static pid_t current_tid(void)
 {
-    return (pid_t)((unsigned)lock->__data.__lock & FUTEX_TID_MASK);
+    if (this_tid == 0)
+        this_tid = (pid_t)syscall(SYS_gettid);
+    return this_tid;
 }
 
-static bool thread_exists(pid_t tid)
+static void note_holder(void)
 {
-    char path[32];
-    snprintf(path, sizeof path, "/proc/%d", (int)tid);
-    return access(path, F_OK) == 0;
+    pid_t tid = current_tid();
+    for (int i = 0; i < IN_PROCESS_HOLDERS; i++) {
+        pid_t free_slot = 0;
+        if (atomic_compare_exchange_strong(&in_process_holders[i], &free_slot, tid))
+            return;
+    }
+    /* More threads in table locks than slots: noted_holder() then errs
+     * towards waiting. */
+}
+
+static void forget_holder(void)
+{
+    pid_t tid = current_tid();
+    for (int i = 0; i < IN_PROCESS_HOLDERS; i++) {
+        pid_t mine = tid;
+        if (atomic_compare_exchange_strong(&in_process_holders[i], &mine, 0))
+            return;
+    }
+}
+
+static bool noted_holder(pid_t tid)
+{
+    int free_slots = 0;
+    for (int i = 0; i < IN_PROCESS_HOLDERS; i++) {
+        pid_t seen = atomic_load(&in_process_holders[i]);
+        if (seen == tid)
+            return true;
+        free_slots += seen == 0;
+    }
+    return free_slots == 0; /* the set overflowed: assume it may hold */
+}
+
+/* The thread group of thread `tid`, 0 when there is no such thread. */
+static pid_t thread_group_of(pid_t tid)
+{
+    char path[48], line[128];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
+    FILE *status = fopen(path, "re");
+    if (status == NULL)
+        return 0;
+    pid_t group = 0;
+    while (group == 0 && fgets(line, sizeof line, status) != NULL)
+        if (strncmp(line, "Tgid:", 5) == 0)
+            group = (pid_t)strtol(line + 5, NULL, 10);
+    fclose(status);
+    return group;
+}
+
+/* True when process `pid` maps this table file (device and inode). A
+ * process whose maps we cannot read is another user's: it cannot have
+ * opened a 0600 table of ours. */
+static bool process_maps_table(pid_t pid, const rm_node_view *table)
+{
+    char path[48], line[512];
+    snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+    FILE *maps = fopen(path, "re");
+    if (maps == NULL)
+        return false;
+    bool found = false;
+    while (!found && fgets(line, sizeof line, maps) != NULL) {
+        unsigned major_number = 0, minor_number = 0;
+        unsigned long long inode = 0;
+        if (sscanf(line, "%*s %*s %*s %x:%x %llu", &major_number, &minor_number, &inode) == 3)
+            found = inode == table->inode &&
+                    makedev(major_number, minor_number) == (dev_t)table->device;
+    }
+    fclose(maps);
+    return found;
+}
+
+/* Could the thread the lock word names be holding the lock? Only a thread
+ * of a process that maps the table can; in this process, only one the
+ * plugin noted as inside a table lock. */
+static bool owner_may_hold(const rm_node_view *table, unsigned word)
+{
+    pid_t tid = (pid_t)(word & FUTEX_TID_MASK);
+    if (tid == 0)
+        return word == 0; /* released meanwhile; flag bits alone are no holder */
+    pid_t group = thread_group_of(tid);
+    if (group == 0)
+        return false;
+    if (group == getpid())
+        return noted_holder(tid);
+    return process_maps_table(group, table);
+}
+
+/* The type glibc records in a robust process-shared mutex (what
+ * pthread_mutex_init writes for the table's attributes). A lock whose type
+ * was overwritten could make glibc abort() inside pthread_mutex_lock (it
+ * asserts on priority-protocol types), so it is checked before each use. */
+static int robust_shared_kind(void)
+{
+    static _Atomic int kind = -1;
+    int known = atomic_load(&kind);
+    if (known != -1)
+        return known;
+    pthread_mutexattr_t attributes;
+    pthread_mutex_t probe;
+    pthread_mutexattr_init(&attributes);
+    pthread_mutexattr_setpshared(&attributes, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&attributes, PTHREAD_MUTEX_ROBUST);
+    pthread_mutex_init(&probe, &attributes);
+    pthread_mutexattr_destroy(&attributes);
+    known = probe.__data.__kind;
+    pthread_mutex_destroy(&probe);
+    atomic_store(&kind, known);
+    return known;
+}
+
+/* The lock's futex word: glibc's robust mutex keeps the owner's TID in it
+ * (FUTEX_TID_MASK), with the waiters and owner-died flags above. */
+static unsigned lock_word(const pthread_mutex_t *lock)
+{
+    return (unsigned)((volatile const pthread_mutex_t *)lock)->__data.__lock;
 }
 
 /* The kernel hands a robust lock to the next locker (EOWNERDEAD) when its
@@ -148,16 +269,31 @@ static bool thread_exists(pid_t tid)
  * by a process that scribbled over the table names a thread that never
  * held it, and a plain lock would wait for it forever. So the lock is
  * taken with a deadline, and a lock still held after it by a thread that
- * does not exist is reported as the corruption it is. */
+ * cannot be holding it is reported as the corruption it is. */
 int32_t rm_node_table_lock(const rm_node_view *table, const char *namespace_name,
                            const void *error_owner, bool *recovered)
 {
     *recovered = false;
     for (;;) {
+        int kind = ((volatile pthread_mutex_t *)&table->header->lock)->__data.__kind;
+        if (kind != robust_shared_kind())
+            return rm_error_set(error_owner, RM_E_CORRUPT_STATE,
+                                "node registry '%s': the table lock's type was overwritten "
+                                "(%d, not %d): the table was overwritten by another process; "
+                                "remove /dev/shm/rmreg.%s.table once no process uses it",
+                                namespace_name, kind, robust_shared_kind(), namespace_name);
         struct timespec deadline;
         clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_sec += (time_t)(LOCK_PATIENCE_NS / 1000000000u);
+        uint64_t patience = rm_node_table_lock_patience_ns;
+        deadline.tv_sec += (time_t)(patience / 1000000000u);
+        deadline.tv_nsec += (long)(patience % 1000000000u);
+        if (deadline.tv_nsec >= 1000000000) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000;
+        }
         int rc = pthread_mutex_timedlock(&table->header->lock, &deadline);
+        if (rc == 0 || rc == EOWNERDEAD)
+            note_holder();
         if (rc == 0)
             return RM_OK;
         if (rc == EOWNERDEAD) {
@@ -168,14 +304,16 @@ int32_t rm_node_table_lock(const rm_node_view *table, const char *namespace_name
             return RM_OK;
         }
         if (rc == ETIMEDOUT) {
-            pid_t owner = lock_owner(&table->header->lock);
-            if (owner == 0 || thread_exists(owner))
+            unsigned word = lock_word(&table->header->lock);
+            pid_t owner = (pid_t)(word & FUTEX_TID_MASK);
+            if (owner_may_hold(table, word))
                 continue; /* a real, live holder: keep waiting */
             return rm_error_set(error_owner, RM_E_CORRUPT_STATE,
-                                "node registry '%s': the table lock is held by thread %d, "
-                                "which does not exist (the table was overwritten by "
+                                "node registry '%s': the table lock names thread %d as its "
+                                "holder, which cannot hold it (no such thread, or its process "
+                                "does not map the table): the table was overwritten by "
                                 "another process; remove /dev/shm/rmreg.%s.table once no "
-                                "process uses it)",
+                                "process uses it",
                                 namespace_name, (int)owner, namespace_name);
         }
         return rm_error_set(error_owner, RM_E_CORRUPT_STATE,
@@ -186,6 +324,7 @@ int32_t rm_node_table_lock(const rm_node_view *table, const char *namespace_name
 
 void rm_node_table_unlock(const rm_node_view *table)
 {
+    forget_holder();
     pthread_mutex_unlock(&table->header->lock);
 }
 

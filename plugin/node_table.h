@@ -148,6 +148,10 @@ typedef struct rm_node_self {
     uint64_t start_time;
 } rm_node_self;
 
+/** How long rm_node_table_lock() waits before it asks whether the lock's
+ *  owner could hold it (1 s; the fuzz harness lowers it). */
+extern uint64_t rm_node_table_lock_patience_ns;
+
 /** The key's hash as stored in slot_hash[] (never 0). */
 uint64_t rm_node_key_hash(const char *key);
 

@@ -9,6 +9,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -79,6 +80,18 @@ static inline void shm_remove(const char *path, const char *name, void *user)
 static inline long shm_unlink_prefix(const char *prefix)
 {
     return shm_each_prefix(prefix, shm_remove, NULL);
+}
+
+static inline void shm_remove_unless(const char *path, const char *name, void *user)
+{
+    if (strcmp(name, (const char *)user) != 0)
+        shm_remove(path, name, NULL);
+}
+
+/* Removes every match but the one named `keep`. */
+static inline long shm_unlink_prefix_except(const char *prefix, const char *keep)
+{
+    return shm_each_prefix(prefix, shm_remove_unless, (void *)(uintptr_t)keep);
 }
 
 #endif
