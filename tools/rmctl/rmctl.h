@@ -1,0 +1,76 @@
+/* What rmctl's operator commands (rmctl.c) and its demos (demo_*.c) share:
+ * the options, contexts made from them, and the formatting of sizes and
+ * times. */
+#ifndef RMCTL_H
+#define RMCTL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "plugin_loader.h"
+#include "rm_build_config.h"
+
+#define MAX_CONFIG_ENTRIES 64
+
+typedef struct rmctl_options {
+    const char *plugin_path;
+    const char *config_path;
+    rm_config_entry entries[MAX_CONFIG_ENTRIES];
+    char *entry_storage[MAX_CONFIG_ENTRIES];
+    uint64_t entry_count;
+    const char *namespace_name; /* --namespace: shm.namespace and registry.namespace */
+    const char *command;
+} rmctl_options;
+
+
+/* ---- contexts (rmctl.c) ------------------------------------------------- */
+
+/* Commands that must not open (and so create) a node table whatever the
+ * configuration says use this. */
+static const rm_config_entry process_scope[] = {{.key = "registry.scope", .value = "process"}};
+
+/* A context of rmctl's configuration: `defaults`, --namespace, the -c
+ * pairs, then `overrides` (later ones win; keys the plugin does not know
+ * are left out of the last two). 0, or the code after printing why. */
+int create_context_with(const rm_loaded_plugin *plugin, const rmctl_options *options,
+                        const rm_config_entry *defaults, uint64_t default_count,
+                        const rm_config_entry *overrides, uint64_t override_count,
+                        rm_context **out);
+/* The same with `extra` as the defaults and no overrides. */
+int create_context(const rm_loaded_plugin *plugin, const rmctl_options *options,
+                   const rm_config_entry *extra, uint64_t extra_count, rm_context **out);
+/* The node table of `namespace_name`, opened through a context of its own. */
+int create_node_context(const rm_loaded_plugin *plugin, const rmctl_options *options,
+                        const char *namespace_name, rm_context **out);
+/* Why the plugin cannot do node scope, or NULL. */
+const char *node_registry_missing(const rm_loaded_plugin *plugin, char *why, size_t why_size);
+/* Files of the namespace's node registry in /dev/shm; `remove` unlinks. */
+int node_namespace_files(const char *namespace_name, int models_only, int remove);
+int command_info(const rm_loaded_plugin *plugin, const rmctl_options *options);
+
+/* ---- output (rmctl.c) --------------------------------------------------- */
+
+void format_bytes(uint64_t bytes, char *out, size_t out_size);
+void format_duration_ns(uint64_t ns, char *out, size_t out_size);
+uint64_t monotonic_ns(void);
+void report_failure(const rm_plugin_v1 *vt, const rm_context *context, const char *what,
+                    int32_t status);
+
+/* The node registry's rows (registry_list) as a table, each line indented. */
+int print_node_models(const rm_plugin_v1 *vt, rm_context *context, const char *indent);
+
+/* ---- demos (demo_*.c) --------------------------------------------------- */
+
+/* CLOCK_MONOTONIC in ms (demo_registry.c). */
+double now_ms(void);
+/* Whole buffers over a pipe, retrying short transfers and EINTR; 0 or -1
+ * (demo_tensors.c). */
+int write_all(int fd, const void *buffer, size_t size);
+int read_all(int fd, void *buffer, size_t size);
+
+int demo_registry(const rm_loaded_plugin *plugin, const rmctl_options *options);
+int demo_node_registry(const rm_loaded_plugin *plugin, const rmctl_options *options);
+int demo_tensors(const rm_loaded_plugin *plugin, const rmctl_options *options);
+int command_demo(const rm_loaded_plugin *plugin, const rmctl_options *options);
+
+#endif
