@@ -9,9 +9,60 @@
  *
  * SPDX-License-Identifier: Apache-2.0
  *
- * ---------------------------------------------------------------------------
+ * ===========================================================================
+ * Contents
+ * ===========================================================================
+ * Each section starts with a comment line "REF: <name>"; grep for it. Each
+ * vtable member has one block that starts "@fn <member>".
+ *
+ *   REF: versioning     versioning policy and history
+ *   REF: loading        loading the plugin: dlopen, negotiation, a context
+ *   REF: conventions    what every member shares: context checks and their
+ *                       order, structs in and out, messages, threads,
+ *                       callbacks, fork
+ *   REF: template       how a member's block is laid out
+ *   REF: versions       RM_ABI_VERSION, RM_STRUCT_INIT, the entry point name
+ *   REF: errors         RM_ERROR_MAP, rm_error
+ *   REF: features       RM_FEATURE_*
+ *   REF: negotiation    rm_host_services, rm_negotiate_request,
+ *                       rm_plugin_negotiate_fn (@fn rm_plugin_negotiate)
+ *   REF: config         rm_context_options and every configuration key
+ *   REF: context        rm_context, rm_context_info
+ *   REF: model-keys     the "name@device" grammar, rm_model_handle
+ *   REF: node-scope     what registry.scope = node promises
+ *   REF: loaders        rm_loaded_model (@fn alloc_buffer),
+ *                       rm_model_loader_fn (@fn loader)
+ *   REF: registry-rows  rm_model_info, rm_registry_metrics,
+ *                       rm_registry_reclaim_report
+ *   REF: tensors        shared-memory tensors: pools, lifetime, limits, fork
+ *   REF: descriptors    what a host may rely on about a descriptor
+ *   REF: tensor-types   rm_dtype, rm_tensor_spec, rm_tensor_info,
+ *                       rm_tensor_pool_stats, rm_reclaim_report,
+ *                       rm_shm_pool_info
+ *   REF: dlpack         the DLPack mirrors
+ *   REF: vtable         rm_plugin_v1, one line per member
+ *   REF: members        one block per member, in vtable order:
+ *     1.0  error_name strerror context_create context_destroy
+ *          context_last_error context_info config_get config_key_at
+ *          model_key_normalize model_get_or_load model_release model_evict
+ *          registry_metrics registry_list
+ *     1.1  tensor_allocate tensor_info tensor_export tensor_export_text
+ *          tensor_export_inline tensor_import tensor_import_text
+ *          tensor_release tensor_to_dlpack tensor_to_dlpack_versioned
+ *          tensor_pool_stats tensor_session_bytes tensor_reclaim shm_list
+ *     1.2  registry_reclaim
+ *   REF: plugin-has     RM_PLUGIN_HAS
+ *
+ * Not contract, and documented apart in docs/internals.md (in the source
+ * tree): the names and layouts of the shared-memory segments, the bytes and
+ * checksum of a descriptor, the locks and futexes, the background threads
+ * and their timing, the bundled allocator's settings. They may change in
+ * any plugin version; what the host sees does not.
+ *
+ * ===========================================================================
+ * REF: versioning
  * Versioning policy
- * ---------------------------------------------------------------------------
+ * ===========================================================================
  * The ABI version is MAJOR.MINOR, encoded as RM_ABI_VERSION(major, minor).
  *  - A published struct or vtable only ever grows by appending fields at its
  *    end. A new minor version appends; nothing is removed, reordered or
@@ -41,9 +92,10 @@
  * Planned minor versions (not yet part of the ABI, listed so that hosts know
  * where capabilities will arrive): CUDA IPC.
  *
- * ---------------------------------------------------------------------------
+ * ===========================================================================
+ * REF: loading
  * Loading
- * ---------------------------------------------------------------------------
+ * ===========================================================================
  *   void *so = dlopen(path, RTLD_NOW | RTLD_LOCAL);
  *   rm_plugin_negotiate_fn negotiate =
  *       (rm_plugin_negotiate_fn)dlsym(so, RM_PLUGIN_ENTRY_POINT);
@@ -55,11 +107,89 @@
  *   rm_context *ctx;
  *   rm_context_options opts = RM_STRUCT_INIT(rm_context_options);
  *   if (vt->context_create(&opts, &ctx) != RM_OK) ...;
+ *   if (RM_PLUGIN_HAS(vt, tensor_allocate)) ...;   (1.1 and later)
  *
  * The shared object is linked with -z nodelete: dlclose() does not unmap it,
  * because its bundled allocator registers thread-exit destructors that glibc
  * may run after an unload. All state is owned by contexts, so destroying
  * every context releases every resource (memory, threads, descriptors).
+ *
+ * ===========================================================================
+ * REF: conventions
+ * What every vtable member shares
+ * ===========================================================================
+ * Each member's block (REF: members) adds its own rules and lists every
+ * code it returns; these rules hold for all of them.
+ *
+ *  - Results. A member that can fail returns an int32_t: RM_OK (0) or one
+ *    of the negative RM_E_* codes (REF: errors). An output pointer that a
+ *    block says is "NULL on error" is cleared before anything can fail
+ *    (when the pointer to it is not NULL itself).
+ *  - Contexts. Every `rm_context *` argument must be a live context from
+ *    context_create(). A member checks, in this order, and the first check
+ *    that fails decides the code:
+ *      1. the context is not NULL, else RM_E_INVALID_ARGUMENT;
+ *      2. it was created in this process, not inherited through fork(),
+ *         else RM_E_FORKED (create a new context in the child);
+ *      3. the member's capability was built into the plugin, else
+ *         RM_E_FEATURE_UNAVAILABLE, and the context's "features" enable
+ *         it, else RM_E_FEATURE_DISABLED ("model-registry" for model_* and
+ *         registry_*, "shared-memory" for tensor_* and shm_list);
+ *      4. the other arguments: NULL pointers (RM_E_INVALID_ARGUMENT),
+ *         struct sizes (RM_E_STRUCT_SIZE), values.
+ *    A destroyed context, a released handle, or a handle used with a
+ *    context other than the one that returned it is undefined behaviour,
+ *    not an error code.
+ *  - Structs the host hands in start with struct_size and abi_version (use
+ *    RM_STRUCT_INIT); a struct_size below the struct's oldest published
+ *    size is RM_E_STRUCT_SIZE, and non-zero reserved fields or unknown flag
+ *    bits are RM_E_INVALID_ARGUMENT.
+ *  - Structs the plugin fills for the host (rm_context_info,
+ *    rm_registry_metrics, rm_tensor_info, rm_tensor_pool_stats,
+ *    rm_reclaim_report, rm_registry_reclaim_report) keep the host's
+ *    struct_size and abi_version; the plugin writes only the fields that
+ *    fit in struct_size. Rows of registry_list() and shm_list() are
+ *    written whole: their struct_size says how many bytes the plugin wrote
+ *    (the smaller of the host's and the plugin's size).
+ *  - Messages. After an error, context_last_error() on the same thread says
+ *    what went wrong, naming the key, value, limit, segment or file.
+ *  - Threads. Members are thread-safe unless their block says otherwise:
+ *    one context may be used by many threads at once. context_destroy()
+ *    must not race with any other call on the same context. Threads inside
+ *    the plugin (a caller waiting for a load, a loader) must not be
+ *    cancelled with pthread_cancel(): cancellation is not supported.
+ *  - Callbacks. Loaders and destroy callbacks never run while the plugin
+ *    holds a lock, so they may call back into the plugin. The services of
+ *    rm_host_services (log sink, clock) may be called during any member and
+ *    from the plugin's own background threads at any time; the log sink may
+ *    run while the plugin holds a lock, so it must not call back into the
+ *    plugin. A block's @callbacks says which host callbacks the member may
+ *    run, and whether any of them can fire after it returned an error.
+ *  - Fork. Each context records the fork generation at creation: used in a
+ *    child after fork(), members return RM_E_FORKED; context_destroy() of
+ *    such a context frees only the child's copy of its memory.
+ *  - Liveness. A process that died is recognised by its pid and start time
+ *    (read from /proc), so a reused pid is not taken for it; processes that
+ *    share tensors or a node table must therefore see each other in /proc
+ *    (share a PID namespace).
+ *
+ * ===========================================================================
+ * REF: template
+ * How a member's block is laid out
+ * ===========================================================================
+ *   @fn <member>   what it does, in one paragraph or a few
+ *   @param         each parameter, and whether NULL is allowed
+ *   @ownership     who owns what the call takes and gives, and for how long
+ *   @return        every code it can return and its meaning
+ *   @threads       thread safety
+ *   @callbacks     the host callbacks it may run, and whether one can fire
+ *                  after an error ("none" when it runs none but the log
+ *                  sink, which any member may call)
+ *   @since         the ABI version that added it
+ * A block right above a declaration (rm_plugin_negotiate_fn, alloc_buffer,
+ * rm_model_loader_fn) opens with a plain comment marker rather than a
+ * Doxygen one: clang's -Wdocumentation, which hosts may turn on, does not
+ * know these tags and would warn about them.
  */
 #ifndef RM_PLUGIN_H
 #define RM_PLUGIN_H
@@ -71,9 +201,10 @@
 extern "C" {
 #endif
 
-/* ------------------------------------------------------------------------ */
-/* Versions                                                                 */
-/* ------------------------------------------------------------------------ */
+/* ========================================================================
+ * REF: versions
+ * Versions
+ * ======================================================================== */
 
 /** Encodes an ABI version: major in the high 16 bits, minor in the low. */
 #define RM_ABI_VERSION(major, minor) \
@@ -100,15 +231,17 @@ extern "C" {
 #define RM_STRUCT_INIT(type) \
     { .struct_size = (uint32_t)sizeof(type), .abi_version = RM_ABI_VERSION_CURRENT }
 
-/* ------------------------------------------------------------------------ */
-/* Errors                                                                   */
-/* ------------------------------------------------------------------------ */
+/* ========================================================================
+ * REF: errors
+ * Errors
+ * ======================================================================== */
 
 /**
  * Every function that can fail returns an int32_t: RM_OK (0) or one of the
  * negative codes below. The vtable's error_name() and strerror() map a code
  * to static strings; the map is also here so that a host can use it before
  * it has a vtable. Codes are never renumbered; new ones are appended.
+ * Which member returns which code, and when: each member's @return.
  *
  * XX(code, NAME, "message")
  */
@@ -147,9 +280,10 @@ typedef enum rm_error {
     RM_OK = 0
 } rm_error;
 
-/* ------------------------------------------------------------------------ */
-/* Features                                                                 */
-/* ------------------------------------------------------------------------ */
+/* ========================================================================
+ * REF: features
+ * Features
+ * ======================================================================== */
 
 /** Capability bits, as in rm_plugin_v1.features_built and
  *  rm_context_info.features_enabled. Config names are in quotes. */
@@ -157,9 +291,10 @@ typedef enum rm_error {
 #define RM_FEATURE_SHARED_MEMORY ((uint64_t)1 << 1)  /* "shared-memory" */
 #define RM_FEATURE_CUDA_IPC ((uint64_t)1 << 2)       /* reserved */
 
-/* ------------------------------------------------------------------------ */
-/* Host services and negotiation                                            */
-/* ------------------------------------------------------------------------ */
+/* ========================================================================
+ * REF: negotiation
+ * Host services and negotiation
+ * ======================================================================== */
 
 /** Log levels, most severe first. */
 #define RM_LOG_ERROR 0
@@ -180,8 +315,10 @@ typedef struct rm_host_services {
     /**
      * Receives the plugin's log lines (one line, no newline, NUL-terminated,
      * valid only during the call). May be called from any thread, including
-     * the plugin's own background threads, so it must be thread-safe. NULL:
-     * the plugin writes lines at or above the configured level to stderr.
+     * the plugin's own background threads, so it must be thread-safe; it
+     * may be called while the plugin holds a lock, so it must not call back
+     * into the plugin. NULL: the plugin writes lines at or above the
+     * configured level to stderr.
      */
     void (*log)(void *user, int32_t level, const char *message);
     /**
@@ -211,37 +348,54 @@ typedef struct rm_negotiate_request {
 
 struct rm_plugin_v1;
 
-/**
- * The one exported entry point (RM_PLUGIN_ENTRY_POINT).
- *
+/*
+ * @fn rm_plugin_negotiate
+ * The one exported entry point (RM_PLUGIN_ENTRY_POINT), found with dlsym().
  * Picks the highest ABI version inside both the host's range and the
  * plugin's, and answers with that version and the vtable for its major.
- * Thread-safe; may be called any number of times. The vtable is static:
- * it stays valid while the shared object is loaded, and is never freed.
+ * Services offered by a successful negotiation are used by contexts
+ * created after it; contexts already created keep theirs. They belong to
+ * the whole loaded object, not to one caller: two hosts in one process that
+ * negotiate with different services each change them for later contexts.
  *
- * Returns:
- *  RM_OK                      *out_abi_version and *out_vtable are set.
- *  RM_E_INVALID_ARGUMENT      a NULL pointer, min > max, non-zero reserved
- *                             fields, or a services struct too small.
- *  RM_E_STRUCT_SIZE           request->struct_size is below the 1.0 size.
- *  RM_E_INCOMPATIBLE_VERSION  no version in common (e.g. the host wants
- *                             major 2 only, or major 0).
- * On any error, *out_vtable is set to NULL, *out_abi_version to 0 (where
- * those pointers are non-NULL) and the reason is written to error_buffer,
- * except for RM_E_STRUCT_SIZE, where error_buffer lies beyond what the host
- * declared and is left alone (context_last_error(NULL) has the reason).
- * Services offered by a successful negotiation are used by contexts created
- * after it; contexts already created keep theirs. They belong to the whole
- * loaded object, not to one caller: two hosts in one process that negotiate
- * with different services each change them for later contexts.
+ * @param request          not NULL; struct_size at least the 1.0 size,
+ *                         min_abi_version <= max_abi_version, reserved
+ *                         fields zero; `services` optional (its
+ *                         struct_size at least its 1.0 size), error_buffer
+ *                         optional.
+ * @param out_abi_version  not NULL; receives the version picked.
+ * @param out_vtable       not NULL; receives the vtable.
+ * @ownership  The vtable is static: it stays valid while the shared object
+ *             is loaded, and is never freed. The request is read during the
+ *             call only; *services is copied, but the `user` pointer and
+ *             functions it names must stay valid until every context
+ *             created after this negotiation is destroyed.
+ * @return
+ *   RM_OK                      *out_abi_version and *out_vtable are set.
+ *   RM_E_INVALID_ARGUMENT      a NULL pointer, min > max, non-zero reserved
+ *                              fields, or a services struct too small.
+ *   RM_E_STRUCT_SIZE           request->struct_size is below the 1.0 size.
+ *   RM_E_INCOMPATIBLE_VERSION  no version in common (e.g. the host wants
+ *                              major 2 only, or major 0); the message names
+ *                              both ranges.
+ *   On any error, *out_vtable is set to NULL, *out_abi_version to 0 (where
+ *   those pointers are non-NULL) and the reason is written to error_buffer,
+ *   except for RM_E_STRUCT_SIZE, where error_buffer lies beyond what the
+ *   host declared and is left alone. context_last_error(NULL) on the
+ *   calling thread has the reason after every error.
+ * @threads    Thread-safe; may be called any number of times.
+ * @callbacks  None during the call. The services it lends are called by
+ *             the contexts created after it (REF: conventions).
+ * @since 1.0
  */
 typedef int32_t (*rm_plugin_negotiate_fn)(
     const rm_negotiate_request *request, uint32_t *out_abi_version,
     const struct rm_plugin_v1 **out_vtable);
 
-/* ------------------------------------------------------------------------ */
-/* Contexts and configuration                                               */
-/* ------------------------------------------------------------------------ */
+/* ========================================================================
+ * REF: config
+ * Contexts and configuration
+ * ======================================================================== */
 
 /** Opaque: one configured instance of the plugin. Thread-safe. */
 typedef struct rm_context rm_context;
@@ -262,11 +416,13 @@ typedef struct rm_config_entry {
  * How to build a context. Configuration is applied in this order, later
  * sources overriding earlier ones: built-in defaults; the file named by
  * `config_path`, or if that is NULL by $RM_PLUGIN_CONFIG (unless
- * RM_CONTEXT_IGNORE_ENV); then `entries` in order.
+ * RM_CONTEXT_IGNORE_ENV; an empty variable counts as unset); then
+ * `entries` in order.
  *
  * File syntax: one `key = value` per line; blank lines and lines whose
  * first non-blank character is '#' are ignored; surrounding blanks are
- * trimmed. Keys and accepted values (see also rmctl info and the README):
+ * trimmed. A line holds at most 4094 bytes and no NUL byte. Keys and
+ * accepted values (see also rmctl info and the README):
  *
  *   features            comma-separated subset of "model-registry",
  *                       "shared-memory"; "all" or "none".
@@ -303,9 +459,9 @@ typedef struct rm_config_entry {
  *                       machine, in any process, shares one table; a
  *                       model is loaded once per machine into a shared
  *                       buffer and mapped read-only by everyone else (see
- *                       "Node scope" below). Process is the default
- *                       because a 1.0 loader returns a private pointer
- *                       that no other process could use.
+ *                       "Node scope", REF: node-scope). Process is the
+ *                       default because a 1.0 loader returns a private
+ *                       pointer that no other process could use.
  *   registry.namespace  (1.2) node scope: which node table, 1 to 32
  *                       characters of [A-Za-z0-9_-]. Default "default".
  *   registry.table_entries (1.2) node scope: models the node table holds
@@ -323,6 +479,11 @@ typedef struct rm_context_options {
     uint64_t flags;          /* RM_CONTEXT_* */
     uint64_t reserved[4];    /* must be zero */
 } rm_context_options;
+
+/* ========================================================================
+ * REF: context
+ * What a context is
+ * ======================================================================== */
 
 /** What a context is, for display and for checks. */
 typedef struct rm_context_info {
@@ -346,9 +507,10 @@ typedef struct rm_context_info {
     uint32_t reserved1;
 } rm_context_info;
 
-/* ------------------------------------------------------------------------ */
-/* Model registry (feature "model-registry")                                */
-/* ------------------------------------------------------------------------ */
+/* ========================================================================
+ * REF: model-keys
+ * Model registry (feature "model-registry"): keys and handles
+ * ======================================================================== */
 
 /**
  * Model keys: "name@device".
@@ -359,7 +521,8 @@ typedef struct rm_context_info {
  *    at most RM_MODEL_KEY_MAX - 1 bytes in all.
  * Keys are normalised (device lower-case, "cuda" -> "cuda:0", "cuda:007" ->
  * "cuda:7") so equal devices give equal keys; the registry stores and
- * reports the normalised form. Anything else is RM_E_INVALID_KEY.
+ * reports the normalised form. Anything else is RM_E_INVALID_KEY, with a
+ * message that says what is wrong.
  */
 #define RM_MODEL_KEY_MAX 256
 
@@ -368,35 +531,39 @@ typedef struct rm_context_info {
  *  names the reference, not the model; compare the model pointers). */
 typedef struct rm_model_handle rm_model_handle;
 
-/**
- * Node scope (1.2, registry.scope = node). One table per namespace and
- * machine, in a 0600 shared segment of the effective user
- * (/dev/shm/rmreg.<namespace>.table), guarded by a robust process-shared
- * mutex (a process that dies holding it does not wedge the node: the next
- * one repairs the table and goes on). For each key:
+/*
+ * REF: node-scope
+ * Node scope (1.2, registry.scope = node). One table per registry.namespace
+ * and machine, in shared memory readable and writable only by the effective
+ * user (its name and layout: docs/internals.md). For each key:
  *  - Loading: the first caller on the machine claims the key and runs its
  *    loader, which asks for a buffer with rm_loaded_model.alloc_buffer()
- *    (a new segment, /dev/shm/rmreg.<namespace>.m.<16 hex>, committed with
- *    fallocate: a full /dev/shm is RM_E_NO_MEMORY, never SIGBUS), fills
- *    it and returns. The plugin then seals it: mode 0400 and read-only
- *    mappings. Callers in other processes block (futex, no spinning) until
- *    the load ends; a failure code reaches every one of them, and leaves
- *    no entry. If the loading process dies, a waiter notices within
- *    RM_NODE_TAKEOVER_POLL_MS, takes the claim over and runs its own
- *    loader.
+ *    (a new shared-memory segment whose pages are committed at once: a
+ *    full /dev/shm is RM_E_NO_MEMORY, never SIGBUS), fills it and returns.
+ *    The plugin then seals it: read-only for everyone (file mode and every
+ *    mapping), so a later write faults in every process. Callers in other
+ *    processes block (no spinning) until the load ends; a failure code
+ *    reaches every one of them, and leaves no entry. If the loading process
+ *    dies, a waiter notices within RM_NODE_TAKEOVER_POLL_MS, takes the
+ *    claim over and runs its own loader.
  *  - Attaching: a caller that finds the model ready maps the sealed
  *    segment read-only (no loader call, no copy: the same physical pages
  *    in every process) and *out_model is the start of its mapping.
  *  - References are counted per process (each context of a process that
  *    holds the model adds one). A process that dies holding references
- *    loses them when any context of the namespace next sweeps (at most
- *    every second, and at registry_reclaim()).
+ *    loses them at the next sweep: every node-scope context sweeps the
+ *    table periodically in the background (the period: docs/internals.md),
+ *    and registry_reclaim() sweeps at once.
  *  - A model that no live process holds is evicted node-wide when its
  *    idle time passes registry.ttl_s, or in LRU order to fit
  *    registry.max_bytes / registry.max_models (the settings of the context
  *    that evicts: give every context of a namespace the same ones), and
  *    its segment is unlinked. Mappings end when a context's last handle
  *    is released.
+ *  - A process that dies while it updates the table does not wedge the
+ *    node: the next process to use the table repairs it and goes on
+ *    (counted in rm_registry_metrics.lock_recoveries). A table that
+ *    another process scribbled over gives RM_E_CORRUPT_STATE, not a hang.
  *  - Loader cycles: RM_E_LOAD_CYCLE when the cycle stays on one thread
  *    (through any contexts of the process), or when every wait in it is
  *    for a load that the same context runs (on any of its threads). A
@@ -415,10 +582,24 @@ typedef struct rm_model_handle rm_model_handle;
  *    removed never uses the removed one: it opens (or creates) the next.
  *  - Times in node rows are CLOCK_MONOTONIC nanoseconds (shared by every
  *    process), not the host clock.
+ *  - Codes. Besides its own, a member that uses the node table can return
+ *    RM_E_CORRUPT_STATE (the table or its lock is damaged, foreign or of
+ *    another plugin version: the message names the file; remove it when no
+ *    process uses the namespace) and, when the context must open the
+ *    namespace's table again because the one it used was removed
+ *    (registry_reclaim), the codes of opening it: RM_E_QUOTA_EXCEEDED
+ *    (1024 processes use it), RM_E_SYSTEM, and where a table may be
+ *    created (model_get_or_load, registry_reclaim) RM_E_NO_MEMORY
+ *    (/dev/shm full). Each member's @return lists them as "table codes".
  */
 #define RM_NODE_TAKEOVER_POLL_MS 100
 /** Processes that can hold one model of a node table at once. */
 #define RM_NODE_MAX_HOLDER_PROCESSES 64
+
+/* ========================================================================
+ * REF: loaders
+ * Loaders
+ * ======================================================================== */
 
 /**
  * Filled in by a loader. The plugin allocates it zeroed with struct_size
@@ -450,23 +631,38 @@ typedef struct rm_loaded_model {
      * Called exactly once, when the model is evicted or its context is
      * destroyed, on whichever thread does that (possibly the plugin's
      * eviction thread), never while a registry lock is held. May be NULL.
+     * Not called for a load that fails (the loader frees what it made
+     * before it returns an error), except as RM_E_NOT_SHAREABLE says above.
      */
     void (*destroy)(void *model, void *destroy_user);
     void *destroy_user;
 
     /* ---- 1.2, set by the plugin before the loader runs ---------------- */
-    /**
-     * Gives the loader a writable buffer of `bytes` (1 to 2^48) bytes,
-     * zero-filled, page-aligned; at most once per load. `self` is the
-     * struct the loader was given. Returns RM_OK and sets *out_buffer, or
-     * (*out_buffer NULL; the loader should then return the code):
-     *  RM_E_INVALID_ARGUMENT  NULL self/out_buffer, bytes 0 or too large,
-     *                         or a second call. (`self` is valid only
-     *                         while the loader runs.)
-     *  RM_E_NO_MEMORY         /dev/shm (node scope) or memory (process
-     *                         scope) cannot hold `bytes` (the message says
-     *                         which and how much).
-     *  RM_E_SYSTEM            the segment could not be created or mapped.
+    /*
+     * @fn alloc_buffer
+     * Gives the loader a writable buffer of `bytes` bytes, zero-filled and
+     * page-aligned; at most once per load.
+     *
+     * @param self        the struct the loader was given; not NULL. Valid
+     *                    only while the loader runs.
+     * @param bytes       1 to 2^48.
+     * @param out_buffer  not NULL; receives the buffer, NULL on error.
+     * @ownership  The plugin owns the buffer: the loader writes it until it
+     *             returns; then the plugin seals it read-only, hands it to
+     *             every caller as the model, and frees it at eviction (or
+     *             at once if the load fails).
+     * @return
+     *   RM_OK                  *out_buffer is set.
+     *   RM_E_INVALID_ARGUMENT  NULL self/out_buffer, bytes 0 or too large,
+     *                          or a second call.
+     *   RM_E_NO_MEMORY         /dev/shm (node scope) or memory (process
+     *                          scope) cannot hold `bytes` (the message says
+     *                          which and how much).
+     *   RM_E_SYSTEM            the segment could not be created or mapped.
+     *   On error the loader should return the code.
+     * @threads    Only while the loader runs, and not concurrently with itself.
+     * @callbacks  None.
+     * @since 1.2
      */
     int32_t (*alloc_buffer)(struct rm_loaded_model *self, uint64_t bytes,
                             void **out_buffer);
@@ -480,21 +676,40 @@ typedef struct rm_loaded_model {
                              sizeof(void *) &&                              \
      (m)->alloc_buffer != NULL)
 
-/**
- * A host's loader: produces the model for `key` (normalised).
- * Returns RM_OK after filling `out`, or any negative value on failure. A
- * failure code is handed unchanged to the caller that ran the loader and to
- * every caller waiting for the same key; no entry is left behind and the
- * next get_or_load() runs a loader again. A positive return is treated as
- * RM_E_LOADER_FAILED. The loader runs on the calling thread with no
- * registry lock held; it may call model_get_or_load() for other keys, in
- * this or another context. In process scope a cycle, even one through
- * several contexts and threads of the process, gives RM_E_LOAD_CYCLE
- * instead of a deadlock; in node scope only the cycles that "Node scope"
- * lists do, and others wait.
+/*
+ * @fn loader
+ * A host's loader (rm_model_loader_fn): produces the model for `key`. Run
+ * by model_get_or_load() on a miss, on the calling thread, with no plugin
+ * lock held. It may call model_get_or_load() for other keys, in this or
+ * another context. In process scope a cycle, even one through several
+ * contexts and threads of the process, gives RM_E_LOAD_CYCLE instead of a
+ * deadlock; in node scope only the cycles that "Node scope" lists do
+ * (REF: node-scope), and others wait.
+ *
+ * @param loader_user  what the host passed to model_get_or_load().
+ * @param key          the normalised key; valid during the call.
+ * @param out          zeroed, struct_size and abi_version set (and the 1.2
+ *                     buffer fields); valid only during the call.
+ * @ownership  A buffer from out->alloc_buffer() is the plugin's. A model
+ *             without one is the host's, destroyed through out->destroy.
+ * @return
+ *   RM_OK            after filling `out`.
+ *   negative values  a failure, handed unchanged to the caller that ran
+ *                    the loader and to every caller waiting for the same
+ *                    load; no entry is left behind and the next
+ *                    get_or_load() runs a loader again.
+ *   positive values  treated as RM_E_LOADER_FAILED.
+ * @threads    Runs on the thread that called model_get_or_load().
+ * @callbacks  Not applicable (it is the host's callback).
+ * @since 1.0 (buffers 1.2)
  */
 typedef int32_t (*rm_model_loader_fn)(void *loader_user, const char *key,
                                       rm_loaded_model *out);
+
+/* ========================================================================
+ * REF: registry-rows
+ * Registry rows, counters and reports
+ * ======================================================================== */
 
 /** One row of registry_list(). */
 typedef struct rm_model_info {
@@ -567,43 +782,48 @@ typedef struct rm_registry_reclaim_report {
                                   abandoned loads and those segments */
 } rm_registry_reclaim_report;
 
-/* ------------------------------------------------------------------------ */
-/* Shared-memory tensors (feature "shared-memory", ABI 1.1)                 */
-/* ------------------------------------------------------------------------ */
-
-/*
- * Model. Each context that allocates owns one pool: a /dev/shm segment
- * ("/rm.<namespace>.<pid>.<16 hex>", mode 0600, unguessable) with the
- * bundled jemalloc's arena over it, and a small control segment beside it
- * (same name + ".ctl") holding one slot per live tensor: its generation,
- * its extent, and which contexts hold it. The pool is created on the first
- * allocation; its pages are committed with fallocate() before use, so a
- * full /dev/shm is an error code (or the heap fallback), never SIGBUS.
+/* ========================================================================
+ * REF: tensors
+ * Shared-memory tensors (feature "shared-memory", ABI 1.1)
+ * ========================================================================
  *
- * A tensor crosses to another process as a descriptor (pool identity,
- * owner pid and start time, slot, generation, offset, nbytes, dtype, shape,
- * strides): RM_TENSOR_DESCRIPTOR_SIZE bytes, or a printable string of at
- * most RM_TENSOR_DESCRIPTOR_TEXT_MAX bytes. The importing context maps the
- * pool once (read-only unless asked otherwise), caches the mapping by pool
- * identity, checks every field of the descriptor against what the owner
- * recorded for that live tensor (session, dtype, shape, strides, offset,
- * nbytes, slot, generation: any difference is RM_E_INVALID_DESCRIPTOR,
- * naming the field), and only then forms a pointer. Nothing is copied.
+ * Pools. Each context that allocates owns one pool: shared memory in
+ * /dev/shm under an unguessable name, readable and writable only by the
+ * effective user (mode 0600), created on the context's first allocation,
+ * and beside it a small control segment that records, per live tensor,
+ * its generation, its extent and which contexts hold it. Pages are
+ * committed before a tensor uses them, so a full /dev/shm is an error code
+ * (or the heap fallback), never SIGBUS. (Segment names and layouts, and
+ * the allocator over the pool: docs/internals.md.)
+ *
+ * Crossing processes. A tensor crosses to another process as a descriptor
+ * (REF: descriptors). The importing context maps the pool once (read-only
+ * unless asked otherwise), caches the mapping by pool identity, checks
+ * every field of the descriptor against what the owner recorded for that
+ * live tensor (session, dtype, shape, strides, offset, nbytes, slot,
+ * generation: any difference is RM_E_INVALID_DESCRIPTOR, naming the
+ * field), and only then forms a pointer. Nothing is copied. Descriptors
+ * cross only between contexts of one shm.namespace.
  *
  * Lifetime. A tensor's memory is reused only after every context that
  * holds it (the owner and every importer) has released every handle; only
  * the owner frees. A release in another process travels back through the
  * control segment; the owner frees it on its next tensor call in that
- * context (allocate, release, import, tensor_reclaim). Handles of a context
- * that is destroyed are released with it. Holds of a process that died are
- * dropped by the owner's tensor_reclaim() (also run by itself when an
- * allocation runs out of quota or space), and segments whose owner died are
- * unlinked by any context created in the namespace (and by rmctl gc).
+ * context (tensor_allocate, tensor_import of a pool descriptor,
+ * tensor_release, tensor_pool_stats, tensor_session_bytes, tensor_reclaim,
+ * context_destroy). Handles of a context that is destroyed are released
+ * with it. Holds of a process that died are dropped by the owner's
+ * tensor_reclaim(); the owner also drops them by itself before it refuses
+ * an allocation over shm.pool_bytes (not for shm.session_quota, and not
+ * always before it reports the pool or /dev/shm full: call tensor_reclaim()
+ * when importers may have died). Segments whose owner died are unlinked by
+ * any context created in the namespace with shared-memory enabled, by
+ * tensor_reclaim(), and by rmctl gc.
  *
  * An importer's view stays intact until the importer releases it, whatever
  * the owner does meanwhile: releases its handle, destroys its context,
  * dlclose()s the plugin, exits or is killed. The owner's pages are then no
- * longer its own: nothing frees, reuses or punches them while anyone maps
+ * longer its own: nothing frees, reuses or discards them while anyone maps
  * them. When the importer releases its last handle on a pool whose owner
  * destroyed its context (or died and was reaped), it unmaps the pool, and
  * the pages go back to /dev/shm; a dead owner's pool that was not yet
@@ -616,33 +836,29 @@ typedef struct rm_registry_reclaim_report {
  *
  * Fork: a child never allocates from its parent's pool (its contexts give
  * RM_E_FORKED); a context created in the child gets its own pool.
- */
-
-/*
- * Descriptor format (version 2), for hosts that log, route or check
- * descriptors; they are produced and consumed only by the plugin. 200
- * bytes, little-endian:
- *   0  u32 magic "RMT1"        4  u16 version (2)   6  u8 kind   7  u8 ndim
- *   8  dtype: u8 code, u8 bits, u16 lanes
- *  12  u32 slot               16  u32 generation  20  u32 owner pid
- *  24  u64 pool id            32  u64 owner start time (clock ticks)
- *  40  u64 offset             48  u64 nbytes      56  u64 session
- *  64  i64 shape[8]          128  i64 strides[8] (elements; 0 beyond ndim)
- * 192  u64 checksum of bytes 0..191, with mix(x) = y ^ (y >> 32) where
- *      y = x * 0xff51afd7ed558ccd (mod 2^64), and rotl the 64-bit left
- *      rotation: lane[j] = 0x243f6a8885a308d3 + j * 0x9e3779b97f4a7c15 for
- *      j = 0..7; for r = 0..2 and j = 0..7: lane[j] = mix(lane[j] ^ w[8r+j])
- *      where w[i] is the little-endian u64 at byte 8i; then for width 4,
- *      2, 1 and j < width: lane[j] = mix(lane[j] ^ rotl(lane[j+width], 23));
- *      the checksum is lane[0]. It catches damage in transport and proves
- *      nothing: every field is checked against the live tensor its pool
- *      records before a pointer exists.
- * Kind 1 = pool (offset into the pool's data segment); kind 2 = inline
- * (pool fields 0, offset 200, nbytes of data follow the descriptor).
- * Text form: "rmt1." and the 200 bytes in base64url without padding.
- * Version 1 (rm_plugin 0.1, a serial checksum) is refused with
- * RM_E_INVALID_DESCRIPTOR and a message that says so: descriptors cross
- * only between processes that run the same plugin version.
+ *
+ * ========================================================================
+ * REF: descriptors
+ * Descriptors: what a host may rely on
+ * ========================================================================
+ * A descriptor is RM_TENSOR_DESCRIPTOR_SIZE (200) bytes, or, as printable
+ * text, "rmt1." followed by the same bytes in base64url without padding or
+ * blanks: at most RM_TENSOR_DESCRIPTOR_TEXT_MAX bytes with the NUL. It
+ * names one live tensor of a pool (pool identity, owner pid and start time,
+ * slot, generation, offset, nbytes, session, dtype, shape, strides) and
+ * carries a checksum. It is opaque: only the plugin produces and consumes
+ * it, and a host copies, logs, stores or routes it as bytes (or text). It
+ * is not a reference (see tensor_export). tensor_import checks it: the
+ * checksum catches damage in transport and proves nothing; every field is
+ * then checked against the live tensor its pool records before a pointer
+ * exists, so a damaged, forged or altered descriptor is
+ * RM_E_INVALID_DESCRIPTOR (naming the field) or RM_E_STALE_DESCRIPTOR, never
+ * a crash. An inline descriptor (tensor_export_inline) is followed by the
+ * tensor's nbytes of data and has no text form. The format is versioned:
+ * descriptors cross only between processes that run the same plugin
+ * version, and one of rm_plugin 0.1 (format version 1) is refused with
+ * RM_E_INVALID_DESCRIPTOR and a message that says so. The byte layout and
+ * the checksum formula: docs/internals.md.
  */
 #define RM_TENSOR_MAX_DIMS 8
 #define RM_TENSOR_MAX_HOLDERS 31
@@ -650,6 +866,11 @@ typedef struct rm_registry_reclaim_report {
 #define RM_TENSOR_DESCRIPTOR_TEXT_MAX 280
 /** Every tensor's data is aligned to at least this many bytes. */
 #define RM_TENSOR_MIN_ALIGNMENT 64
+
+/* ========================================================================
+ * REF: tensor-types
+ * Tensor types
+ * ======================================================================== */
 
 /**
  * Element type, laid out as DLPack's DLDataType. Exactly these codes and
@@ -794,12 +1015,13 @@ typedef struct rm_shm_pool_info {
                                   owner_alive (by pid alone) are set */
 } rm_shm_pool_info;
 
-/*
+/* ========================================================================
+ * REF: dlpack
  * DLPack, laid out exactly as dlpack.h's DLDevice, DLTensor,
  * DLManagedTensor (all versions) and DLManagedTensorVersioned (1.0); a host
  * that includes dlpack.h casts the pointers. tests/abi checks the layout
  * against dlpack.h.
- */
+ * ======================================================================== */
 typedef struct rm_dl_device {
     int32_t device_type; /* 1 = kDLCPU */
     int32_t device_id;
@@ -837,375 +1059,858 @@ typedef struct rm_dl_managed_tensor_versioned {
     rm_dl_tensor dl_tensor;
 } rm_dl_managed_tensor_versioned;
 
-/* ------------------------------------------------------------------------ */
-/* The vtable                                                               */
-/* ------------------------------------------------------------------------ */
-
-/**
- * The plugin's functions, ABI major 1. Static; never freed.
- * Structs the plugin fills for the host (rm_context_info,
- * rm_registry_metrics) keep the host's struct_size and abi_version; the
- * plugin writes only the fields that fit in struct_size. Rows of
- * registry_list() are written whole: their struct_size says how many bytes
- * the plugin wrote (the smaller of the host's and the plugin's size).
- * Capability functions return RM_E_FEATURE_UNAVAILABLE when the capability
- * was not built, and RM_E_FEATURE_DISABLED when it was built but the
- * context's "features" leaves it out.
- * Unless a function says otherwise, every `rm_context *` argument must be a
- * live context from context_create(), and a NULL one gives
- * RM_E_INVALID_ARGUMENT. After an error, context_last_error() on the same
- * thread says what went wrong, naming the key, value, limit or file.
- * Each context records the fork generation at creation: used in a child
- * after fork(), functions return RM_E_FORKED (create a new context there).
- * Threads inside the plugin (a caller waiting for a load, a loader) must
- * not be cancelled with pthread_cancel(): cancellation is not supported.
+/* ========================================================================
+ * REF: vtable
+ * The vtable, ABI major 1
+ * ========================================================================
+ * Static; never freed. One line per member, in ABI order; each member is
+ * documented below (REF: members, "@fn <member>"), and the rules all of
+ * them share are in REF: conventions. The markers say which ABI version
+ * added the members below them: 1.1 shared-memory tensors, 1.2 the
+ * node-scope registry. A plugin older than a member lacks it: check members
+ * newer than 1.0 with RM_PLUGIN_HAS().
  */
 typedef struct rm_plugin_v1 {
-    uint32_t struct_size; /* sizeof the plugin's vtable */
-    uint32_t abi_version; /* highest version the plugin implements */
+    /* ---- 1.0 ---- */
+    uint32_t struct_size;    /* sizeof the plugin's vtable */
+    uint32_t abi_version;    /* highest version the plugin implements */
     uint64_t features_built; /* RM_FEATURE_* compiled in */
-    const char *name;     /* "rm_plugin" */
-    const char *version;  /* RM_PLUGIN_VERSION_STRING of the build */
-
-    /** Static name ("INVALID_KEY") of a code; "UNKNOWN" if not a code. */
+    const char *name;        /* "rm_plugin" */
+    const char *version;     /* RM_PLUGIN_VERSION_STRING of the build */
     const char *(*error_name)(int32_t code);
-    /** Static description of a code; "unknown error" if not a code. */
     const char *(*strerror)(int32_t code);
-
-    /**
-     * Creates a context from `options` (NULL: defaults and the environment).
-     * Returns RM_OK and sets *out_context, which the host destroys with
-     * context_destroy(). Errors (*out_context set to NULL; the reason is
-     * logged and returned by context_last_error(NULL) on this thread):
-     *  RM_E_INVALID_ARGUMENT      NULL out_context, reserved fields set,
-     *                             NULL key or value in entries.
-     *  RM_E_STRUCT_SIZE           options->struct_size below 1.0 size.
-     *  RM_E_CONFIG_UNKNOWN_KEY    a key not listed in rm_context_options.
-     *  RM_E_CONFIG_INVALID_VALUE  malformed or out-of-range value.
-     *  RM_E_CONFIG_FILE           the file cannot be read, or a line is
-     *                             not `key = value`.
-     *  RM_E_FEATURE_UNAVAILABLE   "features" names a capability not built.
-     *  RM_E_ALLOCATOR             the bundled allocator failed its check.
-     *  RM_E_NO_MEMORY, RM_E_SYSTEM (a thread could not be started).
-     *  RM_E_CORRUPT_STATE         (1.2) registry.scope = node and the
-     *                             namespace's node table is not a valid
-     *                             0600 table of this user, or one of
-     *                             another plugin version's layout (the
-     *                             message names the file; remove it when
-     *                             no process uses it).
-     *  RM_E_QUOTA_EXCEEDED        (1.2) node scope: 1024 live processes
-     *                             already use the namespace's node table.
-     * In node scope the table is opened (created on first use) here, so a
-     * full /dev/shm is RM_E_NO_MEMORY at creation.
-     */
-    int32_t (*context_create)(const rm_context_options *options,
-                              rm_context **out_context);
-
-    /**
-     * Destroys a context: stops and joins its threads, destroys every model
-     * it holds (calling each destroy callback once, handles or not; handles
-     * still held become invalid and are logged as a warning) and frees
-     * everything. NULL is a no-op. Must not race with other calls on the
-     * same context.
-     */
+    int32_t (*context_create)(const rm_context_options *options, rm_context **out_context);
     void (*context_destroy)(rm_context *context);
-
-    /**
-     * The message of the last failed call made on this thread with this
-     * context (NULL: the last failed context_create on this thread), or ""
-     * when there is none. Owned by the plugin; valid on this thread until
-     * its next call into the plugin. Never NULL.
-     */
     const char *(*context_last_error)(const rm_context *context);
-
-    /** Fills *out (struct_size set by the caller). RM_E_INVALID_ARGUMENT,
-     *  RM_E_STRUCT_SIZE, RM_E_FORKED. */
     int32_t (*context_info)(const rm_context *context, rm_context_info *out);
-
-    /**
-     * Writes the effective value of configuration `key` into `buffer` as
-     * NUL-terminated text in the accepted form, expanded (features as the
-     * list of enabled names or "none", sizes in bytes). *out_needed (optional) gets
-     * the size needed, NUL included.
-     * Returns RM_OK, RM_E_CONFIG_UNKNOWN_KEY, RM_E_BUFFER_TOO_SMALL (buffer
-     * untouched), RM_E_INVALID_ARGUMENT, RM_E_FORKED.
-     */
-    int32_t (*config_get)(const rm_context *context, const char *key,
-                          char *buffer, uint64_t buffer_size,
-                          uint64_t *out_needed);
-
-    /**
-     * The name of the index-th configuration key (0-based, stable order),
-     * or NULL past the last one. Static strings; no context needed.
-     */
+    int32_t (*config_get)(const rm_context *context, const char *key, char *buffer, uint64_t buffer_size, uint64_t *out_needed);
     const char *(*config_key_at)(uint32_t index);
-
-    /**
-     * Normalises a model key into `out` (see RM_MODEL_KEY_MAX).
-     * Returns RM_OK, RM_E_INVALID_KEY (message through
-     * context_last_error(NULL)), RM_E_BUFFER_TOO_SMALL,
-     * RM_E_INVALID_ARGUMENT, RM_E_FEATURE_UNAVAILABLE (registry not built).
-     */
-    int32_t (*model_key_normalize)(const char *key, char *out,
-                                   uint64_t out_size);
-
-    /**
-     * Returns the model for `key`, loading it at most once per context.
-     * A ready model is a hit. Otherwise the first caller runs
-     * `loader(loader_user, normalised_key, &loaded)` on its own thread while
-     * concurrent callers for the same key block (no spinning) until it ends
-     * and then share its result. Loads of different keys run concurrently.
-     * On success *out_handle holds a reference (release it with
-     * model_release()) and *out_model the loader's model pointer; admitting
-     * a new model evicts idle models in LRU order to fit registry.max_bytes
-     * and registry.max_models. Models in use are never evicted: if the
-     * budget cannot be met the model is admitted anyway, `over_budget` is
-     * counted and a warning logged, and idle models are evicted as soon as
-     * they are released.
-     * Returns RM_OK, or (with *out_handle and *out_model set to NULL):
-     *  RM_E_INVALID_ARGUMENT   NULL pointers.
-     *  RM_E_INVALID_KEY        the key breaks the grammar above.
-     *  RM_E_FEATURE_DISABLED   "model-registry" not enabled.
-     *  RM_E_FEATURE_UNAVAILABLE not built.
-     *  RM_E_LOAD_CYCLE         the key is being loaded by a loader that is
-     *                          (directly or through other loads) waiting for
-     *                          this caller (node scope: for the cycles
-     *                          "Node scope" lists; others wait).
-     *  RM_E_INVALID_ARGUMENT   the loader succeeded but left model NULL.
-     *  any negative code the loader returned (positive ones become
-     *  RM_E_LOADER_FAILED).
-     *  RM_E_SHUTTING_DOWN, RM_E_NO_MEMORY, RM_E_FORKED.
-     * With a loader buffer (1.2), also:
-     *  RM_E_INVALID_ARGUMENT   the loader set `destroy`, or a `model` other
-     *                          than the buffer.
-     * Node scope (1.2, "Node scope" above), also:
-     *  RM_E_NOT_SHAREABLE      the loader returned without a buffer.
-     *  RM_E_QUOTA_EXCEEDED     the node table has no free entry (every
-     *                          entry loading or held by a live process),
-     *                          or RM_NODE_MAX_HOLDER_PROCESSES processes
-     *                          already hold the model.
-     *  RM_E_CORRUPT_STATE      the table says ready but the model's segment
-     *                          is missing or not what the plugin sealed.
-     *  RM_E_NO_MEMORY, RM_E_SYSTEM mapping failed.
-     *  A loader failure in another process reaches this caller with the
-     *  loader's code (when it was waiting for that load).
-     */
-    int32_t (*model_get_or_load)(rm_context *context, const char *key,
-                                 rm_model_loader_fn loader, void *loader_user,
-                                 rm_model_handle **out_handle,
-                                 void **out_model);
-
-    /**
-     * Gives back a reference from model_get_or_load(). The model stays
-     * loaded (idle) until TTL, LRU pressure, model_evict() or
-     * context_destroy(). Releasing a handle twice or a handle from another
-     * context is undefined. Returns RM_OK, RM_E_INVALID_ARGUMENT (NULL, or a
-     * handle with no reference left, when that can still be seen),
-     * RM_E_FEATURE_DISABLED, RM_E_FEATURE_UNAVAILABLE, RM_E_FORKED.
-     */
+    int32_t (*model_key_normalize)(const char *key, char *out, uint64_t out_size);
+    int32_t (*model_get_or_load)(rm_context *context, const char *key, rm_model_loader_fn loader, void *loader_user, rm_model_handle **out_handle, void **out_model);
     int32_t (*model_release)(rm_context *context, rm_model_handle *handle);
-
-    /**
-     * Evicts `key` now if no handle holds it (its destroy callback runs
-     * before this returns); NULL evicts every idle model. Node scope: the
-     * model is evicted node-wide (segment unlinked) if no live process
-     * holds it; RM_E_BUSY otherwise.
-     * Returns RM_OK, RM_E_NOT_FOUND (not loaded), RM_E_BUSY (in use or
-     * still loading), RM_E_INVALID_KEY, RM_E_FEATURE_DISABLED,
-     * RM_E_FORKED.
-     */
     int32_t (*model_evict)(rm_context *context, const char *key);
-
-    /** Fills *out. RM_E_INVALID_ARGUMENT, RM_E_STRUCT_SIZE,
-     *  RM_E_FEATURE_DISABLED, RM_E_FORKED. */
     int32_t (*registry_metrics)(rm_context *context, rm_registry_metrics *out);
-
-    /**
-     * Writes one rm_model_info per loaded model (in least-recently-used
-     * first order) into `out[0..capacity)`, each of size
-     * `info_struct_size` (the host's sizeof(rm_model_info)), and sets
-     * *out_count to the number of loaded models. Returns RM_OK, or
-     * RM_E_BUFFER_TOO_SMALL when *out_count > capacity (the first
-     * `capacity` rows are written), RM_E_INVALID_ARGUMENT (NULL out_count,
-     * or NULL out with capacity > 0; out may be NULL when capacity is 0),
-     * RM_E_STRUCT_SIZE, RM_E_FEATURE_DISABLED, RM_E_FORKED.
-     * Node scope (1.2): one row per entry of the node table, loading ones
-     * included (state, holders, loader_pid, idle_ns), every process's
-     * references in refcount; RM_E_CORRUPT_STATE as for model_get_or_load.
-     */
-    int32_t (*registry_list)(rm_context *context, rm_model_info *out,
-                             uint32_t info_struct_size, uint32_t capacity,
-                             uint32_t *out_count);
-
-    /* ---- 1.1: shared-memory tensors (check with RM_PLUGIN_HAS) -------- */
-    /*
-     * Every tensor function returns RM_E_FEATURE_UNAVAILABLE when
-     * shared-memory was not built, RM_E_FEATURE_DISABLED when the context
-     * does not enable it, RM_E_INVALID_ARGUMENT for NULL pointers, and
-     * RM_E_FORKED in a child of fork(). A handle belongs to the context
-     * that returned it; using it with another context, or after releasing
-     * it, is undefined.
-     */
-
-    /**
-     * Allocates a tensor in the context's pool (creating the pool on first
-     * use) and returns a writable handle. nbytes is what the shape and
-     * strides span (element size * (1 + sum((shape[i]-1) * strides[i]))),
-     * at least one byte is reserved even for an empty tensor.
-     * Returns RM_OK, or (*out_tensor NULL):
-     *  RM_E_INVALID_ARGUMENT  a bad dtype, ndim, shape, stride, alignment,
-     *                         reserved field or flag; a size that overflows.
-     *  RM_E_STRUCT_SIZE       spec smaller than its 1.1 size.
-     *  RM_E_QUOTA_EXCEEDED    shm.session_quota or shm.pool_bytes would be
-     *                         exceeded (the message names the limit, the
-     *                         bytes in use and the bytes asked for), or the
-     *                         pool's shm.max_tensors slots are all live.
-     *  RM_E_NO_MEMORY         with RM_TENSOR_ALLOC_SHARED_ONLY: /dev/shm is
-     *                         missing or full (the message says which and
-     *                         how many bytes); otherwise the heap is full.
-     * Without RM_TENSOR_ALLOC_SHARED_ONLY, a missing or full /dev/shm gives
-     * a private heap tensor instead (RM_TENSOR_SHAREABLE clear; counted as
-     * a fallback and logged once per pool). Thread-safe.
-     */
-    int32_t (*tensor_allocate)(rm_context *context, const rm_tensor_spec *spec,
-                               rm_tensor **out_tensor);
-
-    /** Fills *out (struct_size set by the caller). RM_OK,
-     *  RM_E_STRUCT_SIZE. Thread-safe. */
-    int32_t (*tensor_info)(rm_context *context, const rm_tensor *tensor,
-                           rm_tensor_info *out);
-
-    /**
-     * Writes the tensor's descriptor (RM_TENSOR_DESCRIPTOR_SIZE bytes) to
-     * `out`. The descriptor is not a reference: the tensor stays alive only
-     * while some handle holds it, so keep the handle until the receiver has
-     * imported (or acknowledged). Returns RM_OK, RM_E_BUFFER_TOO_SMALL,
-     * RM_E_NOT_SHAREABLE (a heap tensor: use tensor_export_inline).
-     */
-    int32_t (*tensor_export)(rm_context *context, const rm_tensor *tensor,
-                             void *out, uint64_t out_size);
-
-    /** The same descriptor as printable text ("rmt1." and base64url, no
-     *  blanks), NUL-terminated, at most RM_TENSOR_DESCRIPTOR_TEXT_MAX bytes
-     *  with the NUL. Same returns as tensor_export. */
-    int32_t (*tensor_export_text)(rm_context *context, const rm_tensor *tensor,
-                                  char *out, uint64_t out_size);
-
-    /**
-     * Serialises the tensor by value for hosts that must (another machine,
-     * a file): a descriptor marked inline followed by the nbytes of data.
-     * Works for every tensor, shared or not. *out_needed (optional) gets
-     * RM_TENSOR_DESCRIPTOR_SIZE + nbytes. Returns RM_OK,
-     * RM_E_BUFFER_TOO_SMALL (nothing written).
-     */
-    int32_t (*tensor_export_inline)(rm_context *context, const rm_tensor *tensor,
-                                    void *out, uint64_t out_size,
-                                    uint64_t *out_needed);
-
-    /**
-     * Imports a descriptor from tensor_export (`size` ==
-     * RM_TENSOR_DESCRIPTOR_SIZE), or an inline one from tensor_export_inline
-     * (`size` == its whole length), and returns a new handle. A pool
-     * descriptor gives a view of the same memory, read-only unless
-     * RM_TENSOR_IMPORT_WRITABLE; an inline one gives a private copy
-     * (writable). Importing into the owning context gives another handle
-     * on the owner's memory. Each import is one handle to release.
-     * Returns RM_OK, or (*out_tensor NULL, nothing held, nothing mapped
-     * that is not cached):
-     *  RM_E_INVALID_DESCRIPTOR  wrong size, magic, version or checksum; a
-     *                           field out of range; a dtype not in the
-     *                           rm_dtype table; dtype, shape and strides
-     *                           that do not fit nbytes; an extent outside
-     *                           the pool; a segment that is not a 0600
-     *                           regular file of this user; a descriptor
-     *                           that differs from the live tensor of its
-     *                           slot in any field (session, dtype, ndim,
-     *                           shape, strides, offset, nbytes), or names
-     *                           a generation its slot never had: the
-     *                           message names the field.
-     *  RM_E_STALE_DESCRIPTOR    the pool's segments are gone, belong to
-     *                           another process now (owner start time), or
-     *                           the tensor was freed (an older generation).
-     *  RM_E_QUOTA_EXCEEDED      RM_TENSOR_MAX_HOLDERS contexts already
-     *                           import from that pool.
-     *  RM_E_NO_MEMORY, RM_E_SYSTEM (mapping failed).
-     * Thread-safe.
-     */
-    int32_t (*tensor_import)(rm_context *context, const void *descriptor,
-                             uint64_t size, uint64_t flags, rm_tensor **out_tensor);
-
-    /** tensor_import of the text form (pool descriptors only; inline ones
-     *  have no text form). Same returns. */
-    int32_t (*tensor_import_text)(rm_context *context, const char *text,
-                                  uint64_t flags, rm_tensor **out_tensor);
-
-    /**
-     * Releases a handle. When it was the context's last handle on that
-     * tensor, the context's hold ends; when every hold has ended the owner
-     * frees it (at once if this is the owner, else on the owner's next
-     * tensor call). Returns RM_OK, RM_E_INVALID_ARGUMENT (NULL).
-     */
+    int32_t (*registry_list)(rm_context *context, rm_model_info *out, uint32_t info_struct_size, uint32_t capacity, uint32_t *out_count);
+    /* ---- 1.1 ---- */
+    int32_t (*tensor_allocate)(rm_context *context, const rm_tensor_spec *spec, rm_tensor **out_tensor);
+    int32_t (*tensor_info)(rm_context *context, const rm_tensor *tensor, rm_tensor_info *out);
+    int32_t (*tensor_export)(rm_context *context, const rm_tensor *tensor, void *out, uint64_t out_size);
+    int32_t (*tensor_export_text)(rm_context *context, const rm_tensor *tensor, char *out, uint64_t out_size);
+    int32_t (*tensor_export_inline)(rm_context *context, const rm_tensor *tensor, void *out, uint64_t out_size, uint64_t *out_needed);
+    int32_t (*tensor_import)(rm_context *context, const void *descriptor, uint64_t size, uint64_t flags, rm_tensor **out_tensor);
+    int32_t (*tensor_import_text)(rm_context *context, const char *text, uint64_t flags, rm_tensor **out_tensor);
     int32_t (*tensor_release)(rm_context *context, rm_tensor *tensor);
-
-    /**
-     * Exports as DLPack without a copy. The managed tensor holds its own
-     * reference: the handle may be released before the consumer calls
-     * `deleter`, which releases that reference (call it from any thread,
-     * exactly once, before the context is destroyed). Read-only views set
-     * RM_DLPACK_FLAG_READ_ONLY in the versioned form; the unversioned form
-     * cannot say so, and a write still faults. Returns RM_OK,
-     * RM_E_NO_MEMORY.
-     */
-    int32_t (*tensor_to_dlpack)(rm_context *context, rm_tensor *tensor,
-                                rm_dl_managed_tensor **out);
-    int32_t (*tensor_to_dlpack_versioned)(rm_context *context, rm_tensor *tensor,
-                                          rm_dl_managed_tensor_versioned **out);
-
-    /** Fills *out with this context's pool counters. RM_OK,
-     *  RM_E_STRUCT_SIZE. */
+    int32_t (*tensor_to_dlpack)(rm_context *context, rm_tensor *tensor, rm_dl_managed_tensor **out);
+    int32_t (*tensor_to_dlpack_versioned)(rm_context *context, rm_tensor *tensor, rm_dl_managed_tensor_versioned **out);
     int32_t (*tensor_pool_stats)(rm_context *context, rm_tensor_pool_stats *out);
-
-    /** Bytes of live tensors charged to `session` in this context. */
-    int32_t (*tensor_session_bytes)(rm_context *context, uint64_t session,
-                                    uint64_t *out_bytes);
-
-    /**
-     * Drops the holds of importing contexts whose process died (pid and
-     * start time), frees what that and earlier remote releases left, and
-     * unlinks the segments of dead owners in the namespace. `out` optional.
-     * Returns RM_OK, RM_E_STRUCT_SIZE, RM_E_SYSTEM (/dev/shm unreadable).
-     */
+    int32_t (*tensor_session_bytes)(rm_context *context, uint64_t session, uint64_t *out_bytes);
     int32_t (*tensor_reclaim)(rm_context *context, rm_reclaim_report *out);
-
-    /**
-     * Lists the pools of the context's namespace found in /dev/shm, like
-     * registry_list (rows of `info_struct_size` bytes; *out_count gets the
-     * number of pools; RM_E_BUFFER_TOO_SMALL when it exceeds capacity).
-     * RM_E_SYSTEM when /dev/shm cannot be read.
-     */
-    int32_t (*shm_list)(rm_context *context, rm_shm_pool_info *out,
-                        uint32_t info_struct_size, uint32_t capacity,
-                        uint32_t *out_count);
-
-    /* ---- 1.2: node-scope model registry (check with RM_PLUGIN_HAS) ---- */
-
-    /**
-     * Node scope: drops the references of dead processes, clears claims of
-     * dead loaders, evicts what no live process holds once its TTL has
-     * passed (and to fit the budgets), and unlinks model segments of the
-     * namespace that no table entry names (a loader that died before its
-     * claim was recorded), and removes the node table when nothing is left
-     * in it and no live process but the caller's context uses it (counted
-     * in segments_unlinked and bytes_unlinked; the context then has none
-     * until its next model_get_or_load() creates one, and sees an empty
-     * registry meanwhile unless another process made one). Process scope:
-     * evicts expired idle models.
-     * `out` optional. Returns RM_OK, RM_E_STRUCT_SIZE, RM_E_FEATURE_*,
-     * RM_E_FORKED, RM_E_SYSTEM (/dev/shm unreadable).
-     */
-    int32_t (*registry_reclaim)(rm_context *context,
-                                rm_registry_reclaim_report *out);
+    int32_t (*shm_list)(rm_context *context, rm_shm_pool_info *out, uint32_t info_struct_size, uint32_t capacity, uint32_t *out_count);
+    /* ---- 1.2 ---- */
+    int32_t (*registry_reclaim)(rm_context *context, rm_registry_reclaim_report *out);
 } rm_plugin_v1;
+
+/* ========================================================================
+ * REF: members
+ * The vtable's members, one block each, in vtable order
+ * ========================================================================
+ * "The context checks" below means the checks of REF: conventions, in
+ * their order: RM_E_INVALID_ARGUMENT (NULL context), RM_E_FORKED (a
+ * context of the parent of a fork()), then for capability members
+ * RM_E_FEATURE_UNAVAILABLE (not built) and RM_E_FEATURE_DISABLED (not
+ * enabled in this context).
+ *
+ * ---- 1.0: errors ---------------------------------------------------- */
+
+/**
+ * @fn error_name
+ * The static name of a code ("INVALID_KEY" for RM_E_INVALID_KEY).
+ *
+ * @param code       any value.
+ * @ownership  A static string, never freed.
+ * @return     The name, "OK" for RM_OK, or "UNKNOWN" if `code` is not a
+ *             code. Never NULL.
+ * @threads    Thread-safe; needs no context.
+ * @callbacks  None.
+ * @since 1.0
+ */
+
+/**
+ * @fn strerror
+ * The static description of a code (the message of RM_ERROR_MAP).
+ *
+ * @param code       any value.
+ * @ownership  A static string, never freed.
+ * @return     The description, or "unknown error" if `code` is not a code.
+ *             Never NULL.
+ * @threads    Thread-safe; needs no context.
+ * @callbacks  None.
+ * @since 1.0
+ */
+
+/* ---- 1.0: contexts and configuration -------------------------------- */
+
+/**
+ * @fn context_create
+ * Creates a context from `options` (NULL: defaults and the environment),
+ * applying configuration in the order REF: config gives. With
+ * "shared-memory" enabled it creates and checks the context's allocator
+ * arena and unlinks what dead owners left in shm.namespace (no pool yet:
+ * the first allocation makes it). With registry.scope = node it opens the
+ * namespace's node table, creating it on first use, so a full /dev/shm is
+ * RM_E_NO_MEMORY here, and starts the context's background sweep.
+ *
+ * @param options      NULL, or made with RM_STRUCT_INIT: entries may be
+ *                     NULL when entry_count is 0; config_path optional;
+ *                     flags RM_CONTEXT_*; reserved zero.
+ * @param out_context  not NULL; receives the context, NULL on error.
+ * @ownership  The host owns the new context and destroys it with
+ *             context_destroy(). The options, their strings and the file
+ *             are read during the call only.
+ * @return
+ *   RM_OK                      *out_context is set.
+ *   RM_E_INVALID_ARGUMENT      NULL out_context; reserved fields or unknown
+ *                              flag bits set; NULL entries with a non-zero
+ *                              entry_count; a NULL key or value in entries.
+ *   RM_E_STRUCT_SIZE           options->struct_size below the 1.0 size.
+ *   RM_E_CONFIG_UNKNOWN_KEY    a key not listed in rm_context_options.
+ *   RM_E_CONFIG_INVALID_VALUE  malformed or out-of-range value.
+ *   RM_E_CONFIG_FILE           the file cannot be read, or a line is not
+ *                              `key = value` (or is too long, or holds a
+ *                              NUL byte).
+ *   RM_E_FEATURE_UNAVAILABLE   "features" names a capability not built.
+ *   RM_E_ALLOCATOR             the bundled allocator failed its check.
+ *   RM_E_NO_MEMORY             out of memory; (1.2, node scope) /dev/shm
+ *                              has no room for a new node table.
+ *   RM_E_SYSTEM                a thread or lock could not be created, or
+ *                              (node scope) the table could not be opened,
+ *                              created or mapped.
+ *   RM_E_CORRUPT_STATE         (1.2) registry.scope = node and the
+ *                              namespace's node table is not a valid
+ *                              0600 table of this user, or one of
+ *                              another plugin version's layout, or its
+ *                              lock is unusable (the message names the
+ *                              file; remove it when no process uses it).
+ *   RM_E_QUOTA_EXCEEDED        (1.2) node scope: 1024 live processes
+ *                              already use the namespace's node table.
+ *   On error the reason is logged and returned by context_last_error(NULL)
+ *   on this thread.
+ * @threads    Thread-safe.
+ * @callbacks  The log sink (the reason of a failure). No other host
+ *             callback; none fires after an error.
+ * @since 1.0
+ */
+
+/**
+ * @fn context_destroy
+ * Destroys a context: stops and joins its threads, destroys every model it
+ * holds (calling each destroy callback once, handles or not; handles still
+ * held become invalid and are logged as a warning), releases every tensor
+ * handle it still holds (logged as a warning; importers of its tensors keep
+ * their views, REF: tensors), gives back its node-scope references and
+ * leaves the node table (removing it if this was the namespace's last
+ * context and nothing is left in it), and frees everything. In a child of
+ * fork(), a context of the parent is only freed (its threads and shared
+ * state are the parent's).
+ *
+ * @param context  a context from context_create(), or NULL (a no-op).
+ * @ownership  The context, its handles, and DLPack exports of its tensors
+ *             are invalid afterwards (call every DLPack deleter first).
+ * @return     Nothing.
+ * @threads    Must not race with any other call on the same context
+ *             (handle releases and DLPack deleters included).
+ * @callbacks  Destroy callbacks of the context's models, on the calling
+ *             thread, before it returns; the log sink.
+ * @since 1.0
+ */
+
+/**
+ * @fn context_last_error
+ * The message of the calling thread's last failure, if it was recorded
+ * for `context`: one message is kept per thread, and a later failure on
+ * another context (or without one) replaces it. NULL asks for failures
+ * without a context: rm_plugin_negotiate, context_create,
+ * model_key_normalize, and a call given a NULL context.
+ *
+ * @param context  a context, or NULL.
+ * @ownership  Owned by the plugin; valid on this thread until its next call
+ *             into the plugin.
+ * @return     The message, or "" when there is none. Never NULL.
+ * @threads    Thread-safe (each thread sees its own).
+ * @callbacks  None.
+ * @since 1.0
+ */
+
+/**
+ * @fn context_info
+ * Fills *out: negotiated version, capabilities built and enabled, the
+ * allocator's version and arena.
+ *
+ * @param context  a live context.
+ * @param out      not NULL; struct_size set by the caller (RM_STRUCT_INIT).
+ * @ownership  The host's struct; the plugin writes what fits in
+ *             out->struct_size.
+ * @return
+ *   RM_OK
+ *   RM_E_INVALID_ARGUMENT  NULL context or out.
+ *   RM_E_FORKED            a context of the parent of a fork().
+ *   RM_E_STRUCT_SIZE       out->struct_size below the 1.0 size.
+ * @threads    Thread-safe.
+ * @callbacks  None.
+ * @since 1.0
+ */
+
+/**
+ * @fn config_get
+ * Writes the effective value of configuration `key` into `buffer` as
+ * NUL-terminated text in the accepted form, expanded (features as the
+ * list of enabled names or "none", sizes in bytes).
+ *
+ * @param context      a live context.
+ * @param key          a key name (config_key_at()); not NULL.
+ * @param buffer       receives the value; may be NULL (with any
+ *                     buffer_size) to ask for the size.
+ * @param buffer_size  its size in bytes.
+ * @param out_needed   optional; gets the size needed, NUL included (also
+ *                     with RM_E_BUFFER_TOO_SMALL).
+ * @ownership  The host's buffer; nothing is kept.
+ * @return
+ *   RM_OK
+ *   RM_E_INVALID_ARGUMENT    NULL context or key.
+ *   RM_E_FORKED              a context of the parent of a fork().
+ *   RM_E_CONFIG_UNKNOWN_KEY  not a key (*out_needed untouched).
+ *   RM_E_BUFFER_TOO_SMALL    buffer NULL or smaller than needed (buffer
+ *                            untouched).
+ * @threads    Thread-safe.
+ * @callbacks  None.
+ * @since 1.0
+ */
+
+/**
+ * @fn config_key_at
+ * The name of the index-th configuration key (0-based, stable order), or
+ * NULL past the last one.
+ *
+ * @param index  any value.
+ * @ownership  Static strings; no context needed.
+ * @return     The name, or NULL past the last key.
+ * @threads    Thread-safe.
+ * @callbacks  None.
+ * @since 1.0
+ */
+
+/* ---- 1.0: the model registry ---------------------------------------- */
+
+/**
+ * @fn model_key_normalize
+ * Checks a model key against the grammar (REF: model-keys) and writes its
+ * normalised form into `out`.
+ *
+ * @param key       NUL-terminated; not NULL (at most RM_MODEL_KEY_MAX
+ *                  bytes are read).
+ * @param out       not NULL; may be `key` itself (normalised in place).
+ * @param out_size  RM_MODEL_KEY_MAX always suffices.
+ * @ownership  The host's buffers; nothing is kept.
+ * @return
+ *   RM_OK
+ *   RM_E_INVALID_KEY          the key breaks the grammar (the message,
+ *                             through context_last_error(NULL), says how).
+ *   RM_E_BUFFER_TOO_SMALL     out_size is too small for the normalised key.
+ *   RM_E_INVALID_ARGUMENT     NULL key or out.
+ *   RM_E_FEATURE_UNAVAILABLE  the registry was not built.
+ * @threads    Thread-safe; needs no context.
+ * @callbacks  None.
+ * @since 1.0
+ */
+
+/**
+ * @fn model_get_or_load
+ * Returns the model for `key`, loading it at most once per context
+ * (process scope) or per machine (node scope, REF: node-scope). A ready
+ * model is a hit. Otherwise the first caller runs
+ * `loader(loader_user, normalised_key, &loaded)` on its own thread while
+ * concurrent callers for the same key block (no spinning) until it ends
+ * and then share its result. Loads of different keys run concurrently.
+ * Admitting a new model evicts idle models in LRU order to fit
+ * registry.max_bytes and registry.max_models. Models in use are never
+ * evicted: if the budget cannot be met the model is admitted anyway,
+ * `over_budget` is counted and a warning logged, and idle models are
+ * evicted as soon as they are released.
+ *
+ * @param context      a live context.
+ * @param key          "name@device"; not NULL.
+ * @param loader       not NULL; runs only on a miss (REF: loaders).
+ * @param loader_user  passed to the loader unchanged; may be NULL.
+ * @param out_handle   not NULL; receives a reference, NULL on error.
+ * @param out_model    not NULL; receives the model, NULL on error: the
+ *                     loader's model pointer, or its buffer (the start of
+ *                     this process's read-only mapping in node scope).
+ * @ownership  *out_handle is one reference, the caller's until it gives it
+ *             back with model_release(). *out_model is valid while the
+ *             context holds a handle on the model. The key is copied. A
+ *             loader buffer is the plugin's; a model without one is the
+ *             host's, destroyed through its destroy callback.
+ * @return
+ *   RM_OK                     *out_handle and *out_model are set.
+ *   RM_E_INVALID_ARGUMENT     NULL context, key, loader, out_handle or
+ *                             out_model; the loader succeeded but left
+ *                             model NULL (process scope; node scope:
+ *                             RM_E_NOT_SHAREABLE); with a loader buffer
+ *                             (1.2), the loader set `destroy`, or a
+ *                             `model` other than the buffer.
+ *   RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE, RM_E_FEATURE_DISABLED
+ *                             the context checks ("model-registry").
+ *   RM_E_INVALID_KEY          the key breaks the grammar.
+ *   RM_E_LOAD_CYCLE           the key is being loaded by a loader that is
+ *                             (directly or through other loads) waiting for
+ *                             this caller (node scope: for the cycles
+ *                             "Node scope" lists; others wait).
+ *   the loader's code         any negative code the loader returned
+ *                             (positive ones become RM_E_LOADER_FAILED),
+ *                             for the caller that ran it and every caller
+ *                             that waited for that load.
+ *   RM_E_SHUTTING_DOWN        the context is being destroyed.
+ *   RM_E_NO_MEMORY            out of memory.
+ *   RM_E_SYSTEM               the loader's buffer could not be sealed.
+ *   Node scope (1.2), also:
+ *   RM_E_NOT_SHAREABLE        the loader returned without a buffer.
+ *   RM_E_QUOTA_EXCEEDED       the node table has no free entry (every
+ *                             entry loading or held by a live process),
+ *                             or RM_NODE_MAX_HOLDER_PROCESSES processes
+ *                             already hold the model.
+ *   RM_E_CORRUPT_STATE        the table says ready but the model's segment
+ *                             is missing or not what the plugin sealed; or
+ *                             the claim of this caller's load was taken
+ *                             over while its loader ran (another process
+ *                             could not see this one alive).
+ *   RM_E_NO_MEMORY, RM_E_SYSTEM  mapping the model failed.
+ *   table codes               REF: node-scope.
+ *   A loader failure in another process reaches this caller with the
+ *   loader's code (when it was waiting for that load).
+ * @threads    Thread-safe. Callers of one key in any threads, contexts (and,
+ *             in node scope, processes) share one load.
+ * @callbacks  `loader` runs at most once per call, on the calling thread,
+ *             before the call returns, never after it. A caller that waited
+ *             for another's load does not run its own, except in node scope
+ *             when that load was abandoned (its process died) or its
+ *             outcome was lost (a full table reused the entry). The
+ *             destroy callback of a model this call admitted runs later,
+ *             exactly once (eviction or context_destroy()). After an error
+ *             no callback of this call fires: a failed load's destroy is
+ *             not called, except that RM_E_NOT_SHAREABLE calls it before
+ *             returning. Admitting a model may run the destroy callbacks
+ *             of idle models it evicts, on the calling thread, before it
+ *             returns (process scope).
+ * @since 1.0 (loader buffers and node scope 1.2)
+ */
+
+/**
+ * @fn model_release
+ * Gives back a reference from model_get_or_load(). The model stays loaded
+ * (idle) until TTL, LRU pressure, model_evict() or context_destroy(). In
+ * node scope the context's last handle on a model gives its node reference
+ * back and unmaps the model; the model stays loaded node-wide.
+ *
+ * @param context  the context that returned the handle.
+ * @param handle   not NULL; a handle not yet released. Releasing a handle
+ *                 twice or a handle from another context is undefined.
+ * @ownership  The reference ends; *out_model of that get must not be used
+ *             once the context holds no handle on the model.
+ * @return
+ *   RM_OK
+ *   RM_E_INVALID_ARGUMENT  NULL context or handle, or a handle with no
+ *                          reference left, when that can still be seen.
+ *   RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE, RM_E_FEATURE_DISABLED
+ *                          the context checks ("model-registry").
+ * @threads    Thread-safe; a handle may be released on any thread.
+ * @callbacks  Process scope: while the registry is over budget, the
+ *             destroy callbacks of idle models evicted to fit it, on the
+ *             calling thread, before it returns.
+ * @since 1.0
+ */
+
+/**
+ * @fn model_evict
+ * Evicts `key` now if no handle holds it (its destroy callback runs
+ * before this returns); NULL evicts every idle model. Node scope: the
+ * model is evicted node-wide (segment unlinked) if no live process holds
+ * it (references of dead processes are dropped first); RM_E_BUSY
+ * otherwise.
+ *
+ * @param context  a live context.
+ * @param key      a model key, or NULL for every idle model.
+ * @ownership  -
+ * @return
+ *   RM_OK
+ *   RM_E_NOT_FOUND         not loaded (node scope: also when the namespace
+ *                          has no table, or the key's last load failed).
+ *   RM_E_BUSY              in use (node scope: by a live process), or
+ *                          still loading.
+ *   RM_E_INVALID_KEY       the key breaks the grammar.
+ *   RM_E_INVALID_ARGUMENT, RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE,
+ *   RM_E_FEATURE_DISABLED  the context checks ("model-registry").
+ *   table codes            node scope (REF: node-scope).
+ * @threads    Thread-safe.
+ * @callbacks  Process scope: the destroy callbacks of the evicted models,
+ *             on the calling thread, before it returns. None after an
+ *             error.
+ * @since 1.0
+ */
+
+/**
+ * @fn registry_metrics
+ * Fills *out with the registry's counters (rm_registry_metrics says what
+ * each counts in each scope).
+ *
+ * @param context  a live context.
+ * @param out      not NULL; struct_size set by the caller.
+ * @ownership  The host's struct; the plugin writes what fits.
+ * @return
+ *   RM_OK
+ *   RM_E_INVALID_ARGUMENT, RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE,
+ *   RM_E_FEATURE_DISABLED  the context checks ("model-registry"); NULL out.
+ *   RM_E_STRUCT_SIZE       out->struct_size below the 1.0 size.
+ *   table codes            node scope (REF: node-scope).
+ * @threads    Thread-safe.
+ * @callbacks  None.
+ * @since 1.0
+ */
+
+/**
+ * @fn registry_list
+ * Writes one rm_model_info per loaded model (in least-recently-used first
+ * order) into `out[0..capacity)`, each of size `info_struct_size` (the
+ * host's sizeof(rm_model_info)), and sets *out_count to the number of
+ * loaded models. Node scope (1.2): one row per entry of the node table,
+ * loading ones included (state, holders, loader_pid, idle_ns), every
+ * process's references in refcount; a namespace without a table has no
+ * rows.
+ *
+ * @param context           a live context.
+ * @param out               rows; may be NULL when capacity is 0.
+ * @param info_struct_size  the host's row size, at least the 1.0 size.
+ * @param capacity          rows `out` holds.
+ * @param out_count         not NULL; receives the number of models.
+ * @ownership  The host's buffer; rows are written whole (REF: conventions).
+ * @return
+ *   RM_OK
+ *   RM_E_BUFFER_TOO_SMALL  *out_count > capacity (the first `capacity`
+ *                          rows are written).
+ *   RM_E_INVALID_ARGUMENT  NULL out_count, or NULL out with capacity > 0.
+ *   RM_E_STRUCT_SIZE       info_struct_size below the 1.0 size.
+ *   RM_E_INVALID_ARGUMENT, RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE,
+ *   RM_E_FEATURE_DISABLED  the context checks ("model-registry").
+ *   RM_E_NO_MEMORY         node scope: out of memory for the rows.
+ *   table codes            node scope (REF: node-scope).
+ * @threads    Thread-safe.
+ * @callbacks  None.
+ * @since 1.0
+ */
+
+/* ---- 1.1: shared-memory tensors --------------------------------------
+ * Every tensor member applies the context checks ("shared-memory"), gives
+ * RM_E_INVALID_ARGUMENT for NULL pointers it needs, and RM_E_FORKED in a
+ * child of fork(). A handle belongs to the context that returned it; using
+ * it with another context, or after releasing it, is undefined. */
+
+/**
+ * @fn tensor_allocate
+ * Allocates a tensor in the context's pool (creating the pool on first
+ * use) and returns a writable handle. nbytes is what the shape and
+ * strides span (element size * (1 + sum((shape[i]-1) * strides[i]))),
+ * at least one byte is reserved even for an empty tensor. The data is
+ * aligned to spec->alignment (at least RM_TENSOR_MIN_ALIGNMENT), zeroed
+ * with RM_TENSOR_ALLOC_ZERO. Without RM_TENSOR_ALLOC_SHARED_ONLY, a
+ * missing or full /dev/shm (or a full pool) gives a private heap tensor
+ * instead (RM_TENSOR_SHAREABLE clear; counted as a fallback and logged
+ * once per pool).
+ *
+ * @param context     a live context.
+ * @param spec        not NULL; struct_size at least the 1.1 size.
+ * @param out_tensor  not NULL; receives the handle, NULL on error.
+ * @ownership  The handle is the caller's until tensor_release() (or
+ *             context_destroy()); the data is valid while it is held.
+ * @return
+ *   RM_OK
+ *   RM_E_INVALID_ARGUMENT  a bad dtype, ndim, shape, stride, alignment,
+ *                          reserved field or flag; a size that overflows;
+ *                          NULL spec or out_tensor.
+ *   RM_E_STRUCT_SIZE       spec smaller than its 1.1 size.
+ *   RM_E_QUOTA_EXCEEDED    shm.session_quota or shm.pool_bytes would be
+ *                          exceeded (the message names the limit, the
+ *                          bytes in use and the bytes asked for), or the
+ *                          pool's shm.max_tensors slots are all live.
+ *   RM_E_NO_MEMORY         with RM_TENSOR_ALLOC_SHARED_ONLY: /dev/shm is
+ *                          missing or full, or the pool is (the message
+ *                          says which and how many bytes); otherwise the
+ *                          heap is full.
+ *   RM_E_ALLOCATOR         the bundled allocator refused to set up the
+ *                          pool (first allocation).
+ *   RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE, RM_E_FEATURE_DISABLED
+ *                          the context checks ("shared-memory"); NULL
+ *                          context: RM_E_INVALID_ARGUMENT.
+ * @threads    Thread-safe; a context's allocations are serialised, so
+ *             concurrent allocations never exceed a quota together.
+ * @callbacks  None.
+ * @since 1.1
+ */
+
+/**
+ * @fn tensor_info
+ * Fills *out with what the handle refers to (REF: tensor-types,
+ * rm_tensor_info).
+ *
+ * @param context  the handle's context.
+ * @param tensor   not NULL; a live handle.
+ * @param out      not NULL; struct_size set by the caller.
+ * @ownership  The host's struct; out->data is valid while the handle is
+ *             held.
+ * @return
+ *   RM_OK
+ *   RM_E_STRUCT_SIZE       out->struct_size below the 1.1 size.
+ *   RM_E_INVALID_ARGUMENT, RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE,
+ *   RM_E_FEATURE_DISABLED  the context checks ("shared-memory"); NULL
+ *                          tensor or out.
+ * @threads    Thread-safe.
+ * @callbacks  None.
+ * @since 1.1
+ */
+
+/**
+ * @fn tensor_export
+ * Writes the tensor's descriptor (RM_TENSOR_DESCRIPTOR_SIZE bytes,
+ * REF: descriptors) to `out`.
+ *
+ * @param context   the handle's context.
+ * @param tensor    not NULL; a live handle on a shareable tensor.
+ * @param out       not NULL.
+ * @param out_size  at least RM_TENSOR_DESCRIPTOR_SIZE.
+ * @ownership  The descriptor is not a reference: the tensor stays alive
+ *             only while some handle holds it, so keep the handle until the
+ *             receiver has imported (or acknowledged).
+ * @return
+ *   RM_OK
+ *   RM_E_NOT_SHAREABLE     a heap tensor: use tensor_export_inline.
+ *   RM_E_BUFFER_TOO_SMALL  out_size below RM_TENSOR_DESCRIPTOR_SIZE.
+ *   RM_E_INVALID_ARGUMENT, RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE,
+ *   RM_E_FEATURE_DISABLED  the context checks ("shared-memory"); NULL
+ *                          tensor or out.
+ * @threads    Thread-safe.
+ * @callbacks  None.
+ * @since 1.1
+ */
+
+/**
+ * @fn tensor_export_text
+ * The same descriptor as printable text ("rmt1." and base64url, no
+ * blanks), NUL-terminated, at most RM_TENSOR_DESCRIPTOR_TEXT_MAX bytes
+ * with the NUL.
+ *
+ * @param context   the handle's context.
+ * @param tensor    not NULL; a live handle on a shareable tensor.
+ * @param out       not NULL.
+ * @param out_size  RM_TENSOR_DESCRIPTOR_TEXT_MAX always suffices.
+ * @ownership  As tensor_export.
+ * @return
+ *   RM_OK
+ *   RM_E_NOT_SHAREABLE     a heap tensor (inline descriptors have no text
+ *                          form).
+ *   RM_E_BUFFER_TOO_SMALL  out_size too small for the text and its NUL.
+ *   RM_E_INVALID_ARGUMENT, RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE,
+ *   RM_E_FEATURE_DISABLED  the context checks ("shared-memory"); NULL
+ *                          tensor or out.
+ * @threads    Thread-safe.
+ * @callbacks  None.
+ * @since 1.1
+ */
+
+/**
+ * @fn tensor_export_inline
+ * Serialises the tensor by value for hosts that must (another machine,
+ * a file): a descriptor marked inline followed by the nbytes of data.
+ * Works for every tensor, shared or not.
+ *
+ * @param context     the handle's context.
+ * @param tensor      not NULL; a live handle.
+ * @param out         receives the bytes; may be NULL to ask for the size.
+ * @param out_size    its size.
+ * @param out_needed  optional; gets RM_TENSOR_DESCRIPTOR_SIZE + nbytes
+ *                    (also with RM_E_BUFFER_TOO_SMALL).
+ * @ownership  A copy: the bytes are the host's, independent of the tensor.
+ * @return
+ *   RM_OK
+ *   RM_E_BUFFER_TOO_SMALL  out NULL or smaller than needed (nothing
+ *                          written).
+ *   RM_E_INVALID_ARGUMENT, RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE,
+ *   RM_E_FEATURE_DISABLED  the context checks ("shared-memory"); NULL
+ *                          tensor.
+ * @threads    Thread-safe.
+ * @callbacks  None.
+ * @since 1.1
+ */
+
+/**
+ * @fn tensor_import
+ * Imports a descriptor from tensor_export (`size` ==
+ * RM_TENSOR_DESCRIPTOR_SIZE), or an inline one from tensor_export_inline
+ * (`size` == its whole length), and returns a new handle. A pool
+ * descriptor gives a view of the same memory, read-only unless
+ * RM_TENSOR_IMPORT_WRITABLE; an inline one gives a private copy
+ * (writable). Importing into the owning context gives another handle
+ * on the owner's memory. Each import is one handle to release.
+ *
+ * @param context     a live context of the descriptor's shm.namespace.
+ * @param descriptor  not NULL; `size` bytes.
+ * @param size        as above.
+ * @param flags       0 or RM_TENSOR_IMPORT_WRITABLE.
+ * @param out_tensor  not NULL; receives the handle, NULL on error.
+ * @ownership  The handle is the caller's until tensor_release(). A view's
+ *             memory stays valid while the handle is held, whatever the
+ *             owner does (REF: tensors). The descriptor is read during the
+ *             call only.
+ * @return
+ *   RM_OK
+ *   RM_E_INVALID_DESCRIPTOR  wrong size, magic, version or checksum; a
+ *                            field out of range; a dtype not in the
+ *                            rm_dtype table; dtype, shape and strides
+ *                            that do not fit nbytes; an extent outside
+ *                            the pool; a segment that is not a 0600
+ *                            regular file of this user, or not a valid
+ *                            segment of that pool; a descriptor that
+ *                            differs from the live tensor of its slot in
+ *                            any field (session, dtype, ndim, shape,
+ *                            strides, offset, nbytes), or names a
+ *                            generation its slot never had: the message
+ *                            names the field.
+ *   RM_E_STALE_DESCRIPTOR    the pool's segments are gone (destroyed,
+ *                            reclaimed, or of another namespace), belong
+ *                            to another process now (owner start time),
+ *                            or the tensor was freed (an older
+ *                            generation).
+ *   RM_E_QUOTA_EXCEEDED      RM_TENSOR_MAX_HOLDERS contexts already
+ *                            import from that pool.
+ *   RM_E_NO_MEMORY, RM_E_SYSTEM  mapping failed; RM_E_NO_MEMORY also when
+ *                            no memory is left for the handle or an
+ *                            inline copy.
+ *   RM_E_INVALID_ARGUMENT    NULL descriptor or out_tensor; unknown flags.
+ *   RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE, RM_E_FEATURE_DISABLED
+ *                            the context checks ("shared-memory"); NULL
+ *                            context: RM_E_INVALID_ARGUMENT.
+ *   On error nothing is held, and nothing is mapped that is not cached.
+ * @threads    Thread-safe.
+ * @callbacks  None.
+ * @since 1.1
+ */
+
+/**
+ * @fn tensor_import_text
+ * tensor_import of the text form (pool descriptors only; inline ones have
+ * no text form).
+ *
+ * @param context     a live context of the descriptor's shm.namespace.
+ * @param text        not NULL; NUL-terminated.
+ * @param flags       0 or RM_TENSOR_IMPORT_WRITABLE.
+ * @param out_tensor  not NULL; receives the handle, NULL on error.
+ * @ownership  As tensor_import.
+ * @return     As tensor_import; RM_E_INVALID_DESCRIPTOR also for text that
+ *             is not "rmt1." and base64url of the right length, or that
+ *             encodes an inline descriptor.
+ * @threads    Thread-safe.
+ * @callbacks  None.
+ * @since 1.1
+ */
+
+/**
+ * @fn tensor_release
+ * Releases a handle. When it was the context's last handle on that
+ * tensor, the context's hold ends; when every hold has ended the owner
+ * frees it (at once if this is the owner, else on the owner's next
+ * tensor call, REF: tensors). A DLPack export of the handle holds its own
+ * reference, so its data stays valid until its deleter runs.
+ *
+ * @param context  the handle's context.
+ * @param tensor   not NULL; a live handle of this context. Releasing it
+ *                 twice is undefined.
+ * @ownership  The handle ends (the data with it, unless other handles or
+ *             DLPack exports hold the tensor).
+ * @return
+ *   RM_OK
+ *   RM_E_INVALID_ARGUMENT  NULL context or tensor.
+ *   RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE, RM_E_FEATURE_DISABLED
+ *                          the context checks ("shared-memory").
+ * @threads    Thread-safe; not concurrently with another call on the same
+ *             handle.
+ * @callbacks  None.
+ * @since 1.1
+ */
+
+/**
+ * @fn tensor_to_dlpack
+ * Exports as DLPack (unversioned DLManagedTensor) without a copy. The
+ * unversioned form cannot say that a view is read-only; a write to one
+ * still faults.
+ *
+ * @param context  the handle's context.
+ * @param tensor   not NULL; a live handle.
+ * @param out      not NULL; receives the managed tensor, NULL on error.
+ * @ownership  The managed tensor (and its shape and strides arrays) is the
+ *             consumer's until it calls `deleter`, exactly once, from any
+ *             thread, before the context is destroyed. It holds its own
+ *             reference: the handle may be released before that.
+ * @return
+ *   RM_OK
+ *   RM_E_NO_MEMORY         no memory for the managed tensor.
+ *   RM_E_INVALID_ARGUMENT, RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE,
+ *   RM_E_FEATURE_DISABLED  the context checks ("shared-memory"); NULL
+ *                          tensor or out.
+ * @threads    Thread-safe.
+ * @callbacks  None (the deleter is the plugin's; the consumer calls it).
+ * @since 1.1
+ */
+
+/**
+ * @fn tensor_to_dlpack_versioned
+ * Exports as DLPack 1.0 (DLManagedTensorVersioned) without a copy;
+ * read-only views set RM_DLPACK_FLAG_READ_ONLY.
+ *
+ * @param context  the handle's context.
+ * @param tensor   not NULL; a live handle.
+ * @param out      not NULL; receives the managed tensor, NULL on error.
+ * @ownership  As tensor_to_dlpack.
+ * @return
+ *   RM_OK
+ *   RM_E_NO_MEMORY         no memory for the managed tensor.
+ *   RM_E_INVALID_ARGUMENT, RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE,
+ *   RM_E_FEATURE_DISABLED  the context checks ("shared-memory"); NULL
+ *                          tensor or out.
+ * @threads    Thread-safe.
+ * @callbacks  None (the deleter is the plugin's; the consumer calls it).
+ * @since 1.1
+ */
+
+/**
+ * @fn tensor_pool_stats
+ * Fills *out with this context's pool counters (rm_tensor_pool_stats).
+ *
+ * @param context  a live context.
+ * @param out      not NULL; struct_size set by the caller.
+ * @ownership  The host's struct; the plugin writes what fits.
+ * @return
+ *   RM_OK
+ *   RM_E_STRUCT_SIZE       out->struct_size below the 1.1 size.
+ *   RM_E_INVALID_ARGUMENT, RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE,
+ *   RM_E_FEATURE_DISABLED  the context checks ("shared-memory"); NULL out.
+ * @threads    Thread-safe.
+ * @callbacks  None.
+ * @since 1.1
+ */
+
+/**
+ * @fn tensor_session_bytes
+ * The bytes of live tensors charged to `session` in this context (shared
+ * and heap tensors together, as shm.session_quota counts them).
+ *
+ * @param context    a live context.
+ * @param session    any session id (an unknown one has 0 bytes).
+ * @param out_bytes  not NULL.
+ * @ownership  -
+ * @return
+ *   RM_OK
+ *   RM_E_INVALID_ARGUMENT, RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE,
+ *   RM_E_FEATURE_DISABLED  the context checks ("shared-memory"); NULL
+ *                          out_bytes.
+ * @threads    Thread-safe.
+ * @callbacks  None.
+ * @since 1.1
+ */
+
+/**
+ * @fn tensor_reclaim
+ * Drops the holds of importing contexts whose process died (pid and
+ * start time), frees what that and earlier remote releases left, unmaps
+ * the pools of dead or retired owners this context no longer holds
+ * anything of, and unlinks the segments of dead owners in the namespace.
+ *
+ * @param context  a live context.
+ * @param out      optional; struct_size at least the 1.1 size. Filled
+ *                 also when RM_E_SYSTEM ends the call.
+ * @ownership  The host's struct.
+ * @return
+ *   RM_OK
+ *   RM_E_SYSTEM            /dev/shm unreadable (the holds were dropped).
+ *   RM_E_STRUCT_SIZE       out->struct_size below the 1.1 size.
+ *   RM_E_INVALID_ARGUMENT, RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE,
+ *   RM_E_FEATURE_DISABLED  the context checks ("shared-memory").
+ * @threads    Thread-safe.
+ * @callbacks  None.
+ * @since 1.1
+ */
+
+/**
+ * @fn shm_list
+ * Lists the pools of the context's namespace found in /dev/shm (sorted by
+ * name), like registry_list: rows of `info_struct_size` bytes written
+ * whole, *out_count set to the number of pools.
+ *
+ * @param context           a live context.
+ * @param out               rows; may be NULL when capacity is 0.
+ * @param info_struct_size  the host's row size, at least the 1.1 size.
+ * @param capacity          rows `out` holds.
+ * @param out_count         not NULL.
+ * @ownership  The host's buffer.
+ * @return
+ *   RM_OK
+ *   RM_E_BUFFER_TOO_SMALL  *out_count > capacity (the first `capacity`
+ *                          rows are written).
+ *   RM_E_SYSTEM            /dev/shm cannot be read.
+ *   RM_E_NO_MEMORY         out of memory for the listing.
+ *   RM_E_STRUCT_SIZE       info_struct_size below the 1.1 size.
+ *   RM_E_INVALID_ARGUMENT, RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE,
+ *   RM_E_FEATURE_DISABLED  the context checks ("shared-memory"); NULL
+ *                          out_count, or NULL out with capacity > 0.
+ * @threads    Thread-safe.
+ * @callbacks  None.
+ * @since 1.1
+ */
+
+/* ---- 1.2: node-scope model registry --------------------------------- */
+
+/**
+ * @fn registry_reclaim
+ * Node scope: drops the references of dead processes, clears claims of
+ * dead loaders, evicts what no live process holds once its TTL has
+ * passed (and to fit the budgets), and unlinks model segments of the
+ * namespace that no table entry names (a loader that died before its
+ * claim was recorded), and removes the node table when nothing is left
+ * in it and no live process but the caller's context uses it (counted
+ * in segments_unlinked and bytes_unlinked; the context then has none
+ * until its next model_get_or_load() creates one, and sees an empty
+ * registry meanwhile unless another process made one). A namespace that
+ * has model segments but no table gets one for the look, removed again
+ * when nothing is left. Process scope: evicts expired idle models, and
+ * idle models to fit the budgets.
+ *
+ * @param context  a live context.
+ * @param out      optional; struct_size at least the 1.2 size. Filled with
+ *                 what was done, also when an error ends the call.
+ * @ownership  The host's struct.
+ * @return
+ *   RM_OK
+ *   RM_E_SYSTEM            node scope: /dev/shm unreadable.
+ *   RM_E_NO_MEMORY         node scope: out of memory listing segments.
+ *   RM_E_STRUCT_SIZE       out->struct_size below the 1.2 size.
+ *   RM_E_INVALID_ARGUMENT, RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE,
+ *   RM_E_FEATURE_DISABLED  the context checks ("model-registry").
+ *   table codes            node scope (REF: node-scope).
+ * @threads    Thread-safe.
+ * @callbacks  Process scope: the destroy callbacks of the evicted models,
+ *             on the calling thread, before it returns.
+ * @since 1.2
+ */
+
+/* ========================================================================
+ * REF: plugin-has
+ * ======================================================================== */
 
 /**
  * True when vtable `vt` has member `member` and it is set. Use before

@@ -13,7 +13,8 @@
 
 /*
  * Binary form, RM_TENSOR_DESCRIPTOR_SIZE (200) bytes, little-endian; the
- * same layout is documented for hosts in abi/rm_plugin.h:
+ * same layout is in docs/internals.md (hosts are promised only its size,
+ * its text prefix and that it is checked, abi/rm_plugin.h):
  *   0  u32 magic "RMT1"        4  u16 version (2)   6  u8 kind   7  u8 ndim
  *   8  dtype: u8 code, u8 bits, u16 lanes
  *  12  u32 slot               16  u32 generation  20  u32 owner pid
@@ -21,7 +22,7 @@
  *  40  u64 offset             48  u64 nbytes      56  u64 session
  *  64  i64 shape[8]          128  i64 strides[8] (elements)
  * 192  u64 checksum of bytes 0..191 (rm_descriptor_checksum; the formula
- *      is in abi/rm_plugin.h). It catches damage in transport; it is not a
+ *      is in docs/internals.md). It catches damage in transport; it is not a
  *      secret and proves nothing about origin (the pool checks do that).
  * Kind 1 (pool): offset is from the start of the pool's data segment.
  * Kind 2 (inline): pool fields are 0, offset is 200, and nbytes of data

@@ -1354,8 +1354,8 @@ Test(tensor, forged_texts_are_rejected)
 }
 
 /* Field forgeries with a correct checksum, so that each check of the
- * descriptor's fields is reached (layout and checksum: abi/rm_plugin.h,
- * "Descriptor format"; written out in support/descriptor_forge.h). The
+ * descriptor's fields is reached (layout and checksum: docs/internals.md;
+ * written out in support/descriptor_forge.h). The
  * scene's tensor is float32 {4, 5, 6}, C order, 480 bytes. */
 typedef struct field_forgery {
     const char *name;

@@ -1,10 +1,10 @@
 /* Forging tensor descriptors the way a buggy or hostile process of the same
- * user could: fields read and written at the offsets abi/rm_plugin.h
- * documents ("Descriptor format"), the checksum recomputed by that
- * documentation's formula (written here from the header, not taken from
- * the plugin, so a disagreement between the two fails a test), and the
- * text form encoded. Test code, header-only; used by the tensor suites and
- * the descriptor fuzz seeds. */
+ * user could: fields read and written at the offsets docs/internals.md
+ * documents ("Descriptors: bytes and checksum"), the checksum recomputed by
+ * that documentation's formula (written here from the documentation, not
+ * taken from the plugin, so a disagreement between the two fails a test),
+ * and the text form encoded. Test code, header-only; used by the tensor
+ * suites and the descriptor fuzz seeds. */
 #ifndef RM_TEST_DESCRIPTOR_FORGE_H
 #define RM_TEST_DESCRIPTOR_FORGE_H
 
@@ -43,7 +43,7 @@ static inline uint64_t df_mix(uint64_t x)
     return y ^ (y >> 32);
 }
 
-/* The checksum of bytes 0..191, as abi/rm_plugin.h describes it. */
+/* The checksum of bytes 0..191, as docs/internals.md describes it. */
 static inline uint64_t df_checksum(const uint8_t *d)
 {
     uint64_t lane[8];
