@@ -22,6 +22,7 @@
 #include "model_key.h"
 #include "node_registry.h"
 #include "registry.h"
+#include "registry_ops.h"
 #endif
 #if RM_HAVE_SHARED_MEMORY
 #include "allocator.h"
@@ -44,8 +45,10 @@ struct rm_context {
     rm_host host;
     rm_config config;
 #if RM_HAVE_MODEL_REGISTRY
-    rm_registry *registry;           /* process scope */
-    rm_node_registry *node_registry; /* node scope */
+    /* The scope's registry and its operations (registry_ops.h), both set
+     * at creation when the registry is enabled. */
+    const rm_registry_ops *registry_ops;
+    void *registry;
 #endif
 #if RM_HAVE_SHARED_MEMORY
     rm_tensors *tensors;
@@ -188,11 +191,15 @@ static int32_t start_capabilities(rm_context *context)
                 .max_bytes = registry_config.max_bytes,
                 .max_models = registry_config.max_models,
             };
-            status = rm_node_registry_create(&node_config, &context->host, context,
-                                             &context->node_registry);
+            rm_node_registry *node = NULL;
+            status = rm_node_registry_create(&node_config, &context->host, context, &node);
+            context->registry = node;
+            context->registry_ops = &rm_node_registry_ops;
         } else {
-            status = rm_registry_create(&registry_config, &context->host, context,
-                                        &context->registry);
+            rm_registry *process = NULL;
+            status = rm_registry_create(&registry_config, &context->host, context, &process);
+            context->registry = process;
+            context->registry_ops = &rm_process_registry_ops;
         }
         if (status != RM_OK) {
             /* The registry recorded its message for the context that does not
@@ -211,10 +218,10 @@ static int32_t start_capabilities(rm_context *context)
 static void stop_capabilities(rm_context *context)
 {
 #if RM_HAVE_MODEL_REGISTRY
-    rm_registry_destroy(context->registry);
+    if (context->registry != NULL)
+        context->registry_ops->destroy(context->registry);
     context->registry = NULL;
-    rm_node_registry_destroy(context->node_registry);
-    context->node_registry = NULL;
+    context->registry_ops = NULL;
 #endif
 #if RM_HAVE_SHARED_MEMORY
     rm_tensors_destroy(context->tensors);
@@ -338,6 +345,19 @@ int32_t rm_context_config_get(const rm_context *context, const char *key, char *
 
 /* ---- model registry ----------------------------------------------------- */
 
+/* The registry's entry points sit on every node's hot path: the usual
+ * case (this process's context, registry enabled) is decided here in a few
+ * loads, however the compiler treats check_feature at each call site;
+ * anything else gets check_feature's verdict and message. */
+static inline int32_t check_registry(const rm_context *context)
+{
+    if ((RM_FEATURES_BUILT & RM_FEATURE_MODEL_REGISTRY) != 0 && context != NULL &&
+        context->fork_generation == rm_fork_generation() &&
+        (context->features_enabled & RM_FEATURE_MODEL_REGISTRY) != 0)
+        return RM_OK;
+    return check_feature(context, RM_FEATURE_MODEL_REGISTRY, "model-registry");
+}
+
 int32_t rm_context_model_key_normalize(const char *key, char *out, uint64_t out_size)
 {
 #if RM_HAVE_MODEL_REGISTRY
@@ -358,7 +378,7 @@ int32_t rm_context_model_get_or_load(rm_context *context, const char *key,
         *out_handle = NULL;
     if (out_model != NULL)
         *out_model = NULL;
-    int32_t status = check_feature(context, RM_FEATURE_MODEL_REGISTRY, "model-registry");
+    int32_t status = check_registry(context);
     if (status != RM_OK)
         return status;
     if (key == NULL || loader == NULL || out_handle == NULL || out_model == NULL)
@@ -366,11 +386,8 @@ int32_t rm_context_model_get_or_load(rm_context *context, const char *key,
                             "model_get_or_load: key, loader, out_handle and out_model "
                             "must not be NULL");
 #if RM_HAVE_MODEL_REGISTRY
-    if (context->node_registry != NULL)
-        return rm_node_registry_get_or_load(context->node_registry, key, loader, loader_user,
-                                            out_handle, out_model);
-    return rm_registry_get_or_load(context->registry, key, loader, loader_user,
-                                   out_handle, out_model);
+    return context->registry_ops->get_or_load(context->registry, key, loader, loader_user,
+                                              out_handle, out_model);
 #else
     (void)loader_user;
     return RM_E_FEATURE_UNAVAILABLE;
@@ -379,15 +396,13 @@ int32_t rm_context_model_get_or_load(rm_context *context, const char *key,
 
 int32_t rm_context_model_release(rm_context *context, rm_model_handle *handle)
 {
-    int32_t status = check_feature(context, RM_FEATURE_MODEL_REGISTRY, "model-registry");
+    int32_t status = check_registry(context);
     if (status != RM_OK)
         return status;
     if (handle == NULL)
         return rm_error_set(context, RM_E_INVALID_ARGUMENT, "model_release: handle is NULL");
 #if RM_HAVE_MODEL_REGISTRY
-    if (context->node_registry != NULL)
-        return rm_node_registry_release(context->node_registry, handle);
-    return rm_registry_release(context->registry, handle);
+    return context->registry_ops->release(context->registry, handle);
 #else
     return RM_E_FEATURE_UNAVAILABLE;
 #endif
@@ -395,13 +410,11 @@ int32_t rm_context_model_release(rm_context *context, rm_model_handle *handle)
 
 int32_t rm_context_model_evict(rm_context *context, const char *key)
 {
-    int32_t status = check_feature(context, RM_FEATURE_MODEL_REGISTRY, "model-registry");
+    int32_t status = check_registry(context);
     if (status != RM_OK)
         return status;
 #if RM_HAVE_MODEL_REGISTRY
-    if (context->node_registry != NULL)
-        return rm_node_registry_evict(context->node_registry, key);
-    return rm_registry_evict(context->registry, key);
+    return context->registry_ops->evict(context->registry, key);
 #else
     (void)key;
     return RM_E_FEATURE_UNAVAILABLE;
@@ -410,7 +423,7 @@ int32_t rm_context_model_evict(rm_context *context, const char *key)
 
 int32_t rm_context_registry_metrics(rm_context *context, rm_registry_metrics *out)
 {
-    int32_t status = check_feature(context, RM_FEATURE_MODEL_REGISTRY, "model-registry");
+    int32_t status = check_registry(context);
     if (status != RM_OK)
         return status;
     if (out == NULL)
@@ -421,13 +434,9 @@ int32_t rm_context_registry_metrics(rm_context *context, rm_registry_metrics *ou
         return status;
 #if RM_HAVE_MODEL_REGISTRY
     rm_registry_metrics metrics = RM_STRUCT_INIT(rm_registry_metrics);
-    if (context->node_registry != NULL) {
-        status = rm_node_registry_get_metrics(context->node_registry, &metrics);
-        if (status != RM_OK)
-            return status;
-    } else {
-        rm_registry_get_metrics(context->registry, &metrics);
-    }
+    status = context->registry_ops->metrics(context->registry, &metrics);
+    if (status != RM_OK)
+        return status;
     copy_out(out, &metrics, sizeof metrics);
     return RM_OK;
 #else
@@ -439,7 +448,7 @@ int32_t rm_context_registry_list(rm_context *context, rm_model_info *out,
                                  uint32_t info_struct_size, uint32_t capacity,
                                  uint32_t *out_count)
 {
-    int32_t status = check_feature(context, RM_FEATURE_MODEL_REGISTRY, "model-registry");
+    int32_t status = check_registry(context);
     if (status != RM_OK)
         return status;
     if (out_count == NULL || (out == NULL && capacity > 0))
@@ -452,10 +461,8 @@ int32_t rm_context_registry_list(rm_context *context, rm_model_info *out,
     if (status != RM_OK)
         return status;
 #if RM_HAVE_MODEL_REGISTRY
-    if (context->node_registry != NULL)
-        return rm_node_registry_list(context->node_registry, out, info_struct_size, capacity,
-                                     out_count);
-    return rm_registry_list(context->registry, out, info_struct_size, capacity, out_count);
+    return context->registry_ops->list(context->registry, out, info_struct_size, capacity,
+                                       out_count);
 #else
     return RM_E_FEATURE_UNAVAILABLE;
 #endif
@@ -463,7 +470,7 @@ int32_t rm_context_registry_list(rm_context *context, rm_model_info *out,
 
 int32_t rm_context_registry_reclaim(rm_context *context, rm_registry_reclaim_report *out)
 {
-    int32_t status = check_feature(context, RM_FEATURE_MODEL_REGISTRY, "model-registry");
+    int32_t status = check_registry(context);
     if (status != RM_OK)
         return status;
     if (out != NULL) {
@@ -474,10 +481,7 @@ int32_t rm_context_registry_reclaim(rm_context *context, rm_registry_reclaim_rep
     }
 #if RM_HAVE_MODEL_REGISTRY
     rm_registry_reclaim_report report = RM_STRUCT_INIT(rm_registry_reclaim_report);
-    if (context->node_registry != NULL)
-        status = rm_node_registry_reclaim(context->node_registry, &report);
-    else
-        status = rm_registry_reclaim(context->registry, &report);
+    status = context->registry_ops->reclaim(context->registry, &report);
     if (out != NULL)
         copy_out(out, &report, sizeof report);
     return status;

@@ -27,6 +27,12 @@
  * A process killed inside the lock leaves it EOWNERDEAD: the next locker
  * repairs the table (node_table.c) before going on.
  *
+ * Which idle models go (expired, then least recently used until the
+ * budgets hold) is the eviction policy's decision (eviction_policy.h), the
+ * one process scope uses too; this file gathers the table's idle slots as
+ * candidates, with an array sized to the table when it is attached, and
+ * evicts what the policy names.
+ *
  * Table lifetime (node_table.h has the protocol): each context is counted
  * in the table's attachers while it uses it. The last context of the
  * namespace to go (destroy) removes the table when nothing is left in it;
@@ -57,11 +63,13 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "eviction_policy.h"
 #include "loader_buffer.h"
 #include "model_key.h"
 #include "node_table.h"
 #include "process_identity.h"
 #include "registry.h"
+#include "registry_ops.h"
 #include "shm_segment.h"
 
 #define NS_PER_MS UINT64_C(1000000)
@@ -74,12 +82,18 @@ struct rm_node_registry {
     const rm_host *host;
     const void *error_owner;
     rm_node_registry_config config;
+    rm_eviction_limits limits; /* the config's, as the policy takes them */
     char namespace_name[RM_NODE_NAMESPACE_MAX + 1];
     /* Guards `table` and `table_generation` (see the top comment). */
     pthread_rwlock_t view_lock;
     bool view_lock_ready;
     rm_node_view table;        /* mapped and checked; header NULL: none */
     uint64_t table_generation; /* bumped at each change of `table` */
+    /* The eviction policy's candidates, one per slot of `table`: sized
+     * when a table is attached (view lock exclusive), used with the table
+     * lock held, so that eviction never allocates. */
+    rm_eviction_candidate *candidates;
+    uint32_t candidate_capacity;
     /* Set by table_lock() after a repair, logged by table_unlock(): host
      * code never runs under the node-wide lock. Guarded by that lock. */
     bool recovery_to_log;
@@ -261,6 +275,47 @@ static int32_t lock_view(rm_node_registry *registry, bool *recovered)
     return status;
 }
 
+/* Sizes the eviction candidates for a table of `capacity` slots before
+ * the table is put to use (the view lock exclusive, or at creation).
+ * False: out of memory. */
+static bool fit_candidates(rm_node_registry *registry, uint32_t capacity)
+{
+    if (capacity <= registry->candidate_capacity)
+        return true;
+    rm_eviction_candidate *larger =
+        realloc(registry->candidates, (size_t)capacity * sizeof *registry->candidates);
+    if (larger == NULL)
+        return false;
+    registry->candidates = larger;
+    registry->candidate_capacity = capacity;
+    return true;
+}
+
+/* Lets go of a table attached but not put to use: one context fewer in
+ * its attachers. */
+static void abandon_view(rm_node_registry *registry, rm_node_view *view, bool *recovered)
+{
+    bool lock_recovered = false;
+    if (rm_node_table_lock(view, registry->namespace_name, registry->error_owner,
+                           &lock_recovered) == RM_OK) {
+        rm_node_detach_context(view, registry->self);
+        rm_node_table_unlock(view);
+    }
+    if (lock_recovered) {
+        count(registry, &registry->lock_recoveries, 1);
+        *recovered = true;
+    }
+    rm_node_table_unmap(view);
+}
+
+static int32_t out_of_memory_for_table(const rm_node_registry *registry, uint32_t capacity)
+{
+    return rm_error_set(registry->error_owner, RM_E_NO_MEMORY,
+                        "out of memory for the eviction candidates of node registry '%s' "
+                        "(%u table entries)",
+                        registry->namespace_name, capacity);
+}
+
 /* Makes `registry->table` a live table again: drops the one in use if it
  * was retired (only a process that took this one for dead retires a table
  * this context uses), then attaches to the namespace's (creating it if
@@ -294,6 +349,10 @@ static int32_t switch_table(rm_node_registry *registry, bool create)
         if (attach_recovered) {
             count(registry, &registry->lock_recoveries, 1);
             recovered = true;
+        }
+        if (status == RM_OK && !fit_candidates(registry, view.capacity)) {
+            abandon_view(registry, &view, &recovered);
+            status = out_of_memory_for_table(registry, view.capacity);
         }
         if (status == RM_OK) {
             registry->table = view;
@@ -464,42 +523,6 @@ static void evict_slot(rm_node_registry *registry, uint32_t slot, unlink_list *v
     clear_and_unlink(registry, slot, victims);
 }
 
-static bool over_budget(const rm_node_registry *registry)
-{
-    const rm_node_header *table = registry->table.header;
-    return (registry->config.max_bytes != 0 && table->ready_bytes > registry->config.max_bytes) ||
-           (registry->config.max_models != 0 &&
-            table->ready_models > registry->config.max_models);
-}
-
-/* The least recently used READY entry no process holds, or -1. */
-static int64_t lru_idle_slot(rm_node_registry *registry)
-{
-    int64_t best = -1;
-    uint64_t best_used = UINT64_MAX;
-    for (uint32_t slot = 0; slot < registry->table.capacity; slot++) {
-        rm_node_entry *e = slot_entry(registry, slot);
-        if (e->state == RM_NODE_READY && e->refs == 0 && e->last_used_ns < best_used) {
-            best = slot;
-            best_used = e->last_used_ns;
-        }
-    }
-    return best;
-}
-
-static uint64_t evict_to_budget(rm_node_registry *registry, unlink_list *victims)
-{
-    uint64_t evicted = 0;
-    while (over_budget(registry)) {
-        int64_t slot = lru_idle_slot(registry);
-        if (slot < 0)
-            break;
-        evict_slot(registry, (uint32_t)slot, victims);
-        evicted++;
-    }
-    return evicted;
-}
-
 typedef struct sweep_result {
     uint64_t freed_bytes;
     uint64_t dead_references;
@@ -507,6 +530,59 @@ typedef struct sweep_result {
     uint64_t evicted_ttl;
     uint64_t evicted_lru;
 } sweep_result;
+
+static bool over_budget(const rm_node_registry *registry)
+{
+    const rm_node_header *table = registry->table.header;
+    return rm_eviction_exceeded(&registry->limits, table->ready_bytes, table->ready_models) != 0;
+}
+
+/* The READY slots no process holds, as the eviction policy's candidates;
+ * returns how many. */
+static size_t gather_idle(rm_node_registry *registry)
+{
+    size_t count = 0;
+    for (uint32_t slot = 0;
+         slot < registry->table.capacity && count < registry->candidate_capacity; slot++) {
+        const rm_node_entry *e = slot_entry(registry, slot);
+        if (e->state == RM_NODE_READY && e->refs == 0)
+            registry->candidates[count++] = (rm_eviction_candidate){
+                .last_use_ns = e->last_used_ns, .tiebreak = slot, .id = slot};
+    }
+    return count;
+}
+
+/* Evicts the idle models the policy picks for `reasons` at `now_ns`, least
+ * recently used first, counting them in *result. */
+static void evict_idle(rm_node_registry *registry, unsigned reasons, uint64_t now_ns,
+                       unlink_list *victims, sweep_result *result)
+{
+    rm_eviction_walk walk;
+    rm_eviction_walk_begin(&walk, &registry->limits, now_ns, reasons, registry->candidates,
+                           gather_idle(registry));
+    const rm_node_header *table = registry->table.header;
+    unsigned reason;
+    for (const rm_eviction_candidate *c;
+         (c = rm_eviction_walk_next(&walk, table->ready_bytes, table->ready_models, &reason)) !=
+         NULL;) {
+        evict_slot(registry, (uint32_t)c->id, victims);
+        if (reason == RM_EVICT_EXPIRED)
+            result->evicted_ttl++;
+        else
+            result->evicted_lru++;
+    }
+}
+
+/* Evicts idle models, least recently used first, until the budget holds;
+ * returns how many. */
+static uint64_t evict_to_budget(rm_node_registry *registry, unlink_list *victims)
+{
+    if (!over_budget(registry))
+        return 0; /* the usual case, without a scan */
+    sweep_result evicted = {0};
+    evict_idle(registry, RM_EVICT_OVER_BUDGET, 0, victims, &evicted);
+    return evicted.evicted_lru;
+}
 
 /* Drops dead processes' references and claims, evicts what the TTL and
  * the budgets say. Lock held. Abandoned loads wake their waiters. */
@@ -521,18 +597,11 @@ static void sweep_locked(rm_node_registry *registry, uint64_t now_ns, unlink_lis
             __atomic_add_fetch(&e->wake, 1, __ATOMIC_RELEASE);
             rm_node_futex_wake_all(&e->wake);
             result->loads_abandoned++;
-            continue;
-        }
-        if (e->state != RM_NODE_READY)
-            continue;
-        result->dead_references += drop_dead_holders(registry, e, now_ns);
-        if (e->refs == 0 && registry->config.ttl_ns != 0 &&
-            now_ns - e->last_used_ns >= registry->config.ttl_ns) {
-            evict_slot(registry, slot, victims);
-            result->evicted_ttl++;
+        } else if (e->state == RM_NODE_READY) {
+            result->dead_references += drop_dead_holders(registry, e, now_ns);
         }
     }
-    result->evicted_lru += evict_to_budget(registry, victims);
+    evict_idle(registry, RM_EVICT_EXPIRED | RM_EVICT_OVER_BUDGET, now_ns, victims, result);
 }
 
 /* A sweep of the table `need` names; RM_E_NOT_FOUND: there is none (the
@@ -581,12 +650,16 @@ static int64_t free_slot(rm_node_registry *registry, uint64_t now_ns, unlink_lis
         if (slot_entry(registry, slot)->state == RM_NODE_EMPTY)
             return slot;
     }
-    int64_t idle = lru_idle_slot(registry);
-    if (idle >= 0) {
-        evict_slot(registry, (uint32_t)idle, victims);
-        result->evicted_lru++;
-    }
-    return idle;
+    rm_eviction_walk walk;
+    rm_eviction_walk_begin(&walk, &registry->limits, now_ns, RM_EVICT_EVERY,
+                           registry->candidates, gather_idle(registry));
+    unsigned reason;
+    const rm_eviction_candidate *least_recent = rm_eviction_walk_next(&walk, 0, 0, &reason);
+    if (least_recent == NULL)
+        return -1;
+    evict_slot(registry, (uint32_t)least_recent->id, victims);
+    result->evicted_lru++;
+    return (int64_t)least_recent->id;
 }
 
 static void claim(rm_node_registry *registry, uint32_t slot, const char *key, uint64_t hash)
@@ -650,18 +723,29 @@ static int32_t map_sealed(rm_node_registry *registry, const char *key, uint64_t 
 /* Loading into a segment                                                   */
 /* ------------------------------------------------------------------------ */
 
-typedef struct load_job {
+/* A load this process claimed: which load of which slot of which table,
+ * the segment the loader writes, and how it went. */
+typedef struct node_load {
     rm_node_registry *registry;
+    const char *key;
+    uint64_t generation; /* of the table the slot is in */
+    uint32_t slot;
+    uint64_t ticket;
     uint64_t segment_id;
-    int fd;
-} load_job;
+    int fd; /* the segment while it is written; -1 */
+    rm_loader_buffer buffer;
+    rm_loaded_model loaded;
+    int32_t status;
+    bool explained; /* the status has a message of its own */
+} node_load;
 
+/* The loader's alloc_buffer(): a new segment, committed and mapped
+ * writable. */
 static int32_t create_segment(rm_loader_buffer *buffer, uint64_t bytes)
 {
-    load_job *job = buffer->scope_state;
-    rm_node_registry *registry = job->registry;
+    node_load *load = buffer->scope_state;
     char name[RM_NODE_NAME_MAX];
-    model_segment_name(registry, job->segment_id, name);
+    model_segment_name(load->registry, load->segment_id, name);
     int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC, S_IRUSR | S_IWUSR);
     if (fd < 0)
         return rm_error_set(buffer->error_owner, errno == ENOSPC ? RM_E_NO_MEMORY : RM_E_SYSTEM,
@@ -688,307 +772,462 @@ static int32_t create_segment(rm_loader_buffer *buffer, uint64_t bytes)
                             "cannot commit or map %llu bytes of %s for model key '%s': %s",
                             (unsigned long long)bytes, name, buffer->key, strerror(err));
     }
-    job->fd = fd;
+    load->fd = fd;
     buffer->base = base;
     return RM_OK;
 }
 
-/* Ends this process's load of `slot` (ticket, in table `generation`) with
- * `status`; on success this process holds the first reference. False when
- * the claim is no longer ours (another process judged this one dead and
- * took it over, or removed the table). */
-static bool publish_load(rm_node_registry *registry, uint64_t generation, uint32_t slot,
-                         uint64_t ticket, int32_t status, uint64_t bytes)
+/* The load this process has just claimed in `slot` (lock held). */
+static void begin_load(node_load *load, rm_node_registry *registry, const char *key,
+                       uint64_t generation, uint32_t slot)
 {
+    const rm_node_entry *e = slot_entry(registry, slot);
+    *load = (node_load){
+        .registry = registry,
+        .key = key,
+        .generation = generation,
+        .slot = slot,
+        .ticket = e->ticket,
+        .segment_id = e->segment_id,
+        .fd = -1,
+    };
+}
+
+/* What a loader must give in node scope: its model in the buffer, which
+ * other processes can map; a private pointer is of no use to them. */
+static void check_shareable(node_load *load)
+{
+    bool used = false;
+    load->status = rm_loader_buffer_check(&load->loaded, &load->buffer, &used);
+    load->explained = load->status != RM_OK;
+    if (load->status != RM_OK || used)
+        return;
+    if (load->loaded.destroy != NULL)
+        load->loaded.destroy(load->loaded.model, load->loaded.destroy_user);
+    load->status = rm_error_set(load->registry->error_owner, RM_E_NOT_SHAREABLE,
+                                "loader for model key '%s' returned a private model: in "
+                                "node scope a loader must write the model into "
+                                "out->alloc_buffer() so other processes can map it",
+                                load->key);
+    load->explained = true;
+}
+
+/* The run-loader state (no lock held): the host's loader writes the model
+ * into the segment its alloc_buffer() creates. */
+static void call_loader(node_load *load, rm_model_loader_fn loader, void *loader_user)
+{
+    rm_node_registry *registry = load->registry;
+    load->buffer = (rm_loader_buffer){
+        .create = create_segment,
+        .scope_state = load,
+        .error_owner = registry->error_owner,
+        .key = load->key,
+    };
+    load->loaded = (rm_loaded_model){
+        .struct_size = (uint32_t)sizeof load->loaded,
+        .abi_version = RM_ABI_VERSION_CURRENT,
+    };
+    rm_loader_buffer_offer(&load->loaded, &load->buffer);
+    running_load running = {
+        .namespace_name = registry->namespace_name,
+        .slot = load->slot,
+        .ticket = load->ticket,
+        .outer = loads_on_this_thread};
+    loads_on_this_thread = &running;
+    int32_t status = loader(loader_user, load->key, &load->loaded);
+    loads_on_this_thread = running.outer;
+    load->loaded.plugin_private = NULL;
+    load->status = status > 0 ? RM_E_LOADER_FAILED : status;
+    if (load->status == RM_OK)
+        check_shareable(load);
+}
+
+/* Seals a loaded segment: no write access for anyone from here on, in
+ * this process (mprotect) or any other (mode 0400, read-only opens). The
+ * descriptor is closed whatever the outcome. */
+static void seal_segment(node_load *load)
+{
+    if (load->status == RM_OK &&
+        (fchmod(load->fd, S_IRUSR) != 0 ||
+         mprotect(load->buffer.base, (size_t)load->buffer.bytes, PROT_READ) != 0)) {
+        load->status = rm_error_set(load->registry->error_owner, RM_E_SYSTEM,
+                                    "cannot seal the buffer of model key '%s' read-only: %s",
+                                    load->key, strerror(errno));
+        load->explained = true;
+    }
+    if (load->fd >= 0)
+        close(load->fd);
+    load->fd = -1;
+}
+
+/* The rollback of a load: its segment, if it got one, is unmapped and
+ * removed. */
+static void discard_segment(node_load *load)
+{
+    if (load->buffer.base == NULL)
+        return;
+    munmap(load->buffer.base, (size_t)load->buffer.bytes);
+    (void)unlink_segment(load->registry, load->segment_id);
+    load->buffer.base = NULL;
+}
+
+/* The admit state: the entry READY with this process's first reference
+ * (lock held), then the budget. Returns the evictions that made room;
+ * *over: admitted over budget all the same. */
+static uint64_t admit(rm_node_registry *registry, rm_node_entry *e, uint64_t bytes,
+                      unlink_list *victims, bool *over)
+{
+    uint64_t now_ns = rm_monotonic_ns();
+    /* Size first: a READY entry without one is what repair removes. */
+    e->bytes = bytes;
+    e->state = RM_NODE_READY;
+    e->loaded_at_ns = e->last_used_ns = now_ns;
+    e->loader_pid = 0;
+    e->loader_start_time = 0;
+    (void)holder_add(registry, e); /* a fresh entry has room */
+    registry->table.header->ready_models++;
+    registry->table.header->ready_bytes += bytes;
+    uint64_t evicted = evict_to_budget(registry, victims);
+    *over = over_budget(registry);
+    return evicted;
+}
+
+/* The publish-failure state: the entry FAILED with the loader's code, for
+ * its waiters to report (lock held); anyone may claim it again. */
+static void publish_failure(rm_node_entry *e, uint64_t ticket, int32_t status)
+{
+    e->state = RM_NODE_FAILED;
+    e->failure = status;
+    e->failure_ticket = ticket;
+    e->segment_id = 0;
+    e->loader_pid = 0;
+    e->loader_start_time = 0;
+}
+
+/* The claimed entry of `load`, if the claim is still this process's (lock
+ * held): another process may have judged this one dead and taken it over,
+ * or removed the table. */
+static rm_node_entry *claimed_entry(rm_node_registry *registry, const node_load *load)
+{
+    if (registry->table_generation != load->generation)
+        return NULL;
+    rm_node_entry *e = slot_entry(registry, load->slot);
+    bool ours = e->state == RM_NODE_LOADING && e->ticket == load->ticket &&
+                is_self(registry, e->loader_pid, e->loader_start_time);
+    return ours ? e : NULL;
+}
+
+/* Ends the load with its outcome: admit or publish the failure, and wake
+ * the waiters. False when the claim was no longer ours. */
+static bool publish_load(node_load *load)
+{
+    rm_node_registry *registry = load->registry;
     unlink_list victims;
     if (begin_update(registry, TABLE_CURRENT, &victims) != RM_OK)
         return false;
-    if (registry->table_generation != generation) {
-        end_update(registry, &victims);
-        return false;
-    }
-    rm_node_entry *e = slot_entry(registry, slot);
-    bool ours = e->state == RM_NODE_LOADING && e->ticket == ticket &&
-                is_self(registry, e->loader_pid, e->loader_start_time);
-    uint64_t lru = 0;
-    bool admitted_over_budget = false;
-    if (ours && status == RM_OK) {
-        uint64_t now_ns = rm_monotonic_ns();
-        /* Size first: a READY entry without one is what repair removes. */
-        e->bytes = bytes;
-        e->state = RM_NODE_READY;
-        e->loaded_at_ns = e->last_used_ns = now_ns;
-        e->loader_pid = 0;
-        e->loader_start_time = 0;
-        (void)holder_add(registry, e); /* a fresh entry has room */
-        registry->table.header->ready_models++;
-        registry->table.header->ready_bytes += bytes;
-        lru = evict_to_budget(registry, &victims);
-        admitted_over_budget = over_budget(registry);
-    } else if (ours) {
-        e->state = RM_NODE_FAILED;
-        e->failure = status;
-        e->failure_ticket = ticket;
-        e->segment_id = 0;
-        e->loader_pid = 0;
-        e->loader_start_time = 0;
-    }
-    if (ours)
+    rm_node_entry *e = claimed_entry(registry, load);
+    uint64_t evicted = 0;
+    bool over = false;
+    if (e != NULL && load->status == RM_OK)
+        evicted = admit(registry, e, load->buffer.bytes, &victims, &over);
+    else if (e != NULL)
+        publish_failure(e, load->ticket, load->status);
+    if (e != NULL)
         __atomic_add_fetch(&e->wake, 1, __ATOMIC_RELEASE);
     end_update(registry, &victims);
     /* The waiters need the lock next: wake them once it is free. */
-    if (ours)
+    if (e != NULL)
         rm_node_futex_wake_all(&e->wake);
     pthread_mutex_lock(&registry->counters_lock);
-    registry->evictions_lru += lru;
-    registry->over_budget += admitted_over_budget ? 1 : 0;
+    registry->evictions_lru += evicted;
+    registry->over_budget += over ? 1 : 0;
     pthread_mutex_unlock(&registry->counters_lock);
-    return ours;
+    return e != NULL;
 }
 
-/* Runs the host's loader for `slot` of table `generation`, which this
- * process claimed. */
-static int32_t run_load(rm_node_registry *registry, uint64_t generation, uint32_t slot,
-                        uint64_t ticket, uint64_t segment_id, const char *key,
-                        rm_model_loader_fn loader, void *loader_user, attachment *out)
+/* Counts the load and hands out its attachment, or its error. */
+static int32_t finish_load(node_load *load, attachment *out)
 {
-    load_job job = {.registry = registry, .segment_id = segment_id, .fd = -1};
-    rm_loader_buffer buffer = {
-        .create = create_segment,
-        .scope_state = &job,
-        .error_owner = registry->error_owner,
-        .key = key,
-    };
-    rm_loaded_model loaded = {
-        .struct_size = (uint32_t)sizeof loaded,
-        .abi_version = RM_ABI_VERSION_CURRENT,
-    };
-    rm_loader_buffer_offer(&loaded, &buffer);
-    running_load running = {
-        .namespace_name = registry->namespace_name,
-        .slot = slot,
-        .ticket = ticket,
-        .outer = loads_on_this_thread};
-    loads_on_this_thread = &running;
-    int32_t status = loader(loader_user, key, &loaded);
-    loads_on_this_thread = running.outer;
-    loaded.plugin_private = NULL;
-    if (status > 0)
-        status = RM_E_LOADER_FAILED;
-    bool explained = false;
-    if (status == RM_OK) {
-        bool used = false;
-        status = rm_loader_buffer_check(&loaded, &buffer, &used);
-        explained = status != RM_OK;
-        if (status == RM_OK && !used) {
-            if (loaded.destroy != NULL)
-                loaded.destroy(loaded.model, loaded.destroy_user);
-            status = rm_error_set(registry->error_owner, RM_E_NOT_SHAREABLE,
-                                  "loader for model key '%s' returned a private model: in "
-                                  "node scope a loader must write the model into "
-                                  "out->alloc_buffer() so other processes can map it",
-                                  key);
-            explained = true;
-        }
-    }
-    /* Sealed: no write access for anyone from here on, in this process
-     * (mprotect) or any other (mode 0400, read-only opens). */
-    if (status == RM_OK &&
-        (fchmod(job.fd, S_IRUSR) != 0 ||
-         mprotect(buffer.base, (size_t)buffer.bytes, PROT_READ) != 0)) {
-        status = rm_error_set(registry->error_owner, RM_E_SYSTEM,
-                              "cannot seal the buffer of model key '%s' read-only: %s", key,
-                              strerror(errno));
-        explained = true;
-    }
-    if (job.fd >= 0)
-        close(job.fd);
-    if (status != RM_OK && buffer.base != NULL) {
-        munmap(buffer.base, (size_t)buffer.bytes);
-        (void)unlink_segment(registry, segment_id);
-    }
-    if (!publish_load(registry, generation, slot, ticket, status, buffer.bytes) &&
-        status == RM_OK) {
-        munmap(buffer.base, (size_t)buffer.bytes);
-        (void)unlink_segment(registry, segment_id);
-        status = rm_error_set(registry->error_owner, RM_E_CORRUPT_STATE,
-                              "the claim on model key '%s' was taken from this process "
-                              "while its loader ran (its table lock is unusable, or another "
-                              "process could not see this one alive in /proc)",
-                              key);
-        explained = true;
-    }
-    if (status != RM_OK) {
+    rm_node_registry *registry = load->registry;
+    if (load->status != RM_OK) {
         count(registry, &registry->load_failures, 1);
-        if (explained)
-            return status;
-        return rm_error_set(registry->error_owner, status,
-                            "loader for model key '%s' failed: %s (%s)", key,
-                            rm_error_name(status), rm_error_string(status));
+        if (load->explained)
+            return load->status;
+        return rm_error_set(registry->error_owner, load->status,
+                            "loader for model key '%s' failed: %s (%s)", load->key,
+                            rm_error_name(load->status), rm_error_string(load->status));
     }
     count(registry, &registry->loads, 1);
     *out = (attachment){.registry = registry,
-                        .generation = generation,
-                        .slot = slot,
-                        .ticket = ticket,
-                        .base = buffer.base,
-                        .bytes = buffer.bytes};
+                        .generation = load->generation,
+                        .slot = load->slot,
+                        .ticket = load->ticket,
+                        .base = load->buffer.base,
+                        .bytes = load->buffer.bytes};
     return RM_OK;
 }
 
+/* Runs the host's loader for the slot this process claimed, seals what it
+ * wrote and publishes the outcome. A failed load's segment goes before the
+ * failure is published, so the waiters' next load starts clean; a sealed
+ * one goes only if the claim was lost meanwhile. */
+static int32_t run_load(node_load *load, rm_model_loader_fn loader, void *loader_user,
+                        attachment *out)
+{
+    call_loader(load, loader, loader_user);
+    seal_segment(load);
+    if (load->status != RM_OK)
+        discard_segment(load);
+    if (!publish_load(load) && load->status == RM_OK) {
+        discard_segment(load);
+        load->status = rm_error_set(load->registry->error_owner, RM_E_CORRUPT_STATE,
+                                    "the claim on model key '%s' was taken from this process "
+                                    "while its loader ran (its table lock is unusable, or "
+                                    "another process could not see this one alive in /proc)",
+                                    load->key);
+        load->explained = true;
+    }
+    return finish_load(load, out);
+}
+
 /* ------------------------------------------------------------------------ */
-/* Acquire and detach: the local registry's loader and destroy callback     */
+/* Acquire: the local registry's loader, one function per state             */
 /* ------------------------------------------------------------------------ */
 
+/* One node_acquire() call: what it asks for, the load it waited for
+ * (tickets count per slot, so the slot and the table are part of its
+ * name), and this turn's view of the table, taken with the lock. */
+typedef struct acquire {
+    rm_node_registry *registry;
+    const char *key;
+    uint64_t hash;
+    rm_model_loader_fn loader;
+    void *loader_user;
+    attachment *out;
+    uint64_t waited_ticket; /* 0: none */
+    int64_t waited_slot;
+    uint64_t waited_generation;
+    uint64_t generation;
+    uint64_t now_ns;
+    unlink_list victims;
+} acquire;
+
+/* A state's answer that asks for another turn (after a wait); every other
+ * answer is the call's status. */
+#define ACQUIRE_AGAIN 1
+
+/* The load this call waited for failed: report it, even if another caller
+ * has started a new load of the key since. (Were that slot given to
+ * another key in between, which only a full table does, this caller loads
+ * the key itself instead.) */
+static int32_t report_waited_failure(acquire *a, const rm_node_entry *e)
+{
+    int32_t failure = e->failure;
+    end_update(a->registry, &a->victims);
+    return rm_error_set(a->registry->error_owner, failure,
+                        "loading model key '%s' failed in the process that ran its "
+                        "loader: %s (%s)",
+                        a->key, rm_error_name(failure), rm_error_string(failure));
+}
+
+/* Gives back the reference this process took on `slot` (load `ticket` of
+ * table `generation`) and cannot use. The reference kept the table; the
+ * generation check guards against another process having removed it. */
+static void drop_reference(rm_node_registry *registry, uint64_t generation, uint32_t slot,
+                           uint64_t ticket)
+{
+    if (table_lock(registry, TABLE_CURRENT) != RM_OK)
+        return;
+    rm_node_entry *held = slot_entry(registry, slot);
+    if (registry->table_generation == generation && held->ticket == ticket &&
+        held->state == RM_NODE_READY)
+        holder_remove(registry, held);
+    table_unlock(registry);
+}
+
+/* The attach state: `slot` is READY. A reference of this process, then the
+ * sealed segment mapped; the one rollback is the reference, when the
+ * mapping fails. */
+static int32_t attach_ready(acquire *a, uint32_t slot)
+{
+    rm_node_registry *registry = a->registry;
+    rm_node_entry *e = slot_entry(registry, slot);
+    bool added = holder_add(registry, e);
+    if (!added) {
+        (void)drop_dead_holders(registry, e, a->now_ns);
+        added = holder_add(registry, e);
+    }
+    uint64_t id = e->segment_id;
+    uint64_t bytes = e->bytes;
+    uint64_t ticket = e->ticket;
+    end_update(registry, &a->victims);
+    if (!added)
+        return rm_error_set(registry->error_owner, RM_E_QUOTA_EXCEEDED,
+                            "model key '%s' is held by %u processes, the most a node "
+                            "table entry records",
+                            a->key, RM_NODE_MAX_HOLDER_PROCESSES);
+    void *base = NULL;
+    int32_t status = map_sealed(registry, a->key, id, bytes, &base);
+    if (status != RM_OK) {
+        drop_reference(registry, a->generation, slot, ticket);
+        return status;
+    }
+    count(registry, &registry->attaches, 1);
+    *a->out = (attachment){.registry = registry,
+                           .generation = a->generation,
+                           .slot = slot,
+                           .ticket = ticket,
+                           .base = base,
+                           .bytes = bytes};
+    return RM_OK;
+}
+
+/* The wait state: sleeps until the load of `slot` ends or the poll
+ * interval passes (to re-check the loader's life), then asks for another
+ * turn. Should the table go meanwhile (the load failed, and this context's
+ * reclaim removed it), the wait on a word no longer mapped ends at once
+ * (EFAULT) or at its timeout, and the next turn sees the table this
+ * context uses now. */
+static int32_t wait_for_loader(acquire *a, uint32_t slot)
+{
+    rm_node_entry *e = slot_entry(a->registry, slot);
+    a->waited_ticket = e->ticket;
+    a->waited_slot = slot;
+    a->waited_generation = a->generation;
+    uint32_t *word = &e->wake;
+    uint32_t wake = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+    end_update(a->registry, &a->victims);
+    rm_node_futex_wait_ms(word, wake, RM_NODE_TAKEOVER_POLL_MS);
+    return ACQUIRE_AGAIN;
+}
+
+/* The take-over state: the process loading `slot` died. Its claim becomes
+ * this process's, its half-written segment goes, and this process loads. */
+static int32_t take_over(acquire *a, uint32_t slot)
+{
+    rm_node_registry *registry = a->registry;
+    const rm_node_entry *e = slot_entry(registry, slot);
+    uint64_t dead_segment = e->segment_id;
+    int32_t dead_pid = e->loader_pid;
+    claim(registry, slot, a->key, a->hash);
+    node_load load;
+    begin_load(&load, registry, a->key, a->generation, slot);
+    end_update(registry, &a->victims);
+    (void)unlink_segment(registry, dead_segment);
+    count(registry, &registry->takeovers, 1);
+    rm_host_log(registry->host, RM_LOG_WARN,
+                "model key '%s': the process loading it (pid %d) died; this process "
+                "(pid %d) takes the load over",
+                a->key, (int)dead_pid, (int)registry->pid);
+    return run_load(&load, a->loader, a->loader_user, a->out);
+}
+
+/* `slot` is LOADING: a load this very thread runs (a cycle through another
+ * context), one to wait for (this process's, on another thread: this
+ * thread's own loads are caught as cycles by the local layer before they
+ * get here; or a live process's), or a dead loader's to take over. */
+static int32_t on_loading(acquire *a, uint32_t slot)
+{
+    rm_node_registry *registry = a->registry;
+    const rm_node_entry *e = slot_entry(registry, slot);
+    bool self = is_self(registry, e->loader_pid, e->loader_start_time);
+    if (self && this_thread_runs(registry->namespace_name, slot, e->ticket)) {
+        end_update(registry, &a->victims);
+        return rm_error_set(registry->error_owner, RM_E_LOAD_CYCLE,
+                            "model key '%s' is being loaded by this thread, whose "
+                            "loader (through another context) asks for it again",
+                            a->key);
+    }
+    if (self || rm_process_alive(e->loader_pid, e->loader_start_time))
+        return wait_for_loader(a, slot);
+    return take_over(a, slot);
+}
+
+/* The claim state: the key is absent, or its last load failed. A slot
+ * (made by sweeping and evicting when the table is full), claimed, and
+ * this process loads. */
+static int32_t claim_and_load(acquire *a, int64_t found)
+{
+    rm_node_registry *registry = a->registry;
+    sweep_result swept = {0};
+    int64_t slot = found >= 0 ? found : free_slot(registry, a->now_ns, &a->victims, &swept);
+    if (slot < 0) {
+        uint32_t capacity = registry->table.capacity;
+        end_update(registry, &a->victims);
+        return rm_error_set(registry->error_owner, RM_E_QUOTA_EXCEEDED,
+                            "node registry '%s' is full: all %u entries of its table "
+                            "(registry.table_entries when it was created) are loading "
+                            "or held by live processes",
+                            registry->namespace_name, capacity);
+    }
+    claim(registry, (uint32_t)slot, a->key, a->hash);
+    node_load load;
+    begin_load(&load, registry, a->key, a->generation, (uint32_t)slot);
+    end_update(registry, &a->victims);
+    pthread_mutex_lock(&registry->counters_lock);
+    registry->dead_references += swept.dead_references;
+    registry->evictions_ttl += swept.evicted_ttl;
+    registry->evictions_lru += swept.evicted_lru;
+    /* We waited for a load that neither finished nor failed: a sweep
+     * cleared its dead loader's claim, and this is its takeover. */
+    registry->takeovers += a->waited_ticket != 0 ? 1 : 0;
+    pthread_mutex_unlock(&registry->counters_lock);
+    return run_load(&load, a->loader, a->loader_user, a->out);
+}
+
+/* Starts a turn: the table lock, and where the key stands in it (-1:
+ * absent). A new table forgets the load waited for: it went with the old
+ * one. */
+static int32_t begin_turn(acquire *a, int64_t *found)
+{
+    int32_t status = begin_update(a->registry, TABLE_CREATE, &a->victims);
+    if (status != RM_OK)
+        return status;
+    a->generation = a->registry->table_generation;
+    if (a->generation != a->waited_generation) {
+        a->waited_slot = -1;
+        a->waited_ticket = 0;
+    }
+    a->now_ns = rm_monotonic_ns();
+    *found = find_slot(a->registry, a->key, a->hash);
+    return RM_OK;
+}
+
 /* Finds `key` ready (attach), loading (wait, or take over a dead loader's
- * claim), or absent (claim and load). */
+ * claim), or absent (claim and load); each state ends the update it is
+ * handed. */
 static int32_t node_acquire(rm_node_registry *registry, const char *key,
                             rm_model_loader_fn loader, void *loader_user, attachment *out)
 {
-    uint64_t hash = rm_node_key_hash(key);
-    /* The load we waited for, if any: tickets count per slot, so the slot
-     * (and the table) is part of its name. */
-    uint64_t waited_ticket = 0;
-    int64_t waited_slot = -1;
-    uint64_t waited_generation = 0;
-    for (;;) {
-        unlink_list victims;
-        sweep_result swept = {0};
-        int32_t status = begin_update(registry, TABLE_CREATE, &victims);
+    acquire a = {.registry = registry,
+                 .key = key,
+                 .hash = rm_node_key_hash(key),
+                 .loader = loader,
+                 .loader_user = loader_user,
+                 .out = out,
+                 .waited_slot = -1};
+    int32_t status = ACQUIRE_AGAIN;
+    while (status == ACQUIRE_AGAIN) {
+        int64_t found = -1;
+        status = begin_turn(&a, &found);
         if (status != RM_OK)
             return status;
-        uint64_t generation = registry->table_generation;
-        if (generation != waited_generation) {
-            waited_slot = -1; /* that table is gone, and its load with it */
-            waited_ticket = 0;
-        }
-        uint64_t now_ns = rm_monotonic_ns();
-        int64_t found = find_slot(registry, key, hash);
-        rm_node_entry *e = found >= 0 ? slot_entry(registry, (uint32_t)found) : NULL;
-
-        /* The load we waited for failed: report it, even if another caller
-         * has started a new load of the key since. (Were that slot given
-         * to another key in between, which only a full table does, this
-         * caller loads the key itself instead.) */
-        if (e != NULL && found == waited_slot && e->failure_ticket == waited_ticket) {
-            int32_t failure = e->failure;
-            end_update(registry, &victims);
-            return rm_error_set(registry->error_owner, failure,
-                                "loading model key '%s' failed in the process that ran its "
-                                "loader: %s (%s)",
-                                key, rm_error_name(failure), rm_error_string(failure));
-        }
-
-        if (e != NULL && e->state == RM_NODE_READY) {
-            if (!holder_add(registry, e)) {
-                (void)drop_dead_holders(registry, e, now_ns);
-                if (!holder_add(registry, e)) {
-                    end_update(registry, &victims);
-                    return rm_error_set(registry->error_owner, RM_E_QUOTA_EXCEEDED,
-                                        "model key '%s' is held by %u processes, the most "
-                                        "a node table entry records",
-                                        key, RM_NODE_MAX_HOLDER_PROCESSES);
-                }
-            }
-            uint64_t id = e->segment_id;
-            uint64_t bytes = e->bytes;
-            uint64_t ticket = e->ticket;
-            end_update(registry, &victims);
-            void *base = NULL;
-            status = map_sealed(registry, key, id, bytes, &base);
-            if (status != RM_OK) {
-                /* Our reference keeps the table; the generation check
-                 * guards against another process having removed it. */
-                if (table_lock(registry, TABLE_CURRENT) == RM_OK) {
-                    rm_node_entry *held = slot_entry(registry, (uint32_t)found);
-                    if (registry->table_generation == generation && held->ticket == ticket &&
-                        held->state == RM_NODE_READY)
-                        holder_remove(registry, held);
-                    table_unlock(registry);
-                }
-                return status;
-            }
-            count(registry, &registry->attaches, 1);
-            *out = (attachment){.registry = registry,
-                                .generation = generation,
-                                .slot = (uint32_t)found,
-                                .ticket = ticket,
-                                .base = base,
-                                .bytes = bytes};
-            return RM_OK;
-        }
-
-        if (e != NULL && e->state == RM_NODE_LOADING) {
-            bool self = is_self(registry, e->loader_pid, e->loader_start_time);
-            if (self && this_thread_runs(registry->namespace_name, (uint32_t)found, e->ticket)) {
-                end_update(registry, &victims);
-                return rm_error_set(registry->error_owner, RM_E_LOAD_CYCLE,
-                                    "model key '%s' is being loaded by this thread, whose "
-                                    "loader (through another context) asks for it again",
-                                    key);
-            }
-            if (self || rm_process_alive(e->loader_pid, e->loader_start_time)) {
-                /* Wait for it; the timeout re-checks the loader's life. A
-                 * load of our own process runs on another thread (this
-                 * thread's own loads are caught as cycles by the local
-                 * layer before they get here). Should the table go
-                 * meanwhile (the load failed, and this context's reclaim
-                 * removed it), the wait on a word no longer mapped ends
-                 * at once (EFAULT) or at its timeout, and the next turn
-                 * sees the table this context uses now. */
-                waited_ticket = e->ticket;
-                waited_slot = found;
-                waited_generation = generation;
-                uint32_t *word = &e->wake;
-                uint32_t wake = __atomic_load_n(word, __ATOMIC_ACQUIRE);
-                end_update(registry, &victims);
-                rm_node_futex_wait_ms(word, wake, RM_NODE_TAKEOVER_POLL_MS);
-                continue;
-            }
-            /* The loader died: take its claim over. */
-            uint64_t dead_segment = e->segment_id;
-            int32_t dead_pid = e->loader_pid;
-            claim(registry, (uint32_t)found, key, hash);
-            uint64_t ticket = e->ticket;
-            uint64_t segment_id = e->segment_id;
-            end_update(registry, &victims);
-            (void)unlink_segment(registry, dead_segment);
-            count(registry, &registry->takeovers, 1);
-            rm_host_log(registry->host, RM_LOG_WARN,
-                        "model key '%s': the process loading it (pid %d) died; this "
-                        "process (pid %d) takes the load over",
-                        key, (int)dead_pid, (int)registry->pid);
-            return run_load(registry, generation, (uint32_t)found, ticket, segment_id, key,
-                            loader, loader_user, out);
-        }
-
-        int64_t slot = e != NULL ? found : free_slot(registry, now_ns, &victims, &swept);
-        if (slot < 0) {
-            uint32_t capacity = registry->table.capacity;
-            end_update(registry, &victims);
-            return rm_error_set(registry->error_owner, RM_E_QUOTA_EXCEEDED,
-                                "node registry '%s' is full: all %u entries of its table "
-                                "(registry.table_entries when it was created) are loading "
-                                "or held by live processes",
-                                registry->namespace_name, capacity);
-        }
-        claim(registry, (uint32_t)slot, key, hash);
-        rm_node_entry *claimed = slot_entry(registry, (uint32_t)slot);
-        uint64_t ticket = claimed->ticket;
-        uint64_t segment_id = claimed->segment_id;
-        end_update(registry, &victims);
-        pthread_mutex_lock(&registry->counters_lock);
-        registry->dead_references += swept.dead_references;
-        registry->evictions_ttl += swept.evicted_ttl;
-        registry->evictions_lru += swept.evicted_lru;
-        /* We waited for a load that neither finished nor failed: a sweep
-         * cleared its dead loader's claim, and this is its takeover. */
-        registry->takeovers += waited_ticket != 0 ? 1 : 0;
-        pthread_mutex_unlock(&registry->counters_lock);
-        return run_load(registry, generation, (uint32_t)slot, ticket, segment_id, key, loader,
-                        loader_user, out);
+        const rm_node_entry *e = found >= 0 ? slot_entry(registry, (uint32_t)found) : NULL;
+        if (e != NULL && found == a.waited_slot && e->failure_ticket == a.waited_ticket)
+            status = report_waited_failure(&a, e);
+        else if (e != NULL && e->state == RM_NODE_READY)
+            status = attach_ready(&a, (uint32_t)found);
+        else if (e != NULL && e->state == RM_NODE_LOADING)
+            status = on_loading(&a, (uint32_t)found);
+        else
+            status = claim_and_load(&a, found);
     }
+    return status;
 }
+
+/* ------------------------------------------------------------------------ */
+/* Detach, and the loader the local registry runs                           */
+/* ------------------------------------------------------------------------ */
 
 /* The local registry destroys a model when the context's last handle on it
  * is released: give the node reference back and unmap. */
@@ -1112,6 +1351,11 @@ int32_t rm_node_registry_create(const rm_node_registry_config *config, const rm_
     snprintf(registry->namespace_name, sizeof registry->namespace_name, "%s",
              config->namespace_name);
     registry->config.namespace_name = registry->namespace_name;
+    registry->limits = (rm_eviction_limits){
+        .ttl_ns = config->ttl_ns,
+        .max_bytes = config->max_bytes,
+        .max_models = config->max_models,
+    };
     registry->pid = getpid();
     registry->start_time = rm_process_self_start_time();
     registry->self = (rm_node_self){.pid = registry->pid, .start_time = registry->start_time};
@@ -1139,6 +1383,8 @@ int32_t rm_node_registry_create(const rm_node_registry_config *config, const rm_
         registry->lock_recoveries++;
         log_recovery(registry);
     }
+    if (status == RM_OK && !fit_candidates(registry, registry->table.capacity))
+        status = out_of_memory_for_table(registry, registry->table.capacity);
     if (status == RM_OK) {
         registry->table_generation = 1;
         rm_registry_config local = {.evict_when_unused = true,
@@ -1219,6 +1465,7 @@ void rm_node_registry_destroy(rm_node_registry *registry)
     pthread_cond_destroy(&registry->sweeper_wake);
     pthread_mutex_destroy(&registry->sweeper_lock);
     pthread_mutex_destroy(&registry->counters_lock);
+    free(registry->candidates);
     free(registry);
 }
 
@@ -1581,3 +1828,56 @@ int32_t rm_node_registry_reclaim(rm_node_registry *registry, rm_registry_reclaim
     }
     return status;
 }
+
+/* ------------------------------------------------------------------------ */
+/* The table a context dispatches through (registry_ops.h)                  */
+/* ------------------------------------------------------------------------ */
+
+static int32_t node_get_or_load(void *registry, const char *key, rm_model_loader_fn loader,
+                                void *loader_user, rm_model_handle **out_handle,
+                                void **out_model)
+{
+    return rm_node_registry_get_or_load(registry, key, loader, loader_user, out_handle,
+                                        out_model);
+}
+
+static int32_t node_release(void *registry, rm_model_handle *handle)
+{
+    return rm_node_registry_release(registry, handle);
+}
+
+static int32_t node_evict(void *registry, const char *key)
+{
+    return rm_node_registry_evict(registry, key);
+}
+
+static int32_t node_metrics(void *registry, rm_registry_metrics *out)
+{
+    return rm_node_registry_get_metrics(registry, out);
+}
+
+static int32_t node_list(void *registry, rm_model_info *out, uint32_t info_struct_size,
+                         uint32_t capacity, uint32_t *out_count)
+{
+    return rm_node_registry_list(registry, out, info_struct_size, capacity, out_count);
+}
+
+static int32_t node_reclaim(void *registry, rm_registry_reclaim_report *out)
+{
+    return rm_node_registry_reclaim(registry, out);
+}
+
+static void node_destroy(void *registry)
+{
+    rm_node_registry_destroy(registry);
+}
+
+const rm_registry_ops rm_node_registry_ops = {
+    .get_or_load = node_get_or_load,
+    .release = node_release,
+    .evict = node_evict,
+    .metrics = node_metrics,
+    .list = node_list,
+    .reclaim = node_reclaim,
+    .destroy = node_destroy,
+};

@@ -46,8 +46,10 @@
  *    locked path, which is exact.
  *  - No LRU list: each slot records the time of its last release, and an
  *    idle entry's last use is the latest of those and its load. Eviction
- *    and TTL scans, which hold the mutex, sort the idle entries by it
- *    (merge sort through a link field, no allocation). The order is that
+ *    and TTL scans, which hold the mutex, gather the idle entries into an
+ *    array that grows with the entries (so a scan never allocates and
+ *    eviction cannot fail) and leave the choice to the eviction policy
+ *    that node scope uses too (eviction_policy.h). The order is that
  *    of the last release, exactly, across threads; only two releases of
  *    one slot that overlap in time may keep the earlier of their two clock
  *    readings. A hit reads no clock (the clock costs more than the rest
@@ -97,8 +99,10 @@
 #include <time.h>
 
 #include "error.h"
+#include "eviction_policy.h"
 #include "loader_buffer.h"
 #include "model_key.h"
+#include "registry_ops.h"
 
 #define INITIAL_BUCKET_COUNT 16
 /* With a host-supplied clock the eviction thread cannot convert a host
@@ -198,8 +202,6 @@ struct registry_entry {
     rm_loaded_model loaded;
     uint64_t loaded_at_ns;
     uint64_t load_serial;     /* breaks ties between equal times */
-    uint64_t order_key;       /* for the scan being sorted */
-    entry *order_next;        /* the scan being sorted */
     entry *list_next;         /* victims awaiting destroy, or the free list */
     entry *all_next;          /* every entry the registry allocated */
     size_t name_length;       /* the device starts at key + name_length + 1 */
@@ -234,6 +236,12 @@ struct rm_registry {
     size_t entry_count;   /* LOADING and READY entries in the table */
     entry *free_entries;  /* through list_next */
     entry *all_entries;   /* through all_next */
+    rm_eviction_limits limits; /* the config's, as the policy takes them */
+    size_t entries_allocated;
+    /* Room for every entry allocated: the scans' candidates for the
+     * eviction policy, grown with the entries (entry_allocate). */
+    rm_eviction_candidate *candidates;
+    size_t candidate_capacity;
     uint64_t load_serial;
 
     uint64_t misses;
@@ -381,11 +389,6 @@ static void cache_entry(const rm_registry *registry, const char *normal, size_t 
     cache->entry_state = state;
 }
 
-static uint64_t saturating_add(uint64_t a, uint64_t b)
-{
-    return a > UINT64_MAX - b ? UINT64_MAX : a + b;
-}
-
 static void lock(rm_registry *registry)
 {
     pthread_mutex_lock(&registry->mutex);
@@ -453,9 +456,27 @@ static void copy_key(const entry *e, char *out)
     out[length] = '\0';
 }
 
+/* Room for one more entry among the scans' candidates, made here, where a
+ * load may fail anyway, so that no scan (eviction, listing) allocates. */
+static bool reserve_candidate(rm_registry *registry)
+{
+    if (registry->entries_allocated < registry->candidate_capacity)
+        return true;
+    size_t grown = registry->candidate_capacity == 0 ? 16 : 2 * registry->candidate_capacity;
+    rm_eviction_candidate *larger =
+        realloc(registry->candidates, grown * sizeof *registry->candidates);
+    if (larger == NULL)
+        return false;
+    registry->candidates = larger;
+    registry->candidate_capacity = grown;
+    return true;
+}
+
 /* A new entry, FREE, recorded in all_entries (mutex held). */
 static entry *entry_allocate(rm_registry *registry)
 {
+    if (!reserve_candidate(registry))
+        return NULL;
     entry *e = aligned_alloc(SLOT_ALIGN, sizeof *e);
     if (e == NULL)
         return NULL;
@@ -477,6 +498,7 @@ static entry *entry_allocate(rm_registry *registry)
     pthread_cond_init(&e->load_done, NULL);
     e->all_next = registry->all_entries;
     registry->all_entries = e;
+    registry->entries_allocated++;
     return e;
 }
 
@@ -762,59 +784,22 @@ static void table_remove(rm_registry *registry, entry *e)
 }
 
 /* ------------------------------------------------------------------------ */
-/* LRU order and eviction (mutex held)                                      */
+/* Eviction (mutex held)                                                    */
 /* ------------------------------------------------------------------------ */
-
-static bool ordered_before(const entry *a, const entry *b)
-{
-    if (a->order_key != b->order_key)
-        return a->order_key < b->order_key;
-    return a->load_serial < b->load_serial;
-}
-
-static entry *merge_by_order(entry *a, entry *b)
-{
-    entry *merged = NULL;
-    entry **link = &merged;
-    while (a != NULL && b != NULL) {
-        if (ordered_before(b, a)) {
-            *link = b;
-            b = b->order_next;
-        } else {
-            *link = a;
-            a = a->order_next;
-        }
-        link = &(*link)->order_next;
-    }
-    *link = a != NULL ? a : b;
-    return merged;
-}
-
-/* Merge sort through order_next: no allocation, so eviction cannot fail. */
-static entry *sort_by_order(entry *list)
-{
-    if (list == NULL || list->order_next == NULL)
-        return list;
-    entry *middle = list;
-    for (entry *fast = list->order_next; fast != NULL && fast->order_next != NULL;
-         fast = fast->order_next->order_next)
-        middle = middle->order_next;
-    entry *second = middle->order_next;
-    middle->order_next = NULL;
-    return merge_by_order(sort_by_order(list), sort_by_order(second));
-}
 
 typedef enum scan_kind {
     SCAN_IDLE, /* idle READY entries, by last use: eviction candidates */
     SCAN_ALL,  /* every READY entry, in the order registry_list shows */
 } scan_kind;
 
-/* Links READY entries through order_next, least recently used first (ties
- * in load order). In a SCAN_ALL list, a model gotten since its last release
- * (a hit reads no clock) sorts as the most recently used. */
-static entry *scan_ready(rm_registry *registry, scan_kind kind)
+/* Gathers READY entries into registry->candidates, keyed by last use (ties
+ * in load order), and returns how many. In a SCAN_ALL gathering, a model
+ * gotten since its last release (a hit reads no clock) counts as the most
+ * recently used. *busy (may be NULL) is set when an entry in use was
+ * passed over. */
+static size_t gather(rm_registry *registry, scan_kind kind, bool *busy)
 {
-    entry *list = NULL;
+    size_t count = 0;
     bucket_array *buckets = atomic_load_explicit(&registry->buckets, memory_order_relaxed);
     for (size_t i = 0; i <= buckets->mask; i++) {
         for (entry *e = atomic_load_explicit(&buckets->heads[i], memory_order_relaxed);
@@ -822,31 +807,24 @@ static entry *scan_ready(rm_registry *registry, scan_kind kind)
             if (current_code(e) != ENTRY_READY)
                 continue;
             bool idle = entry_idle(e);
-            if (kind == SCAN_IDLE && !idle)
-                continue;
-            e->order_key = !idle && entry_gotten_since_release(e) ? UINT64_MAX
-                                                                  : entry_last_use(e);
-            e->order_next = list;
-            list = e;
+            if (!idle && busy != NULL)
+                *busy = true;
+            if ((kind == SCAN_IDLE && !idle) || count == registry->candidate_capacity)
+                continue; /* (never full: it has room for every entry) */
+            registry->candidates[count++] = (rm_eviction_candidate){
+                .last_use_ns = !idle && entry_gotten_since_release(e) ? UINT64_MAX
+                                                                      : entry_last_use(e),
+                .tiebreak = e->load_serial,
+                .id = (uintptr_t)e,
+            };
         }
     }
-    return sort_by_order(list);
-}
-
-static bool over_bytes(const rm_registry *registry)
-{
-    return registry->config.max_bytes != 0 && registry->bytes > registry->config.max_bytes;
-}
-
-static bool over_models(const rm_registry *registry)
-{
-    return registry->config.max_models != 0 &&
-           registry->models > registry->config.max_models;
+    return count;
 }
 
 static bool over_budget(const rm_registry *registry)
 {
-    return over_bytes(registry) || over_models(registry);
+    return rm_eviction_exceeded(&registry->limits, registry->bytes, registry->models) != 0;
 }
 
 /* Lowers the over-budget flag once the budget holds again. Stored only
@@ -882,6 +860,40 @@ static bool try_detach_idle(rm_registry *registry, entry *e, victim_list *victim
     return true;
 }
 
+static void count_eviction(rm_registry *registry, unsigned reason)
+{
+    if (reason == RM_EVICT_EXPIRED)
+        registry->evictions_ttl++;
+    else if (reason == RM_EVICT_OVER_BUDGET)
+        registry->evictions_lru++;
+    else
+        registry->evictions_explicit++;
+}
+
+/* Detaches the idle models the policy picks for `reasons` at `now_ns`,
+ * least recently used first, counting each under its reason. *busy: a
+ * model in use was passed over; *raced: one the policy picked was taken
+ * by a lock-free hit since the scan. Returns the earliest TTL deadline
+ * among the idle models left (UINT64_MAX: none). */
+static uint64_t evict_idle(rm_registry *registry, unsigned reasons, uint64_t now_ns,
+                           victim_list *victims, bool *busy, bool *raced)
+{
+    size_t count = gather(registry, SCAN_IDLE, busy);
+    rm_eviction_walk walk;
+    rm_eviction_walk_begin(&walk, &registry->limits, now_ns, reasons, registry->candidates,
+                           count);
+    unsigned reason;
+    for (const rm_eviction_candidate *c;
+         (c = rm_eviction_walk_next(&walk, registry->bytes, registry->models, &reason)) !=
+         NULL;) {
+        if (try_detach_idle(registry, (entry *)c->id, victims))
+            count_eviction(registry, reason);
+        else
+            *raced = true;
+    }
+    return rm_eviction_walk_next_deadline(&walk);
+}
+
 /* Evicts idle models, least recently used first, until the budget holds
  * or no idle model is left; leaves the over-budget flag up if the budget
  * still does not hold. The flag goes up before the slots are read: a
@@ -896,16 +908,19 @@ static void evict_lru_to_budget(rm_registry *registry, victim_list *victims)
     atomic_store_explicit(&registry->over_budget_now, true, memory_order_seq_cst);
     for (int pass = 0; pass < BUDGET_PASSES && over_budget(registry); pass++) {
         bool raced = false;
-        for (entry *e = scan_ready(registry, SCAN_IDLE);
-             e != NULL && over_budget(registry); e = e->order_next) {
-            if (try_detach_idle(registry, e, victims))
-                registry->evictions_lru++;
-            else
-                raced = true; /* taken by a hit since the scan */
-        }
+        (void)evict_idle(registry, RM_EVICT_OVER_BUDGET, 0, victims, NULL, &raced);
         if (!raced)
             break;
     }
+}
+
+/* Every READY entry in registry->candidates, least recently used first,
+ * as registry_list shows them; returns how many. */
+static size_t sorted_ready(rm_registry *registry)
+{
+    size_t count = gather(registry, SCAN_ALL, NULL);
+    rm_eviction_sort(registry->candidates, count);
+    return count;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -916,48 +931,15 @@ static void evict_lru_to_budget(rm_registry *registry, victim_list *victims)
  * recently used first, and returns when the eviction thread must look
  * again: the earliest deadline among the idle models left, and no later
  * than one TTL from now while any model is in use (its release, whenever
- * it comes, gives a deadline no earlier than that). UINT64_MAX: never.
- * One pass over the table; only the expired models are sorted. */
+ * it comes, gives a deadline no earlier than that). UINT64_MAX: never. */
 static uint64_t collect_expired(rm_registry *registry, uint64_t now_ns,
                                 victim_list *victims)
 {
-    uint64_t ttl_ns = registry->config.ttl_ns;
-    bool any_busy = false;
-    uint64_t next = UINT64_MAX;
-    entry *expired = NULL;
-    bucket_array *buckets = atomic_load_explicit(&registry->buckets, memory_order_relaxed);
-    for (size_t i = 0; i <= buckets->mask; i++) {
-        for (entry *e = atomic_load_explicit(&buckets->heads[i], memory_order_relaxed);
-             e != NULL; e = atomic_load_explicit(&e->bucket_next, memory_order_relaxed)) {
-            if (current_code(e) != ENTRY_READY)
-                continue;
-            if (!entry_idle(e)) {
-                any_busy = true;
-                continue;
-            }
-            e->order_key = entry_last_use(e);
-            uint64_t deadline = saturating_add(e->order_key, ttl_ns);
-            if (deadline > now_ns) {
-                if (deadline < next)
-                    next = deadline;
-                continue;
-            }
-            e->order_next = expired;
-            expired = e;
-        }
-    }
-    for (entry *e = sort_by_order(expired); e != NULL; e = e->order_next) {
-        if (try_detach_idle(registry, e, victims))
-            registry->evictions_ttl++;
-        else
-            any_busy = true; /* taken by a hit since the scan */
-    }
-    if (any_busy) {
-        uint64_t busy_deadline = saturating_add(now_ns, ttl_ns);
-        if (busy_deadline < next)
-            next = busy_deadline;
-    }
-    return next;
+    bool busy = false;
+    uint64_t next =
+        evict_idle(registry, RM_EVICT_EXPIRED, now_ns, victims, &busy, &busy);
+    uint64_t busy_deadline = rm_eviction_deadline(&registry->limits, now_ns);
+    return busy && busy_deadline < next ? busy_deadline : next;
 }
 
 static void *evictor_main(void *argument)
@@ -1050,6 +1032,11 @@ int32_t rm_registry_create(const rm_registry_config *config, const rm_host *host
     atomic_init(&registry->over_budget_now, false);
     if (config != NULL)
         registry->config = *config;
+    registry->limits = (rm_eviction_limits){
+        .ttl_ns = registry->config.ttl_ns,
+        .max_bytes = registry->config.max_bytes,
+        .max_models = registry->config.max_models,
+    };
     registry->host = host;
     registry->error_owner = error_owner;
     registry->evictor_sleeping_until = 0;
@@ -1097,9 +1084,9 @@ void rm_registry_destroy(rm_registry *registry)
     uint64_t models_held = 0;
     victim_list victims;
     victims_init(&victims);
-    entry *e = scan_ready(registry, SCAN_ALL);
-    while (e != NULL) {
-        entry *next = e->order_next;
+    size_t ready = sorted_ready(registry);
+    for (size_t i = 0; i < ready; i++) {
+        entry *e = (entry *)registry->candidates[i].id;
         uint64_t references = entry_references(e);
         if (references != 0) {
             handles_held += references;
@@ -1108,7 +1095,6 @@ void rm_registry_destroy(rm_registry *registry)
         table_remove(registry, e);
         set_code(e, ENTRY_FREE);
         victims_push(&victims, e);
-        e = next;
     }
     /* A LOADING entry here means a loader is still running on another
      * thread: destroy raced with a call, which the contract forbids. The
@@ -1133,7 +1119,7 @@ void rm_registry_destroy(rm_registry *registry)
 
     /* Entries a running loader or a waiter of a failed load still uses
      * (only after a forbidden race, as above) are left allocated. */
-    e = registry->all_entries;
+    entry *e = registry->all_entries;
     while (e != NULL) {
         entry *next = e->all_next;
         entry_state code = current_code(e);
@@ -1150,6 +1136,7 @@ void rm_registry_destroy(rm_registry *registry)
         free(buckets);
         buckets = next;
     }
+    free(registry->candidates);
     pthread_cond_destroy(&registry->evictor_wake);
     pthread_mutex_destroy(&registry->mutex);
     free(registry);
@@ -1158,6 +1145,20 @@ void rm_registry_destroy(rm_registry *registry)
 /* ------------------------------------------------------------------------ */
 /* get_or_load                                                              */
 /* ------------------------------------------------------------------------ */
+
+/* What a call that missed the lock-free path asks for. `key` is the
+ * caller's copy of the normal form: a loader run from here may resolve
+ * other keys on this thread and overwrite the thread's cache. */
+typedef struct get_request {
+    const char *key;
+    size_t key_length;
+    uint64_t hash;
+    unsigned slot;
+    rm_model_loader_fn loader;
+    void *loader_user;
+    rm_model_handle **out_handle;
+    void **out_model;
+} get_request;
 
 /* True when blocking on `target` would close a wait-for cycle through the
  * calling thread: its loader is this thread, or is blocked on an entry
@@ -1176,36 +1177,46 @@ static bool wait_would_cycle(const entry *target)
     return false;
 }
 
-/* Blocks until `e` (LOADING, mutex held) finishes; releases the mutex. */
-static int32_t wait_for_load(rm_registry *registry, entry *e, const char *key,
-                             unsigned slot, rm_model_handle **out_handle, void **out_model)
+/* Publishes that this thread blocks on `e`, unless that would close a
+ * cycle (then false, and nothing is published). */
+static bool begin_wait(entry *e)
 {
-    load_thread *self = &this_thread;
     pthread_mutex_lock(&wait_graph_lock);
     bool cycle = wait_would_cycle(e);
     if (!cycle)
-        self->waiting_for = e;
+        this_thread.waiting_for = e;
     pthread_mutex_unlock(&wait_graph_lock);
-    if (cycle) {
+    return !cycle;
+}
+
+static void end_wait(void)
+{
+    pthread_mutex_lock(&wait_graph_lock);
+    this_thread.waiting_for = NULL;
+    pthread_mutex_unlock(&wait_graph_lock);
+}
+
+/* The wait state: blocks until `e` (LOADING; mutex held, released on
+ * return) finishes, then shares its model or reports its failure. */
+static int32_t wait_for_load(rm_registry *registry, entry *e, const get_request *request)
+{
+    if (!begin_wait(e)) {
         unlock(registry);
         return rm_error_set(registry->error_owner, RM_E_LOAD_CYCLE,
                             "model key '%s' is being loaded by a loader that "
                             "waits (directly or through other loads) for "
                             "this caller: the loaders form a cycle",
-                            key);
+                            request->key);
     }
     e->waiters++;
     while (current_code(e) == ENTRY_LOADING)
         pthread_cond_wait(&e->load_done, &registry->mutex);
-    pthread_mutex_lock(&wait_graph_lock);
-    self->waiting_for = NULL;
-    pthread_mutex_unlock(&wait_graph_lock);
+    end_wait();
     e->waiters--;
-
     if (current_code(e) == ENTRY_READY) {
         /* Being counted in `waiters` kept it from eviction until now. */
-        acquire_locked(e, slot, false, out_handle, out_model);
-        cache_entry(registry, key, strlen(key), e,
+        acquire_locked(e, request->slot, false, request->out_handle, request->out_model);
+        cache_entry(registry, request->key, request->key_length, e,
                     atomic_load_explicit(&e->state, memory_order_relaxed));
         unlock(registry);
         return RM_OK;
@@ -1217,7 +1228,105 @@ static int32_t wait_for_load(rm_registry *registry, entry *e, const char *key,
     return rm_error_set(registry->error_owner, failure,
                         "loading model key '%s' failed on the thread that "
                         "ran its loader: %s (%s)",
-                        key, rm_error_name(failure), rm_error_string(failure));
+                        request->key, rm_error_name(failure), rm_error_string(failure));
+}
+
+/* What the host's loader gave, checked (run_loader). */
+typedef struct load_result {
+    rm_loaded_model loaded;
+    int32_t status;
+    /* The status has a message of its own (a buffer misuse, or the loader
+     * records its own: loader_explains_failures), which the generic
+     * "loader failed" one must not replace. */
+    bool explained;
+    bool null_model; /* RM_OK without a model */
+    uint64_t done_ns; /* host clock when the loader had returned */
+} load_result;
+
+/* The claim state: a LOADING entry for the key, in the table, whose loader
+ * is this thread (mutex held). NULL: out of memory. */
+static entry *claim_entry(rm_registry *registry, const get_request *request)
+{
+    entry *e = entry_take(registry);
+    if (e == NULL)
+        return NULL;
+    entry_begin_load(e, request->key, request->key_length, request->hash);
+    table_insert(registry, e);
+    return e;
+}
+
+/* The run-loader state (no lock held): runs the host's loader with a
+ * private buffer on offer, then seals the buffer it used, or gives it back
+ * when the load failed. */
+static void run_loader(const rm_registry *registry, const get_request *request,
+                       load_result *result)
+{
+    *result = (load_result){.loaded = {.struct_size = (uint32_t)sizeof result->loaded,
+                                       .abi_version = RM_ABI_VERSION_CURRENT}};
+    rm_loader_buffer buffer = {
+        .create = rm_loader_buffer_create_private,
+        .error_owner = registry->error_owner,
+        .key = request->key,
+    };
+    rm_loaded_model *loaded = &result->loaded;
+    rm_loader_buffer_offer(loaded, &buffer);
+    int32_t status = request->loader(request->loader_user, request->key, loaded);
+    loaded->plugin_private = NULL;
+    bool used_buffer = false;
+    if (status == RM_OK) {
+        status = rm_loader_buffer_check(loaded, &buffer, &used_buffer);
+        if (status == RM_OK && used_buffer)
+            status = rm_loader_buffer_seal_private(&buffer);
+        if (status == RM_OK && used_buffer) {
+            loaded->destroy = rm_loader_buffer_destroy_private;
+            loaded->destroy_user = (void *)(uintptr_t)buffer.bytes;
+        }
+        result->explained = status != RM_OK;
+    }
+    result->explained = result->explained || registry->config.loader_explains_failures;
+    if (status != RM_OK && buffer.base != NULL)
+        rm_loader_buffer_destroy_private(buffer.base, (void *)(uintptr_t)buffer.bytes);
+    result->null_model = status == RM_OK && loaded->model == NULL;
+    if (status > 0)
+        status = RM_E_LOADER_FAILED;
+    else if (result->null_model)
+        status = RM_E_INVALID_ARGUMENT;
+    result->status = status;
+    result->done_ns = rm_host_now_ns(registry->host);
+}
+
+/* This thread no longer runs e's loader: waiting for `e` is no cycle any
+ * more. */
+static void end_loader_run(entry *e)
+{
+    pthread_mutex_lock(&wait_graph_lock);
+    e->loader = NULL;
+    pthread_mutex_unlock(&wait_graph_lock);
+}
+
+/* The publish-failure state: takes `e` out of the table and hands the
+ * failure to its waiters (mutex held, released on return). */
+static int32_t publish_failure(rm_registry *registry, entry *e, const get_request *request,
+                               const load_result *result)
+{
+    registry->load_failures++;
+    table_remove(registry, e);
+    set_code(e, ENTRY_FAILED);
+    e->failure = result->status;
+    pthread_cond_broadcast(&e->load_done);
+    if (e->waiters == 0)
+        entry_recycle(registry, e);
+    unlock(registry);
+    if (result->null_model)
+        return rm_error_set(registry->error_owner, result->status,
+                            "loader for model key '%s' returned success "
+                            "but no model",
+                            request->key);
+    if (result->explained)
+        return result->status;
+    return rm_error_set(registry->error_owner, result->status,
+                        "loader for model key '%s' failed: %s (%s)", request->key,
+                        rm_error_name(result->status), rm_error_string(result->status));
 }
 
 /* Why an admission is over budget, for the warning logged after unlock. */
@@ -1247,137 +1356,90 @@ static void log_over_budget(const rm_registry *registry, const char *key,
                     (unsigned long long)registry->config.max_models);
 }
 
-/* Runs the loader for a key that is not in the table (mutex held on entry,
- * released on return). `key` is the caller's copy of the normal form. */
-static int32_t load(rm_registry *registry, const char *key, size_t key_length,
-                    uint64_t hash, unsigned slot, rm_model_loader_fn loader,
-                    void *loader_user, rm_model_handle **out_handle, void **out_model)
+/* Makes room for a model just admitted (mutex held): evicts idle models
+ * to fit the budget, and counts and describes an admission that stays
+ * over it. */
+static budget_report fit_budget(rm_registry *registry, victim_list *victims)
 {
-    entry *e = entry_take(registry);
-    if (e == NULL) {
-        unlock(registry);
-        return rm_error_set(registry->error_owner, RM_E_NO_MEMORY,
-                            "out of memory adding model key '%s'", key);
-    }
-    entry_begin_load(e, key, key_length, hash);
-    table_insert(registry, e);
-    unlock(registry);
-
-    rm_loaded_model loaded = {
-        .struct_size = (uint32_t)sizeof loaded,
-        .abi_version = RM_ABI_VERSION_CURRENT,
+    evict_lru_to_budget(registry, victims);
+    unsigned exceeded =
+        rm_eviction_exceeded(&registry->limits, registry->bytes, registry->models);
+    if (exceeded == 0)
+        return (budget_report){0};
+    registry->over_budget++;
+    return (budget_report){
+        .bytes_exceeded = (exceeded & RM_BUDGET_BYTES) != 0,
+        .models_exceeded = (exceeded & RM_BUDGET_MODELS) != 0,
+        .bytes = registry->bytes,
+        .models = registry->models,
     };
-    rm_loader_buffer buffer = {
-        .create = rm_loader_buffer_create_private,
-        .error_owner = registry->error_owner,
-        .key = key,
-    };
-    rm_loader_buffer_offer(&loaded, &buffer);
-    int32_t status = loader(loader_user, key, &loaded);
-    loaded.plugin_private = NULL;
-    /* A buffer misuse has its own message, which the generic failure
-     * message below must not replace. */
-    bool explained = false;
-    bool used_buffer = false;
-    if (status == RM_OK) {
-        status = rm_loader_buffer_check(&loaded, &buffer, &used_buffer);
-        if (status == RM_OK && used_buffer)
-            status = rm_loader_buffer_seal_private(&buffer);
-        if (status == RM_OK && used_buffer) {
-            loaded.destroy = rm_loader_buffer_destroy_private;
-            loaded.destroy_user = (void *)(uintptr_t)buffer.bytes;
-        }
-        explained = status != RM_OK;
-    }
-    if (registry->config.loader_explains_failures)
-        explained = true;
-    if (status != RM_OK && buffer.base != NULL)
-        rm_loader_buffer_destroy_private(buffer.base, (void *)(uintptr_t)buffer.bytes);
-    bool null_model = status == RM_OK && loaded.model == NULL;
-    if (status > 0)
-        status = RM_E_LOADER_FAILED;
-    else if (null_model)
-        status = RM_E_INVALID_ARGUMENT;
-    uint64_t now_ns = rm_host_now_ns(registry->host);
+}
 
-    lock(registry);
-    pthread_mutex_lock(&wait_graph_lock);
-    e->loader = NULL;
-    pthread_mutex_unlock(&wait_graph_lock);
-    if (status != RM_OK) {
-        registry->load_failures++;
-        table_remove(registry, e);
-        set_code(e, ENTRY_FAILED);
-        e->failure = status;
-        pthread_cond_broadcast(&e->load_done);
-        if (e->waiters == 0)
-            entry_recycle(registry, e);
-        unlock(registry);
-        if (null_model)
-            return rm_error_set(registry->error_owner, status,
-                                "loader for model key '%s' returned success "
-                                "but no model",
-                                key);
-        if (explained)
-            return status;
-        return rm_error_set(registry->error_owner, status,
-                            "loader for model key '%s' failed: %s (%s)", key,
-                            rm_error_name(status), rm_error_string(status));
-    }
-
+/* The admit state: makes `e` READY with what the loader gave, this
+ * caller's reference counted, and wakes its waiters (mutex held, released
+ * on return). */
+static int32_t admit(rm_registry *registry, entry *e, const get_request *request,
+                     const load_result *result)
+{
+    const rm_loaded_model *loaded = &result->loaded;
     e->loaded = (rm_loaded_model){
-        .struct_size = (uint32_t)sizeof loaded,
+        .struct_size = (uint32_t)sizeof *loaded,
         .abi_version = RM_ABI_VERSION_CURRENT,
-        .model = loaded.model,
-        .bytes = loaded.bytes,
-        .destroy = loaded.destroy,
-        .destroy_user = loaded.destroy_user,
+        .model = loaded->model,
+        .bytes = loaded->bytes,
+        .destroy = loaded->destroy,
+        .destroy_user = loaded->destroy_user,
     };
-    e->model = loaded.model;
-    e->loaded_at_ns = now_ns;
+    e->model = loaded->model;
+    e->loaded_at_ns = result->done_ns;
     e->load_serial = ++registry->load_serial;
     /* This caller's reference, taken before READY is visible; each waiter
      * takes its own when it wakes (`waiters` protects them until then). */
-    acquire_locked(e, slot, false, out_handle, out_model);
+    acquire_locked(e, request->slot, false, request->out_handle, request->out_model);
     set_code(e, ENTRY_READY);
     registry->loads++;
     registry->models++;
-    registry->bytes += loaded.bytes;
-
+    registry->bytes += loaded->bytes;
     victim_list victims;
     victims_init(&victims);
-    budget_report report = {0};
-    evict_lru_to_budget(registry, &victims);
-    if (over_budget(registry)) {
-        registry->over_budget++;
-        report = (budget_report){
-            .bytes_exceeded = over_bytes(registry),
-            .models_exceeded = over_models(registry),
-            .bytes = registry->bytes,
-            .models = registry->models,
-        };
-    }
+    budget_report report = fit_budget(registry, &victims);
     /* The new model is in use, so the evictor's next look is one TTL away
      * at the earliest; wake it if it sleeps for longer. */
-    if (registry->evictor_started &&
-        saturating_add(now_ns, registry->config.ttl_ns) < registry->evictor_sleeping_until)
+    if (registry->evictor_started && rm_eviction_deadline(&registry->limits, result->done_ns) <
+                                         registry->evictor_sleeping_until)
         pthread_cond_signal(&registry->evictor_wake);
     pthread_cond_broadcast(&e->load_done);
-    cache_entry(registry, key, key_length, e,
+    cache_entry(registry, request->key, request->key_length, e,
                 atomic_load_explicit(&e->state, memory_order_relaxed));
     unlock(registry);
-
     destroy_victims(registry, &victims);
-    log_over_budget(registry, key, &report);
+    log_over_budget(registry, request->key, &report);
     return RM_OK;
+}
+
+/* Loads a key that is not in the table (mutex held on entry, released on
+ * return): claim, run the loader, then publish its failure or admit. */
+static int32_t load(rm_registry *registry, const get_request *request)
+{
+    entry *e = claim_entry(registry, request);
+    if (e == NULL) {
+        unlock(registry);
+        return rm_error_set(registry->error_owner, RM_E_NO_MEMORY,
+                            "out of memory adding model key '%s'", request->key);
+    }
+    unlock(registry);
+    load_result result;
+    run_loader(registry, request, &result);
+    lock(registry);
+    end_loader_run(e);
+    if (result.status != RM_OK)
+        return publish_failure(registry, e, request, &result);
+    return admit(registry, e, request, &result);
 }
 
 /* The locked path: a hit the lock-free one could not confirm, a wait for a
  * running load, or a load. */
-static int32_t get_or_load_locked(rm_registry *registry, const char *key,
-                                  size_t key_length, uint64_t hash, unsigned slot,
-                                  rm_model_loader_fn loader, void *loader_user,
-                                  rm_model_handle **out_handle, void **out_model)
+static int32_t get_or_load_locked(rm_registry *registry, const get_request *request)
 {
     lock(registry);
     if (registry->shutting_down) {
@@ -1385,27 +1447,29 @@ static int32_t get_or_load_locked(rm_registry *registry, const char *key,
         return rm_error_set(registry->error_owner, RM_E_SHUTTING_DOWN,
                             "model key '%s' requested while the registry is "
                             "being destroyed",
-                            key);
+                            request->key);
     }
-    entry *e = table_find(registry, key, key_length, hash);
+    entry *e = table_find(registry, request->key, request->key_length, request->hash);
     if (e != NULL && current_code(e) == ENTRY_READY) {
-        acquire_locked(e, slot, true, out_handle, out_model);
-        cache_entry(registry, key, key_length, e,
+        acquire_locked(e, request->slot, true, request->out_handle, request->out_model);
+        cache_entry(registry, request->key, request->key_length, e,
                     atomic_load_explicit(&e->state, memory_order_relaxed));
         unlock(registry);
         return RM_OK;
     }
     registry->misses++;
     if (e != NULL)
-        return wait_for_load(registry, e, key, slot, out_handle, out_model);
-    return load(registry, key, key_length, hash, slot, loader, loader_user, out_handle,
-                out_model);
+        return wait_for_load(registry, e, request);
+    return load(registry, request);
 }
 
-int32_t rm_registry_get_or_load(rm_registry *registry, const char *key,
-                                rm_model_loader_fn loader, void *loader_user,
-                                rm_model_handle **out_handle, void **out_model)
+/* The hit path. The context calls it through rm_process_registry_ops
+ * directly, not through a wrapper: a jump more per hit would show. */
+static int32_t process_get_or_load(void *opaque, const char *key, rm_model_loader_fn loader,
+                                   void *loader_user, rm_model_handle **out_handle,
+                                   void **out_model)
 {
+    rm_registry *registry = opaque;
     if (out_handle != NULL)
         *out_handle = NULL;
     if (out_model != NULL)
@@ -1444,14 +1508,26 @@ int32_t rm_registry_get_or_load(rm_registry *registry, const char *key,
         cache_entry(registry, cache->normal, cache->normal_length, e, state);
         return RM_OK;
     }
-    /* A loader run from here may resolve other keys on this thread and
-     * overwrite the cache: the locked path works on a copy. */
     char normal[RM_MODEL_KEY_MAX];
-    size_t key_length = cache->normal_length;
-    uint64_t hash = cache->hash;
-    memcpy(normal, cache->normal, key_length + 1);
-    return get_or_load_locked(registry, normal, key_length, hash, slot, loader, loader_user,
-                              out_handle, out_model);
+    memcpy(normal, cache->normal, cache->normal_length + 1);
+    get_request request = {
+        .key = normal,
+        .key_length = cache->normal_length,
+        .hash = cache->hash,
+        .slot = slot,
+        .loader = loader,
+        .loader_user = loader_user,
+        .out_handle = out_handle,
+        .out_model = out_model,
+    };
+    return get_or_load_locked(registry, &request);
+}
+
+int32_t rm_registry_get_or_load(rm_registry *registry, const char *key,
+                                rm_model_loader_fn loader, void *loader_user,
+                                rm_model_handle **out_handle, void **out_model)
+{
+    return process_get_or_load(registry, key, loader, loader_user, out_handle, out_model);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1488,8 +1564,10 @@ static void evict_after_release(rm_registry *registry)
     destroy_victims(registry, &victims);
 }
 
-int32_t rm_registry_release(rm_registry *registry, rm_model_handle *handle)
+/* Called like process_get_or_load, for the same reason. */
+static int32_t process_release(void *opaque, rm_model_handle *handle)
 {
+    rm_registry *registry = opaque;
     if (registry == NULL || handle == NULL)
         return rm_error_set(registry != NULL ? registry->error_owner : NULL,
                             RM_E_INVALID_ARGUMENT,
@@ -1520,6 +1598,11 @@ int32_t rm_registry_release(rm_registry *registry, rm_model_handle *handle)
     return RM_OK;
 }
 
+int32_t rm_registry_release(rm_registry *registry, rm_model_handle *handle)
+{
+    return process_release(registry, handle);
+}
+
 int32_t rm_registry_evict(rm_registry *registry, const char *key)
 {
     if (registry == NULL)
@@ -1527,12 +1610,9 @@ int32_t rm_registry_evict(rm_registry *registry, const char *key)
     victim_list victims;
     victims_init(&victims);
     if (key == NULL) {
+        bool raced = false; /* a model gotten meanwhile is in use: not evicted */
         lock(registry);
-        for (entry *e = scan_ready(registry, SCAN_IDLE); e != NULL;
-             e = e->order_next) {
-            if (try_detach_idle(registry, e, &victims))
-                registry->evictions_explicit++;
-        }
+        (void)evict_idle(registry, RM_EVICT_EVERY, 0, &victims, NULL, &raced);
         unlock(registry);
         destroy_victims(registry, &victims);
         return RM_OK;
@@ -1623,8 +1703,9 @@ int32_t rm_registry_list(rm_registry *registry, rm_model_info *out,
     lock(registry);
     uint64_t count = registry->models;
     uint32_t written = 0;
-    for (entry *e = scan_ready(registry, SCAN_ALL); e != NULL && written < capacity;
-         e = e->order_next) {
+    size_t ready = sorted_ready(registry);
+    for (size_t i = 0; i < ready && written < capacity; i++) {
+        const entry *e = (const entry *)registry->candidates[i].id;
         uint64_t references = entry_references(e);
         uint64_t last_used_ns = entry_last_use(e);
         rm_model_info row = {
@@ -1675,3 +1756,44 @@ int32_t rm_registry_reclaim(rm_registry *registry, rm_registry_reclaim_report *o
         out->models_evicted = evicted;
     return RM_OK;
 }
+
+/* ------------------------------------------------------------------------ */
+/* The table a context dispatches through (registry_ops.h)                  */
+/* ------------------------------------------------------------------------ */
+
+static int32_t process_evict(void *registry, const char *key)
+{
+    return rm_registry_evict(registry, key);
+}
+
+static int32_t process_metrics(void *registry, rm_registry_metrics *out)
+{
+    rm_registry_get_metrics(registry, out);
+    return RM_OK;
+}
+
+static int32_t process_list(void *registry, rm_model_info *out, uint32_t info_struct_size,
+                            uint32_t capacity, uint32_t *out_count)
+{
+    return rm_registry_list(registry, out, info_struct_size, capacity, out_count);
+}
+
+static int32_t process_reclaim(void *registry, rm_registry_reclaim_report *out)
+{
+    return rm_registry_reclaim(registry, out);
+}
+
+static void process_destroy(void *registry)
+{
+    rm_registry_destroy(registry);
+}
+
+const rm_registry_ops rm_process_registry_ops = {
+    .get_or_load = process_get_or_load,
+    .release = process_release,
+    .evict = process_evict,
+    .metrics = process_metrics,
+    .list = process_list,
+    .reclaim = process_reclaim,
+    .destroy = process_destroy,
+};

@@ -8,10 +8,14 @@
  * what TSan sees is the shipped object's locking, not a test build of the
  * internals.
  *
- * Each scenario returns 0, or -1 with a reason, and prints "ok   name" or
- * "FAIL name: reason"; the last line is "N passed, M failed" (CI reads it),
- * and the exit status is 0 only when every scenario passed. Timings and
- * counts go to stderr as "# ..." lines.
+ * The frame is the shared stress harness (tests/support/stress_driver.h),
+ * as for its siblings: each scenario returns 0, or -1 with a reason, and
+ * the harness prints "ok   name" or "FAIL name: reason"; the last line is
+ * "N passed, M failed" (CI reads it), and the exit status is 0 only when
+ * every scenario passed. Timings and counts go to stderr as "# ..." lines.
+ * What this driver adds through the harness's watch: a scenario fails when
+ * the plugin logged an error line during it, a watchdog, and a report of
+ * a crash.
  *
  * The scenarios, each on its own context (RM_CONTEXT_IGNORE_ENV):
  *  1 single_flight: 8 callers released at once on one key whose loader is
@@ -54,9 +58,9 @@
  *
  * Environment:
  *   RM_PLUGIN_PATH       the rm_plugin.so to load (required)
- *   RM_STRESS_SCALE      multiplies the iteration counts of the randomised
- *                        scenarios (default 1; 0.1 for a quick run, 10 for a
- *                        soak)
+ *   RM_STRESS_SCALE      multiplies the iteration counts and rounds (default
+ *                        1, under TSan as well; 0.1 for a quick run, 10 for
+ *                        a soak)
  *   RM_STRESS_TIMEOUT_S  bound on each wait for worker threads, in seconds
  *                        (default 60)
  *   RM_STRESS_VERBOSE    when set, the plugin's log lines go to stderr
@@ -76,7 +80,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "plugin_loader.h"
+#include "plugin_env.h"
+#include "stress_driver.h"
 
 /* ------------------------------------------------------------------------ */
 /* Settings and small helpers                                               */
@@ -86,20 +91,10 @@
 #define RELAXED memory_order_relaxed
 
 static const rm_plugin_v1 *vt;
-static double stress_scale = 1.0;
 static double thread_limit_s = 60.0;
 static bool verbose;
-
-/* `base` iterations times RM_STRESS_SCALE, at least 1. */
-static int scaled(int base)
-{
-    double value = (double)base * stress_scale;
-    if (value < 1.0)
-        return 1;
-    if (value > 1e8)
-        return 100000000;
-    return (int)(value + 0.5);
-}
+/* Why the running scenario failed; the harness clears and prints it. */
+static char reason[1024];
 
 static uint64_t now_ns(void)
 {
@@ -399,12 +394,8 @@ static bool wind_up(crew *c, counter *const *gates, size_t gate_count,
 static rm_context *make_context(const rm_config_entry *entries, size_t entry_count,
                                 char *why, size_t why_size)
 {
-    rm_context_options options = RM_STRUCT_INIT(rm_context_options);
-    options.flags = RM_CONTEXT_IGNORE_ENV;
-    options.entries = entries;
-    options.entry_count = entry_count;
     rm_context *context = NULL;
-    int32_t status = vt->context_create(&options, &context);
+    int32_t status = create_context_of(vt, entries, entry_count, &context);
     if (status != RM_OK) {
         failf(why, why_size, "context_create: %s: %s", code_name(status),
               vt->context_last_error(NULL));
@@ -643,7 +634,7 @@ static int flight_run(flight_state *state, char *why, size_t why_size)
 /* Scenario 1: single_flight                                                */
 /* ------------------------------------------------------------------------ */
 
-static int single_flight_round(char *why, size_t why_size)
+static int single_flight_round(int round, char *why, size_t why_size)
 {
     static const rm_config_entry entries[] = {{"registry.ttl_s", "0"}};
     flight_state *state = flight_state_new("flight@CPU", RM_OK);
@@ -707,13 +698,9 @@ out:;
     return result;
 }
 
-static int scenario_single_flight(char *why, size_t why_size)
+static int scenario_single_flight(void)
 {
-    int rounds = scaled(3);
-    for (int i = 0; i < rounds; i++)
-        if (single_flight_round(why, why_size) != 0)
-            return -1;
-    return 0;
+    return stress_rounds(3, single_flight_round, reason, sizeof reason);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -722,7 +709,7 @@ static int scenario_single_flight(char *why, size_t why_size)
 
 #define FLIGHT_FAILURE (-1234) /* not an rm_error: must arrive unchanged */
 
-static int failure_round(char *why, size_t why_size)
+static int failure_round(int round, char *why, size_t why_size)
 {
     static const rm_config_entry entries[] = {{"registry.ttl_s", "0"}};
     flight_state *state = flight_state_new("failing@cpu", FLIGHT_FAILURE);
@@ -787,13 +774,9 @@ out:;
     return result;
 }
 
-static int scenario_failure_wakes_all(char *why, size_t why_size)
+static int scenario_failure_wakes_all(void)
 {
-    int rounds = scaled(3);
-    for (int i = 0; i < rounds; i++)
-        if (failure_round(why, why_size) != 0)
-            return -1;
-    return 0;
+    return stress_rounds(3, failure_round, reason, sizeof reason);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -828,7 +811,7 @@ typedef struct pair_state {
     crew crew;
 } pair_state;
 
-static int different_keys_round(char *why, size_t why_size)
+static int different_keys_round(int round, char *why, size_t why_size)
 {
     static const rm_config_entry entries[] = {{"registry.ttl_s", "0"}};
     pair_state *state = calloc(1, sizeof *state);
@@ -884,13 +867,9 @@ out:;
     return result;
 }
 
-static int scenario_different_keys_concurrent(char *why, size_t why_size)
+static int scenario_different_keys_concurrent(void)
 {
-    int rounds = scaled(3);
-    for (int i = 0; i < rounds; i++)
-        if (different_keys_round(why, why_size) != 0)
-            return -1;
-    return 0;
+    return stress_rounds(3, different_keys_round, reason, sizeof reason);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1004,9 +983,11 @@ static void cycle_spec_init(cycle_spec *spec, rm_context *context, const char *k
  *    fails with LOAD_CYCLE, which reaches the blocked inner request
  *    unchanged, whose loader fails too: every call ends in LOAD_CYCLE;
  *  - loaders that swallow it: the detecting loader succeeds, the blocked
- *    inner request gets its model, and both outer calls succeed. */
-static int cycle_round(bool swallow, char *why, size_t why_size)
+ *    inner request gets its model, and both outer calls succeed.
+ * Odd rounds swallow. */
+static int cycle_round(int round, char *why, size_t why_size)
 {
+    bool swallow = round % 2 == 1;
     static const rm_config_entry entries[] = {{"registry.ttl_s", "0"}};
     cycle_state *state = calloc(1, sizeof *state);
     if (state == NULL)
@@ -1106,13 +1087,9 @@ out:;
     return result;
 }
 
-static int scenario_cross_thread_cycle(char *why, size_t why_size)
+static int scenario_cross_thread_cycle(void)
 {
-    int rounds = scaled(20);
-    for (int i = 0; i < rounds; i++)
-        if (cycle_round(i % 2 == 1, why, why_size) != 0)
-            return -1;
-    return 0;
+    return stress_rounds(20, cycle_round, reason, sizeof reason);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1496,8 +1473,10 @@ typedef struct random_state {
     crew crew;
 } random_failures_state;
 
-static int scenario_random_failures(char *why, size_t why_size)
+static int scenario_random_failures(void)
 {
+    char *why = reason;
+    size_t why_size = sizeof reason;
     /* A count budget below the key count and a very short TTL keep all
      * three eviction paths busy while the threads run: with 16 threads on 8
      * keys a model is rarely idle for long, and 2 ms (the unit test's TTL)
@@ -1513,7 +1492,7 @@ static int scenario_random_failures(char *why, size_t why_size)
     pool_init(p, 200);
     crew_init(&state->crew);
     log_counts logs_before = log_snapshot();
-    int rounds = scaled(1000);
+    int rounds = stress_scaled(1000);
     for (int i = 0; i < RANDOM_KEYS; i++) {
         char normal[64], upper[64], zeros[64];
         snprintf(normal, sizeof normal, "stress-%d@cuda:%d", i, i);
@@ -1623,8 +1602,10 @@ static void *ttl_hammer(void *argument)
     return NULL;
 }
 
-static int scenario_ttl_under_load(char *why, size_t why_size)
+static int scenario_ttl_under_load(void)
 {
+    char *why = reason;
+    size_t why_size = sizeof reason;
     static const rm_config_entry entries[] = {{"registry.ttl_s", "0.1"}};
     const uint64_t ttl_ns = UINT64_C(100000000);
     ttl_state *state = calloc(1, sizeof *state);
@@ -1797,8 +1778,10 @@ static void *lru_thread(void *argument)
     return NULL;
 }
 
-static int scenario_lru_pressure(char *why, size_t why_size)
+static int scenario_lru_pressure(void)
 {
+    char *why = reason;
+    size_t why_size = sizeof reason;
     static const rm_config_entry entries[] = {
         {"registry.ttl_s", "0"},
         {"registry.max_models", "4"},
@@ -1820,7 +1803,7 @@ static int scenario_lru_pressure(char *why, size_t why_size)
     }
     p->context = make_context(entries, 2, why, why_size);
     CHECK(p->context != NULL, "no context");
-    int rounds = scaled(150);
+    int rounds = stress_scaled(150);
     for (int i = 0; i < LRU_THREADS; i++) {
         state->workers[i] = (lru_worker){.state = state, .worker = i, .rounds = rounds};
         CHECK(crew_spawn(&state->crew, lru_thread, &state->workers[i], why, why_size) == 0,
@@ -2064,8 +2047,10 @@ static void *busy_observer(void *argument)
     return NULL;
 }
 
-static int scenario_list_and_metrics_while_busy(char *why, size_t why_size)
+static int scenario_list_and_metrics_while_busy(void)
 {
+    char *why = reason;
+    size_t why_size = sizeof reason;
     /* A small budget and a short TTL keep rows coming and going. */
     static const rm_config_entry entries[] = {
         {"registry.ttl_s", "0.0005"},
@@ -2097,7 +2082,7 @@ static int scenario_list_and_metrics_while_busy(char *why, size_t why_size)
     state->context_created_ns = now_ns();
     p->context = make_context(entries, 2, why, why_size);
     CHECK(p->context != NULL, "no context");
-    int rounds = scaled(10000);
+    int rounds = stress_scaled(10000);
     for (int i = 0; i < BUSY_HAMMERS; i++) {
         state->workers[i] = (busy_worker){.state = state, .worker = i, .rounds = rounds};
         CHECK(crew_spawn(&state->crew, busy_hammer, &state->workers[i], why, why_size) == 0,
@@ -2246,8 +2231,10 @@ static void *race_evictor(void *argument)
     return NULL;
 }
 
-static int scenario_hits_racing_eviction(char *why, size_t why_size)
+static int scenario_hits_racing_eviction(void)
 {
+    char *why = reason;
+    size_t why_size = sizeof reason;
     /* A 0.1 ms TTL and room for 3 of the 5 keys: the eviction thread, the
      * budget and explicit evictions all race the lock-free hits. */
     static const rm_config_entry entries[] = {
@@ -2275,7 +2262,7 @@ static int scenario_hits_racing_eviction(char *why, size_t why_size)
     }
     p->context = make_context(entries, 2, why, why_size);
     CHECK(p->context != NULL, "no context");
-    int rounds = scaled(20000);
+    int rounds = stress_scaled(20000);
     for (int i = 0; i < RACE_HITTERS; i++) {
         state->workers[i] = (race_worker){.state = state, .worker = i, .rounds = rounds};
         CHECK(crew_spawn(&state->crew, race_hitter, &state->workers[i], why, why_size) == 0,
@@ -2350,15 +2337,10 @@ out:;
 }
 
 /* ------------------------------------------------------------------------ */
-/* Running the scenarios, with a watchdog                                   */
+/* Running the scenarios: the harness, watched                              */
 /* ------------------------------------------------------------------------ */
 
-typedef struct scenario {
-    const char *name;
-    int (*run)(char *why, size_t why_size);
-} scenario;
-
-static const scenario scenarios[] = {
+static const stress_scenario scenarios[] = {
     {"single_flight", scenario_single_flight},
     {"failure_wakes_all", scenario_failure_wakes_all},
     {"different_keys_concurrent", scenario_different_keys_concurrent},
@@ -2371,12 +2353,14 @@ static const scenario scenarios[] = {
 };
 enum { SCENARIO_COUNT = sizeof scenarios / sizeof scenarios[0] };
 
-/* Output and progress, shared with the watchdog. */
+/* Progress, shared with the watchdog. */
 static struct {
     pthread_mutex_t mutex;
     pthread_cond_t wake; /* CLOCK_MONOTONIC */
     int current;         /* the scenario running, or -1 */
     uint64_t deadline_ns;
+    uint64_t started_ns;
+    log_counts logs_before;
     int passed;
     int failed;
     bool finished;
@@ -2422,10 +2406,10 @@ static void write_number(int value)
 }
 
 /* Writes the FAIL lines and the summary for a process that is ending
- * abnormally (once): the running scenario failed with `reason` (+ `number`
+ * abnormally (once): the running scenario failed with `why` (+ `number`
  * when not negative), and the ones after it did not run. Only
  * async-signal-safe calls. */
-static void report_abnormal_end(const char *reason, int number, const char *suffix)
+static void report_abnormal_end(const char *why, int number, const char *suffix)
 {
     static atomic_flag reported = ATOMIC_FLAG_INIT;
     if (atomic_flag_test_and_set(&reported))
@@ -2435,7 +2419,7 @@ static void report_abnormal_end(const char *reason, int number, const char *suff
     write_text("FAIL ");
     write_text(current >= 0 ? scenarios[current].name : "registry_stress");
     write_text(": ");
-    write_text(reason);
+    write_text(why);
     if (number >= 0)
         write_number(number);
     write_text(suffix);
@@ -2525,6 +2509,53 @@ static void *watchdog_main(void *argument)
     return NULL;
 }
 
+/* The harness's watch: arms the watchdog and notes the plugin's log as a
+ * scenario starts. */
+static void scenario_started(size_t index)
+{
+    atomic_store(&running_scenario, (int)index);
+    log_counts logs = log_snapshot();
+    pthread_mutex_lock(&progress.mutex);
+    progress.current = (int)index;
+    progress.started_ns = now_ns();
+    progress.deadline_ns = progress.started_ns + (uint64_t)(3 * thread_limit_s * 1e9);
+    progress.logs_before = logs;
+    pthread_mutex_unlock(&progress.mutex);
+}
+
+/* ... and as it ends: an error line from the plugin (e.g. a context
+ * destroyed while a model was still loading) fails the scenario even when
+ * every check passed. */
+static int scenario_ended(size_t index, int result)
+{
+    log_counts logs = log_snapshot();
+    pthread_mutex_lock(&progress.mutex);
+    log_counts before = progress.logs_before;
+    double seconds = (double)(now_ns() - progress.started_ns) / 1e9;
+    if (logs.errors != before.errors && result == 0) {
+        char line[512];
+        log_last_error(line, sizeof line);
+        result = failf(reason, sizeof reason,
+                       "the plugin logged %ld error line(s), the last: %s",
+                       logs.errors - before.errors, line);
+    }
+    if (result == 0) {
+        progress.passed++;
+    } else {
+        progress.failed++;
+        if (reason[0] == '\0')
+            snprintf(reason, sizeof reason, "(no reason)");
+    }
+    progress.current = -1;
+    atomic_store(&passed_so_far, progress.passed);
+    atomic_store(&failed_so_far, progress.failed);
+    atomic_store(&running_scenario, -1);
+    pthread_mutex_unlock(&progress.mutex);
+    fprintf(stderr, "# %s: %.2f s (plugin log so far: %ld warnings, %ld errors)\n",
+            scenarios[index].name, seconds, logs.warnings, logs.errors);
+    return result;
+}
+
 static double env_number(const char *name, double fallback)
 {
     const char *text = getenv(name);
@@ -2547,11 +2578,17 @@ int main(void)
         fprintf(stderr, "RM_PLUGIN_PATH must name the built rm_plugin.so\n");
         return 2;
     }
-    stress_scale = env_number("RM_STRESS_SCALE", 1.0);
     thread_limit_s = env_number("RM_STRESS_TIMEOUT_S", 60.0);
     verbose = getenv("RM_STRESS_VERBOSE") != NULL;
+    /* Full scale under TSan too, unless asked otherwise: the whole run
+     * takes about 2.5 s there (not the minutes the harness's 0.25 saves
+     * its siblings), and the lock-free hits it races are what TSan is
+     * run for. */
+    setenv("RM_STRESS_SCALE", "1", 0);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
+    /* The plugin's log comes here (host_services), so not plugin_env.h's
+     * loader, which gives the plugin no host services. */
     rm_loaded_plugin plugin;
     char error[1024] = "";
     if (rm_plugin_load(path, NULL, RM_ABI_VERSION(1, 0), RM_ABI_VERSION_CURRENT,
@@ -2580,60 +2617,18 @@ int main(void)
         fprintf(stderr, "registry_stress: no watchdog thread; a hang will not be caught\n");
 
     fprintf(stderr, "# registry_stress: %s, scale %g, thread wait limit %.0f s\n", path,
-            stress_scale, thread_limit_s);
+            stress_scale(), thread_limit_s);
     uint64_t all_started = now_ns();
-    for (int i = 0; i < SCENARIO_COUNT; i++) {
-        atomic_store(&running_scenario, i);
-        pthread_mutex_lock(&progress.mutex);
-        progress.current = i;
-        progress.deadline_ns = now_ns() + (uint64_t)(3 * thread_limit_s * 1e9);
-        pthread_mutex_unlock(&progress.mutex);
-
-        char why[1024] = "";
-        uint64_t started = now_ns();
-        log_counts logs_before = log_snapshot();
-        int result = scenarios[i].run(why, sizeof why);
-        double seconds = (double)(now_ns() - started) / 1e9;
-        log_counts logs = log_snapshot();
-        /* An error line from the plugin (e.g. a context destroyed while a
-         * model was still loading) fails the scenario even when every check
-         * passed. */
-        if (logs.errors != logs_before.errors && result == 0) {
-            char line[512];
-            log_last_error(line, sizeof line);
-            result = failf(why, sizeof why, "the plugin logged %ld error line(s), the last: %s",
-                           logs.errors - logs_before.errors, line);
-        }
-
-        pthread_mutex_lock(&progress.mutex);
-        progress.current = -1;
-        if (result == 0) {
-            progress.passed++;
-            printf("ok   %s\n", scenarios[i].name);
-        } else {
-            progress.failed++;
-            printf("FAIL %s: %s\n", scenarios[i].name, why[0] != '\0' ? why : "(no reason)");
-        }
-        fflush(stdout);
-        atomic_store(&passed_so_far, progress.passed);
-        atomic_store(&failed_so_far, progress.failed);
-        atomic_store(&running_scenario, -1);
-        pthread_mutex_unlock(&progress.mutex);
-        fprintf(stderr, "# %s: %.2f s (plugin log so far: %ld warnings, %ld errors)\n",
-                scenarios[i].name, seconds, logs.warnings, logs.errors);
-    }
+    const stress_watch watch = {.started = scenario_started, .ended = scenario_ended};
+    int failed = stress_run_watched(scenarios, SCENARIO_COUNT, NULL, reason, &watch);
 
     pthread_mutex_lock(&progress.mutex);
     progress.finished = true;
     pthread_cond_signal(&progress.wake);
-    int passed = progress.passed;
-    int failed = progress.failed;
     pthread_mutex_unlock(&progress.mutex);
     if (watching)
         pthread_join(watchdog, NULL);
-
     fprintf(stderr, "# all scenarios: %.2f s\n", (double)(now_ns() - all_started) / 1e9);
-    printf("%d passed, %d failed\n", passed, failed);
     rm_plugin_unload(&plugin);
     return failed == 0 ? 0 : 1;
 }
