@@ -16,7 +16,7 @@
 #include "error.h"
 #include "host.h"
 
-#define TTL_MAX_S 31536000.0
+#define TTL_MAX_S 31536000u
 #define MAX_MODELS_LIMIT 1048576u
 #define CONFIG_LINE_MAX 4096
 
@@ -150,28 +150,33 @@ static void format_log_level(const rm_config *config, char *out, size_t out_size
     snprintf(out, out_size, "%s", rm_log_level_name(config->log_level));
 }
 
-/* Decimal without sign or exponent: digits, optionally '.' and 1 to 9
- * digits (nanoseconds: finer values could not be honoured, and every
- * accepted value prints back exactly). */
-static int parse_plain_decimal(const char *value, double *out)
+/* Seconds as a decimal without sign or exponent: digits, optionally '.'
+ * and 1 to 9 digits (nanoseconds: finer values could not be honoured),
+ * from 0 to TTL_MAX_S, leading zeros allowed in any number (a 32-byte cap
+ * on the text refused 33 zeros; found by tests/fuzz/fuzz_config.c). The
+ * range is checked on the digits, not on the double, which strtod()
+ * rounds: 31536000.000000001 passed as 31536000. */
+static int parse_ttl_seconds(const char *value, double *out)
 {
     const char *p = value;
-    size_t digits = 0;
-    while (isdigit((unsigned char)*p)) {
+    while (*p == '0' && isdigit((unsigned char)p[1]))
         p++;
-        digits++;
-    }
+    uint64_t whole = 0;
+    size_t digits = 0;
+    for (; isdigit((unsigned char)*p); p++, digits++)
+        if (digits < 9)
+            whole = whole * 10 + (uint64_t)(*p - '0');
+    bool fraction_set = false;
     if (*p == '.') {
         p++;
         size_t fraction = 0;
-        while (isdigit((unsigned char)*p)) {
-            p++;
-            fraction++;
-        }
+        for (; isdigit((unsigned char)*p); p++, fraction++)
+            fraction_set = fraction_set || *p != '0';
         if (fraction == 0 || fraction > 9)
             return 0;
     }
-    if (digits == 0 || *p != '\0' || p - value > 32)
+    if (digits == 0 || *p != '\0' || digits > 9 || whole > TTL_MAX_S ||
+        (whole == TTL_MAX_S && fraction_set))
         return 0;
     errno = 0;
     *out = strtod(value, NULL);
@@ -182,7 +187,7 @@ static int32_t parse_ttl(rm_config *config, const char *value,
                          const char *origin, const void *owner)
 {
     double seconds;
-    if (!parse_plain_decimal(value, &seconds) || seconds > TTL_MAX_S)
+    if (!parse_ttl_seconds(value, &seconds))
         return invalid_value(owner, origin, "registry.ttl_s", value,
                              "seconds as a decimal number from 0 to 31536000 with at most "
                              "9 digits after the point; 0 disables TTL");
@@ -459,6 +464,31 @@ int32_t rm_config_set(rm_config *config, const char *key, const char *value,
     return entry->parse(config, value, origin, error_owner);
 }
 
+/* Reads one line, its '\n' included, into `line` and NUL-terminates it.
+ * Returns its length in bytes, NUL bytes counted (fgets() could not tell
+ * them from the end of the line, so a NUL was reported as an overlong
+ * line; found by tests/fuzz/fuzz_config.c), or -1 at the end of the file.
+ * A line that does not fit sets *too_long. */
+static long read_line(FILE *file, char *line, size_t size, bool *too_long)
+{
+    size_t used = 0;
+    int c = EOF;
+    *too_long = false;
+    flockfile(file);
+    while ((c = getc_unlocked(file)) != EOF) {
+        if (used + 1 >= size) {
+            *too_long = true;
+            break;
+        }
+        line[used++] = (char)c;
+        if (c == '\n')
+            break;
+    }
+    funlockfile(file);
+    line[used] = '\0';
+    return used == 0 && c == EOF ? -1 : (long)used;
+}
+
 static char *trim(char *text)
 {
     while (*text == ' ' || *text == '\t')
@@ -480,14 +510,22 @@ int32_t rm_config_apply_file(rm_config *config, const char *path,
     char line[CONFIG_LINE_MAX];
     unsigned line_number = 0;
     int32_t status = RM_OK;
-    while (status == RM_OK && fgets(line, sizeof line, file) != NULL) {
+    long length;
+    bool too_long = false;
+    while (status == RM_OK && (length = read_line(file, line, sizeof line, &too_long)) >= 0) {
         line_number++;
         char origin[512];
         snprintf(origin, sizeof origin, "%s:%u", path, line_number);
-        if (strchr(line, '\n') == NULL && !feof(file)) {
+        if (too_long) {
             status = rm_error_set(error_owner, RM_E_CONFIG_FILE,
                                   "%s: line longer than %d bytes", origin,
                                   CONFIG_LINE_MAX - 2);
+            break;
+        }
+        if (memchr(line, '\0', (size_t)length) != NULL) {
+            status = rm_error_set(error_owner, RM_E_CONFIG_FILE,
+                                  "%s: NUL byte in the line (not a text file; UTF-16?)",
+                                  origin);
             break;
         }
         char *content = trim(line);
