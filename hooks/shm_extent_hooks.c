@@ -6,10 +6,11 @@
  *  alloc      Hands out never-used ranges of the reservation by bumping a
  *             cursor. Fresh ranges are holes in the file, so they read as
  *             zeroes and *zero is always true. It commits only when jemalloc
- *             asks (*commit true on entry): extent_grow_retained() asks for
- *             uncommitted address space (extent.c:669-673) and commits just
- *             the part it uses (extent.c:733-737), so the exponential growth
- *             of retained ranges costs address space, never /dev/shm.
+ *             asks (*commit true on entry). The plugin's jemalloc runs
+ *             without retention (plugin/pool.c says why), so it asks for
+ *             exactly the extent it needs, committed (ecache_alloc_grow,
+ *             extent.c:103-105); with retention it would ask for
+ *             uncommitted growth steps and commit the part it uses.
  *  commit     fallocate(mode 0): allocates the pages now, so that a full
  *             /dev/shm is ENOSPC here (jemalloc turns it into a NULL from
  *             mallocx, extent.c:621-625 and 733-737) and never a SIGBUS on

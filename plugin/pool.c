@@ -17,11 +17,12 @@
  *    malloc_conf and other arenas keep their defaults. (The huge arena that
  *    opt.oversize_threshold also selects is never used: MALLOCX_ARENA
  *    bypasses it, arena_inlines_b.h:21-24.)
- *  - retain_grow_limit: jemalloc grows its retained address space in an
- *    exponential series (exp_grow.h); after a 256 MiB block the next step
- *    would take 320 MiB of the ceiling for whatever comes next. The limit
- *    keeps steps small (requests above it still get exactly what they
- *    need), so the ceiling is spent on blocks rather than on growth steps.
+ *  - No retention (rmje_malloc_conf below): jemalloc asks the hooks for
+ *    exactly the extent it needs (ecache_alloc_grow, extent.c:790) instead
+ *    of growing its retained address space in an exponential series
+ *    (exp_grow.h), which spent the ceiling on growth steps (after a 256 MiB
+ *    block the next step took 320 MiB). Extents it decommits still come
+ *    back first from its retained cache (extent_recycle, extent.c:782).
  * Every allocation and free passes MALLOCX_TCACHE_NONE: the thread cache
  * mixes arenas, and a block cached from this arena could be handed to
  * someone else's malloc (or a heap block to this pool). */
@@ -44,8 +45,16 @@
 #include "jemalloc.h"
 #include "shm_extent_hooks.h"
 
-/* Largest step by which the arena grows its address space; see above. */
-#define RETAIN_GROW_LIMIT ((size_t)64 << 20)
+/* The plugin's own jemalloc (prefix rmje_) reads this at its first use;
+ * the host's allocator never sees it. With retention, the Linux default,
+ * jemalloc never unmaps: destroying an arena purged its metadata's base
+ * block (2 MiB) but left it mapped, so every context that made a pool left
+ * one mapping behind, and 65530 of them (vm.max_map_count) would end every
+ * mmap() of the process (found by tests/fuzz/fuzz_control_segment.c; the
+ * lifecycle test checks it). Pools keep their own extents regardless: their
+ * dalloc hook opts out. */
+const char *rmje_malloc_conf = "retain:false";
+
 
 struct rm_pool {
     rm_shm_extent_hooks hooks; /* must outlive the arena */
@@ -236,12 +245,9 @@ static int32_t create_arena(rm_pool *pool)
 
     /* Set before the first block exists, so no free ever sees the defaults. */
     ssize_t never = -1;
-    size_t grow_limit = RETAIN_GROW_LIMIT;
     int32_t rc = arena_setting(pool, "dirty_decay_ms", &never, sizeof never);
     if (rc == RM_OK)
         rc = arena_setting(pool, "muzzy_decay_ms", &never, sizeof never);
-    if (rc == RM_OK)
-        rc = arena_setting(pool, "retain_grow_limit", &grow_limit, sizeof grow_limit);
     return rc;
 }
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "plugin_loader.h"
 
@@ -63,8 +64,17 @@ static int lifecycle_cycle(const char *path, char *why, size_t why_size)
                        &plugin, why, why_size) != 0)
         return -1;
     const rm_plugin_v1 *vt = plugin.vtable;
+    /* A namespace of this process's own: the pool made below must not meet
+     * (or be reaped by) another test's. */
+    char name_space[40];
+    snprintf(name_space, sizeof name_space, "lifecycle-%ld", (long)getpid());
+    rm_config_entry entries[] = {{.key = "shm.namespace", .value = name_space}};
     rm_context_options options = RM_STRUCT_INIT(rm_context_options);
     options.flags = RM_CONTEXT_IGNORE_ENV;
+    if (vt->features_built & RM_FEATURE_SHARED_MEMORY) {
+        options.entries = entries;
+        options.entry_count = 1;
+    }
     rm_context *context;
     int result = 0;
     if (vt->context_create(&options, &context) != RM_OK) {
@@ -78,6 +88,21 @@ static int lifecycle_cycle(const char *path, char *why, size_t why_size)
                                       &model) != RM_OK ||
                 vt->model_release(context, handle) != RM_OK) {
                 snprintf(why, why_size, "registry: %s", vt->context_last_error(context));
+                result = -1;
+            }
+        }
+        /* A tensor makes the context's pool: its segments, mapping and
+         * allocator arena must go with the context too. */
+        if (result == 0 && (vt->features_built & RM_FEATURE_SHARED_MEMORY)) {
+            rm_tensor_spec spec = RM_STRUCT_INIT(rm_tensor_spec);
+            spec.dtype = (rm_dtype){RM_DTYPE_UINT, 8, 1};
+            spec.ndim = 1;
+            spec.shape[0] = 4096;
+            spec.flags = RM_TENSOR_ALLOC_SHARED_ONLY;
+            rm_tensor *tensor;
+            if (vt->tensor_allocate(context, &spec, &tensor) != RM_OK ||
+                vt->tensor_release(context, tensor) != RM_OK) {
+                snprintf(why, why_size, "tensors: %s", vt->context_last_error(context));
                 result = -1;
             }
         }
