@@ -1,6 +1,6 @@
-/* Shared-memory tensors of one context: its own pool (allocation, quotas,
- * frees), the pools of other processes it imports from (mapping cache),
- * handles, descriptors and DLPack. */
+/* Tensors of one context: handles, session quotas, descriptors and DLPack.
+ * Where their bytes live is the memory backends' (mem_backend.h): the
+ * context's shared-memory pool and the pools it imports from, or the heap. */
 #ifndef RM_INTERNAL_TENSOR_H
 #define RM_INTERNAL_TENSOR_H
 
