@@ -63,6 +63,11 @@ typedef struct shm_backend {
     /* The context's own pool, once created. */
     rm_pool *pool;
     uint64_t pool_id;          /* rm_pool_id(pool), 0 before: asked on every import */
+    /* This process's start time as the control segment recorded it at
+     * creation: the owner's own copy, because the segment's can be
+     * scribbled over by another process, and descriptors exported with a
+     * scribbled value would be refused by every importer. */
+    uint64_t owner_start_time;
     rm_control control;
     owned_slot *slots;
     uint32_t free_head;        /* UINT32_MAX: none */
@@ -128,6 +133,7 @@ static int32_t open_own_pool(shm_backend *s)
     }
     s->pool = pool;
     s->pool_id = rm_pool_id(pool);
+    s->owner_start_time = s->control.header->owner_start_time;
     s->slots = slots;
     s->free_head = UINT32_MAX;
     s->never_used = 0;
@@ -367,7 +373,7 @@ static void publish_slot(shm_backend *s, uint32_t index, void *block, size_t usa
     where->generation = slot->generation;
     where->owner_pid = (uint32_t)s->env.creator;
     where->pool_id = s->pool_id;
-    where->owner_start_time = s->control.header->owner_start_time;
+    where->owner_start_time = s->owner_start_time;
     (void)rm_pool_offset_of(s->pool, block, &where->offset);
     rm_control_publish(&s->control, index, slot->generation, where);
     s->stats->live_tensors++;
@@ -419,9 +425,9 @@ give_back_slot:
 __attribute__((noinline)) static int32_t import_own(shm_backend *s, const rm_descriptor *d,
                                                     bool writable, rm_mem_block *block)
 {
-    if (d->owner_start_time != s->control.header->owner_start_time)
+    if (d->owner_start_time != s->owner_start_time)
         return rm_shm_owner_changed(s->env.error_owner, s->stats->pool_name,
-                                    s->control.header->owner_start_time, d->owner_start_time);
+                                    s->owner_start_time, d->owner_start_time);
     /* What the owner itself knows comes first: a slot it freed (or reused)
      * is refused whatever the shared state word says. */
     if (d->slot < s->slot_count &&
