@@ -218,7 +218,7 @@ extern "C" {
 #define RM_ABI_VERSION_CURRENT RM_ABI_VERSION(RM_ABI_MAJOR, RM_ABI_MINOR)
 
 /** The project (not ABI) version; the build reads it from here. */
-#define RM_PLUGIN_VERSION_STRING "0.2.0"
+#define RM_PLUGIN_VERSION_STRING "0.3.0"
 
 /** The only symbol the shared object exports. */
 #define RM_PLUGIN_ENTRY_POINT "rm_plugin_negotiate"
@@ -469,6 +469,20 @@ typedef struct rm_config_entry {
  *                       the process that creates the table; later
  *                       contexts use the table as it was created.
  *                       Default 1024.
+ *   registry.table      (1.2, plugin 0.3.0; earlier plugins answer
+ *                       RM_E_CONFIG_UNKNOWN_KEY: look for it with
+ *                       config_key_at()) node scope: what context_create
+ *                       does when registry.namespace has no table yet.
+ *                       create | existing. Default create.
+ *                       create: makes the table (a host's first use).
+ *                       existing: attaches only to a table that exists;
+ *                       without one, context_create fails with
+ *                       RM_E_NOT_FOUND and a message, and creates nothing,
+ *                       so that a tool can look at a namespace without
+ *                       making it (rmctl ls). Only creation is concerned:
+ *                       a table that registry_reclaim() removes later is
+ *                       made again by the context's next
+ *                       model_get_or_load(), as with create.
  */
 typedef struct rm_context_options {
     uint32_t struct_size;

@@ -1,55 +1,112 @@
 /* Runtime configuration: keys, their parsing, defaults and sources.
  *
+ * The keys are the rows of config_keys.h; this file gives each of the
+ * table's types its parser, its printer and the words for its accepted
+ * form, and expands the table into one entry per key. A key is a row
+ * there, not code here.
+ *
  * Parsers are strict on purpose: a typo in a deployment's config must fail
  * loudly at start-up, naming the key and the accepted form, rather than run
  * with a value nobody asked for. */
 #include "config.h"
 
 #include <ctype.h>
-#include <stdbool.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
 #include "host.h"
+#include "node_table.h" /* RM_NODE_TABLE_ENTRIES_*, named in the table */
 
-#define TTL_MAX_S 31536000u
-#define MAX_MODELS_LIMIT 1048576u
 #define CONFIG_LINE_MAX 4096
 
-void rm_config_defaults(rm_config *config)
+/* ---- text for messages and documentation -------------------------------- */
+
+/* An appender that never overflows: what does not fit is cut. */
+typedef struct text_buffer {
+    char *out;
+    size_t size;
+    size_t used;
+} text_buffer;
+
+__attribute__((format(printf, 2, 3))) static void text_add(text_buffer *t,
+                                                           const char *format, ...)
 {
-    *config = (rm_config){
-        .features = RM_FEATURES_BUILT,
-        .log_level = RM_LOG_WARN,
-        .registry_ttl_s = 30.0,
-        .registry_max_bytes = 0,
-        .registry_max_models = 0,
-        .shm_namespace = "default",
-        .shm_pool_bytes = (uint64_t)1 << 30,
-        .shm_session_quota = 0,
-        .shm_max_tensors = 16384,
-        .registry_scope = RM_REGISTRY_SCOPE_PROCESS,
-        .registry_namespace = "default",
-        .registry_table_entries = RM_NODE_TABLE_ENTRIES_DEFAULT,
-    };
+    if (t->used + 1 >= t->size)
+        return;
+    va_list args;
+    va_start(args, format);
+    int n = vsnprintf(t->out + t->used, t->size - t->used, format, args);
+    va_end(args);
+    if (n > 0)
+        t->used += (size_t)n < t->size - t->used ? (size_t)n : t->size - t->used - 1;
 }
 
-/* ---- value parsers ------------------------------------------------------ */
+/* A value a host would type: in backquotes for Markdown; in a message as
+ * it is, or quoted when it is a lone punctuation mark ('_'), which would
+ * otherwise read as part of the sentence. */
+static void text_literal(text_buffer *t, const char *value, bool markdown)
+{
+    if (markdown)
+        text_add(t, "`%s`", value);
+    else if (value[0] != '\0' && value[1] == '\0' && !isalnum((unsigned char)value[0]))
+        text_add(t, "'%s'", value);
+    else
+        text_add(t, "%s", value);
+}
 
-typedef int32_t (*value_parser)(rm_config *config, const char *value,
-                                const char *origin, const void *error_owner);
-typedef void (*value_formatter)(const rm_config *config, char *out,
-                                size_t out_size);
+/* "a, b, c" or, with `last_word`, "a, b <last_word> c". */
+static void text_list(text_buffer *t, const char *const *values, size_t count,
+                      const char *last_word, bool markdown)
+{
+    for (size_t i = 0; i < count; i++) {
+        if (i > 0)
+            text_add(t, "%s", last_word != NULL && i + 1 == count ? last_word : ", ");
+        text_literal(t, values[i], markdown);
+    }
+}
 
+/* ---- the table's entries -------------------------------------------------- */
+
+typedef struct config_key config_key;
 struct config_key {
     const char *name;
-    value_parser parse;
-    value_formatter format;
+    uint64_t min, max;
+    const char *default_value;
+    const char *doc;
+    /* The row's type applied to the row's member of rm_config. */
+    int32_t (*parse)(rm_config *config, const config_key *key, const char *value,
+                     const char *origin, const void *owner);
+    void (*format)(const rm_config *config, char *out, size_t out_size);
+    void (*form)(const config_key *key, bool markdown, text_buffer *out);
 };
+
+/* The message of every refused value: where it came from, the value, the
+ * key and what the key accepts. */
+static int32_t invalid_value(const config_key *key, const char *value, const char *origin,
+                             const void *owner)
+{
+    char accepted[384];
+    text_buffer form = {.out = accepted, .size = sizeof accepted};
+    accepted[0] = '\0';
+    key->form(key, false, &form);
+    return rm_error_set(owner, RM_E_CONFIG_INVALID_VALUE,
+                        "%s: invalid value '%.64s' for '%s' (expected %s)", origin, value,
+                        key->name, accepted);
+}
+
+/* Each type below is three functions, TYPE_parse (writes *out only when it
+ * accepts the value), TYPE_format (the form config_get prints, which
+ * TYPE_parse accepts back unchanged) and TYPE_form (the accepted form, in
+ * words). They take the type's storage (config.h), so that a row whose
+ * member is not of its type does not compile. */
+
+/* ---- features --------------------------------------------------------- */
 
 static const struct {
     const char *name;
@@ -58,27 +115,17 @@ static const struct {
     {"model-registry", RM_FEATURE_MODEL_REGISTRY},
     {"shared-memory", RM_FEATURE_SHARED_MEMORY},
 };
+#define FEATURE_COUNT (sizeof feature_names / sizeof feature_names[0])
 
-static int32_t invalid_value(const void *owner, const char *origin,
-                             const char *key, const char *value,
-                             const char *accepted)
-{
-    return rm_error_set(owner, RM_E_CONFIG_INVALID_VALUE,
-                        "%s: invalid value '%.64s' for '%s' (expected %s)",
-                        origin, value, key, accepted);
-}
-
-static int32_t parse_features(rm_config *config, const char *value,
+static int32_t features_parse(rm_config_features *out, const config_key *key, const char *value,
                               const char *origin, const void *owner)
 {
-    static const char accepted[] =
-        "a comma-separated list of model-registry, shared-memory; or all, none";
     if (strcmp(value, "all") == 0) {
-        config->features = RM_FEATURES_BUILT;
+        *out = RM_FEATURES_BUILT;
         return RM_OK;
     }
     if (strcmp(value, "none") == 0) {
-        config->features = 0;
+        *out = 0;
         return RM_OK;
     }
     uint64_t features = 0;
@@ -91,13 +138,13 @@ static int32_t parse_features(rm_config *config, const char *value,
         while (trimmed > 0 && (cursor[trimmed - 1] == ' ' || cursor[trimmed - 1] == '\t'))
             trimmed--;
         uint64_t bit = 0;
-        for (size_t i = 0; i < sizeof feature_names / sizeof feature_names[0]; i++) {
+        for (size_t i = 0; i < FEATURE_COUNT; i++) {
             if (strlen(feature_names[i].name) == trimmed &&
                 strncmp(cursor, feature_names[i].name, trimmed) == 0)
                 bit = feature_names[i].bit;
         }
         if (bit == 0)
-            return invalid_value(owner, origin, "features", value, accepted);
+            return invalid_value(key, value, origin, owner);
         features |= bit;
         if (cursor[length] == '\0')
             break;
@@ -105,58 +152,80 @@ static int32_t parse_features(rm_config *config, const char *value,
     }
     /* Only a well-formed list is checked against the build, so a malformed
      * value is reported as malformed in every build. */
-    for (size_t i = 0; i < sizeof feature_names / sizeof feature_names[0]; i++)
+    for (size_t i = 0; i < FEATURE_COUNT; i++)
         if ((features & feature_names[i].bit) != 0 &&
             (RM_FEATURES_BUILT & feature_names[i].bit) == 0)
             return rm_error_set(owner, RM_E_FEATURE_UNAVAILABLE,
                                 "%s: feature '%s' was not built into this plugin "
                                 "(meson option -D%s=enabled)",
                                 origin, feature_names[i].name, feature_names[i].name);
-    config->features = features;
+    *out = features;
     return RM_OK;
 }
 
-static void format_features(const rm_config *config, char *out, size_t out_size)
+static void features_format(const rm_config_features *value, char *out, size_t out_size)
 {
-    size_t used = 0;
+    text_buffer t = {.out = out, .size = out_size};
     out[0] = '\0';
-    for (size_t i = 0; i < sizeof feature_names / sizeof feature_names[0]; i++) {
-        if ((config->features & feature_names[i].bit) == 0)
-            continue;
-        int n = snprintf(out + used, out_size - used, "%s%s", used ? "," : "",
-                         feature_names[i].name);
-        if (n > 0 && (size_t)n < out_size - used)
-            used += (size_t)n;
-    }
-    if (used == 0)
+    for (size_t i = 0; i < FEATURE_COUNT; i++)
+        if ((*value & feature_names[i].bit) != 0)
+            text_add(&t, "%s%s", t.used ? "," : "", feature_names[i].name);
+    if (t.used == 0)
         snprintf(out, out_size, "none");
 }
 
-static int32_t parse_log_level(rm_config *config, const char *value,
-                               const char *origin, const void *owner)
+static void features_form(const config_key *key, bool markdown, text_buffer *t)
 {
-    for (int32_t level = RM_LOG_ERROR; level <= RM_LOG_DEBUG; level++) {
-        if (strcmp(value, rm_log_level_name(level)) == 0) {
-            config->log_level = level;
+    (void)key;
+    const char *names[FEATURE_COUNT];
+    for (size_t i = 0; i < FEATURE_COUNT; i++)
+        names[i] = feature_names[i].name;
+    text_add(t, "a comma-separated list of ");
+    text_list(t, names, FEATURE_COUNT, NULL, markdown);
+    text_add(t, "; or ");
+    text_literal(t, "all", markdown);
+    text_add(t, ", ");
+    text_literal(t, "none", markdown);
+}
+
+/* ---- log_level: a level name, from min to max ----------------------------- */
+
+static int32_t log_level_parse(rm_config_log_level *out, const config_key *key,
+                               const char *value, const char *origin, const void *owner)
+{
+    for (uint64_t level = key->min; level <= key->max; level++) {
+        if (strcmp(value, rm_log_level_name((int32_t)level)) == 0) {
+            *out = (int32_t)level;
             return RM_OK;
         }
     }
-    return invalid_value(owner, origin, "log.level", value,
-                         "one of error, warn, info, debug");
+    return invalid_value(key, value, origin, owner);
 }
 
-static void format_log_level(const rm_config *config, char *out, size_t out_size)
+static void log_level_format(const rm_config_log_level *value, char *out, size_t out_size)
 {
-    snprintf(out, out_size, "%s", rm_log_level_name(config->log_level));
+    snprintf(out, out_size, "%s", rm_log_level_name(*value));
 }
+
+static void log_level_form(const config_key *key, bool markdown, text_buffer *t)
+{
+    text_add(t, "one of ");
+    for (uint64_t level = key->min; level <= key->max; level++) {
+        text_add(t, "%s", level > key->min ? ", " : "");
+        text_literal(t, rm_log_level_name((int32_t)level), markdown);
+    }
+}
+
+/* ---- seconds ------------------------------------------------------------ */
 
 /* Seconds as a decimal without sign or exponent: digits, optionally '.'
  * and 1 to 9 digits (nanoseconds: finer values could not be honoured),
- * from 0 to TTL_MAX_S, leading zeros allowed in any number (a 32-byte cap
- * on the text refused 33 zeros; found by tests/fuzz/fuzz_config.c). The
- * range is checked on the digits, not on the double, which strtod()
- * rounds: 31536000.000000001 passed as 31536000. */
-static int parse_ttl_seconds(const char *value, double *out)
+ * from min to max (whole seconds, max below 10^9), leading zeros allowed
+ * in any number (a 32-byte cap on the text refused 33 zeros; found by
+ * tests/fuzz/fuzz_config.c). The range is checked on the digits, not on
+ * the double, which strtod() rounds: 31536000.000000001 passed as
+ * 31536000. */
+static int parse_seconds_text(const char *value, uint64_t min, uint64_t max, double *out)
 {
     const char *p = value;
     while (*p == '0' && isdigit((unsigned char)p[1]))
@@ -175,30 +244,28 @@ static int parse_ttl_seconds(const char *value, double *out)
         if (fraction == 0 || fraction > 9)
             return 0;
     }
-    if (digits == 0 || *p != '\0' || digits > 9 || whole > TTL_MAX_S ||
-        (whole == TTL_MAX_S && fraction_set))
+    if (digits == 0 || *p != '\0' || digits > 9 || whole < min || whole > max ||
+        (whole == max && fraction_set))
         return 0;
     errno = 0;
     *out = strtod(value, NULL);
     return errno == 0 && isfinite(*out);
 }
 
-static int32_t parse_ttl(rm_config *config, const char *value,
-                         const char *origin, const void *owner)
+static int32_t seconds_parse(rm_config_seconds *out, const config_key *key, const char *value,
+                             const char *origin, const void *owner)
 {
     double seconds;
-    if (!parse_ttl_seconds(value, &seconds))
-        return invalid_value(owner, origin, "registry.ttl_s", value,
-                             "seconds as a decimal number from 0 to 31536000 with at most "
-                             "9 digits after the point; 0 disables TTL");
-    config->registry_ttl_s = seconds;
+    if (!parse_seconds_text(value, key->min, key->max, &seconds))
+        return invalid_value(key, value, origin, owner);
+    *out = seconds;
     return RM_OK;
 }
 
 /* Fixed point with trailing zeros trimmed: the form the parser accepts. */
-static void format_ttl(const rm_config *config, char *out, size_t out_size)
+static void seconds_format(const rm_config_seconds *value, char *out, size_t out_size)
 {
-    snprintf(out, out_size, "%.9f", config->registry_ttl_s);
+    snprintf(out, out_size, "%.9f", *value);
     char *point = strchr(out, '.');
     if (point == NULL)
         return;
@@ -208,6 +275,17 @@ static void format_ttl(const rm_config *config, char *out, size_t out_size)
     if (end == point)
         *point = '\0';
 }
+
+static void seconds_form(const config_key *key, bool markdown, text_buffer *t)
+{
+    (void)markdown;
+    text_add(t,
+             "seconds as a decimal number from %llu to %llu, at most 9 digits after the "
+             "point",
+             (unsigned long long)key->min, (unsigned long long)key->max);
+}
+
+/* ---- numbers: count and bytes ------------------------------------------- */
 
 /* Unsigned decimal integer, no sign, no blanks; *end gets the rest. */
 static int parse_unsigned(const char *value, uint64_t *out, const char **end)
@@ -228,211 +306,266 @@ static int parse_unsigned(const char *value, uint64_t *out, const char **end)
     return 1;
 }
 
+static int32_t count_parse(rm_config_count *out, const config_key *key, const char *value,
+                           const char *origin, const void *owner)
+{
+    uint64_t number;
+    const char *rest;
+    if (!parse_unsigned(value, &number, &rest) || *rest != '\0' || number < key->min ||
+        number > key->max)
+        return invalid_value(key, value, origin, owner);
+    *out = (rm_config_count)number;
+    return RM_OK;
+}
+
+static void count_format(const rm_config_count *value, char *out, size_t out_size)
+{
+    snprintf(out, out_size, "%u", (unsigned)*value);
+}
+
+static void count_form(const config_key *key, bool markdown, text_buffer *t)
+{
+    (void)markdown;
+    text_add(t, "an integer from %llu to %llu", (unsigned long long)key->min,
+             (unsigned long long)key->max);
+}
+
+static const struct {
+    const char *suffix;
+    unsigned shift;
+} size_suffixes[] = {
+    {"", 0},     {"K", 10},   {"M", 20},   {"G", 30},   {"T", 40},
+    {"KiB", 10}, {"MiB", 20}, {"GiB", 30}, {"TiB", 40},
+};
+#define SIZE_SUFFIX_COUNT (sizeof size_suffixes / sizeof size_suffixes[0])
+
 /* A byte count with an optional binary suffix. 1 on success. */
 static int parse_size(const char *value, uint64_t *out)
 {
-    static const struct {
-        const char *suffix;
-        unsigned shift;
-    } suffixes[] = {
-        {"", 0},     {"K", 10},   {"M", 20},   {"G", 30},   {"T", 40},
-        {"KiB", 10}, {"MiB", 20}, {"GiB", 30}, {"TiB", 40},
-    };
     uint64_t number;
     const char *rest;
     if (!parse_unsigned(value, &number, &rest))
         return 0;
-    for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
-        if (strcmp(rest, suffixes[i].suffix) != 0)
+    for (size_t i = 0; i < SIZE_SUFFIX_COUNT; i++) {
+        if (strcmp(rest, size_suffixes[i].suffix) != 0)
             continue;
-        if (number > (UINT64_MAX >> suffixes[i].shift))
+        if (number > (UINT64_MAX >> size_suffixes[i].shift))
             return 0;
-        *out = number << suffixes[i].shift;
+        *out = number << size_suffixes[i].shift;
         return 1;
     }
     return 0;
 }
 
-#define SIZE_FORM "a byte count with an optional K, M, G, T, KiB, MiB, GiB or TiB " \
-                  "suffix (powers of 1024)"
-
-static int32_t parse_max_bytes(rm_config *config, const char *value,
-                               const char *origin, const void *owner)
+static int32_t bytes_parse(rm_config_bytes *out, const config_key *key, const char *value,
+                           const char *origin, const void *owner)
 {
-    if (parse_size(value, &config->registry_max_bytes))
-        return RM_OK;
-    return invalid_value(owner, origin, "registry.max_bytes", value,
-                         SIZE_FORM ", at most 2^64-1 bytes; 0 = unlimited");
+    uint64_t bytes;
+    if (!parse_size(value, &bytes) || bytes < key->min || bytes > key->max)
+        return invalid_value(key, value, origin, owner);
+    *out = bytes;
+    return RM_OK;
 }
 
-static void format_max_bytes(const rm_config *config, char *out, size_t out_size)
+/* In bytes: config_get's answer is exact and needs no parsing of units. */
+static void bytes_format(const rm_config_bytes *value, char *out, size_t out_size)
 {
-    snprintf(out, out_size, "%llu", (unsigned long long)config->registry_max_bytes);
+    snprintf(out, out_size, "%llu", (unsigned long long)*value);
 }
+
+/* `bytes` as a host would write it, with the largest one-letter suffix
+ * that keeps it exact (4194304: "4M"). */
+static void size_short(uint64_t bytes, char *out, size_t out_size)
+{
+    size_t best = 0;
+    for (size_t i = 1; i < SIZE_SUFFIX_COUNT; i++)
+        if (strlen(size_suffixes[i].suffix) == 1 && bytes != 0 &&
+            bytes % ((uint64_t)1 << size_suffixes[i].shift) == 0)
+            best = i;
+    snprintf(out, out_size, "%llu%s", (unsigned long long)(bytes >> size_suffixes[best].shift),
+             size_suffixes[best].suffix);
+}
+
+static void bytes_form(const config_key *key, bool markdown, text_buffer *t)
+{
+    const char *suffixes[SIZE_SUFFIX_COUNT - 1];
+    for (size_t i = 1; i < SIZE_SUFFIX_COUNT; i++)
+        suffixes[i - 1] = size_suffixes[i].suffix;
+    text_add(t, "a byte count: an integer with an optional ");
+    text_list(t, suffixes, SIZE_SUFFIX_COUNT - 1, " or ", markdown);
+    text_add(t, " suffix (powers of 1024)");
+    if (key->min == 0 && key->max == UINT64_MAX)
+        return; /* every count that fits: a range would only restate that */
+    char min[32], max[32];
+    size_short(key->min, min, sizeof min);
+    size_short(key->max, max, sizeof max);
+    text_add(t, ", from ");
+    text_literal(t, min, markdown);
+    text_add(t, " to ");
+    text_literal(t, max, markdown);
+}
+
+/* ---- namespace_name ----------------------------------------------------- */
 
 /* Namespaces become part of /dev/shm names, so the alphabet is closed. */
-static int32_t parse_namespace(char *out, const char *key, const char *value,
-                               const char *origin, const void *owner)
+static int32_t namespace_name_parse(rm_config_namespace_name *out, const config_key *key,
+                                    const char *value, const char *origin, const void *owner)
 {
     size_t length = strlen(value);
-    bool ok = length >= 1 && length <= RM_SHM_NAMESPACE_MAX;
+    bool ok = length >= key->min && length <= key->max && length < sizeof *out;
     for (size_t i = 0; ok && i < length; i++) {
         char c = value[i];
         ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
              c == '_' || c == '-';
     }
     if (!ok)
-        return invalid_value(owner, origin, key, value,
-                             "1 to 32 characters of A-Z, a-z, 0-9, '_' and '-'");
-    memcpy(out, value, length + 1);
+        return invalid_value(key, value, origin, owner);
+    memcpy(*out, value, length + 1);
     return RM_OK;
 }
 
-static int32_t parse_shm_namespace(rm_config *config, const char *value,
-                                   const char *origin, const void *owner)
+static void namespace_name_format(const rm_config_namespace_name *value, char *out,
+                                  size_t out_size)
 {
-    return parse_namespace(config->shm_namespace, "shm.namespace", value, origin, owner);
+    snprintf(out, out_size, "%s", *value);
 }
 
-static int32_t parse_registry_namespace(rm_config *config, const char *value,
-                                        const char *origin, const void *owner)
+static void namespace_name_form(const config_key *key, bool markdown, text_buffer *t)
 {
-    return parse_namespace(config->registry_namespace, "registry.namespace", value, origin,
-                           owner);
+    static const char *const alphabet[] = {"A-Z", "a-z", "0-9", "_", "-"};
+    text_add(t, "%llu to %llu characters of ", (unsigned long long)key->min,
+             (unsigned long long)key->max);
+    text_list(t, alphabet, sizeof alphabet / sizeof alphabet[0], " and ", markdown);
 }
 
-static void format_registry_namespace(const rm_config *config, char *out, size_t out_size)
+/* ---- choices: scope, table_mode ------------------------------------------ */
+
+typedef struct choice {
+    const char *name;
+    uint32_t value;
+} choice;
+
+static int32_t choice_parse(const choice *choices, size_t count, uint32_t *out,
+                            const config_key *key, const char *value, const char *origin,
+                            const void *owner)
 {
-    snprintf(out, out_size, "%s", config->registry_namespace);
+    for (size_t i = 0; i < count; i++) {
+        if (strcmp(value, choices[i].name) == 0) {
+            *out = choices[i].value;
+            return RM_OK;
+        }
+    }
+    return invalid_value(key, value, origin, owner);
 }
 
-static int32_t parse_registry_scope(rm_config *config, const char *value,
-                                    const char *origin, const void *owner)
+static void choice_format(const choice *choices, size_t count, uint32_t value, char *out,
+                          size_t out_size)
 {
-    if (strcmp(value, "process") == 0)
-        config->registry_scope = RM_REGISTRY_SCOPE_PROCESS;
-    else if (strcmp(value, "node") == 0)
-        config->registry_scope = RM_REGISTRY_SCOPE_NODE;
-    else
-        return invalid_value(owner, origin, "registry.scope", value, "process or node");
-    return RM_OK;
+    const char *name = "?";
+    for (size_t i = 0; i < count; i++)
+        if (choices[i].value == value)
+            name = choices[i].name;
+    snprintf(out, out_size, "%s", name);
 }
 
-static void format_registry_scope(const rm_config *config, char *out, size_t out_size)
+static void choice_form(const choice *choices, size_t count, bool markdown, text_buffer *t)
 {
-    snprintf(out, out_size, "%s",
-             config->registry_scope == RM_REGISTRY_SCOPE_NODE ? "node" : "process");
+    text_add(t, "one of ");
+    for (size_t i = 0; i < count; i++) {
+        text_add(t, "%s", i ? ", " : "");
+        text_literal(t, choices[i].name, markdown);
+    }
 }
 
-static int32_t parse_registry_table_entries(rm_config *config, const char *value,
-                                            const char *origin, const void *owner)
-{
-    uint64_t number;
-    const char *rest;
-    if (!parse_unsigned(value, &number, &rest) || *rest != '\0' ||
-        number < RM_NODE_TABLE_ENTRIES_MIN || number > RM_NODE_TABLE_ENTRIES_MAX)
-        return invalid_value(owner, origin, "registry.table_entries", value,
-                             "an integer from 4 to 65536");
-    config->registry_table_entries = (uint32_t)number;
-    return RM_OK;
-}
+/* TYPE_parse, TYPE_format and TYPE_form of a type whose values are the
+ * names in `choices`. */
+#define CHOICE_TYPE(type, choices)                                                        \
+    static int32_t type##_parse(rm_config_##type *out, const config_key *key,             \
+                                const char *value, const char *origin, const void *owner) \
+    {                                                                                     \
+        return choice_parse(choices, sizeof choices / sizeof choices[0], out, key, value, \
+                            origin, owner);                                               \
+    }                                                                                     \
+    static void type##_format(const rm_config_##type *value, char *out, size_t out_size)  \
+    {                                                                                     \
+        choice_format(choices, sizeof choices / sizeof choices[0], *value, out, out_size); \
+    }                                                                                     \
+    static void type##_form(const config_key *key, bool markdown, text_buffer *t)        \
+    {                                                                                     \
+        (void)key;                                                                        \
+        choice_form(choices, sizeof choices / sizeof choices[0], markdown, t);            \
+    }
 
-static void format_registry_table_entries(const rm_config *config, char *out,
-                                          size_t out_size)
-{
-    snprintf(out, out_size, "%u", config->registry_table_entries);
-}
-
-static void format_shm_namespace(const rm_config *config, char *out, size_t out_size)
-{
-    snprintf(out, out_size, "%s", config->shm_namespace);
-}
-
-static int32_t parse_shm_pool_bytes(rm_config *config, const char *value,
-                                    const char *origin, const void *owner)
-{
-    uint64_t bytes;
-    if (!parse_size(value, &bytes) || bytes < RM_SHM_POOL_BYTES_MIN ||
-        bytes > RM_SHM_POOL_BYTES_MAX)
-        return invalid_value(owner, origin, "shm.pool_bytes", value,
-                             SIZE_FORM ", from 4M to 512G");
-    config->shm_pool_bytes = bytes;
-    return RM_OK;
-}
-
-static void format_shm_pool_bytes(const rm_config *config, char *out, size_t out_size)
-{
-    snprintf(out, out_size, "%llu", (unsigned long long)config->shm_pool_bytes);
-}
-
-static int32_t parse_shm_session_quota(rm_config *config, const char *value,
-                                       const char *origin, const void *owner)
-{
-    if (parse_size(value, &config->shm_session_quota))
-        return RM_OK;
-    return invalid_value(owner, origin, "shm.session_quota", value,
-                         SIZE_FORM "; 0 = unlimited");
-}
-
-static void format_shm_session_quota(const rm_config *config, char *out,
-                                     size_t out_size)
-{
-    snprintf(out, out_size, "%llu", (unsigned long long)config->shm_session_quota);
-}
-
-static int32_t parse_shm_max_tensors(rm_config *config, const char *value,
-                                     const char *origin, const void *owner)
-{
-    uint64_t number;
-    const char *rest;
-    if (!parse_unsigned(value, &number, &rest) || *rest != '\0' ||
-        number < RM_SHM_MAX_TENSORS_MIN || number > RM_SHM_MAX_TENSORS_MAX)
-        return invalid_value(owner, origin, "shm.max_tensors", value,
-                             "an integer from 64 to 1048576");
-    config->shm_max_tensors = (uint32_t)number;
-    return RM_OK;
-}
-
-static void format_shm_max_tensors(const rm_config *config, char *out, size_t out_size)
-{
-    snprintf(out, out_size, "%u", config->shm_max_tensors);
-}
-
-static int32_t parse_max_models(rm_config *config, const char *value,
-                                const char *origin, const void *owner)
-{
-    uint64_t number;
-    const char *rest;
-    if (!parse_unsigned(value, &number, &rest) || *rest != '\0' ||
-        number > MAX_MODELS_LIMIT)
-        return invalid_value(owner, origin, "registry.max_models", value,
-                             "an integer from 0 to 1048576; 0 = unlimited");
-    config->registry_max_models = number;
-    return RM_OK;
-}
-
-static void format_max_models(const rm_config *config, char *out, size_t out_size)
-{
-    snprintf(out, out_size, "%llu", (unsigned long long)config->registry_max_models);
-}
-
-static const struct config_key config_keys[] = {
-    {"features", parse_features, format_features},
-    {"log.level", parse_log_level, format_log_level},
-    {"registry.ttl_s", parse_ttl, format_ttl},
-    {"registry.max_bytes", parse_max_bytes, format_max_bytes},
-    {"registry.max_models", parse_max_models, format_max_models},
-    {"shm.namespace", parse_shm_namespace, format_shm_namespace},
-    {"shm.pool_bytes", parse_shm_pool_bytes, format_shm_pool_bytes},
-    {"shm.session_quota", parse_shm_session_quota, format_shm_session_quota},
-    {"shm.max_tensors", parse_shm_max_tensors, format_shm_max_tensors},
-    {"registry.scope", parse_registry_scope, format_registry_scope},
-    {"registry.namespace", parse_registry_namespace, format_registry_namespace},
-    {"registry.table_entries", parse_registry_table_entries, format_registry_table_entries},
+static const choice scope_choices[] = {
+    {"process", RM_REGISTRY_SCOPE_PROCESS},
+    {"node", RM_REGISTRY_SCOPE_NODE},
 };
+CHOICE_TYPE(scope, scope_choices)
+
+static const choice table_mode_choices[] = {
+    {"create", RM_REGISTRY_TABLE_CREATE},
+    {"existing", RM_REGISTRY_TABLE_EXISTING},
+};
+CHOICE_TYPE(table_mode, table_mode_choices)
+
+/* ---- the table, expanded ------------------------------------------------- */
+
+/* The largest `max` each type can honour: a row beyond it does not
+ * compile. */
+#define LIMIT_features 0
+#define LIMIT_log_level RM_LOG_DEBUG
+#define LIMIT_seconds 999999999u /* the parser keeps 9 digits of whole seconds */
+#define LIMIT_bytes UINT64_MAX
+#define LIMIT_count UINT32_MAX
+#define LIMIT_namespace_name RM_NAMESPACE_MAX
+#define LIMIT_scope 0
+#define LIMIT_table_mode 0
+
+#define KEY_CHECK_(name, field, type, min, max, default_value, doc)                   \
+    _Static_assert((uint64_t)(min) <= (uint64_t)(max) &&                             \
+                       (uint64_t)(max) <= (uint64_t)LIMIT_##type,                    \
+                   "config key " name ": min and max must fit its type " #type);
+/* A row's min is often 0, which GCC's -Wtype-limits reports as a
+ * comparison that is always true; here that is the point. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wtype-limits"
+RM_CONFIG_KEYS(KEY_CHECK_)
+#pragma GCC diagnostic pop
+#undef KEY_CHECK_
+
+/* Per key, its type's functions applied to its member of rm_config. */
+#define KEY_FUNCTIONS_(name, field, type, min, max, default_value, doc)                  \
+    static int32_t key_parse_##field(rm_config *config, const config_key *key,            \
+                                     const char *value, const char *origin,               \
+                                     const void *owner)                                   \
+    {                                                                                     \
+        return type##_parse(&config->field, key, value, origin, owner);                   \
+    }                                                                                     \
+    static void key_format_##field(const rm_config *config, char *out, size_t out_size)   \
+    {                                                                                     \
+        type##_format(&config->field, out, out_size);                                     \
+    }
+RM_CONFIG_KEYS(KEY_FUNCTIONS_)
+#undef KEY_FUNCTIONS_
+
+#define KEY_ENTRY_(key_name, field, type, key_min, key_max, key_default, key_doc)         \
+    {                                                                                     \
+        .name = key_name,                                                                 \
+        .min = (uint64_t)(key_min),                                                       \
+        .max = (uint64_t)(key_max),                                                       \
+        .default_value = key_default,                                                     \
+        .doc = key_doc,                                                                   \
+        .parse = key_parse_##field,                                                       \
+        .format = key_format_##field,                                                     \
+        .form = type##_form,                                                              \
+    },
+static const config_key config_keys[] = {RM_CONFIG_KEYS(KEY_ENTRY_)};
+#undef KEY_ENTRY_
 #define CONFIG_KEY_COUNT (sizeof config_keys / sizeof config_keys[0])
 
-static const struct config_key *find_key(const char *name)
+/* ---- lookups and the defaults --------------------------------------------- */
+
+static const config_key *find_key(const char *name)
 {
     for (size_t i = 0; i < CONFIG_KEY_COUNT; i++)
         if (strcmp(config_keys[i].name, name) == 0)
@@ -442,26 +575,33 @@ static const struct config_key *find_key(const char *name)
 
 static int32_t unknown_key(const void *owner, const char *origin, const char *key)
 {
-    char known[256];
-    size_t used = 0;
-    for (size_t i = 0; i < CONFIG_KEY_COUNT; i++) {
-        int n = snprintf(known + used, sizeof known - used, "%s%s",
-                         i ? ", " : "", config_keys[i].name);
-        if (n > 0 && (size_t)n < sizeof known - used)
-            used += (size_t)n;
-    }
+    char known[384];
+    text_buffer list = {.out = known, .size = sizeof known};
+    known[0] = '\0';
+    for (size_t i = 0; i < CONFIG_KEY_COUNT; i++)
+        text_add(&list, "%s%s", i ? ", " : "", config_keys[i].name);
     return rm_error_set(owner, RM_E_CONFIG_UNKNOWN_KEY,
                         "%s: unknown configuration key '%.64s' (known keys: %s)",
                         origin, key, known);
 }
 
+/* Every default is a row's text, parsed like a host's value; the unit
+ * tests check that each one is accepted, so nothing here can fail. */
+void rm_config_defaults(rm_config *config)
+{
+    *config = (rm_config){0};
+    for (size_t i = 0; i < CONFIG_KEY_COUNT; i++)
+        config_keys[i].parse(config, &config_keys[i], config_keys[i].default_value,
+                             "default", NULL);
+}
+
 int32_t rm_config_set(rm_config *config, const char *key, const char *value,
                       const char *origin, const void *error_owner)
 {
-    const struct config_key *entry = find_key(key);
+    const config_key *entry = find_key(key);
     if (entry == NULL)
         return unknown_key(error_owner, origin, key);
-    return entry->parse(config, value, origin, error_owner);
+    return entry->parse(config, entry, value, origin, error_owner);
 }
 
 /* Reads one line, its '\n' included, into `line` and NUL-terminates it.
@@ -559,7 +699,7 @@ int32_t rm_config_format(const rm_config *config, const char *key,
                          char *buffer, size_t buffer_size, size_t *needed,
                          const void *error_owner)
 {
-    const struct config_key *entry = find_key(key);
+    const config_key *entry = find_key(key);
     if (entry == NULL)
         return unknown_key(error_owner, "config_get", key);
     char text[256];
@@ -580,4 +720,19 @@ const char *rm_config_key_at(uint32_t index)
     if (index >= CONFIG_KEY_COUNT)
         return NULL;
     return config_keys[index].name;
+}
+
+bool rm_config_key_doc(uint32_t index, bool markdown, rm_config_key_info *out)
+{
+    if (index >= CONFIG_KEY_COUNT)
+        return false;
+    const config_key *key = &config_keys[index];
+    *out = (rm_config_key_info){
+        .name = key->name,
+        .default_value = key->default_value,
+        .doc = key->doc,
+    };
+    text_buffer form = {.out = out->accepted, .size = sizeof out->accepted};
+    key->form(key, markdown, &form);
+    return true;
 }

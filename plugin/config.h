@@ -1,34 +1,41 @@
-/* Runtime configuration: keys, their parsing, defaults and sources. */
+/* Runtime configuration: the values of the keys of config_keys.h, their
+ * parsing, defaults and sources. */
 #ifndef RM_INTERNAL_CONFIG_H
 #define RM_INTERNAL_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "node_table.h"
+#include "config_keys.h"
 #include "rm_build_config.h"
 #include "rm_plugin.h"
 
-#define RM_SHM_NAMESPACE_MAX 32
-#define RM_SHM_POOL_BYTES_MIN ((uint64_t)4 << 20)
-#define RM_SHM_POOL_BYTES_MAX ((uint64_t)512 << 30)
-#define RM_SHM_MAX_TENSORS_MIN 64u
-#define RM_SHM_MAX_TENSORS_MAX 1048576u
+/* RM_NAMESPACE_MAX under the name the shared-memory code knows it by. */
+#define RM_SHM_NAMESPACE_MAX RM_NAMESPACE_MAX
 
+/* registry.table: what creating a node-scope context does when the
+ * namespace has no table. */
+#define RM_REGISTRY_TABLE_CREATE 0u
+#define RM_REGISTRY_TABLE_EXISTING 1u
+
+/* How each type of config_keys.h is stored. */
+typedef uint64_t rm_config_features;  /* RM_FEATURE_* */
+typedef int32_t rm_config_log_level;  /* RM_LOG_* */
+typedef double rm_config_seconds;     /* 0 = off where the key says so */
+typedef uint64_t rm_config_bytes;
+typedef uint32_t rm_config_count;
+typedef char rm_config_namespace_name[RM_NAMESPACE_MAX + 1];
+typedef uint32_t rm_config_scope;      /* RM_REGISTRY_SCOPE_* */
+typedef uint32_t rm_config_table_mode; /* RM_REGISTRY_TABLE_* */
+
+/* One member per key, named by the table's `field` column. */
+#define RM_CONFIG_MEMBER_(name, field, type, min, max, default_value, doc) \
+    rm_config_##type field;
 typedef struct rm_config {
-    uint64_t features;          /* RM_FEATURE_* enabled */
-    int32_t log_level;          /* RM_LOG_* */
-    double registry_ttl_s;      /* 0 = TTL off */
-    uint64_t registry_max_bytes;  /* 0 = unlimited */
-    uint64_t registry_max_models; /* 0 = unlimited */
-    char shm_namespace[RM_SHM_NAMESPACE_MAX + 1];
-    uint64_t shm_pool_bytes;      /* exact limit on live tensor bytes */
-    uint64_t shm_session_quota;   /* 0 = unlimited */
-    uint32_t shm_max_tensors;     /* slots of a pool's control segment */
-    uint32_t registry_scope;      /* RM_REGISTRY_SCOPE_* */
-    char registry_namespace[RM_SHM_NAMESPACE_MAX + 1];
-    uint32_t registry_table_entries; /* node table slots, when creating it */
+    RM_CONFIG_KEYS(RM_CONFIG_MEMBER_)
 } rm_config;
+#undef RM_CONFIG_MEMBER_
 
 /** Capabilities compiled into this build (a constant, so that the static
  *  vtable can use it too). */
@@ -36,13 +43,14 @@ typedef struct rm_config {
     ((RM_HAVE_MODEL_REGISTRY ? RM_FEATURE_MODEL_REGISTRY : 0) |     \
      (RM_HAVE_SHARED_MEMORY ? RM_FEATURE_SHARED_MEMORY : 0))
 
-/** Built-in defaults (documented in abi/rm_plugin.h). */
+/** Built-in defaults: the table's `default` column, parsed. */
 void rm_config_defaults(rm_config *config);
 
 /**
  * Parses `value` for `key` into `config`. `origin` says where the pair came
  * from ("entry 2", "/etc/x.conf:7") and prefixes any error message, which is
- * recorded for `error_owner`. Returns RM_OK, RM_E_CONFIG_UNKNOWN_KEY,
+ * recorded for `error_owner` and names the accepted form. A refused value
+ * changes nothing. Returns RM_OK, RM_E_CONFIG_UNKNOWN_KEY,
  * RM_E_CONFIG_INVALID_VALUE, RM_E_FEATURE_UNAVAILABLE.
  */
 int32_t rm_config_set(rm_config *config, const char *key, const char *value,
@@ -67,5 +75,20 @@ int32_t rm_config_format(const rm_config *config, const char *key,
 
 /** Name of the index-th key, or NULL past the end. */
 const char *rm_config_key_at(uint32_t index);
+
+/** A key as the documentation shows it (rm_config_key_doc()). */
+typedef struct rm_config_key_info {
+    const char *name;
+    const char *default_value; /* as a host writes it */
+    const char *doc;           /* what the key does */
+    char accepted[512];        /* the accepted form, from the type and limits */
+} rm_config_key_info;
+
+/**
+ * Describes the index-th key: the accepted form as error messages give it,
+ * or with `markdown` with literal values in backquotes (README's table).
+ * False past the end.
+ */
+bool rm_config_key_doc(uint32_t index, bool markdown, rm_config_key_info *out);
 
 #endif

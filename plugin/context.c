@@ -190,6 +190,8 @@ static int32_t start_capabilities(rm_context *context)
                 .ttl_ns = registry_config.ttl_ns,
                 .max_bytes = registry_config.max_bytes,
                 .max_models = registry_config.max_models,
+                .existing_table_only =
+                    context->config.registry_table == RM_REGISTRY_TABLE_EXISTING,
             };
             rm_node_registry *node = NULL;
             status = rm_node_registry_create(&node_config, &context->host, context, &node);
@@ -272,8 +274,11 @@ int32_t rm_context_create(const rm_context_options *options, rm_context **out_co
 
     status = start_capabilities(context);
     if (status != RM_OK) {
-        rm_host_log(&context->host, RM_LOG_ERROR, "context_create: %s",
-                    rm_error_last(NULL));
+        /* RM_E_NOT_FOUND is registry.table = existing finding no table:
+         * the answer its caller asked for (rmctl ls of an empty namespace),
+         * not an error to put in the host's log. */
+        rm_host_log(&context->host, status == RM_E_NOT_FOUND ? RM_LOG_INFO : RM_LOG_ERROR,
+                    "context_create: %s", rm_error_last(NULL));
         stop_capabilities(context);
         free(context);
         return status;

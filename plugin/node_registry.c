@@ -1376,13 +1376,20 @@ int32_t rm_node_registry_create(const rm_node_registry_config *config, const rm_
     }
     registry->view_lock_ready = true;
     bool recovered = false;
-    int32_t status = rm_node_table_attach(registry->namespace_name, config->table_entries, true,
-                                          registry->self, error_owner, &registry->table,
-                                          &recovered);
+    int32_t status = rm_node_table_attach(registry->namespace_name, config->table_entries,
+                                          !config->existing_table_only, registry->self,
+                                          error_owner, &registry->table, &recovered);
     if (recovered) {
         registry->lock_recoveries++;
         log_recovery(registry);
     }
+    /* Only `existing_table_only` gets here without a table (attach sets no
+     * message then): the caller asked to look, not to create. */
+    if (status == RM_E_NOT_FOUND)
+        status = rm_error_set(error_owner, RM_E_NOT_FOUND,
+                              "node registry '%s' has no node table, and registry.table = "
+                              "existing: none was created",
+                              registry->namespace_name);
     if (status == RM_OK && !fit_candidates(registry, registry->table.capacity))
         status = out_of_memory_for_table(registry, registry->table.capacity);
     if (status == RM_OK) {

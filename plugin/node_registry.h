@@ -4,6 +4,7 @@
 #ifndef RM_INTERNAL_NODE_REGISTRY_H
 #define RM_INTERNAL_NODE_REGISTRY_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "host.h"
@@ -17,13 +18,18 @@ typedef struct rm_node_registry_config {
     uint64_t ttl_ns;            /* 0 = no TTL eviction */
     uint64_t max_bytes;         /* 0 = unlimited */
     uint64_t max_models;        /* 0 = unlimited */
+    /* registry.table = existing: creation attaches to the namespace's
+     * table only if there is one, else fails with RM_E_NOT_FOUND and
+     * creates nothing (false: creates it, as a host's first use must). */
+    bool existing_table_only;
 } rm_node_registry_config;
 
 /**
- * Opens (or creates) the namespace's node table, counting this context in
- * it, and starts the sweeper thread. Returns RM_OK, RM_E_CORRUPT_STATE,
- * RM_E_QUOTA_EXCEEDED (RM_NODE_TABLE_ATTACHERS processes use the table),
- * RM_E_NO_MEMORY, RM_E_SYSTEM.
+ * Opens (or creates, unless `existing_table_only`) the namespace's node
+ * table, counting this context in it, and starts the sweeper thread.
+ * Returns RM_OK, RM_E_NOT_FOUND (no table, and `existing_table_only`),
+ * RM_E_CORRUPT_STATE, RM_E_QUOTA_EXCEEDED (RM_NODE_TABLE_ATTACHERS
+ * processes use the table), RM_E_NO_MEMORY, RM_E_SYSTEM.
  */
 int32_t rm_node_registry_create(const rm_node_registry_config *config,
                                 const rm_host *host, const void *error_owner,

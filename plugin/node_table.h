@@ -31,6 +31,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "config_keys.h" /* RM_NAMESPACE_MAX */
 #include "rm_plugin.h"
 
 #define RM_NODE_TABLE_MAGIC UINT64_C(0x3162617464726d72) /* "rmrdtab1" */
@@ -44,7 +45,7 @@
 #define RM_NODE_TABLE_HEADER_BYTES 4096u
 /* Processes that can have a context attached to one table at once. */
 #define RM_NODE_TABLE_ATTACHERS 1024u
-#define RM_NODE_NAMESPACE_MAX 32
+#define RM_NODE_NAMESPACE_MAX RM_NAMESPACE_MAX
 
 /* Segment names, as for shm_open(). */
 #define RM_NODE_TABLE_NAME_FORMAT "/rmreg.%s.table"

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config_keys.h" /* RM_NAMESPACE_MAX */
 #include "rm_plugin.h"
 
 /*
@@ -35,7 +36,7 @@
  */
 
 /** Segment names: "/rm.<namespace>.<pid>.<id as 16 hex digits>", id random. */
-#define RM_POOL_NAMESPACE_MAX 32            /* characters, [A-Za-z0-9_-] */
+#define RM_POOL_NAMESPACE_MAX RM_NAMESPACE_MAX /* characters, [A-Za-z0-9_-] */
 #define RM_POOL_NAME_MAX 80                 /* buffer for a name, NUL included */
 
 /** The ceiling is a multiple of the granule (a huge page), and the mapping

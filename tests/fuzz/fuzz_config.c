@@ -50,13 +50,13 @@ static const int error_owner_token;
 enum {
     K_FEATURES, K_LOG_LEVEL, K_TTL, K_MAX_BYTES, K_MAX_MODELS, K_SHM_NAMESPACE,
     K_POOL_BYTES, K_SESSION_QUOTA, K_MAX_TENSORS, K_SCOPE, K_REGISTRY_NAMESPACE,
-    K_TABLE_ENTRIES, KEY_COUNT
+    K_TABLE_ENTRIES, K_TABLE, KEY_COUNT
 };
 
 static const char *const key_names[KEY_COUNT] = {
     "features", "log.level", "registry.ttl_s", "registry.max_bytes", "registry.max_models",
     "shm.namespace", "shm.pool_bytes", "shm.session_quota", "shm.max_tensors",
-    "registry.scope", "registry.namespace", "registry.table_entries",
+    "registry.scope", "registry.namespace", "registry.table_entries", "registry.table",
 };
 
 /* The value of every key in the form config_get prints it. A TTL whose
@@ -74,7 +74,7 @@ static void reference_defaults(reference *r)
         : RM_HAVE_SHARED_MEMORY                          ? "shared-memory"
                                                          : "none",
         "warn", "30", "0", "0", "default", "1073741824", "0", "16384", "process", "default",
-        "1024",
+        "1024", "create",
     };
     for (int k = 0; k < KEY_COUNT; k++)
         snprintf(r->value[k], VALUE_MAX, "%s", defaults[k]);
@@ -263,11 +263,15 @@ static int32_t reference_set(reference *r, const char *key, const char *value)
         ok = strcmp(value, "process") == 0 || strcmp(value, "node") == 0;
         snprintf(printed, sizeof printed, "%s", value);
         break;
+    case K_TABLE:
+        ok = strcmp(value, "create") == 0 || strcmp(value, "existing") == 0;
+        snprintf(printed, sizeof printed, "%s", value);
+        break;
     }
     if (!ok)
         return RM_E_CONFIG_INVALID_VALUE;
     if (k != K_FEATURES && k != K_LOG_LEVEL && k != K_TTL && k != K_SHM_NAMESPACE &&
-        k != K_REGISTRY_NAMESPACE && k != K_SCOPE)
+        k != K_REGISTRY_NAMESPACE && k != K_SCOPE && k != K_TABLE)
         snprintf(printed, sizeof printed, "%llu", (unsigned long long)number);
     snprintf(r->value[k], VALUE_MAX, "%s", printed);
     return RM_OK;
@@ -466,7 +470,7 @@ static void write_seeds(const char *dir)
               "registry.max_models = 1048576\nshm.namespace = pipeline_1\n"
               "shm.pool_bytes = 4M\nshm.session_quota = 16T\nshm.max_tensors = 64\n"
               "registry.scope = node\nregistry.namespace = whisper-node\n"
-              "registry.table_entries = 65536\n");
+              "registry.table_entries = 65536\nregistry.table = existing\n");
     SEED_FILE(dir, "file-crlf", "features = all\r\nregistry.ttl_s = 31536000\r\n# done\r\n");
     SEED_FILE(dir, "file-no-equals", "registry.ttl_s 5\n");
     SEED_FILE(dir, "file-missing-key", "log.level = info\n = 5\n");
@@ -477,7 +481,8 @@ static void write_seeds(const char *dir)
     SEED_PAIRS(dir, "pairs-pool", "shm.pool_bytes\0" "64M\0shm.max_tensors\0" "1024\0"
                                   "shm.namespace\0t1\0");
     SEED_PAIRS(dir, "pairs-node", "registry.scope\0node\0registry.namespace\0default\0"
-                                  "registry.table_entries\0" "4\0registry.ttl_s\0" "1.5\0");
+                                  "registry.table_entries\0" "4\0registry.ttl_s\0" "1.5\0"
+                                  "registry.table\0existing\0registry.table\0create\0");
     SEED_PAIRS(dir, "pairs-features", "features\0model-registry\0features\0none\0"
                                       "features\0 shared-memory ,model-registry\0");
     SEED_PAIRS(dir, "pairs-ttl-1ns-over-max", "registry.ttl_s\0" "31536000.000000001\0");

@@ -127,10 +127,12 @@ pool_row_is() { # POOL PID TENSORS LIVE HOLDERS
 }
 
 export REMOTEMEDIA_PLUGIN_DIR="/nonexistent:$plugin_dir"
-expect "info lists effective config" 0 "registry.ttl_s       = 30" -- "$rmctl" info
-expect "info with -c" 0 "registry.max_models  = 7" -- "$rmctl" -c registry.max_models=7 info
+expect "info lists effective config" 0 "^  registry\.ttl_s  *= 30$" -- "$rmctl" info
+check "info lists every key, the last one too" "$(cat "$work/out")" \
+    grep -q "^  registry\.table  *= create$" "$work/out"
+expect "info with -c" 0 "^  registry\.max_models  *= 7$" -- "$rmctl" -c registry.max_models=7 info
 printf 'registry.ttl_s = 4.5\n' >"$work/rm.conf"
-expect "info with --config" 0 "registry.ttl_s       = 4.5" -- "$rmctl" --config "$work/rm.conf" info
+expect "info with --config" 0 "^  registry\.ttl_s  *= 4\.5$" -- "$rmctl" --config "$work/rm.conf" info
 expect "unknown command" 2 "unknown command 'bogus'" -- "$rmctl" bogus
 expect "no command" 2 "usage: rmctl" -- "$rmctl"
 expect "unknown option" 2 "unknown option '--frobnicate'" -- "$rmctl" --frobnicate info
@@ -138,6 +140,9 @@ expect "-c without =" 2 "-c expects key=value" -- "$rmctl" -c registry.ttl_s inf
 expect "-c without value" 2 "-c needs a value" -- "$rmctl" -c
 expect "unknown key" 1 "unknown configuration key 'no.such'" -- "$rmctl" -c no.such=1 info
 expect "invalid value" 1 "invalid value 'soon' for 'registry.ttl_s'" -- "$rmctl" -c registry.ttl_s=soon info
+expect "invalid registry.table" 1 \
+    "invalid value 'maybe' for 'registry.table' (expected one of create, existing)" -- \
+    "$rmctl" -c registry.table=maybe info
 expect "missing config file" 1 "cannot open configuration file" -- "$rmctl" --config "$work/none.conf" info
 REMOTEMEDIA_PLUGIN_DIR=/nonexistent expect "plugin not found" 1 "rm_plugin.so not found" -- "$rmctl" info
 expect "not a plugin" 1 "dlopen" -- "$rmctl" --plugin /etc/hostname info
@@ -162,8 +167,10 @@ if [ "$have_registry" = true ]; then
     check "demo: sum of Pss within 5% of one copy" "$(cat "$work/out")" \
         awk '/sum of Pss:/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9.]+x$/) { r = $i + 0; found = 1; break } }
              END { exit !(found && r >= 0.95 && r <= 1.05) }' "$work/out"
-    check "demo: model_evict unlinks the model" "$(cat "$work/out")" \
-        grep -q 'model_evict("demo-weights@cpu"): OK; model segments of the namespace left: 0' "$work/out"
+    check "demo: model_evict leaves no model" "$(cat "$work/out")" \
+        grep -q 'model_evict("demo-weights@cpu"): OK; models left in the node table: 0 (0 bytes)' "$work/out"
+    check "demo: its last context removed the table" "$(cat "$work/out")" \
+        grep -q "^   namespace $demo_ns: nothing left (its last context removed the node table)" "$work/out"
     check "demo removes its node namespace" "$(ls /dev/shm)" \
         [ "${demo_ns:+named}:$(node_files "${demo_ns:-none}")" = named:0 ]
 else
@@ -249,23 +256,31 @@ if [ "$have_registry" = true ]; then
     if [ "$have_shm" = true ]; then only_shm=shared-memory; else only_shm=none; fi
     ns="$ns_base-nonode"
     expect "ls: a namespace without a node table" 0 \
-        "^node registry $ns: no node table (/dev/shm/rmreg\.$ns\.table does not exist" -- \
+        "^node registry $ns: no node table (no model is loaded or loading" -- \
         "$rmctl" --namespace "$ns" ls
-    check "ls does not create a node table" "$(ls /dev/shm)" [ "$(node_files "$ns")" -eq 0 ]
-    expect "gc: a namespace without a node table" 0 "^node registry $ns: no node table .*nothing to reclaim" -- \
+    check "ls on an empty namespace creates nothing" "$(ls /dev/shm)" \
+        [ "$(node_files "$ns"):$(segments "$ns")" = 0:0 ]
+    # What ls does, straight: registry.table = existing opens no table and
+    # makes none.
+    expect "registry.table = existing without a table" 1 \
+        "NOT_FOUND.*node registry '$ns' has no node table, and registry.table = existing" -- \
+        "$rmctl" -c registry.scope=node -c registry.namespace="$ns" -c registry.table=existing info
+    check "registry.table = existing creates nothing" "$(ls /dev/shm)" \
+        [ "$(node_files "$ns")" -eq 0 ]
+    expect "gc: a namespace without a node table" 0 "^node registry $ns: no node table.*nothing to reclaim" -- \
         "$rmctl" --namespace "$ns" gc
-    check "gc does not create a node table" "$(ls /dev/shm)" [ "$(node_files "$ns")" -eq 0 ]
+    check "gc leaves no node table" "$(ls /dev/shm)" [ "$(node_files "$ns")" -eq 0 ]
 
     ns="$ns_base-node"
     if start_model_holder "$ns" whisper-tiny@cpu 4; then
         first=$holder
         check "model_holder loaded the model" "$how" [ "$how" = loaded ]
         expect "ls shows the node registry" 0 \
-            "^node registry $ns (/dev/shm/rmreg\.$ns\.table): 1 models ready, 4\.0 MiB$" -- \
+            "^node registry $ns: 1 models ready, 4\.0 MiB$" -- \
             "$rmctl" --namespace "$ns" ls
         check "ls row: key, 4.0 MiB, ready, 1 holder, 1 reference, not idle" "$(cat "$work/out")" \
             model_row_is whisper-tiny@cpu "4.0 MiB" ready 1 1 - -
-        expect "-c registry.namespace picks the node registry" 0 "^node registry $ns " -- \
+        expect "-c registry.namespace picks the node registry" 0 "^node registry $ns: " -- \
             "$rmctl" -c shm.namespace="$ns_base-empty" -c registry.namespace="$ns" ls
         check "ls row with -c registry.namespace" "$(cat "$work/out")" \
             model_row_is whisper-tiny@cpu "4.0 MiB" ready 1 1 - -
@@ -274,12 +289,12 @@ if [ "$have_registry" = true ]; then
         if start_model_holder "$ns" whisper-tiny@cpu 4; then
             second=$holder
             check "a second model_holder attaches" "$how" [ "$how" = attached ]
-            expect "ls: 2 holders" 0 "^node registry $ns " -- "$rmctl" --namespace "$ns" ls
+            expect "ls: 2 holders" 0 "^node registry $ns: " -- "$rmctl" --namespace "$ns" ls
             check "ls row: 2 holders, 2 references" "$(cat "$work/out")" \
                 model_row_is whisper-tiny@cpu "4.0 MiB" ready 2 2 - -
             kill -TERM "$second"
             wait "$second"
-            expect "ls after one holder released" 0 "^node registry $ns " -- "$rmctl" --namespace "$ns" ls
+            expect "ls after one holder released" 0 "^node registry $ns: " -- "$rmctl" --namespace "$ns" ls
             check "ls row: 1 holder, 1 reference" "$(cat "$work/out")" \
                 model_row_is whisper-tiny@cpu "4.0 MiB" ready 1 1 - -
         else
@@ -295,7 +310,7 @@ if [ "$have_registry" = true ]; then
         check "gc: nothing evicted within the TTL" "$(cat "$work/out")" \
             grep -q "by gc (registry_reclaim): .* 0 models evicted" "$work/out"
         check "gc keeps the table of an idle model" "$(cat "$work/out")" \
-            grep -q "^node table kept: /dev/shm/rmreg\.$ns\.table" "$work/out"
+            grep -q "^node table kept (" "$work/out"
         check "the model's segment is still there" "$(ls /dev/shm)" [ "$(node_files "$ns" m)" -eq 1 ]
         # Evicting the last model leaves nothing (both holders are gone):
         # the same gc removes the table, counted as one segment more.
@@ -305,7 +320,7 @@ if [ "$have_registry" = true ]; then
         check "gc: no models left" "$(cat "$work/out")" grep -q "^no models$" "$work/out"
         check "gc unlinked the model's segment" "$(ls /dev/shm)" [ "$(node_files "$ns" m)" -eq 0 ]
         check "gc says it removed the table" "$(cat "$work/out")" \
-            grep -q "^node table removed: /dev/shm/rmreg\.$ns\.table (1\.[0-9] MiB; one of the segments unlinked): nothing was left in namespace $ns" "$work/out"
+            grep -q "^node table removed (1\.[0-9] MiB; one of the segments unlinked): nothing was left in namespace $ns " "$work/out"
         check "the table is gone" "$(ls /dev/shm)" [ "$(node_files "$ns")" -eq 0 ]
     else
         failures=$((failures + 1))
@@ -319,8 +334,10 @@ if [ "$have_registry" = true ]; then
     # The table gc made for the look is removed again: 2 segments.
     expect "gc unlinks an orphan model segment" 0 \
         "by gc (registry_reclaim): .* 2 segments unlinked, 1\.[0-9] MiB freed" -- "$rmctl" --namespace "$ns" gc
+    check "gc says it made a table to look" "$(cat "$work/out")" \
+        grep -q "^node registry $ns: no node table; gc made one so that registry_reclaim could look" "$work/out"
     check "gc: the orphan and the table it made" "$(cat "$work/out")" \
-        grep -q "^node table removed: /dev/shm/rmreg\.$ns\.table" "$work/out"
+        grep -q "^node table removed (" "$work/out"
     check "the orphan segment is gone" "$(ls /dev/shm)" [ "$(node_files "$ns" m)" -eq 0 ]
     check "no table is left" "$(ls /dev/shm)" [ "$(node_files "$ns")" -eq 0 ]
 
@@ -329,7 +346,7 @@ if [ "$have_registry" = true ]; then
     ns="$ns_base-idle"
     if start_model_holder "$ns" - 1; then
         idle=$holder
-        expect "gc keeps the table of a live idle process" 0 "^node table kept: " -- \
+        expect "gc keeps the table of a live idle process" 0 "^node table kept (" -- \
             "$rmctl" --namespace "$ns" gc
         check "gc: 0 segments with a live idle process" "$(cat "$work/out")" \
             grep -q "by gc (registry_reclaim): .* 0 segments unlinked" "$work/out"
@@ -349,7 +366,7 @@ if [ "$have_registry" = true ]; then
             "by gc (registry_reclaim): *0 dead references dropped, 0 loads abandoned, 0 models evicted, 1 segments unlinked, 1\.[0-9] MiB freed" -- \
             "$rmctl" --namespace "$ns" gc
         check "gc says so" "$(cat "$work/out")" \
-            grep -q "^node table removed: /dev/shm/rmreg\.$ns\.table (1\.[0-9] MiB; one of the segments unlinked): nothing was left in namespace $ns (no model, no load, no live process)$" "$work/out"
+            grep -q "^node table removed (1\.[0-9] MiB; one of the segments unlinked): nothing was left in namespace $ns (no model, no load, no live process)$" "$work/out"
         check "gc: no models left after removing the table" "$(cat "$work/out")" grep -q "^no models$" "$work/out"
         check "nothing of the namespace is left" "$(ls /dev/shm)" [ "$(node_files "$ns")" -eq 0 ]
     else
@@ -358,7 +375,7 @@ if [ "$have_registry" = true ]; then
 
     ns="$ns_base-load"
     if start_model_holder "$ns" slow@cpu 4 20000; then
-        expect "ls shows a loading model" 0 "^node registry $ns " -- "$rmctl" --namespace "$ns" ls
+        expect "ls shows a loading model" 0 "^node registry $ns: " -- "$rmctl" --namespace "$ns" ls
         check "ls row: loading, loader pid" "$(cat "$work/out")" \
             model_row_is slow@cpu "*" loading "*" 0 - "$holder"
         kill -KILL "$holder"
@@ -368,7 +385,7 @@ if [ "$have_registry" = true ]; then
         check "gc: no models left after the dead load" "$(cat "$work/out")" grep -q "^no models$" "$work/out"
         check "no segment of the dead load left" "$(ls /dev/shm)" [ "$(node_files "$ns" m)" -eq 0 ]
         check "gc removed the dead loader's table" "$(cat "$work/out")" \
-            grep -q "^node table removed: " "$work/out"
+            grep -q "^node table removed (" "$work/out"
     else
         failures=$((failures + 1))
     fi

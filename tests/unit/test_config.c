@@ -61,6 +61,8 @@ ParameterizedTestParameters(config, valid_values)
         {"registry.table_entries", "1024", "1024"},
         {"registry.table_entries", "65536", "65536"},
         {"registry.table_entries", "0016", "16"},
+        {"registry.table", "create", "create"},
+        {"registry.table", "existing", "existing"},
     };
     return cr_make_param_array(struct valid_case, cases, sizeof cases / sizeof cases[0]);
 }
@@ -149,6 +151,15 @@ ParameterizedTestParameters(config, invalid_values)
         {"registry.table_entries", "-4", RM_E_CONFIG_INVALID_VALUE},
         {"registry.table_entries", "", RM_E_CONFIG_INVALID_VALUE},
         {"registry.table_entries", "4294967300", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.table", "", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.table", "exists", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.table", "Existing", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.table", "existing ", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.table", "create,existing", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.table", "1", RM_E_CONFIG_INVALID_VALUE},
+        {"registry.tables", "existing", RM_E_CONFIG_UNKNOWN_KEY},
+        {"registry.table_mode", "existing", RM_E_CONFIG_UNKNOWN_KEY},
+        {"node.table", "existing", RM_E_CONFIG_UNKNOWN_KEY},
         {"registry.scopes", "node", RM_E_CONFIG_UNKNOWN_KEY},
         {"registry.ttl", "30", RM_E_CONFIG_UNKNOWN_KEY},
         {"Features", "all", RM_E_CONFIG_UNKNOWN_KEY},
@@ -171,7 +182,9 @@ ParameterizedTest(struct invalid_case *c, config, invalid_values)
     if (c->code == RM_E_CONFIG_INVALID_VALUE)
         cr_expect(strstr(message, "expected") != NULL, "message: %s", message);
     else
-        cr_expect(strstr(message, "known keys: features") != NULL, "message: %s", message);
+        cr_expect(strstr(message, "known keys: features") != NULL &&
+                      strstr(message, "registry.table_entries, registry.table)") != NULL,
+                  "every key, the last one too: %s", message);
     /* A rejected value changes nothing. */
     cr_expect(memcmp(&config, &before, sizeof config) == 0);
 }
@@ -199,12 +212,14 @@ Test(config, defaults_are_documented_values)
     cr_expect_float_eq(config.registry_ttl_s, 30.0, 1e-9);
     cr_expect_eq(config.registry_max_bytes, 0);
     cr_expect_eq(config.registry_max_models, 0);
+    cr_expect_eq(config.registry_table, RM_REGISTRY_TABLE_CREATE);
     /* 1.2: process scope (1.0 loaders stay valid), namespace "default",
      * 1024 table entries; checked through the formatter too. */
     static const char *const node_defaults[][2] = {
         {"registry.scope", "process"},
         {"registry.namespace", "default"},
         {"registry.table_entries", "1024"},
+        {"registry.table", "create"},
     };
     for (size_t i = 0; i < sizeof node_defaults / sizeof node_defaults[0]; i++) {
         char text[64];
@@ -254,13 +269,15 @@ Test(config, node_keys_round_trip_through_format)
 Test(config, node_keys_from_a_file)
 {
     char *path = write_temp_file("registry.scope = node\nregistry.namespace = asr\n"
-                                 "registry.table_entries = 16\n");
+                                 "registry.table_entries = 16\nregistry.table = existing\n");
     rm_config config;
     rm_config_defaults(&config);
     cr_assert_eq(rm_config_apply_file(&config, path, NULL), RM_OK, "%s", rm_error_last(NULL));
-    const char *expected[][2] = {
-        {"registry.scope", "node"}, {"registry.namespace", "asr"}, {"registry.table_entries", "16"}};
-    for (size_t i = 0; i < 3; i++) {
+    const char *expected[][2] = {{"registry.scope", "node"},
+                                 {"registry.namespace", "asr"},
+                                 {"registry.table_entries", "16"},
+                                 {"registry.table", "existing"}};
+    for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++) {
         char text[64];
         cr_assert_eq(rm_config_format(&config, expected[i][0], text, sizeof text, NULL, NULL),
                      RM_OK);
@@ -280,8 +297,9 @@ Test(config, key_enumeration_matches_formatter)
                      "%s", key);
     }
     /* 1.0: 5 keys, 1.1: 4 shm.* keys, 1.2: registry.scope,
-     * registry.namespace, registry.table_entries. */
-    cr_expect_eq(count, 12);
+     * registry.namespace, registry.table_entries, then registry.table. */
+    cr_expect_eq(count, 13);
+    cr_expect_str_eq(rm_config_key_at(12), "registry.table", "a new key comes last");
     int seen_scope = 0, seen_namespace = 0, seen_entries = 0;
     for (uint32_t i = 0; i < count; i++) {
         seen_scope += strcmp(rm_config_key_at(i), "registry.scope") == 0;
@@ -291,6 +309,61 @@ Test(config, key_enumeration_matches_formatter)
     cr_expect(seen_scope == 1 && seen_namespace == 1 && seen_entries == 1,
               "each 1.2 key once: %d %d %d", seen_scope, seen_namespace, seen_entries);
     cr_expect_str_eq(rm_config_key_at(0), "features", "the order of older keys is stable");
+}
+
+/* The table's defaults are texts, parsed at every rm_config_defaults():
+ * each must be accepted as a host's value and give what the defaults
+ * hold. */
+Test(config, every_default_is_an_accepted_value)
+{
+    rm_config defaults;
+    rm_config_defaults(&defaults);
+    rm_config_key_info info;
+    uint32_t index = 0;
+    for (; rm_config_key_doc(index, false, &info); index++) {
+        cr_expect_str_eq(info.name, rm_config_key_at(index));
+        rm_config config;
+        memset(&config, 0xa5, sizeof config);
+        cr_expect_eq(rm_config_set(&config, info.name, info.default_value, "default", NULL),
+                     RM_OK, "%s = %s: %s", info.name, info.default_value, rm_error_last(NULL));
+        char from_default[128], from_set[128];
+        cr_assert_eq(rm_config_format(&defaults, info.name, from_default, sizeof from_default,
+                                      NULL, NULL),
+                     RM_OK);
+        cr_assert_eq(rm_config_format(&config, info.name, from_set, sizeof from_set, NULL, NULL),
+                     RM_OK);
+        cr_expect_str_eq(from_default, from_set, "%s", info.name);
+        cr_expect(info.doc[0] != '\0' && info.accepted[0] != '\0', "%s is documented",
+                  info.name);
+    }
+    cr_expect_null(rm_config_key_at(index), "rm_config_key_doc covers every key");
+}
+
+/* The accepted form that messages give comes from the type and the
+ * row's limits, so a changed limit changes the message with it. */
+Test(config, accepted_forms_come_from_the_table)
+{
+    static const char *const expected[][2] = {
+        {"registry.table_entries", "an integer from 4 to 65536"},
+        {"shm.max_tensors", "an integer from 64 to 1048576"},
+        {"shm.pool_bytes", ", from 4M to 512G"},
+        {"shm.namespace", "1 to 32 characters of A-Z, a-z, 0-9, '_' and '-'"},
+        {"registry.ttl_s", "from 0 to 31536000, at most 9 digits after the point"},
+        {"log.level", "one of error, warn, info, debug"},
+        {"registry.table", "one of create, existing"},
+        {"features", "model-registry, shared-memory; or all, none"},
+    };
+    for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++) {
+        rm_config config;
+        rm_config_defaults(&config);
+        cr_assert_eq(rm_config_set(&config, expected[i][0], "?", "entry 1", NULL),
+                     RM_E_CONFIG_INVALID_VALUE);
+        cr_expect(strstr(rm_error_last(NULL), expected[i][1]) != NULL, "%s: %s",
+                  expected[i][0], rm_error_last(NULL));
+    }
+    rm_config_key_info info;
+    cr_assert(rm_config_key_doc(12, true, &info));
+    cr_expect_str_eq(info.accepted, "one of `create`, `existing`");
 }
 
 Test(config, format_reports_needed_size_and_leaves_small_buffer_alone)
@@ -334,6 +407,8 @@ ParameterizedTestParameters(config, bad_files)
         {"log.level = info\n = 5\n", RM_E_CONFIG_FILE, ":2: missing key"},
         {"\n\nbogus = 1\n", RM_E_CONFIG_UNKNOWN_KEY, ":3: unknown configuration key 'bogus'"},
         {"registry.max_models = many\n", RM_E_CONFIG_INVALID_VALUE, ":1: invalid value 'many'"},
+        {"registry.table = maybe\n", RM_E_CONFIG_INVALID_VALUE,
+         ":1: invalid value 'maybe' for 'registry.table'"},
     };
     return cr_make_param_array(struct file_case, cases, sizeof cases / sizeof cases[0]);
 }

@@ -1,5 +1,4 @@
 /* rmctl demo: one model shared by several processes (node scope). */
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -161,7 +160,7 @@ static void run_node_child(const rm_loaded_plugin *plugin, const rmctl_options *
     report.pid = (int32_t)getpid();
     node_loader loader = {.machine_calls = machine_calls};
     rm_context *context;
-    int32_t status = create_node_context(plugin, options, namespace_name, &context);
+    int32_t status = create_node_context(plugin, options, namespace_name, "create", &context);
     if (status != 0)
         node_child_fail(out, &report, vt, NULL, "context_create", status);
     node_child_send(out, &report, 'r');
@@ -342,7 +341,7 @@ static int node_share(const rm_loaded_plugin *plugin, const rmctl_options *optio
 
     printf("   the node table now (as `rmctl --namespace %s ls` shows it):\n", namespace_name);
     rm_context *context;
-    if (create_node_context(plugin, options, namespace_name, &context) == 0) {
+    if (create_node_context(plugin, options, namespace_name, "existing", &context) == 0) {
         print_node_models(vt, context, "      ");
         vt->context_destroy(context);
     }
@@ -385,6 +384,56 @@ static int node_share(const rm_loaded_plugin *plugin, const rmctl_options *optio
            "(their registry_metrics: loads %" PRIu64 ", attaches %" PRIu64 ")\n",
            NODE_PROCESSES, calls, loaded, attached, metric_loads, metric_attaches);
     return calls == 1 && loaded == 1 && content_ok && same_segment ? 0 : -1;
+}
+
+/* Leaves nothing of the demo's namespace behind, through the plugin: after
+ * a failure, references of killed processes and a dead loader's claim
+ * are reclaimed, idle models evicted, and the table removed once nothing
+ * is left in it (after a success its last context has removed it
+ * already). 0 when nothing is left. */
+static int node_cleanup(const rm_loaded_plugin *plugin, const rmctl_options *options,
+                        const char *namespace_name)
+{
+    const rm_plugin_v1 *vt = plugin->vtable;
+    rm_context *context;
+    int32_t status = create_node_context(plugin, options, namespace_name, "existing", &context);
+    if (status == RM_E_NOT_FOUND) {
+        printf("   namespace %s: nothing left (its last context removed the node table)\n",
+               namespace_name);
+        return 0;
+    }
+    if (status != 0)
+        return -1;
+    rm_registry_reclaim_report dead = RM_STRUCT_INIT(rm_registry_reclaim_report);
+    rm_registry_reclaim_report rest = RM_STRUCT_INIT(rm_registry_reclaim_report);
+    status = vt->registry_reclaim(context, &dead);
+    if (status == RM_OK)
+        status = vt->model_evict(context, NULL);
+    if (status == RM_OK) /* the table, now that nothing is left in it */
+        status = vt->registry_reclaim(context, &rest);
+    if (status != RM_OK)
+        report_failure(vt, context, "demo: cleaning up", status);
+    vt->context_destroy(context);
+    if (status != RM_OK)
+        return -1;
+    if (!node_table_lookable(plugin)) {
+        /* Its "existing" would make a table: nothing to look with. */
+        printf("   namespace %s: registry_reclaim and model_evict cleaned up\n",
+               namespace_name);
+        return 0;
+    }
+    rm_context *probe;
+    status = create_node_context(plugin, options, namespace_name, "existing", &probe);
+    if (status == RM_OK)
+        vt->context_destroy(probe);
+    printf("   namespace %s: registry_reclaim and model_evict cleaned up (%" PRIu64
+           " dead references, %" PRIu64 " loads abandoned, %" PRIu64
+           " segments unlinked); node table %s\n",
+           namespace_name, dead.dead_references + rest.dead_references,
+           dead.loads_abandoned + rest.loads_abandoned,
+           dead.segments_unlinked + rest.segments_unlinked,
+           status == RM_E_NOT_FOUND ? "removed" : "STILL THERE");
+    return status == RM_E_NOT_FOUND ? 0 : -1;
 }
 
 int demo_node_registry(const rm_loaded_plugin *plugin, const rmctl_options *options)
@@ -443,23 +492,30 @@ int demo_node_registry(const rm_loaded_plugin *plugin, const rmctl_options *opti
 
     if (result == 0) {
         rm_context *context;
-        if (create_node_context(plugin, options, namespace_name, &context) != 0) {
+        int opened = create_node_context(plugin, options, namespace_name, "existing", &context);
+        if (opened == RM_E_NOT_FOUND)
+            fprintf(stderr, "rmctl: demo: the node table of %s went before model_evict\n",
+                    namespace_name);
+        if (opened != 0) {
             result = -1;
         } else {
             printf("5. the processes release the model and exit: it stays loaded, held by "
                    "no one,\n   until its TTL, the budget, or model_evict():\n");
             print_node_models(vt, context, "      ");
             int32_t status = vt->model_evict(context, NODE_MODEL_KEY);
-            printf("   model_evict(\"%s\"): %s; model segments of the namespace left: %d\n",
-                   NODE_MODEL_KEY, vt->error_name(status),
-                   node_namespace_files(namespace_name, 1, 0));
-            if (status != RM_OK)
+            rm_registry_metrics metrics = RM_STRUCT_INIT(rm_registry_metrics);
+            if (status == RM_OK)
+                status = vt->registry_metrics(context, &metrics);
+            printf("   model_evict(\"%s\"): %s; models left in the node table: %" PRIu64
+                   " (%" PRIu64 " bytes)\n",
+                   NODE_MODEL_KEY, vt->error_name(status), metrics.models, metrics.bytes);
+            if (status != RM_OK || metrics.models != 0)
                 result = -1;
             vt->context_destroy(context);
         }
     }
-    int removed = node_namespace_files(namespace_name, 0, 1);
-    printf("   namespace %s removed from /dev/shm (%d files)\n", namespace_name, removed);
+    if (node_cleanup(plugin, options, namespace_name) != 0)
+        result = -1;
     if (result != 0)
         fprintf(stderr, "rmctl: demo: the node-scope section failed\n");
     return result == 0 ? 0 : 1;

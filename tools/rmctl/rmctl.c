@@ -12,7 +12,6 @@
  *          one model shared by several processes (node scope), then a
  *          tensor handed from one process to another
  */
-#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -23,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,10 +64,10 @@ static void usage(FILE *out)
             "ls and gc show each part the plugin has: pools need shared-memory (ABI\n"
             "1.1), the node registry needs model-registry (ABI 1.2); a part not built\n"
             "is reported as such. A part the configuration disables, or any error,\n"
-            "gives exit status 1. ls never creates a node table: a namespace without\n"
-            "/dev/shm/rmreg.<namespace>.table is reported as having none. gc creates\n"
-            "one only to unlink orphan model segments of the namespace (and removes it\n"
-            "again).\n"
+            "gives exit status 1. ls never creates a node table: it opens the registry\n"
+            "with registry.table = existing, and a namespace without a table is\n"
+            "reported as having none. gc, in a namespace without a table, makes one so\n"
+            "that registry_reclaim can find orphan model segments, and removes it again.\n"
             "\n"
             "The plugin is looked up in $%s (colon-separated), then in\n"
             "%s.\n",
@@ -140,10 +138,10 @@ static int plugin_knows_key(const rm_plugin_v1 *vt, const char *key)
  * then `overrides` (what the command cannot work without). Keys this
  * plugin does not know (an older minor) are left out of --namespace and
  * of the overrides, so that rmctl still runs against it. */
-int create_context_with(const rm_loaded_plugin *plugin, const rmctl_options *options,
+static int open_context(const rm_loaded_plugin *plugin, const rmctl_options *options,
                         const rm_config_entry *defaults, uint64_t default_count,
                         const rm_config_entry *overrides, uint64_t override_count,
-                        rm_context **out)
+                        int32_t quiet_status, rm_context **out)
 {
     enum { MAX_EXTRA = 8 };
     rm_config_entry entries[MAX_CONFIG_ENTRIES + 2 + 2 * MAX_EXTRA];
@@ -169,6 +167,8 @@ int create_context_with(const rm_loaded_plugin *plugin, const rmctl_options *opt
     context_options.entry_count = count;
     context_options.config_path = options->config_path;
     int32_t status = plugin->vtable->context_create(&context_options, out);
+    if (status != RM_OK && status == quiet_status)
+        return status; /* an answer the caller expects, and reports itself */
     if (status != RM_OK) {
         fprintf(stderr, "rmctl: context_create failed: %s (%s): %s\n",
                 plugin->vtable->error_name(status), plugin->vtable->strerror(status),
@@ -176,6 +176,15 @@ int create_context_with(const rm_loaded_plugin *plugin, const rmctl_options *opt
         return status;
     }
     return 0;
+}
+
+int create_context_with(const rm_loaded_plugin *plugin, const rmctl_options *options,
+                        const rm_config_entry *defaults, uint64_t default_count,
+                        const rm_config_entry *overrides, uint64_t override_count,
+                        rm_context **out)
+{
+    return open_context(plugin, options, defaults, default_count, overrides, override_count,
+                        RM_OK, out);
 }
 
 int create_context(const rm_loaded_plugin *plugin, const rmctl_options *options,
@@ -221,11 +230,18 @@ int command_info(const rm_loaded_plugin *plugin, const rmctl_options *options)
     if (info.allocator_arena != UINT32_MAX)
         printf(" (private arena %u checked)", info.allocator_arena);
     printf("\nconfiguration:\n");
+    /* The plugin's keys in its order, and their values as config_get
+     * prints them: both come from its key table, so a key added there is
+     * listed here without a change to rmctl. */
+    int width = 0;
+    for (uint32_t i = 0; vt->config_key_at(i) != NULL; i++)
+        if ((int)strlen(vt->config_key_at(i)) > width)
+            width = (int)strlen(vt->config_key_at(i));
     for (uint32_t i = 0; vt->config_key_at(i) != NULL; i++) {
         char value[256];
         const char *key = vt->config_key_at(i);
         if (vt->config_get(context, key, value, sizeof value, NULL) == RM_OK)
-            printf("  %-20s = %s\n", key, value);
+            printf("  %-*s = %s\n", width, key, value);
     }
     vt->context_destroy(context);
     return 0;
@@ -362,46 +378,21 @@ const char *node_registry_missing(const rm_loaded_plugin *plugin, char *why, siz
     return NULL;
 }
 
-static void node_table_path(const char *namespace_name, char *out, size_t out_size)
+int node_table_lookable(const rm_loaded_plugin *plugin)
 {
-    snprintf(out, out_size, "/dev/shm/rmreg.%s.table", namespace_name);
+    return plugin_knows_key(plugin->vtable, "registry.table");
 }
 
-/* Files of the namespace's node registry in /dev/shm (the table and model
- * segments, rmreg.<namespace>.*); `remove` unlinks them. */
-int node_namespace_files(const char *namespace_name, int models_only, int remove)
-{
-    char prefix[64];
-    snprintf(prefix, sizeof prefix, "rmreg.%s.%s", namespace_name, models_only ? "m." : "");
-    DIR *directory = opendir("/dev/shm");
-    if (directory == NULL)
-        return 0;
-    int count = 0;
-    struct dirent *entry;
-    while ((entry = readdir(directory)) != NULL) {
-        if (strncmp(entry->d_name, prefix, strlen(prefix)) != 0)
-            continue;
-        if (remove) {
-            char path[512];
-            snprintf(path, sizeof path, "/dev/shm/%s", entry->d_name);
-            if (unlink(path) != 0)
-                continue;
-        }
-        count++;
-    }
-    closedir(directory);
-    return count;
-}
-
-/* The node table of `namespace_name`, opened through a context of its own. */
 int create_node_context(const rm_loaded_plugin *plugin, const rmctl_options *options,
-                               const char *namespace_name, rm_context **out)
+                        const char *namespace_name, const char *table, rm_context **out)
 {
     const rm_config_entry node[] = {
         {.key = "registry.scope", .value = "node"},
         {.key = "registry.namespace", .value = namespace_name},
+        {.key = "registry.table", .value = table},
     };
-    return create_context_with(plugin, options, NULL, 0, node, 2, out);
+    int32_t quiet = strcmp(table, "existing") == 0 ? RM_E_NOT_FOUND : RM_OK;
+    return open_context(plugin, options, NULL, 0, node, 3, quiet, out);
 }
 
 /* Every row of the context's registry, in a malloc()ed array. */
@@ -496,14 +487,12 @@ int print_node_models(const rm_plugin_v1 *vt, rm_context *context, const char *i
 static void print_node_header(const rm_plugin_v1 *vt, rm_context *context,
                               const char *namespace_name)
 {
-    char path[128];
-    node_table_path(namespace_name, path, sizeof path);
     rm_registry_metrics metrics = RM_STRUCT_INIT(rm_registry_metrics);
     char bytes[32] = "?";
     if (vt->registry_metrics(context, &metrics) == RM_OK)
         format_bytes(metrics.bytes, bytes, sizeof bytes);
-    printf("node registry %s (%s): %" PRIu64 " models ready, %s\n", namespace_name, path,
-           metrics.models, bytes);
+    printf("node registry %s: %" PRIu64 " models ready, %s\n", namespace_name, metrics.models,
+           bytes);
 }
 
 /* The node-registry part of ls and gc: the namespace is registry.namespace
@@ -535,17 +524,22 @@ static int ls_node_registry(const rm_loaded_plugin *plugin, const rmctl_options 
                             const char *namespace_name)
 {
     const rm_plugin_v1 *vt = plugin->vtable;
-    char path[128];
-    node_table_path(namespace_name, path, sizeof path);
-    struct stat table;
-    if (stat(path, &table) != 0) {
-        /* Opening the registry would create the table: say so instead. */
-        printf("node registry %s: no node table (%s does not exist: nothing was loaded "
-               "in node scope)\n", namespace_name, path);
+    if (!node_table_lookable(plugin)) {
+        /* Its only way to open a table would create one: looking must not. */
+        printf("node registry %s: not shown: %s cannot open a node table without creating "
+               "one (it has no registry.table key)\n",
+               namespace_name, plugin->path);
         return 0;
     }
     rm_context *context;
-    if (create_node_context(plugin, options, namespace_name, &context) != 0)
+    int status = create_node_context(plugin, options, namespace_name, "existing", &context);
+    if (status == RM_E_NOT_FOUND) {
+        printf("node registry %s: no node table (no model is loaded or loading in node "
+               "scope)\n",
+               namespace_name);
+        return 0;
+    }
+    if (status != 0)
         return 1;
     print_node_header(vt, context, namespace_name);
     int result = print_node_models(vt, context, "");
@@ -557,23 +551,21 @@ static int gc_node_registry(const rm_loaded_plugin *plugin, const rmctl_options 
                             const char *namespace_name)
 {
     const rm_plugin_v1 *vt = plugin->vtable;
-    char path[128];
-    node_table_path(namespace_name, path, sizeof path);
-    struct stat table;
-    if (stat(path, &table) != 0) {
-        int orphans = node_namespace_files(namespace_name, 1, 0);
-        if (orphans == 0) {
-            printf("node registry %s: no node table (%s does not exist), no model "
-                   "segments: nothing to reclaim\n", namespace_name, path);
-            return 0;
-        }
-        /* Only registry_reclaim() can tell a live loader's segment from an
-         * orphan, and it needs the table. */
-        printf("node registry %s: no node table, but %d model segments: opening the "
-               "registry (creates %s) to reclaim them\n", namespace_name, orphans, path);
-    }
+    /* A namespace without a table can still hold model segments, of loaders
+     * that died before it existed or after it went. Only registry_reclaim()
+     * can tell them from a live loader's, and it needs a table: gc looks
+     * for one (registry.table = existing) and, finding none, makes one for
+     * the look, which the second pass below removes again. */
     rm_context *context;
-    if (create_node_context(plugin, options, namespace_name, &context) != 0)
+    int made_table = 0;
+    int opened = create_node_context(plugin, options, namespace_name,
+                                     node_table_lookable(plugin) ? "existing" : "create",
+                                     &context);
+    if (opened == RM_E_NOT_FOUND) {
+        made_table = 1;
+        opened = create_node_context(plugin, options, namespace_name, "create", &context);
+    }
+    if (opened != 0)
         return 1;
     /* Two passes, so that the report tells the table from orphan segments
      * (both are counted in segments_unlinked). The plugin removes the
@@ -584,7 +576,7 @@ static int gc_node_registry(const rm_loaded_plugin *plugin, const rmctl_options 
      * to unlink (bar an orphan made in the milliseconds between), so what
      * it unlinks is the table. */
     rm_context *keeper;
-    if (create_node_context(plugin, options, namespace_name, &keeper) != 0) {
+    if (create_node_context(plugin, options, namespace_name, "create", &keeper) != 0) {
         vt->context_destroy(context);
         return 1;
     }
@@ -618,6 +610,19 @@ static int gc_node_registry(const rm_loaded_plugin *plugin, const rmctl_options 
     uint64_t by_contexts = metrics.dead_references + keeper_metrics.dead_references;
     uint64_t swept = by_contexts >= report.dead_references ? by_contexts - report.dead_references
                                                            : 0;
+    if (made_table && table_removed && first.segments_unlinked == 0 &&
+        report.dead_references == 0 && report.loads_abandoned == 0 &&
+        report.models_evicted == 0 && swept == 0) {
+        printf("node registry %s: no node table, no orphan model segments: nothing to "
+               "reclaim (the table gc made to look was removed again)\n",
+               namespace_name);
+        vt->context_destroy(context);
+        return 0;
+    }
+    if (made_table)
+        printf("node registry %s: no node table; gc made one so that registry_reclaim could "
+               "look for orphan model segments\n",
+               namespace_name);
     print_node_header(vt, context, namespace_name);
     char bytes[32];
     format_bytes(report.bytes_unlinked, bytes, sizeof bytes);
@@ -634,12 +639,11 @@ static int gc_node_registry(const rm_loaded_plugin *plugin, const rmctl_options 
     if (table_removed) {
         char table_bytes[32];
         format_bytes(second.bytes_unlinked, table_bytes, sizeof table_bytes);
-        printf("node table removed: %s (%s; one of the segments unlinked): nothing was left "
+        printf("node table removed (%s; one of the segments unlinked): nothing was left "
                "in namespace %s (no model, no load, no live process)\n",
-               path, table_bytes, namespace_name);
+               table_bytes, namespace_name);
     } else {
-        printf("node table kept: %s (models or loads in it, or live processes using it)\n",
-               path);
+        printf("node table kept (models or loads in it, or live processes using it)\n");
     }
     printf("models left:\n");
     int result = print_node_models(vt, context, "");

@@ -39,13 +39,18 @@ int create_context_with(const rm_loaded_plugin *plugin, const rmctl_options *opt
 /* The same with `extra` as the defaults and no overrides. */
 int create_context(const rm_loaded_plugin *plugin, const rmctl_options *options,
                    const rm_config_entry *extra, uint64_t extra_count, rm_context **out);
-/* The node table of `namespace_name`, opened through a context of its own. */
+/* The node table of `namespace_name`, opened through a context of its own,
+ * with registry.table = `table`: "create", or "existing", which makes
+ * nothing and returns RM_E_NOT_FOUND, printing nothing, when the
+ * namespace has no table (a plugin without the key would create one:
+ * check node_table_lookable() first). 0, or the code. */
 int create_node_context(const rm_loaded_plugin *plugin, const rmctl_options *options,
-                        const char *namespace_name, rm_context **out);
+                        const char *namespace_name, const char *table, rm_context **out);
+/* Whether the plugin can open a node table without creating it (it has
+ * the registry.table key). rmctl never looks in /dev/shm itself. */
+int node_table_lookable(const rm_loaded_plugin *plugin);
 /* Why the plugin cannot do node scope, or NULL. */
 const char *node_registry_missing(const rm_loaded_plugin *plugin, char *why, size_t why_size);
-/* Files of the namespace's node registry in /dev/shm; `remove` unlinks. */
-int node_namespace_files(const char *namespace_name, int models_only, int remove);
 int command_info(const rm_loaded_plugin *plugin, const rmctl_options *options);
 
 /* ---- output (rmctl.c) --------------------------------------------------- */
