@@ -48,9 +48,7 @@
  */
 #include "node_registry.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -165,10 +163,11 @@ static bool this_thread_runs(const char *namespace_name, uint32_t slot, uint64_t
 /* Small helpers                                                            */
 /* ------------------------------------------------------------------------ */
 
-static void model_segment_name(const rm_node_registry *registry, uint64_t id, char *out)
+/* False for id 0, which no segment has (a scribbled entry can hold it). */
+static bool model_segment_name(const rm_node_registry *registry, uint64_t id,
+                               char out[RM_SEGMENT_NAME_MAX])
 {
-    snprintf(out, RM_NODE_NAME_MAX, RM_NODE_MODEL_NAME_FORMAT, registry->namespace_name,
-             (unsigned long long)id);
+    return rm_segment_name_format(out, RM_SEGMENT_NODE_MODEL, registry->namespace_name, 0, id);
 }
 
 static void count(rm_node_registry *registry, uint64_t *counter, uint64_t amount)
@@ -210,13 +209,11 @@ static bool unlink_list_push(unlink_list *list, uint64_t id)
 /* Returns the /dev/shm bytes the unlink freed (0 if already gone). */
 static uint64_t unlink_segment(const rm_node_registry *registry, uint64_t id)
 {
-    char name[RM_NODE_NAME_MAX];
-    model_segment_name(registry, id, name);
-    char path[RM_NODE_NAME_MAX + 16];
-    snprintf(path, sizeof path, "/dev/shm%s", name);
-    struct stat info;
-    uint64_t bytes = lstat(path, &info) == 0 ? (uint64_t)info.st_blocks * 512u : 0;
-    return shm_unlink(name) == 0 ? bytes : 0;
+    char name[RM_SEGMENT_NAME_MAX];
+    uint64_t bytes = 0;
+    if (!model_segment_name(registry, id, name) || !rm_segment_unlink(name, &bytes))
+        return 0;
+    return bytes;
 }
 
 static void unlink_list_run(const rm_node_registry *registry, unlink_list *list)
@@ -662,7 +659,10 @@ static int64_t free_slot(rm_node_registry *registry, uint64_t now_ns, unlink_lis
     return (int64_t)least_recent->id;
 }
 
-static void claim(rm_node_registry *registry, uint32_t slot, const char *key, uint64_t hash)
+/* `segment_id` comes from rm_segment_random_id(), asked for before the
+ * claim so that a failure leaves the entry as it was. */
+static void claim(rm_node_registry *registry, uint32_t slot, const char *key, uint64_t hash,
+                  uint64_t segment_id)
 {
     rm_node_entry *e = slot_entry(registry, slot);
     if (e->state != RM_NODE_FAILED || strcmp(e->key, key) != 0) {
@@ -673,7 +673,7 @@ static void claim(rm_node_registry *registry, uint32_t slot, const char *key, ui
     slot_hashes(registry)[slot] = hash;
     e->ticket++;
     e->state = RM_NODE_LOADING;
-    e->segment_id = rm_node_random_id();
+    e->segment_id = segment_id;
     e->bytes = 0;
     e->loader_pid = registry->pid;
     e->loader_start_time = registry->start_time;
@@ -688,8 +688,12 @@ static void claim(rm_node_registry *registry, uint32_t slot, const char *key, ui
 static int32_t map_sealed(rm_node_registry *registry, const char *key, uint64_t id,
                           uint64_t bytes, void **out_base)
 {
-    char name[RM_NODE_NAME_MAX];
-    model_segment_name(registry, id, name);
+    char name[RM_SEGMENT_NAME_MAX];
+    if (!model_segment_name(registry, id, name))
+        return rm_error_set(registry->error_owner, RM_E_CORRUPT_STATE,
+                            "model key '%s' is ready in node registry '%s' but its entry "
+                            "names no segment (id %llu)",
+                            key, registry->namespace_name, (unsigned long long)id);
     uint64_t size = 0;
     int fd = rm_segment_open_owned(name, false, S_IRUSR, &size);
     if (fd < 0 && errno != EPERM && errno != EINVAL)
@@ -744,32 +748,26 @@ typedef struct node_load {
 static int32_t create_segment(rm_loader_buffer *buffer, uint64_t bytes)
 {
     node_load *load = buffer->scope_state;
-    char name[RM_NODE_NAME_MAX];
-    model_segment_name(load->registry, load->segment_id, name);
-    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC, S_IRUSR | S_IWUSR);
-    if (fd < 0)
-        return rm_error_set(buffer->error_owner, errno == ENOSPC ? RM_E_NO_MEMORY : RM_E_SYSTEM,
-                            "cannot create segment %s for model key '%s': %s", name,
-                            buffer->key, strerror(errno));
+    char name[RM_SEGMENT_NAME_MAX];
+    if (!model_segment_name(load->registry, load->segment_id, name))
+        return rm_error_set(buffer->error_owner, RM_E_CORRUPT_STATE,
+                            "the claim of model key '%s' names no segment (id 0)", buffer->key);
+    char what[64 + RM_MODEL_KEY_MAX];
+    snprintf(what, sizeof what, "buffer of model key '%s'", buffer->key);
     /* Committed now: a full /dev/shm is an error here, not a SIGBUS while
      * the loader writes. */
-    int err = posix_fallocate(fd, 0, (off_t)bytes);
-    void *base = MAP_FAILED;
-    if (err == 0) {
-        base = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (base == MAP_FAILED)
-            err = errno;
-    }
-    if (err != 0) {
+    int fd = -1;
+    int32_t status = rm_segment_create(name, bytes, RM_SEGMENT_COMMITTED, what,
+                                       buffer->error_owner, &fd, NULL);
+    if (status != RM_OK)
+        return status;
+    void *base = mmap(NULL, (size_t)bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED) {
+        int err = errno;
         close(fd);
-        shm_unlink(name);
-        if (err == ENOSPC)
-            return rm_error_set(buffer->error_owner, RM_E_NO_MEMORY,
-                                "/dev/shm has no room for the %llu-byte buffer of model "
-                                "key '%s'",
-                                (unsigned long long)bytes, buffer->key);
+        (void)rm_segment_unlink(name, NULL);
         return rm_error_set(buffer->error_owner, err == ENOMEM ? RM_E_NO_MEMORY : RM_E_SYSTEM,
-                            "cannot commit or map %llu bytes of %s for model key '%s': %s",
+                            "cannot map %llu bytes of %s for model key '%s': %s",
                             (unsigned long long)bytes, name, buffer->key, strerror(err));
     }
     load->fd = fd;
@@ -1109,7 +1107,14 @@ static int32_t take_over(acquire *a, uint32_t slot)
     const rm_node_entry *e = slot_entry(registry, slot);
     uint64_t dead_segment = e->segment_id;
     int32_t dead_pid = e->loader_pid;
-    claim(registry, slot, a->key, a->hash);
+    uint64_t segment_id = 0;
+    int32_t status = rm_segment_random_id(RM_SEGMENT_NODE_MODEL, registry->namespace_name,
+                                          registry->error_owner, &segment_id);
+    if (status != RM_OK) {
+        end_update(registry, &a->victims);
+        return status;
+    }
+    claim(registry, slot, a->key, a->hash, segment_id);
     node_load load;
     begin_load(&load, registry, a->key, a->generation, slot);
     end_update(registry, &a->victims);
@@ -1149,6 +1154,14 @@ static int32_t on_loading(acquire *a, uint32_t slot)
 static int32_t claim_and_load(acquire *a, int64_t found)
 {
     rm_node_registry *registry = a->registry;
+    /* The id first: a failure then leaves the table as it was. */
+    uint64_t segment_id = 0;
+    int32_t status = rm_segment_random_id(RM_SEGMENT_NODE_MODEL, registry->namespace_name,
+                                          registry->error_owner, &segment_id);
+    if (status != RM_OK) {
+        end_update(registry, &a->victims);
+        return status;
+    }
     sweep_result swept = {0};
     int64_t slot = found >= 0 ? found : free_slot(registry, a->now_ns, &a->victims, &swept);
     if (slot < 0) {
@@ -1160,7 +1173,7 @@ static int32_t claim_and_load(acquire *a, int64_t found)
                             "or held by live processes",
                             registry->namespace_name, capacity);
     }
-    claim(registry, (uint32_t)slot, a->key, a->hash);
+    claim(registry, (uint32_t)slot, a->key, a->hash, segment_id);
     node_load load;
     begin_load(&load, registry, a->key, a->generation, (uint32_t)slot);
     end_update(registry, &a->victims);
@@ -1677,72 +1690,51 @@ int32_t rm_node_registry_list(rm_node_registry *registry, rm_model_info *out,
     return RM_OK;
 }
 
+/* The model segments of the namespace, as rm_segment_list() finds them. */
+typedef struct model_segments {
+    const rm_node_registry *registry;
+    uint64_t *ids;
+    uint32_t count;
+    uint32_t capacity;
+} model_segments;
+
+static int32_t collect_model_segment(const rm_segment_name *segment, const char *name,
+                                     void *user)
+{
+    (void)name;
+    model_segments *found = user;
+    if (found->count == found->capacity) {
+        uint32_t grown = found->capacity == 0 ? 64 : 2 * found->capacity;
+        uint64_t *larger = realloc(found->ids, grown * sizeof *larger);
+        if (larger == NULL)
+            return rm_error_set(found->registry->error_owner, RM_E_NO_MEMORY,
+                                "out of memory listing the model segments of '%s'",
+                                found->registry->namespace_name);
+        found->ids = larger;
+        found->capacity = grown;
+    }
+    found->ids[found->count++] = segment->id;
+    return RM_OK;
+}
+
 /* Model segments of the namespace that no entry names. Claims record the
  * segment name before it exists, so loaders cannot leave such segments;
  * a process killed between clearing an entry and unlinking its segment
  * (done after the lock is dropped) can, and so can a table removed by
- * hand. */
-/* Unlinks /dev/shm/<name> if it is this user's; counts what it freed. */
-static void unlink_leftover(const char *name, uint64_t *segments, uint64_t *bytes)
-{
-    char path[RM_NODE_NAME_MAX + 16];
-    snprintf(path, sizeof path, "/dev/shm/%s", name);
-    struct stat info;
-    if (lstat(path, &info) != 0 || info.st_uid != geteuid())
-        return;
-    if (unlink(path) == 0) {
-        *segments += 1;
-        *bytes += (uint64_t)info.st_blocks * 512u;
-    }
-}
-
+ * hand. And the tables that creators killed while building them left
+ * ("new.<pid>.<hex>"). */
 static int32_t unlink_orphans(rm_node_registry *registry, uint64_t *segments, uint64_t *bytes)
 {
-    DIR *directory = opendir("/dev/shm");
-    if (directory == NULL)
-        return rm_error_set(registry->error_owner, RM_E_SYSTEM, "cannot read /dev/shm: %s",
-                            strerror(errno));
-    char model_prefix[RM_NODE_NAME_MAX];
-    char new_table_prefix[RM_NODE_NAME_MAX];
-    int model_length =
-        snprintf(model_prefix, sizeof model_prefix, "rmreg.%s.m.", registry->namespace_name);
-    int new_table_length = snprintf(new_table_prefix, sizeof new_table_prefix, "rmreg.%s.new.",
-                                    registry->namespace_name);
-    uint64_t *candidates = NULL;
-    uint32_t candidate_count = 0;
-    uint32_t candidate_capacity = 0;
-    int32_t status = RM_OK;
-    struct dirent *item;
-    while ((item = readdir(directory)) != NULL) {
-        /* A table a creator was killed while building: "new.<pid>.<hex>". */
-        if (strncmp(item->d_name, new_table_prefix, (size_t)new_table_length) == 0) {
-            long pid = strtol(item->d_name + new_table_length, NULL, 10);
-            if (pid > 0 && !rm_process_alive((pid_t)pid, 0))
-                unlink_leftover(item->d_name, segments, bytes);
-            continue;
-        }
-        if (strncmp(item->d_name, model_prefix, (size_t)model_length) != 0)
-            continue;
-        const char *hex = item->d_name + model_length;
-        char *end = NULL;
-        unsigned long long id = strtoull(hex, &end, 16);
-        if (strlen(hex) != 16 || end == NULL || *end != '\0' || id == 0)
-            continue;
-        if (candidate_count == candidate_capacity) {
-            uint32_t grown = candidate_capacity == 0 ? 64 : 2 * candidate_capacity;
-            uint64_t *larger = realloc(candidates, grown * sizeof *candidates);
-            if (larger == NULL) {
-                status = rm_error_set(registry->error_owner, RM_E_NO_MEMORY,
-                                      "out of memory listing the model segments of '%s'",
-                                      registry->namespace_name);
-                break;
-            }
-            candidates = larger;
-            candidate_capacity = grown;
-        }
-        candidates[candidate_count++] = id;
-    }
-    closedir(directory);
+    int32_t status = rm_segment_reap(registry->namespace_name,
+                                     RM_SEGMENT_KIND_BIT(RM_SEGMENT_NODE_TABLE_NEW), NULL, NULL,
+                                     registry->error_owner, segments, bytes);
+    if (status != RM_OK)
+        return status;
+    model_segments found = {.registry = registry};
+    status = rm_segment_list(registry->namespace_name, RM_SEGMENT_KIND_BIT(RM_SEGMENT_NODE_MODEL),
+                             collect_model_segment, &found, registry->error_owner);
+    uint64_t *candidates = found.ids;
+    uint32_t candidate_count = found.count;
     /* Only a table can tell a live loader's segment from an orphan: were
      * there none, one is made for the look (and removed again by the
      * caller when nothing is left). */
@@ -1759,12 +1751,13 @@ static int32_t unlink_orphans(rm_node_registry *registry, uint64_t *segments, ui
             named = (e->state == RM_NODE_READY || e->state == RM_NODE_LOADING) &&
                     e->segment_id == candidates[i];
         }
-        if (named)
+        uint64_t freed = 0;
+        char name[RM_SEGMENT_NAME_MAX];
+        if (named || !model_segment_name(registry, candidates[i], name) ||
+            !rm_segment_unlink(name, &freed))
             continue;
-        char name[RM_NODE_NAME_MAX];
-        snprintf(name, sizeof name, "rmreg.%s.m.%016llx", registry->namespace_name,
-                 (unsigned long long)candidates[i]);
-        unlink_leftover(name, segments, bytes);
+        *segments += 1;
+        *bytes += freed;
     }
     table_unlock(registry);
     free(candidates);

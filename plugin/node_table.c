@@ -5,7 +5,6 @@
 #include "node_table.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <linux/futex.h>
 #include <sched.h>
@@ -15,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -336,16 +334,6 @@ typedef struct table_opener {
     rm_node_view view;
 } table_opener;
 
-uint64_t rm_node_random_id(void)
-{
-    uint64_t id = 0;
-    while (id == 0) {
-        if (getrandom(&id, sizeof id, 0) != (ssize_t)sizeof id)
-            id = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
-    }
-    return id;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Opening the table                                                        */
 /* ------------------------------------------------------------------------ */
@@ -481,40 +469,41 @@ static bool add_context(const rm_node_view *table, rm_node_self self)
 static int32_t create_table(table_opener *opener, const char *name, bool *linked)
 {
     *linked = false;
-    char temporary[RM_NODE_NAME_MAX];
-    snprintf(temporary, sizeof temporary, "/rmreg.%s.new.%d.%016llx", opener->namespace_name,
-             (int)getpid(), (unsigned long long)rm_node_random_id());
-    int fd = shm_open(temporary, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC,
-                      S_IRUSR | S_IWUSR);
-    if (fd < 0)
-        return rm_error_set(opener->error_owner, RM_E_SYSTEM,
-                            "cannot create node registry table %s: %s", temporary,
-                            strerror(errno));
+    uint64_t id = 0;
+    int32_t status = rm_segment_random_id(RM_SEGMENT_NODE_TABLE_NEW, opener->namespace_name,
+                                          opener->error_owner, &id);
+    if (status != RM_OK)
+        return status;
+    char temporary[RM_SEGMENT_NAME_MAX];
+    if (!rm_segment_name_format(temporary, RM_SEGMENT_NODE_TABLE_NEW, opener->namespace_name,
+                                getpid(), id))
+        return rm_error_set(opener->error_owner, RM_E_INVALID_ARGUMENT,
+                            "no segment name for node registry namespace '%s'",
+                            opener->namespace_name);
+    char final_path[sizeof RM_SEGMENT_DIRECTORY + RM_SEGMENT_NAME_MAX];
+    snprintf(final_path, sizeof final_path, RM_SEGMENT_DIRECTORY "%s", name);
+    char what[sizeof final_path + 64];
+    snprintf(what, sizeof what, "node registry table %s (registry.table_entries sets its size)",
+             final_path);
     uint32_t capacity = opener->capacity;
     uint64_t size = rm_node_table_bytes(capacity);
     struct stat file;
-    int err = fchmod(fd, S_IRUSR | S_IWUSR) != 0 ? errno : posix_fallocate(fd, 0, (off_t)size);
-    if (err == 0 && fstat(fd, &file) != 0)
-        err = errno;
-    void *base = MAP_FAILED;
-    if (err == 0) {
-        base = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (base == MAP_FAILED)
-            err = errno;
-    }
+    int fd = -1;
+    status = rm_segment_create(temporary, size, RM_SEGMENT_COMMITTED, what, opener->error_owner,
+                               &fd, &file);
+    if (status != RM_OK)
+        return status;
+    void *base = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int err = errno;
     close(fd);
-    char temporary_path[RM_NODE_NAME_MAX + 16];
-    char final_path[RM_NODE_NAME_MAX + 16];
-    snprintf(temporary_path, sizeof temporary_path, "/dev/shm%s", temporary);
-    snprintf(final_path, sizeof final_path, "/dev/shm%s", name);
-    if (err != 0) {
-        shm_unlink(temporary);
-        return rm_error_set(opener->error_owner,
-                            err == ENOSPC ? RM_E_NO_MEMORY : RM_E_SYSTEM,
-                            "/dev/shm has no room for the %llu-byte node registry table %s "
-                            "(registry.table_entries sets its size): %s",
-                            (unsigned long long)size, final_path, strerror(err));
+    if (base == MAP_FAILED) {
+        (void)rm_segment_unlink(temporary, NULL);
+        return rm_error_set(opener->error_owner, RM_E_SYSTEM,
+                            "mmap() of the %llu-byte %s, segment %s, failed: %s",
+                            (unsigned long long)size, what, temporary, strerror(err));
     }
+    char temporary_path[sizeof final_path];
+    snprintf(temporary_path, sizeof temporary_path, RM_SEGMENT_DIRECTORY "%s", temporary);
     rm_node_header *table = base;
     pthread_mutexattr_t attributes;
     pthread_mutexattr_init(&attributes);
@@ -534,7 +523,7 @@ static int32_t create_table(table_opener *opener, const char *name, bool *linked
         .pid = opener->self.pid, .contexts = 1, .start_time = opener->self.start_time};
     int published = link(temporary_path, final_path);
     err = errno;
-    shm_unlink(temporary);
+    (void)rm_segment_unlink(temporary, NULL);
     if (published == 0) {
         opener->view = view;
         *linked = true;
@@ -552,15 +541,9 @@ static int32_t create_table(table_opener *opener, const char *name, bool *linked
  * freed. Lock of `table` held, so no other process can be removing it. */
 static uint64_t unlink_if_named(const rm_node_view *table, const char *name, bool *unlinked)
 {
-    *unlinked = false;
-    char path[RM_NODE_NAME_MAX + 16];
-    snprintf(path, sizeof path, "/dev/shm%s", name);
-    struct stat file;
-    if (lstat(path, &file) != 0 || (uint64_t)file.st_dev != table->device ||
-        (uint64_t)file.st_ino != table->inode || shm_unlink(name) != 0)
-        return 0;
-    *unlinked = true;
-    return (uint64_t)file.st_blocks * 512u;
+    uint64_t freed = 0;
+    *unlinked = rm_segment_unlink_if_file(name, table->device, table->inode, &freed);
+    return freed;
 }
 
 /* Opens the table under `name`, or creates it, and records this process
@@ -569,8 +552,11 @@ static uint64_t unlink_if_named(const rm_node_view *table, const char *name, boo
  * process killed in between, whose work this one finishes. */
 static int32_t attach_table(table_opener *opener, bool create, bool *recovered)
 {
-    char name[RM_NODE_NAME_MAX];
-    snprintf(name, sizeof name, RM_NODE_TABLE_NAME_FORMAT, opener->namespace_name);
+    char name[RM_SEGMENT_NAME_MAX];
+    if (!rm_segment_name_format(name, RM_SEGMENT_NODE_TABLE, opener->namespace_name, 0, 0))
+        return rm_error_set(opener->error_owner, RM_E_INVALID_ARGUMENT,
+                            "no segment name for node registry namespace '%s'",
+                            opener->namespace_name);
     for (int attempt = 0; attempt < ATTACH_ATTEMPTS; attempt++) {
         bool missing = false;
         int32_t status = open_table(opener, name, &missing);
@@ -714,9 +700,10 @@ bool rm_node_table_retire(const rm_node_view *table, const char *namespace_name,
     /* Retired first: were this process killed before the unlink, the next
      * process to open the table finds it retired and unlinks the name. */
     table->header->retired = 1;
-    char name[RM_NODE_NAME_MAX];
-    snprintf(name, sizeof name, RM_NODE_TABLE_NAME_FORMAT, namespace_name);
+    char name[RM_SEGMENT_NAME_MAX];
     bool unlinked = false;
+    if (!rm_segment_name_format(name, RM_SEGMENT_NODE_TABLE, namespace_name, 0, 0))
+        return false;
     *freed_bytes = unlink_if_named(table, name, &unlinked);
     return unlinked;
 }

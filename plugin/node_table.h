@@ -47,10 +47,8 @@
 #define RM_NODE_TABLE_ATTACHERS 1024u
 #define RM_NODE_NAMESPACE_MAX RM_NAMESPACE_MAX
 
-/* Segment names, as for shm_open(). */
-#define RM_NODE_TABLE_NAME_FORMAT "/rmreg.%s.table"
-#define RM_NODE_MODEL_NAME_FORMAT "/rmreg.%s.m.%016llx"
-#define RM_NODE_NAME_MAX 96
+/* Segment names: RM_SEGMENT_NODE_TABLE, RM_SEGMENT_NODE_TABLE_NEW and
+ * RM_SEGMENT_NODE_MODEL of shm_segment.h. */
 
 typedef enum rm_node_state {
     RM_NODE_EMPTY = 0,
@@ -156,10 +154,6 @@ extern uint64_t rm_node_table_lock_patience_ns;
 /** The key's hash as stored in slot_hash[] (never 0). */
 uint64_t rm_node_key_hash(const char *key);
 
-/** A random, non-zero id for a segment name (unguessable while
- *  getrandom() works). */
-uint64_t rm_node_random_id(void);
-
 /** Empties `slot` (keeps its ticket and futex word). Lock held. */
 void rm_node_clear_slot(const rm_node_view *table, uint32_t slot);
 
@@ -179,7 +173,8 @@ void rm_node_futex_wait_ms(uint32_t *word, uint32_t expected, uint64_t ms);
  * consistent size; one found retired is let go and the name opened again.
  * *recovered as for rm_node_table_lock(). Returns RM_OK, RM_E_NOT_FOUND,
  * RM_E_CORRUPT_STATE, RM_E_QUOTA_EXCEEDED (RM_NODE_TABLE_ATTACHERS live
- * processes attached), RM_E_NO_MEMORY (/dev/shm full), RM_E_SYSTEM.
+ * processes attached), RM_E_NO_MEMORY (/dev/shm full), RM_E_SYSTEM (a system
+ * call failed, getrandom() for the name of a new table included).
  */
 int32_t rm_node_table_attach(const char *namespace_name, uint32_t entries_if_created,
                              bool create, rm_node_self self, const void *error_owner,

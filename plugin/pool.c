@@ -29,21 +29,18 @@
 #include "pool.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/random.h>
-#include <sys/stat.h>
 #include <sys/types.h>
 #include <unistd.h>
 
 #include "error.h"
 #include "jemalloc.h"
 #include "shm_extent_hooks.h"
+#include "shm_segment.h"
 
 /* The plugin's own jemalloc (prefix rmje_) reads this at its first use;
  * the host's allocator never sees it. With retention, the Linux default,
@@ -76,76 +73,27 @@ struct rm_pool {
 /* Creation                                                                 */
 /* ------------------------------------------------------------------------ */
 
-static bool namespace_valid(const char *name)
-{
-    size_t length = 0;
-    for (; name[length] != '\0'; length++) {
-        char c = name[length];
-        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                  (c >= '0' && c <= '9') || c == '_' || c == '-';
-        if (!ok || length >= RM_POOL_NAMESPACE_MAX)
-            return false;
-    }
-    return length > 0;
-}
-
-/* "/rm.<namespace>.<pid>.<hex>": the random part makes the name
- * unguessable, so nobody can pre-create it or open it without being told. */
-static int32_t choose_name(rm_pool *pool, const char *namespace_name)
+/* "/rm.<namespace>.<pid>.<hex>" (shm_segment.h): the random part makes the
+ * name unguessable, so nobody can pre-create it or open it without being
+ * told. Then the segment: 0600, proven ours and new, and sized to the
+ * ceiling sparse, so nothing of /dev/shm is used yet. */
+static int32_t create_segment(rm_pool *pool, const char *namespace_name)
 {
     uint64_t id = 0;
-    while (id == 0) {
-        ssize_t got = getrandom(&id, sizeof id, 0);
-        if (got < 0 && errno == EINTR)
-            continue;
-        if (got != (ssize_t)sizeof id)
-            return rm_error_set(pool->error_owner, RM_E_SYSTEM,
-                                "getrandom() for a shared-memory segment name "
-                                "failed: %s", got < 0 ? strerror(errno) : "short read");
-    }
+    int32_t rc = rm_segment_random_id(RM_SEGMENT_POOL_DATA, namespace_name, pool->error_owner,
+                                      &id);
+    if (rc != RM_OK)
+        return rc;
+    char name[RM_POOL_NAME_MAX];
+    if (!rm_segment_name_format(name, RM_SEGMENT_POOL_DATA, namespace_name, pool->owner, id))
+        return rm_error_set(pool->error_owner, RM_E_INVALID_ARGUMENT,
+                            "no segment name for pool namespace '%s'", namespace_name);
+    rc = rm_segment_create(name, pool->ceiling, RM_SEGMENT_SPARSE, "tensor pool",
+                           pool->error_owner, &pool->fd, NULL);
+    if (rc != RM_OK)
+        return rc; /* nothing of ours left under the name: never unlink it */
     pool->id = id;
-    snprintf(pool->name, sizeof pool->name, "/rm.%s.%ld.%016" PRIx64, namespace_name,
-             (long)getpid(), id);
-    return RM_OK;
-}
-
-/* Creates the segment, makes it 0600 whatever the umask, proves that it is
- * ours (a regular, empty file of our effective user, mode 0600) and sizes
- * it to the ceiling: sparse, so nothing of /dev/shm is used yet. */
-static int32_t create_segment(rm_pool *pool)
-{
-    int fd = shm_open(pool->name, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC,
-                      S_IRUSR | S_IWUSR);
-    if (fd < 0) {
-        int err = errno;
-        pool->name[0] = '\0'; /* not ours: never unlink it */
-        return rm_error_set(pool->error_owner, RM_E_SYSTEM,
-                            "shm_open() of a new segment in /dev/shm failed: %s",
-                            strerror(err));
-    }
-    pool->fd = fd;
-    if (fchmod(fd, S_IRUSR | S_IWUSR) != 0)
-        return rm_error_set(pool->error_owner, RM_E_SYSTEM,
-                            "fchmod(0600) of segment %s failed: %s", pool->name,
-                            strerror(errno));
-    struct stat info;
-    if (fstat(fd, &info) != 0)
-        return rm_error_set(pool->error_owner, RM_E_SYSTEM,
-                            "fstat() of segment %s failed: %s", pool->name,
-                            strerror(errno));
-    if (!S_ISREG(info.st_mode) || info.st_uid != geteuid() ||
-        (info.st_mode & 07777) != (S_IRUSR | S_IWUSR) || info.st_size != 0)
-        return rm_error_set(pool->error_owner, RM_E_SYSTEM,
-                            "segment %s is not a new private file (type/mode "
-                            "%o, owner %ld, %lld bytes; expected a regular "
-                            "file, mode 600, owner %ld, empty)",
-                            pool->name, (unsigned)info.st_mode, (long)info.st_uid,
-                            (long long)info.st_size, (long)geteuid());
-    if (ftruncate(fd, (off_t)pool->ceiling) != 0)
-        return rm_error_set(pool->error_owner, RM_E_SYSTEM,
-                            "ftruncate() of segment %s to %llu bytes failed: %s",
-                            pool->name, (unsigned long long)pool->ceiling,
-                            strerror(errno));
+    memcpy(pool->name, name, sizeof name);
     return RM_OK;
 }
 
@@ -267,7 +215,7 @@ static bool discard(rm_pool *pool)
         released = rmje_mallctl(name, NULL, NULL, NULL, 0) == 0;
     }
     if (pool->name[0] != '\0' && getpid() == pool->owner)
-        (void)shm_unlink(pool->name);
+        (void)rm_segment_unlink(pool->name, NULL);
     if (!released)
         return false;
     if (pool->hooks_ready)
@@ -287,7 +235,7 @@ int32_t rm_pool_create(const rm_pool_config *config, const void *error_owner,
         return rm_error_set(error_owner, RM_E_INVALID_ARGUMENT,
                             "rm_pool_create: config and out must not be NULL");
     *out = NULL;
-    if (config->namespace_name == NULL || !namespace_valid(config->namespace_name))
+    if (config->namespace_name == NULL || !rm_segment_namespace_valid(config->namespace_name))
         return rm_error_set(error_owner, RM_E_INVALID_ARGUMENT,
                             "pool namespace must be 1 to %d characters of "
                             "[A-Za-z0-9_-]",
@@ -313,9 +261,7 @@ int32_t rm_pool_create(const rm_pool_config *config, const void *error_owner,
     pool->fd = -1;
     pool->ceiling = ceiling;
 
-    int32_t rc = choose_name(pool, config->namespace_name);
-    if (rc == RM_OK)
-        rc = create_segment(pool);
+    int32_t rc = create_segment(pool, config->namespace_name);
     if (rc == RM_OK)
         rc = map_segment(pool);
     if (rc == RM_OK) {

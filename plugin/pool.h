@@ -8,6 +8,7 @@
 
 #include "config_keys.h" /* RM_NAMESPACE_MAX */
 #include "rm_plugin.h"
+#include "shm_segment.h"
 
 /*
  * One pool per allocating process. Only that process allocates and frees
@@ -35,9 +36,10 @@
  * name.
  */
 
-/** Segment names: "/rm.<namespace>.<pid>.<id as 16 hex digits>", id random. */
+/** Segment names: RM_SEGMENT_POOL_DATA of shm_segment.h,
+ *  "/rm.<namespace>.<pid>.<id as 16 hex digits>", id random. */
 #define RM_POOL_NAMESPACE_MAX RM_NAMESPACE_MAX /* characters, [A-Za-z0-9_-] */
-#define RM_POOL_NAME_MAX 80                 /* buffer for a name, NUL included */
+#define RM_POOL_NAME_MAX RM_SEGMENT_NAME_MAX   /* buffer for a name, NUL included */
 
 /** The ceiling is a multiple of the granule (a huge page), and the mapping
  *  starts on one. */
@@ -64,16 +66,16 @@ typedef struct rm_pool_config {
 } rm_pool_config;
 
 /**
- * Creates the segment with shm_open(O_CREAT | O_EXCL | O_NOFOLLOW), mode
- * 0600 whatever the umask, checks that it is a regular file owned by the
- * effective user with mode 0600, sizes it to the ceiling (sparse), maps it
- * MAP_SHARED once and creates the arena over it.
+ * Names the segment with a random id and creates it (rm_segment_create():
+ * O_CREAT | O_EXCL | O_NOFOLLOW, mode 0600 whatever the umask, proven a new
+ * regular file of the effective user), sized to the ceiling (sparse), maps
+ * it MAP_SHARED once and creates the arena over it.
  *
  * `error_owner` is the context that failures of this pool are recorded for
  * (rm_error_set), now and in every later call. Returns RM_OK,
  * RM_E_INVALID_ARGUMENT (config), RM_E_NO_MEMORY (no address space for the
- * reservation), RM_E_SYSTEM (a system call failed, e.g. no /dev/shm),
- * RM_E_ALLOCATOR (jemalloc refused). On failure nothing is left behind:
+ * reservation; or /dev/shm has no inode left), RM_E_SYSTEM (a system call
+ * failed, e.g. no /dev/shm or no getrandom()), RM_E_ALLOCATOR (jemalloc refused). On failure nothing is left behind:
  * the segment is unlinked.
  */
 int32_t rm_pool_create(const rm_pool_config *config, const void *error_owner,

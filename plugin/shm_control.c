@@ -2,7 +2,6 @@
 #include "shm_control.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -39,42 +38,27 @@ static void lay_out(rm_control *control, void *base, size_t bytes, uint32_t slot
     control->slot_count = slot_count;
 }
 
-int32_t rm_control_create(const char *data_name, uint64_t pool_id, uint32_t slot_count,
+int32_t rm_control_create(const char *name, uint64_t pool_id, uint32_t slot_count,
                           uint64_t pool_bytes, uint64_t reservation_bytes,
                           const void *error_owner, rm_control *out)
 {
     memset(out, 0, sizeof *out);
-    char name[128];
-    snprintf(name, sizeof name, "%s%s", data_name, RM_CONTROL_SUFFIX);
-    int fd = shm_open(name, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC,
-                      S_IRUSR | S_IWUSR);
-    if (fd < 0)
-        return rm_error_set(error_owner, RM_E_SYSTEM,
-                            "shm_open() of control segment %s failed: %s", name,
-                            strerror(errno));
-    int32_t rc = RM_OK;
     size_t bytes = rm_control_size(slot_count);
-    void *base = MAP_FAILED;
-    int err;
-    if (fchmod(fd, S_IRUSR | S_IWUSR) != 0) {
-        rc = rm_error_set(error_owner, RM_E_SYSTEM, "fchmod(0600) of %s failed: %s",
-                          name, strerror(errno));
-    } else if ((err = posix_fallocate(fd, 0, (off_t)bytes)) != 0) {
-        /* Committed up front, like the pool: a full /dev/shm must not
-         * SIGBUS an importer that touches a slot later. */
-        rc = rm_error_set(error_owner, err == ENOSPC ? RM_E_NO_MEMORY : RM_E_SYSTEM,
-                          "/dev/shm has no room for control segment %s (%zu bytes): %s",
-                          name, bytes, strerror(err));
-    } else {
-        base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (base == MAP_FAILED)
-            rc = rm_error_set(error_owner, RM_E_SYSTEM, "mmap() of %s failed: %s",
-                              name, strerror(errno));
-    }
-    close(fd);
-    if (rc != RM_OK) {
-        shm_unlink(name);
+    /* Committed up front, like the pool's pages: a full /dev/shm must not
+     * SIGBUS an importer that touches a slot later. */
+    int fd = -1;
+    int32_t rc = rm_segment_create(name, bytes, RM_SEGMENT_COMMITTED,
+                                   rm_segment_kind_description(RM_SEGMENT_POOL_CONTROL),
+                                   error_owner, &fd, NULL);
+    if (rc != RM_OK)
         return rc;
+    void *base = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    int err = errno;
+    close(fd);
+    if (base == MAP_FAILED) {
+        (void)rm_segment_unlink(name, NULL);
+        return rm_error_set(error_owner, RM_E_SYSTEM, "mmap() of %s (%zu bytes) failed: %s",
+                            name, bytes, strerror(err));
     }
     lay_out(out, base, bytes, slot_count);
     rm_control_header *header = out->header;

@@ -48,7 +48,6 @@
 #define RM_CONTROL_MAGIC 0x31434d52u /* "RMC1" */
 /* 2: slots of one cache line with the tensor's binding; the retired flag. */
 #define RM_CONTROL_LAYOUT_VERSION 2
-#define RM_CONTROL_SUFFIX ".ctl"
 #define RM_CONTROL_OWNER_BIT ((uint32_t)1)
 #define RM_CONTROL_HEADER_BYTES 4096
 /* Most slots a control segment may have (shm.max_tensors's upper bound). */
@@ -130,11 +129,13 @@ static inline uint32_t rm_control_mask(uint64_t state)
 size_t rm_control_size(uint32_t slot_count);
 
 /**
- * Creates "<data_name>.ctl" (O_EXCL, O_NOFOLLOW, 0600), sizes it, maps it
- * and writes its header. Errors go to `error_owner`: RM_E_SYSTEM,
- * RM_E_NO_MEMORY (/dev/shm full: the table is committed with fallocate).
+ * Creates segment `control_name` (the pool's RM_SEGMENT_POOL_CONTROL name,
+ * rm_segment_name_sibling() of its data segment's) with rm_segment_create()
+ * (O_EXCL, O_NOFOLLOW, 0600, committed), maps it and writes its header.
+ * Errors go to `error_owner`: RM_E_SYSTEM, RM_E_NO_MEMORY (/dev/shm full:
+ * the segment is committed with fallocate). On failure nothing is left.
  */
-int32_t rm_control_create(const char *data_name, uint64_t pool_id, uint32_t slot_count,
+int32_t rm_control_create(const char *control_name, uint64_t pool_id, uint32_t slot_count,
                           uint64_t pool_bytes, uint64_t reservation_bytes,
                           const void *error_owner, rm_control *out);
 

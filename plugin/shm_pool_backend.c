@@ -121,9 +121,11 @@ static int32_t open_own_pool(shm_backend *s)
     rm_pool *pool = NULL;
     int32_t rc = rm_pool_create(&config, s->env.error_owner, &pool);
     if (rc == RM_OK) {
-        rc = rm_control_create(rm_pool_name(pool), rm_pool_id(pool), s->slot_count,
-                               s->pool_bytes, rm_pool_ceiling_bytes(pool), s->env.error_owner,
-                               &s->control);
+        char control_name[RM_SEGMENT_NAME_MAX];
+        (void)rm_segment_name_sibling(rm_pool_name(pool), RM_SEGMENT_POOL_CONTROL,
+                                      control_name);
+        rc = rm_control_create(control_name, rm_pool_id(pool), s->slot_count, s->pool_bytes,
+                               rm_pool_ceiling_bytes(pool), s->env.error_owner, &s->control);
         if (rc != RM_OK)
             rm_pool_destroy(pool);
     }
@@ -566,11 +568,11 @@ static void close_own_pool(shm_backend *s, bool in_creator)
         drain_pending(s);
         for (uint32_t slot = 0; slot < s->never_used && !shared_still; slot++)
             shared_still = s->slots[slot].live;
-        char control_name[RM_POOL_NAME_MAX + 8];
-        snprintf(control_name, sizeof control_name, "%s%s", rm_pool_name(s->pool),
-                 RM_CONTROL_SUFFIX);
         rm_control_retire(&s->control);
-        shm_unlink(control_name);
+        char control_name[RM_SEGMENT_NAME_MAX];
+        if (rm_segment_name_sibling(rm_pool_name(s->pool), RM_SEGMENT_POOL_CONTROL,
+                                    control_name))
+            (void)rm_segment_unlink(control_name, NULL);
     }
     rm_control_close(&s->control);
     if (shared_still)

@@ -25,7 +25,8 @@ struct rm_shm_view {
     uint64_t pool_id;
     uint32_t owner_pid;
     uint64_t owner_start_time;
-    char data_name[RM_POOL_NAME_MAX];
+    char data_name[RM_SEGMENT_NAME_MAX];
+    char control_name[RM_SEGMENT_NAME_MAX];
     rm_control control;
     uint64_t reservation;
     unsigned char *read_base;  /* PROT_READ mapping */
@@ -225,11 +226,15 @@ static int32_t open_control(const rm_shm_views *views, const rm_descriptor *d,
     view->pool_id = d->pool_id;
     view->owner_pid = d->owner_pid;
     view->owner_start_time = d->owner_start_time;
-    snprintf(view->data_name, sizeof view->data_name, "/rm.%s.%" PRIu32 ".%016" PRIx64,
-             views->namespace_name, d->owner_pid, d->pool_id);
-    char control_name[RM_POOL_NAME_MAX + 8];
-    snprintf(control_name, sizeof control_name, "%s%s", view->data_name, RM_CONTROL_SUFFIX);
-    int32_t rc = rm_control_open(control_name, views->error_owner, &view->control);
+    /* A pid no process can have names no segment: as stale as a pool that
+     * is gone. */
+    int32_t rc = RM_E_STALE_DESCRIPTOR;
+    if (d->owner_pid <= INT32_MAX &&
+        rm_segment_name_format(view->data_name, RM_SEGMENT_POOL_DATA, views->namespace_name,
+                               (pid_t)d->owner_pid, d->pool_id) &&
+        rm_segment_name_format(view->control_name, RM_SEGMENT_POOL_CONTROL,
+                               views->namespace_name, (pid_t)d->owner_pid, d->pool_id))
+        rc = rm_control_open(view->control_name, views->error_owner, &view->control);
     if (rc != RM_OK) {
         if (rc == RM_E_STALE_DESCRIPTOR)
             rc = rm_error_set(views->error_owner, RM_E_STALE_DESCRIPTOR,
@@ -250,15 +255,15 @@ static int32_t check_header(const rm_shm_views *views, const rm_shm_view *view,
     const rm_control_header *header = view->control.header;
     if (header->pool_id != d->pool_id || header->owner_pid != d->owner_pid)
         return rm_error_set(views->error_owner, RM_E_INVALID_DESCRIPTOR,
-                            "control segment %s%s names another pool or owner",
-                            view->data_name, RM_CONTROL_SUFFIX);
+                            "control segment %s names another pool or owner",
+                            view->control_name);
     if (header->owner_start_time != d->owner_start_time)
         return rm_shm_owner_changed(views->error_owner, view->data_name,
                                     header->owner_start_time, d->owner_start_time);
     if (header->reservation_bytes == 0 || header->reservation_bytes > SIZE_MAX / 2)
         return rm_error_set(views->error_owner, RM_E_INVALID_DESCRIPTOR,
-                            "control segment %s%s gives an impossible pool size",
-                            view->data_name, RM_CONTROL_SUFFIX);
+                            "control segment %s gives an impossible pool size",
+                            view->control_name);
     return RM_OK;
 }
 

@@ -59,6 +59,7 @@
 #include "fuzz_common.h"
 #include "process_identity.h"
 #include "shm_control.h"
+#include "shm_segment.h"
 
 #define MAX_HANDLES 24
 #define MAX_DESCRIPTORS 48
@@ -146,11 +147,11 @@ static void create_owner(void)
     FUZZ_CHECK(vt->tensor_release(owner, first) == RM_OK, "setup: tensor_release");
     rm_tensor_pool_stats stats = RM_STRUCT_INIT(rm_tensor_pool_stats);
     FUZZ_CHECK(vt->tensor_pool_stats(owner, &stats) == RM_OK, "setup: pool_stats");
-    snprintf(data_path, sizeof data_path, "/dev/shm%s", stats.pool_name);
-    snprintf(control_path, sizeof control_path, "/dev/shm%s%s", stats.pool_name,
-             RM_CONTROL_SUFFIX);
-    char control_name[160];
-    snprintf(control_name, sizeof control_name, "%s%s", stats.pool_name, RM_CONTROL_SUFFIX);
+    char control_name[RM_SEGMENT_NAME_MAX];
+    FUZZ_CHECK(rm_segment_name_sibling(stats.pool_name, RM_SEGMENT_POOL_CONTROL, control_name),
+               "setup: %s is not a pool's name", stats.pool_name);
+    snprintf(data_path, sizeof data_path, RM_SEGMENT_DIRECTORY "%s", stats.pool_name);
+    snprintf(control_path, sizeof control_path, RM_SEGMENT_DIRECTORY "%s", control_name);
     static const int token;
     rc = rm_control_open(control_name, &token, &control);
     FUZZ_CHECK(rc == RM_OK, "setup: cannot map %s: %s", control_name, rm_error_last(&token));

@@ -52,6 +52,7 @@
 #include "error.h"
 #include "fuzz_common.h"
 #include "shm_control.h"
+#include "shm_segment.h"
 
 #define LIVE_COUNT 7
 #define KNOWN_MAX (2 * LIVE_COUNT + 2)
@@ -191,8 +192,9 @@ static void build_fixture(void)
     owner_start_time = live[0].decoded.owner_start_time;
     rm_tensor_pool_stats stats = RM_STRUCT_INIT(rm_tensor_pool_stats);
     FUZZ_CHECK(vt->tensor_pool_stats(owner, &stats) == RM_OK, "fixture: pool_stats");
-    char control_name[128];
-    snprintf(control_name, sizeof control_name, "%s%s", stats.pool_name, RM_CONTROL_SUFFIX);
+    char control_name[RM_SEGMENT_NAME_MAX];
+    FUZZ_CHECK(rm_segment_name_sibling(stats.pool_name, RM_SEGMENT_POOL_CONTROL, control_name),
+               "fixture: %s is not a pool's name", stats.pool_name);
     static const int token;
     rc = rm_control_open(control_name, &token, &control);
     FUZZ_CHECK(rc == RM_OK, "fixture: cannot map %s: %s", control_name, rm_error_last(&token));

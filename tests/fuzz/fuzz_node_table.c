@@ -47,6 +47,7 @@
 
 #include "fuzz_common.h"
 #include "node_table.h"
+#include "shm_segment.h"
 
 #define MAX_OPERATIONS 48
 #define MAX_HANDLES 16
@@ -571,7 +572,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
      * that follows the wait is the same. */
     rm_node_table_lock_patience_ns = 2 * UINT64_C(1000000);
     fuzz_namespace("table", ns, sizeof ns);
-    snprintf(table_path, sizeof table_path, "/dev/shm" RM_NODE_TABLE_NAME_FORMAT, ns);
+    char table_name[RM_SEGMENT_NAME_MAX];
+    if (!rm_segment_name_format(table_name, RM_SEGMENT_NODE_TABLE, ns, 0, 0))
+        abort();
+    snprintf(table_path, sizeof table_path, RM_SEGMENT_DIRECTORY "%s", table_name);
     entries[0] = (rm_config_entry){.key = "registry.scope", .value = "node"};
     entries[1] = (rm_config_entry){.key = "registry.namespace", .value = ns};
     entries[2] = (rm_config_entry){.key = "registry.table_entries", .value = "8"};

@@ -373,8 +373,10 @@ static int run_load(void)
 
 static int run_lock_and_die(void)
 {
-    char name[RM_NODE_NAME_MAX];
-    snprintf(name, sizeof name, RM_NODE_TABLE_NAME_FORMAT, opts.ns);
+    /* RM_SEGMENT_NODE_TABLE's name (plugin/shm_segment.h), spelled out: the
+     * peer loads the plugin and does not link its internals. */
+    char name[96];
+    snprintf(name, sizeof name, "/rmreg.%s.table", opts.ns);
     int fd = shm_open(name, O_RDWR | O_CLOEXEC, 0);
     if (fd < 0) {
         say("fail shm_open %s: %s", name, strerror(errno));

@@ -48,10 +48,10 @@ TestSuite(shm_control, .init = name_segments, .fini = remove_segments, .timeout 
 
 static rm_control make_control(void)
 {
-    char data_name[96];
-    snprintf(data_name, sizeof data_name, "/%s%u", segment_prefix, segments_made++);
+    char name[96];
+    snprintf(name, sizeof name, "/%s%u.ctl", segment_prefix, segments_made++);
     rm_control control;
-    int32_t status = rm_control_create(data_name, 42, SLOTS, 1 << 20, 2 << 20, OWNER, &control);
+    int32_t status = rm_control_create(name, 42, SLOTS, 1 << 20, 2 << 20, OWNER, &control);
     cr_assert_eq(status, RM_OK, "rm_control_create: %s: %s", rm_error_name(status),
                  rm_error_last(OWNER));
     cr_assert_eq(control.slot_count, SLOTS);
@@ -266,8 +266,7 @@ Test(shm_control, another_mapping_sees_the_same_protocol)
     rm_descriptor d = tensor();
     rm_control_publish(&owner, 11, 4, &d);
     char name[128];
-    snprintf(name, sizeof name, "/%s%u%s", segment_prefix, segments_made - 1,
-             RM_CONTROL_SUFFIX);
+    snprintf(name, sizeof name, "/%s%u.ctl", segment_prefix, segments_made - 1);
     rm_control importer;
     int32_t status = rm_control_open(name, OWNER, &importer);
     cr_assert_eq(status, RM_OK, "rm_control_open: %s", rm_error_last(OWNER));
