@@ -77,10 +77,10 @@ bool rm_segment_name_format(char out[RM_SEGMENT_NAME_MAX], rm_segment_kind kind,
         return false;
     /* Every part is bounded (namespace, word, 10 digits, 16 digits,
      * suffix), so the longest name fits RM_SEGMENT_NAME_MAX. */
-    char pid_part[PID_DIGITS_MAX + 2] = "";
+    char pid_part[PID_DIGITS_MAX + 8] = ""; /* room for any int, sign included */
     char id_part[HEX_DIGITS + 2] = "";
     if (f->pid)
-        snprintf(pid_part, sizeof pid_part, ".%ld", (long)pid);
+        snprintf(pid_part, sizeof pid_part, ".%d", (int)pid);
     if (f->id)
         snprintf(id_part, sizeof id_part, ".%016" PRIx64, id);
     int length = snprintf(out, RM_SEGMENT_NAME_MAX, "/%s.%s%s%s%s%s%s", f->family,
