@@ -7,7 +7,7 @@
  *             cursor. Fresh ranges are holes in the file, so they read as
  *             zeroes and *zero is always true. It commits only when jemalloc
  *             asks (*commit true on entry). The plugin's jemalloc runs
- *             without retention (plugin/pool.c says why), so it asks for
+ *             without retention (plugin/tensor/shm_pool/pool.c says why), so it asks for
  *             exactly the extent it needs, committed (ecache_alloc_grow,
  *             extent.c:103-105); with retention it would ask for
  *             uncommitted growth steps and commit the part it uses.

@@ -3,7 +3,7 @@
  * which changes sizes but never an existing offset; update a size only for
  * an append, and never an offset.
  *
- * The per-version sizes are the plugin's own (plugin/abi_sizes.h, checked
+ * The per-version sizes are the plugin's own (plugin/core/abi_sizes.h, checked
  * there against the end of each version's last field), so the plugin's
  * minimums and these pins cannot drift apart. The offsets below are
  * written out independently. A struct with a struct_size must be exactly

@@ -1,4 +1,4 @@
-/* README's configuration table, from the key table (plugin/config_keys.h).
+/* README's configuration table, from the key table (plugin/core/config_keys.h).
  *
  *   config_table                      prints the table as Markdown, to
  *                                     paste over README's
@@ -273,7 +273,7 @@ int main(int argc, char **argv)
     int failures = check_readme(argv[2]) + check_header(argv[3]);
     if (failures != 0) {
         fprintf(stderr,
-                "%d difference(s). The keys are plugin/config_keys.h; `%s` prints the "
+                "%d difference(s). The keys are plugin/core/config_keys.h; `%s` prints the "
                 "README table they make.\n",
                 failures, argv[0]);
         return 1;

@@ -1,7 +1,7 @@
 /* Fuzz target: a pool's control segment scribbled over by another process
  * of the same user, and the next calls of its owner and of an importer.
  *
- * The control segment (plugin/shm_control.h) is shared read-write by the
+ * The control segment (plugin/tensor/shm_pool/shm_control.h) is shared read-write by the
  * owner and every importer, so any process of the user can write anything
  * into it. The plugin's promise is that the owner and the importers then
  * get error codes, never a crash or a hang. The harness maps the owner's

@@ -62,7 +62,7 @@
  *                                   stdin ended: released, metrics before
  *                                   context_destroy
  *
- * lock-and-die: maps /dev/shm/rmreg.NS.table (plugin/node_table.h), locks
+ * lock-and-die: maps /dev/shm/rmreg.NS.table (plugin/registry/node_table.h), locks
  * the header's robust mutex, prints "locked PID" and SIGKILLs itself while
  * holding it.
  *
@@ -373,7 +373,7 @@ static int run_load(void)
 
 static int run_lock_and_die(void)
 {
-    /* RM_SEGMENT_NODE_TABLE's name (plugin/shm_segment.h), spelled out: the
+    /* RM_SEGMENT_NODE_TABLE's name (plugin/shm/shm_segment.h), spelled out: the
      * peer loads the plugin and does not link its internals. */
     char name[96];
     snprintf(name, sizeof name, "/rmreg.%s.table", opts.ns);

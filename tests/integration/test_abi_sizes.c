@@ -8,7 +8,7 @@
  * RM_E_STRUCT_SIZE with a message naming the struct. Host structs lie at
  * the end of a page followed by an inaccessible one, so reading past the
  * declared size faults; structs the plugin fills are surrounded by a
- * canary pattern that must survive. The sizes come from plugin/abi_sizes.h,
+ * canary pattern that must survive. The sizes come from plugin/core/abi_sizes.h,
  * the table the plugin takes its minimums from (tests/abi checks it against
  * the layout): a sizeof() here would move with the header, which is the
  * mistake this suite exists to catch. */

@@ -1,4 +1,4 @@
-/* Everything the plugin names in /dev/shm (plugin/shm_segment.h): the names
+/* Everything the plugin names in /dev/shm (plugin/shm/shm_segment.h): the names
  * of every kind, byte for byte, and the refusal of anything else; random
  * ids, and what a getrandom() failure does (an error, and nothing made);
  * creating a segment (0600 whatever the umask, the size asked, committed

@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "error.h"
-#include "../hooks/process_identity.h"
+#include "process_identity.h"
 
 /* The pending bitmap, rounded up so that the slots after it start on a
  * cache line. */

@@ -30,7 +30,7 @@
 #include "shm_control.h"
 #include "shm_namespace.h"
 #include "shm_view.h"
-#include "../hooks/process_identity.h"
+#include "process_identity.h"
 
 #define BLOCK_CACHE_ENTRIES 16
 #define BLOCK_CACHE_MAX_BYTES ((uint64_t)64 << 20)

@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "error.h"
-#include "../hooks/process_identity.h"
+#include "process_identity.h"
 
 #define HEX_DIGITS 16
 #define PID_DIGITS_MAX 10 /* a positive pid_t */

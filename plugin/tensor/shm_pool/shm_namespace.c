@@ -19,7 +19,7 @@
 #include "error.h"
 #include "shm_control.h"
 #include "shm_segment.h"
-#include "../hooks/process_identity.h"
+#include "process_identity.h"
 
 #define POOL_KINDS                                                                           \
     (RM_SEGMENT_KIND_BIT(RM_SEGMENT_POOL_DATA) | RM_SEGMENT_KIND_BIT(RM_SEGMENT_POOL_CONTROL))

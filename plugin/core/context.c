@@ -17,7 +17,7 @@
 #include "host.h"
 #include "negotiate.h"
 #include "rm_build_config.h"
-#include "../hooks/fork.h"
+#include "fork.h"
 #if RM_HAVE_MODEL_REGISTRY
 #include "model_key.h"
 #include "node_registry.h"

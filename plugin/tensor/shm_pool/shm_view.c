@@ -19,7 +19,7 @@
 
 #include "error.h"
 #include "pool.h"
-#include "../hooks/process_identity.h"
+#include "process_identity.h"
 
 struct rm_shm_view {
     uint64_t pool_id;

@@ -13,8 +13,10 @@
  *  - heap (heap_backend.c): private memory. The fallback when there is no
  *    shared memory, and what an inline descriptor is imported into.
  *
- * Adding a backend (CUDA IPC, say): its own file(s), its table declared at
- * the end of this header, one line in mem_backends.c, one in meson.build.
+ * Adding a backend (CUDA IPC, say): its own folder under plugin/tensor/
+ * with a meson.build that adds its sources, one subdir() line in
+ * plugin/tensor/meson.build, its table declared at the end of this header,
+ * and one line in mem_backends.c.
  * What the seam still assumes: blocks are addressable by the CPU
  * (tensor.c zeroes them with memset for RM_TENSOR_ALLOC_ZERO, and
  * tensor_export_inline copies them with memcpy), and a descriptor is the

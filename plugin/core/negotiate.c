@@ -15,7 +15,7 @@
 #include "context.h"
 #include "error.h"
 #include "config.h"
-#include "../hooks/fork.h"
+#include "fork.h"
 
 /* The vtable says it implements RM_PLUGIN_MAX_ABI, so it must hold every
  * member of that version: RM_PLUGIN_HAS() trusts struct_size. */
