@@ -194,6 +194,15 @@ int32_t rm_tensors_charge(rm_tensors *tensors, uint64_t session, uint64_t bytes)
 /** Gives back what rm_tensors_charge charged, when the memory is freed. */
 void rm_tensors_uncharge(rm_tensors *tensors, uint64_t session, uint64_t bytes);
 
+/** A line for the host's log, passed on once the context's lock is
+ *  dropped: the host's callback never runs under it. At most
+ *  RM_DEFERRED_LOGS lines per call into tensor.c (more are counted and
+ *  reported as dropped), RM_DEFERRED_LOG_TEXT bytes each. */
+#define RM_DEFERRED_LOGS 4
+#define RM_DEFERRED_LOG_TEXT 256
+void rm_tensors_log_later(rm_tensors *tensors, int32_t level, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* ---- the backends --------------------------------------------------------- */
 
 extern const rm_mem_ops rm_shm_backend;  /* shm_pool_backend.c */

@@ -16,6 +16,7 @@
 
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -62,6 +63,7 @@ struct rm_tensors {
     rm_mem_backend *allocate_first;
     rm_mem_backend *allocate_fallback; /* NULL: none */
     bool fallback_logged;
+    uint32_t deferred_count; /* lines in `deferred`, read at every unlock */
 
     rm_tensor handles;         /* sentinel of the live-handle list */
     rm_tensor *spare_handles;  /* released handles kept for reuse (next) */
@@ -70,7 +72,73 @@ struct rm_tensors {
     /* By descriptor kind (NULL: no backend imports it); last, so that its
      * 2 KiB keep no hot field from its neighbours' cache lines. */
     rm_mem_backend *by_kind[UINT8_MAX + 1];
+    /* Lines for the host's log written under the lock, passed on by
+     * unlock_and_log() once it is dropped (rm_tensors_log_later). */
+    struct {
+        int32_t level;
+        char text[RM_DEFERRED_LOG_TEXT];
+    } deferred[RM_DEFERRED_LOGS];
+    uint64_t deferred_dropped; /* lines that found `deferred` full */
 };
+
+/* ------------------------------------------------------------------------ */
+/* The lock, and the host's log                                             */
+/* ------------------------------------------------------------------------ */
+
+/* The host's log callback never runs under the context's lock: a slow sink
+ * (a file, a Python logger taking the GIL) would stall every thread of the
+ * context, and a sink that calls back into this context would deadlock.
+ * Lines written under the lock wait in `deferred` and go out here, after
+ * the unlock. The hot paths pay one read of deferred_count, on a cache
+ * line they use anyway. */
+void rm_tensors_log_later(rm_tensors *t, int32_t level, const char *format, ...)
+{
+    if (level > t->env.host->log_level)
+        return;
+    if (t->deferred_count == RM_DEFERRED_LOGS) {
+        t->deferred_dropped++;
+        return;
+    }
+    va_list args;
+    va_start(args, format);
+    vsnprintf(t->deferred[t->deferred_count].text, RM_DEFERRED_LOG_TEXT, format, args);
+    va_end(args);
+    t->deferred[t->deferred_count].level = level;
+    t->deferred_count++;
+}
+
+/* The lines, copied out under the lock, go to the host after it. */
+static __attribute__((noinline)) void unlock_and_pass_on(rm_tensors *t)
+{
+    uint32_t count = t->deferred_count;
+    uint64_t dropped = t->deferred_dropped;
+    int32_t levels[RM_DEFERRED_LOGS];
+    char texts[RM_DEFERRED_LOGS][RM_DEFERRED_LOG_TEXT];
+    for (uint32_t i = 0; i < count; i++) {
+        levels[i] = t->deferred[i].level;
+        memcpy(texts[i], t->deferred[i].text, RM_DEFERRED_LOG_TEXT);
+    }
+    t->deferred_count = 0;
+    t->deferred_dropped = 0;
+    pthread_mutex_unlock(&t->lock);
+    for (uint32_t i = 0; i < count; i++)
+        rm_host_log(t->env.host, levels[i], "%s", texts[i]);
+    if (dropped > 0)
+        rm_host_log(t->env.host, RM_LOG_WARN,
+                    "%" PRIu64 " more log lines of this context were dropped (more than %d "
+                    "in one call)",
+                    dropped, RM_DEFERRED_LOGS);
+}
+
+/* Lines are dropped only when `deferred` is full, so a count of 0 says
+ * there is nothing to pass on. */
+static inline void unlock_and_log(rm_tensors *t)
+{
+    if (__builtin_expect(t->deferred_count != 0, 0))
+        unlock_and_pass_on(t);
+    else
+        pthread_mutex_unlock(&t->lock);
+}
 
 /* ------------------------------------------------------------------------ */
 /* Sessions                                                                 */
@@ -425,7 +493,7 @@ static int32_t fall_back(rm_tensors *t, int32_t rc, rm_descriptor *where, uint64
         t->stats.fallbacks++;
         if (!t->fallback_logged) {
             t->fallback_logged = true;
-            rm_host_log(t->env.host, RM_LOG_WARN,
+            rm_tensors_log_later(t, RM_LOG_WARN,
                         "shared memory unavailable (%s); tensors fall back to private "
                         "heap memory, which cannot be shared by descriptor",
                         rm_error_last(t->env.error_owner));
@@ -488,7 +556,7 @@ int32_t rm_tensors_allocate(rm_tensors *t, const rm_tensor_spec *spec, rm_tensor
     t->stats.allocations++;
     collect(t);
     rc = allocate_locked(t, &where, alignment, spec->flags, out);
-    pthread_mutex_unlock(&t->lock);
+    unlock_and_log(t);
     /* Zeroed outside the lock: the block is the caller's alone until it
      * exports it, and zeroing megabytes must not hold up other threads. */
     if (rc == RM_OK && (spec->flags & RM_TENSOR_ALLOC_ZERO) != 0)
@@ -667,7 +735,7 @@ static int32_t import_bytes(rm_tensors *t, const uint8_t *bytes, uint64_t size, 
     pthread_mutex_lock(&t->lock);
     rc = import_locked(t, backend, &d, bytes, size, (flags & RM_TENSOR_IMPORT_WRITABLE) != 0,
                        out);
-    pthread_mutex_unlock(&t->lock);
+    unlock_and_log(t);
     return rc;
 }
 
@@ -707,7 +775,7 @@ static void unref(rm_tensor *tensor)
     pthread_mutex_lock(&t->lock);
     drop_handle(t, tensor);
     collect(t);
-    pthread_mutex_unlock(&t->lock);
+    unlock_and_log(t);
 }
 
 int32_t rm_tensors_release(rm_tensors *t, rm_tensor *tensor)
@@ -813,7 +881,7 @@ int32_t rm_tensors_pool_stats(rm_tensors *t, rm_tensor_pool_stats *out)
     for (uint32_t i = 0; i < t->backend_count; i++)
         if (t->backends[i]->ops->stats != NULL)
             t->backends[i]->ops->stats(t->backends[i], &stats);
-    pthread_mutex_unlock(&t->lock);
+    unlock_and_log(t);
     stats.struct_size = sizeof stats;
     stats.abi_version = RM_ABI_VERSION_CURRENT;
     *out = stats;
@@ -825,7 +893,7 @@ int32_t rm_tensors_session_bytes(rm_tensors *t, uint64_t session, uint64_t *out)
     pthread_mutex_lock(&t->lock);
     collect(t);
     *out = session_bytes(t, session);
-    pthread_mutex_unlock(&t->lock);
+    unlock_and_log(t);
     return RM_OK;
 }
 
@@ -839,7 +907,7 @@ int32_t rm_tensors_reclaim(rm_tensors *t, rm_reclaim_report *out)
     for (uint32_t i = 0; i < t->backend_count; i++)
         if (t->backends[i]->ops->reclaim != NULL)
             t->backends[i]->ops->reclaim(t->backends[i], &report);
-    pthread_mutex_unlock(&t->lock);
+    unlock_and_log(t);
     int32_t rc = RM_OK;
     for (uint32_t i = 0; i < t->backend_count; i++) {
         if (t->backends[i]->ops->reap == NULL)
@@ -862,7 +930,7 @@ int32_t rm_tensors_list(rm_tensors *t, rm_shm_pool_info *out, uint32_t row_size,
     for (uint32_t i = 0; i < t->backend_count; i++)
         if (t->backends[i]->ops->publish != NULL)
             t->backends[i]->ops->publish(t->backends[i]);
-    pthread_mutex_unlock(&t->lock);
+    unlock_and_log(t);
     for (uint32_t i = 0; i < t->backend_count; i++)
         if (t->backends[i]->ops->list != NULL)
             return t->backends[i]->ops->list(t->backends[i], out, row_size, capacity, count);

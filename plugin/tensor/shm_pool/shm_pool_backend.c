@@ -272,8 +272,8 @@ static void reclaim_dead_holders(shm_backend *s, rm_reclaim_report *report)
         rm_control_release_holder(&s->control, index);
         report->dead_holders++;
         s->stats->dead_holders_reclaimed++;
-        rm_host_log(s->env.host, RM_LOG_INFO,
-                    "pool %s: importer pid %u died; its holds were dropped",
+        rm_tensors_log_later(s->env.tensors, RM_LOG_INFO,
+                             "pool %s: importer pid %u died; its holds were dropped",
                     s->stats->pool_name, pid);
     }
 }
