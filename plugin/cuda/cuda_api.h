@@ -1,0 +1,146 @@
+/* The part of the CUDA driver API the plugin uses, declared by us.
+ *
+ * The build never includes NVIDIA's cuda.h nor links libcuda: the driver
+ * is dlopen()ed on first use (cuda_driver.c), so this header declares
+ * only what crosses that boundary: the result codes we branch on or
+ * name in messages, the opaque handle types, the 64-byte IPC handles,
+ * the flags and attributes we pass, and one function-pointer type per
+ * entry point. The values are the driver's ABI (stable across CUDA
+ * releases); the names are NVIDIA's so that a reader can look them up.
+ *
+ * Versioned entry points. cuda.h maps several plain names onto newer
+ * symbols (cuMemAlloc -> cuMemAlloc_v2, cuIpcOpenMemHandle ->
+ * cuIpcOpenMemHandle_v2, ...). The plain symbols still exist in
+ * libcuda.so.1 with their OLD ABI (cuMemGetAddressRange with a 32-bit
+ * size, for instance), so the typedefs below are named after, and only
+ * ever bound to, the versioned symbol. */
+#ifndef RM_CUDA_API_H
+#define RM_CUDA_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef int CUresult;
+#define CUDA_SUCCESS 0
+#define CUDA_ERROR_INVALID_VALUE 1
+#define CUDA_ERROR_OUT_OF_MEMORY 2
+#define CUDA_ERROR_NOT_INITIALIZED 3
+#define CUDA_ERROR_DEINITIALIZED 4
+#define CUDA_ERROR_STUB_LIBRARY 34
+#define CUDA_ERROR_NO_DEVICE 100
+#define CUDA_ERROR_INVALID_DEVICE 101
+#define CUDA_ERROR_INVALID_CONTEXT 201
+#define CUDA_ERROR_INVALID_HANDLE 400
+#define CUDA_ERROR_NOT_FOUND 500
+#define CUDA_ERROR_NOT_READY 600
+#define CUDA_ERROR_ILLEGAL_ADDRESS 700
+#define CUDA_ERROR_NOT_SUPPORTED 801
+#define CUDA_ERROR_UNKNOWN 999
+
+typedef int CUdevice;
+typedef unsigned long long CUdeviceptr; /* 64-bit builds only */
+typedef struct CUctx_st *CUcontext;
+typedef struct CUstream_st *CUstream;
+typedef struct CUevent_st *CUevent;
+
+/* The legacy default stream, by its handle value (CU_STREAM_LEGACY);
+ * a NULL stream means the same thing for the _v2 entry points we bind. */
+#define RM_CU_STREAM_LEGACY ((CUstream)0x1)
+
+#define CU_IPC_HANDLE_SIZE 64
+typedef struct CUipcMemHandle {
+    char reserved[CU_IPC_HANDLE_SIZE];
+} CUipcMemHandle;
+typedef struct CUipcEventHandle {
+    char reserved[CU_IPC_HANDLE_SIZE];
+} CUipcEventHandle;
+typedef struct CUuuid {
+    char bytes[16];
+} CUuuid;
+
+_Static_assert(sizeof(CUdeviceptr) == 8, "CUdeviceptr is 64-bit");
+_Static_assert(sizeof(CUipcMemHandle) == 64, "CUipcMemHandle is 64 bytes");
+_Static_assert(sizeof(CUipcEventHandle) == 64, "CUipcEventHandle is 64 bytes");
+_Static_assert(sizeof(CUuuid) == 16, "CUuuid is 16 bytes");
+
+/* cuIpcOpenMemHandle_v2: the only flag the driver accepts. */
+#define CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS 0x1u
+
+/* cuEventCreate flags; an interprocess event must disable timing. */
+#define CU_EVENT_DEFAULT 0x0u
+#define CU_EVENT_BLOCKING_SYNC 0x1u
+#define CU_EVENT_DISABLE_TIMING 0x2u
+#define CU_EVENT_INTERPROCESS 0x4u
+
+/* cuGetProcAddress_v2: flags and the status it reports. */
+#define CU_GET_PROC_ADDRESS_DEFAULT 0x0u
+#define CU_GET_PROC_ADDRESS_LEGACY_STREAM 0x1u
+#define CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM 0x2u
+typedef int CUdriverProcAddressQueryResult;
+#define CU_GET_PROC_ADDRESS_SUCCESS 0
+#define CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND 1
+#define CU_GET_PROC_ADDRESS_VERSION_NOT_SUFFICIENT 2
+
+/* cuDeviceGetAttribute: the attributes we ask for. */
+typedef int CUdevice_attribute;
+#define CU_DEVICE_ATTRIBUTE_PCI_BUS_ID 33
+#define CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING 41
+#define CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR 75
+#define CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR 76
+#define CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED 102
+#define CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED 103
+#define CU_DEVICE_ATTRIBUTE_IPC_EVENT_SUPPORTED 125
+
+/* cuPointerGetAttribute: the attributes we ask for. */
+typedef int CUpointer_attribute;
+#define CU_POINTER_ATTRIBUTE_CONTEXT 1
+#define CU_POINTER_ATTRIBUTE_MEMORY_TYPE 2
+#define CU_POINTER_ATTRIBUTE_BUFFER_ID 7
+#define CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL 9
+#define CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE 10
+#define CU_POINTER_ATTRIBUTE_RANGE_START_ADDR 11
+#define CU_POINTER_ATTRIBUTE_RANGE_SIZE 12
+#define CU_MEMORYTYPE_DEVICE 0x2u
+
+/* One function-pointer type per entry point, named after the symbol it
+ * is bound to. */
+typedef CUresult (*PFN_cuInit)(unsigned int flags);
+typedef CUresult (*PFN_cuDriverGetVersion)(int *version);
+typedef CUresult (*PFN_cuGetProcAddress_v2)(const char *symbol, void **pfn, int cuda_version,
+                                            uint64_t flags,
+                                            CUdriverProcAddressQueryResult *status);
+typedef CUresult (*PFN_cuGetErrorName)(CUresult error, const char **name);
+typedef CUresult (*PFN_cuGetErrorString)(CUresult error, const char **text);
+typedef CUresult (*PFN_cuDeviceGetCount)(int *count);
+typedef CUresult (*PFN_cuDeviceGet)(CUdevice *device, int ordinal);
+typedef CUresult (*PFN_cuDeviceGetAttribute)(int *value, CUdevice_attribute attribute,
+                                             CUdevice device);
+typedef CUresult (*PFN_cuDeviceGetUuid_v2)(CUuuid *uuid, CUdevice device);
+typedef CUresult (*PFN_cuDevicePrimaryCtxRetain)(CUcontext *context, CUdevice device);
+typedef CUresult (*PFN_cuDevicePrimaryCtxRelease_v2)(CUdevice device);
+typedef CUresult (*PFN_cuCtxPushCurrent_v2)(CUcontext context);
+typedef CUresult (*PFN_cuCtxPopCurrent_v2)(CUcontext *context);
+typedef CUresult (*PFN_cuMemAlloc_v2)(CUdeviceptr *pointer, size_t size);
+typedef CUresult (*PFN_cuMemFree_v2)(CUdeviceptr pointer);
+typedef CUresult (*PFN_cuMemGetAddressRange_v2)(CUdeviceptr *base, size_t *size,
+                                                CUdeviceptr pointer);
+typedef CUresult (*PFN_cuMemcpyHtoD_v2)(CUdeviceptr destination, const void *source,
+                                        size_t size);
+typedef CUresult (*PFN_cuMemcpyDtoH_v2)(void *destination, CUdeviceptr source, size_t size);
+typedef CUresult (*PFN_cuPointerGetAttribute)(void *data, CUpointer_attribute attribute,
+                                              CUdeviceptr pointer);
+typedef CUresult (*PFN_cuIpcGetMemHandle)(CUipcMemHandle *handle, CUdeviceptr pointer);
+/* The handle is passed by value, all 64 bytes. */
+typedef CUresult (*PFN_cuIpcOpenMemHandle_v2)(CUdeviceptr *pointer, CUipcMemHandle handle,
+                                              unsigned int flags);
+typedef CUresult (*PFN_cuIpcCloseMemHandle)(CUdeviceptr pointer);
+typedef CUresult (*PFN_cuEventCreate)(CUevent *event, unsigned int flags);
+typedef CUresult (*PFN_cuEventRecord)(CUevent event, CUstream stream);
+typedef CUresult (*PFN_cuEventSynchronize)(CUevent event);
+typedef CUresult (*PFN_cuEventDestroy_v2)(CUevent event);
+typedef CUresult (*PFN_cuIpcGetEventHandle)(CUipcEventHandle *handle, CUevent event);
+typedef CUresult (*PFN_cuIpcOpenEventHandle)(CUevent *event, CUipcEventHandle handle);
+typedef CUresult (*PFN_cuStreamWaitEvent)(CUstream stream, CUevent event, unsigned int flags);
+typedef CUresult (*PFN_cuStreamSynchronize)(CUstream stream);
+
+#endif

@@ -1,0 +1,704 @@
+/* The plugin's one way to the CUDA driver: loaded on first use, bound by
+ * versioned entry point, refused after fork().
+ *
+ * One object per library per process, shared and reference-counted,
+ * rather than one per caller: the driver's state is process-wide anyway
+ * (cuInit, the primary contexts, what an IPC handle was opened in), so
+ * two plugin contexts that name the same library must share one set of
+ * primary-context references and one view of the devices; and a
+ * process-wide list is what lets a forked child see that CUDA was
+ * initialised before the fork and refuse, whichever object it reaches
+ * for. A failed open records nothing, so it is retried from the start by
+ * the next open (the fault may have been fixed meanwhile: a driver
+ * installed, a stub directory taken off the path).
+ *
+ * Binding. Plain symbols of libcuda.so.1 keep their oldest ABI
+ * (cuda_api.h), so every entry point is asked for by its base name and
+ * our API version through cuGetProcAddress_v2, which returns the version
+ * matching that API, as NCCL and PyTorch do; drivers older than 12.0
+ * have no cuGetProcAddress_v2 and get dlsym() of the versioned name
+ * instead. A plain legacy name is never looked up. */
+#include "cuda_driver.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "fork.h"
+
+/* X(base name, symbol it is bound to). The field holding each pointer is
+ * named after the symbol, and its type is PFN_<symbol> (cuda_api.h). */
+#define RM_CUDA_ENTRY_POINT_LIST(X)                                           \
+    X(cuInit, cuInit)                                                         \
+    X(cuDriverGetVersion, cuDriverGetVersion)                                 \
+    X(cuGetErrorName, cuGetErrorName)                                         \
+    X(cuGetErrorString, cuGetErrorString)                                     \
+    X(cuDeviceGetCount, cuDeviceGetCount)                                     \
+    X(cuDeviceGet, cuDeviceGet)                                               \
+    X(cuDeviceGetAttribute, cuDeviceGetAttribute)                             \
+    X(cuDeviceGetUuid, cuDeviceGetUuid_v2)                                    \
+    X(cuDevicePrimaryCtxRetain, cuDevicePrimaryCtxRetain)                     \
+    X(cuDevicePrimaryCtxRelease, cuDevicePrimaryCtxRelease_v2)                \
+    X(cuCtxPushCurrent, cuCtxPushCurrent_v2)                                  \
+    X(cuCtxPopCurrent, cuCtxPopCurrent_v2)                                    \
+    X(cuMemAlloc, cuMemAlloc_v2)                                              \
+    X(cuMemFree, cuMemFree_v2)                                                \
+    X(cuMemGetAddressRange, cuMemGetAddressRange_v2)                          \
+    X(cuMemcpyHtoD, cuMemcpyHtoD_v2)                                          \
+    X(cuMemcpyDtoH, cuMemcpyDtoH_v2)                                          \
+    X(cuPointerGetAttribute, cuPointerGetAttribute)                           \
+    X(cuIpcGetMemHandle, cuIpcGetMemHandle)                                   \
+    X(cuIpcOpenMemHandle, cuIpcOpenMemHandle_v2)                              \
+    X(cuIpcCloseMemHandle, cuIpcCloseMemHandle)                               \
+    X(cuEventCreate, cuEventCreate)                                           \
+    X(cuEventRecord, cuEventRecord)                                           \
+    X(cuEventSynchronize, cuEventSynchronize)                                 \
+    X(cuEventDestroy, cuEventDestroy_v2)                                      \
+    X(cuIpcGetEventHandle, cuIpcGetEventHandle)                               \
+    X(cuIpcOpenEventHandle, cuIpcOpenEventHandle)                             \
+    X(cuStreamWaitEvent, cuStreamWaitEvent)                                   \
+    X(cuStreamSynchronize, cuStreamSynchronize)
+
+typedef struct entry_points {
+#define RM_CUDA_FIELD_(base, symbol) PFN_##symbol symbol;
+    RM_CUDA_ENTRY_POINT_LIST(RM_CUDA_FIELD_)
+#undef RM_CUDA_FIELD_
+} entry_points;
+
+static const struct entry_point_name {
+    const char *base;
+    const char *symbol;
+    size_t offset;
+} entry_point_names[] = {
+#define RM_CUDA_NAME_(base, symbol) {#base, #symbol, offsetof(entry_points, symbol)},
+    RM_CUDA_ENTRY_POINT_LIST(RM_CUDA_NAME_)
+#undef RM_CUDA_NAME_
+};
+
+_Static_assert(sizeof entry_point_names / sizeof entry_point_names[0] ==
+                   RM_CUDA_DRIVER_ENTRY_POINTS,
+               "RM_CUDA_DRIVER_ENTRY_POINTS counts the list");
+
+#define LIBRARY_NAME_MAX 256
+#define MAX_LIBRARIES 8
+
+struct rm_cuda_driver {
+    char library[LIBRARY_NAME_MAX];
+    void *dl;
+    pid_t pid;                /* the process that initialised it */
+    uint64_t fork_generation; /* rm_fork_generation() then */
+    int version;
+    bool proc_address;
+    int device_count;
+    unsigned refs; /* under drivers_lock */
+    entry_points cu;
+    CUdevice devices[RM_CUDA_DRIVER_MAX_DEVICES];
+    uint8_t uuids[RM_CUDA_DRIVER_MAX_DEVICES][16];
+    /* Retained on a device's first call, released with the last ref. */
+    _Atomic(CUcontext) primary[RM_CUDA_DRIVER_MAX_DEVICES];
+};
+
+/* Every driver object this process (or the parent it was forked from)
+ * initialised. Objects are never freed: a re-open reuses them, and a
+ * forked child must still see that its parent initialised CUDA. */
+static pthread_mutex_t drivers_lock = PTHREAD_MUTEX_INITIALIZER;
+static rm_cuda_driver *drivers[MAX_LIBRARIES];
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static _Thread_local CUresult last_result;
+
+/* A child forked while another thread held the lock would otherwise
+ * find it held forever; the child only ever refuses, so a fresh lock is
+ * all it needs. */
+static void reset_lock_in_child(void)
+{
+    pthread_mutex_init(&drivers_lock, NULL);
+}
+
+static void install_atfork(void)
+{
+    (void)pthread_atfork(NULL, NULL, reset_lock_in_child);
+}
+
+static bool is_forked_copy(const rm_cuda_driver *driver)
+{
+    return rm_fork_generation() != driver->fork_generation || getpid() != driver->pid;
+}
+
+static int32_t forked_error(const rm_cuda_driver *driver, const char *call, const void *owner)
+{
+    return rm_error_set(owner, RM_E_FORKED,
+                        "%s: CUDA was initialised in process %ld, the parent of this fork()ed "
+                        "process, and cannot be used after fork(): exec a new process, or "
+                        "initialise CUDA only after forking",
+                        call, (long)driver->pid);
+}
+
+/* Names for the codes we can meet before cuGetErrorName is bound. */
+static const char *known_result_name(CUresult result)
+{
+    switch (result) {
+    case CUDA_SUCCESS: return "CUDA_SUCCESS";
+    case CUDA_ERROR_INVALID_VALUE: return "CUDA_ERROR_INVALID_VALUE";
+    case CUDA_ERROR_OUT_OF_MEMORY: return "CUDA_ERROR_OUT_OF_MEMORY";
+    case CUDA_ERROR_NOT_INITIALIZED: return "CUDA_ERROR_NOT_INITIALIZED";
+    case CUDA_ERROR_DEINITIALIZED: return "CUDA_ERROR_DEINITIALIZED";
+    case CUDA_ERROR_STUB_LIBRARY: return "CUDA_ERROR_STUB_LIBRARY";
+    case CUDA_ERROR_NO_DEVICE: return "CUDA_ERROR_NO_DEVICE";
+    case CUDA_ERROR_INVALID_DEVICE: return "CUDA_ERROR_INVALID_DEVICE";
+    case CUDA_ERROR_NOT_SUPPORTED: return "CUDA_ERROR_NOT_SUPPORTED";
+    default: return "a CUDA error";
+    }
+}
+
+static const char *result_name(const rm_cuda_driver *driver, CUresult result)
+{
+    const char *name = NULL;
+    if (driver != NULL && driver->cu.cuGetErrorName != NULL &&
+        driver->cu.cuGetErrorName(result, &name) == CUDA_SUCCESS && name != NULL)
+        return name;
+    return known_result_name(result);
+}
+
+static int32_t code_of(CUresult result)
+{
+    switch (result) {
+    case CUDA_ERROR_OUT_OF_MEMORY:
+        return RM_E_NO_MEMORY;
+    case CUDA_ERROR_INVALID_VALUE:
+    case CUDA_ERROR_INVALID_DEVICE:
+    case CUDA_ERROR_INVALID_HANDLE:
+    case CUDA_ERROR_NOT_FOUND:
+        return RM_E_INVALID_ARGUMENT;
+    case CUDA_ERROR_NOT_INITIALIZED:
+    case CUDA_ERROR_STUB_LIBRARY:
+    case CUDA_ERROR_NO_DEVICE:
+    case CUDA_ERROR_NOT_SUPPORTED:
+        return RM_E_FEATURE_UNAVAILABLE;
+    case CUDA_ERROR_DEINITIALIZED:
+        return RM_E_SHUTTING_DOWN;
+    default:
+        return RM_E_SYSTEM;
+    }
+}
+
+static int32_t cu_failed(const rm_cuda_driver *driver, const void *owner, CUresult result,
+                         const char *call)
+{
+    last_result = result;
+    const char *text = NULL;
+    if (driver->cu.cuGetErrorString == NULL ||
+        driver->cu.cuGetErrorString(result, &text) != CUDA_SUCCESS || text == NULL)
+        text = "no description";
+    return rm_error_set(owner, code_of(result), "%s failed: %s (%d): %s", call,
+                        result_name(driver, result), (int)result, text);
+}
+
+/* ---- loading ------------------------------------------------------------ */
+
+static void *symbol_of(void *dl, const char *name)
+{
+    return dlsym(dl, name);
+}
+
+/* The stub answers cuInit and cuDriverGetVersion alike. */
+static int32_t stub_error(const char *library, const char *call, const void *owner)
+{
+    return rm_error_set(owner, RM_E_FEATURE_UNAVAILABLE,
+                        "%s is NVIDIA's stub library (CUDA_ERROR_STUB_LIBRARY from %s): a "
+                        "stubs directory (such as /usr/local/cuda/lib64/stubs) on "
+                        "LD_LIBRARY_PATH shadows the real driver; take it off the path",
+                        library, call);
+}
+
+static int32_t no_device_error(const char *library, const char *call, const void *owner)
+{
+    return rm_error_set(owner, RM_E_FEATURE_UNAVAILABLE,
+                        "the CUDA driver %s sees no GPU (CUDA_ERROR_NO_DEVICE from %s): check "
+                        "nvidia-smi, and that CUDA_VISIBLE_DEVICES is not empty",
+                        library, call);
+}
+
+static int32_t bind_entry_points(rm_cuda_driver *driver, const void *owner)
+{
+    void *get_proc = symbol_of(driver->dl, "cuGetProcAddress_v2");
+    PFN_cuGetProcAddress_v2 get_proc_address = NULL;
+    memcpy(&get_proc_address, &get_proc, sizeof get_proc_address);
+    driver->proc_address = get_proc_address != NULL;
+    int api_version = driver->version < RM_CUDA_DRIVER_API_VERSION
+                          ? driver->version
+                          : RM_CUDA_DRIVER_API_VERSION;
+    for (size_t i = 0; i < RM_CUDA_DRIVER_ENTRY_POINTS; i++) {
+        const struct entry_point_name *entry = &entry_point_names[i];
+        void *pointer = NULL;
+        if (get_proc_address != NULL) {
+            CUdriverProcAddressQueryResult status = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
+            CUresult result = get_proc_address(entry->base, &pointer, api_version,
+                                               CU_GET_PROC_ADDRESS_LEGACY_STREAM, &status);
+            if (result != CUDA_SUCCESS || status != CU_GET_PROC_ADDRESS_SUCCESS)
+                pointer = NULL;
+        } else {
+            pointer = symbol_of(driver->dl, entry->symbol);
+        }
+        if (pointer == NULL)
+            return rm_error_set(owner, RM_E_FEATURE_UNAVAILABLE,
+                                "the CUDA driver %s (version %d.%d) has no %s (looked up %s): "
+                                "update the NVIDIA driver",
+                                driver->library, driver->version / 1000,
+                                driver->version % 1000 / 10, entry->symbol,
+                                driver->proc_address ? "with cuGetProcAddress_v2"
+                                                     : "with dlsym");
+        memcpy((char *)&driver->cu + entry->offset, &pointer, sizeof pointer);
+    }
+    return RM_OK;
+}
+
+static int32_t read_devices(rm_cuda_driver *driver, const void *owner)
+{
+    int count = 0;
+    CUresult result = driver->cu.cuDeviceGetCount(&count);
+    if (result == CUDA_ERROR_NO_DEVICE || (result == CUDA_SUCCESS && count <= 0))
+        return no_device_error(driver->library, "cuDeviceGetCount", owner);
+    if (result != CUDA_SUCCESS)
+        return cu_failed(driver, owner, result, "cuDeviceGetCount");
+    /* More than 64 GPUs in one process: the rest stay invisible. */
+    driver->device_count = count < RM_CUDA_DRIVER_MAX_DEVICES ? count : RM_CUDA_DRIVER_MAX_DEVICES;
+    for (int i = 0; i < driver->device_count; i++) {
+        result = driver->cu.cuDeviceGet(&driver->devices[i], i);
+        if (result != CUDA_SUCCESS)
+            return cu_failed(driver, owner, result, "cuDeviceGet");
+        CUuuid uuid;
+        result = driver->cu.cuDeviceGetUuid_v2(&uuid, driver->devices[i]);
+        if (result != CUDA_SUCCESS)
+            return cu_failed(driver, owner, result, "cuDeviceGetUuid_v2");
+        memcpy(driver->uuids[i], uuid.bytes, 16);
+    }
+    return RM_OK;
+}
+
+/* Everything of an open but the sharing; on failure *out is NULL and the
+ * library is closed again unless cuInit was called (see release). */
+static int32_t driver_load(const char *library, const void *owner, rm_cuda_driver **out)
+{
+    *out = NULL;
+    rm_cuda_driver *driver = calloc(1, sizeof *driver);
+    if (driver == NULL)
+        return rm_error_set(owner, RM_E_NO_MEMORY, "no memory for the CUDA driver object");
+    snprintf(driver->library, sizeof driver->library, "%s", library);
+
+    dlerror();
+    driver->dl = dlopen(library, RTLD_NOW | RTLD_LOCAL);
+    if (driver->dl == NULL) {
+        const char *why = dlerror();
+        int32_t rc = rm_error_set(owner, RM_E_FEATURE_UNAVAILABLE,
+                                  "CUDA driver not found: dlopen(\"%s\") failed (%s); install "
+                                  "the NVIDIA driver, or name the path of its libcuda.so.1",
+                                  library, why != NULL ? why : "no reason given");
+        free(driver);
+        return rc;
+    }
+    void *init_symbol = symbol_of(driver->dl, "cuInit");
+    void *version_symbol = symbol_of(driver->dl, "cuDriverGetVersion");
+    if (init_symbol == NULL || version_symbol == NULL) {
+        int32_t rc = rm_error_set(owner, RM_E_FEATURE_UNAVAILABLE,
+                                  "%s is not a CUDA driver: it has no %s", library,
+                                  init_symbol == NULL ? "cuInit" : "cuDriverGetVersion");
+        dlclose(driver->dl);
+        free(driver);
+        return rc;
+    }
+    memcpy(&driver->cu.cuInit, &init_symbol, sizeof init_symbol);
+    memcpy(&driver->cu.cuDriverGetVersion, &version_symbol, sizeof version_symbol);
+    void *name_symbol = symbol_of(driver->dl, "cuGetErrorName");
+    memcpy(&driver->cu.cuGetErrorName, &name_symbol, sizeof name_symbol);
+
+    /* From here on the library stays loaded whatever happens: cuInit may
+     * have started driver threads. */
+    int32_t rc = RM_OK;
+    CUresult result = driver->cu.cuInit(0);
+    if (result == CUDA_ERROR_STUB_LIBRARY) {
+        rc = stub_error(library, "cuInit", owner);
+    } else if (result == CUDA_ERROR_NO_DEVICE) {
+        rc = no_device_error(library, "cuInit", owner);
+    } else if (result != CUDA_SUCCESS) {
+        last_result = result;
+        rc = rm_error_set(owner, RM_E_FEATURE_UNAVAILABLE,
+                          "cuInit(0) of the CUDA driver %s failed: %s (%d); see nvidia-smi "
+                          "and the kernel log (dmesg) for the driver's state",
+                          library, result_name(driver, result), (int)result);
+    } else if ((result = driver->cu.cuDriverGetVersion(&driver->version)) != CUDA_SUCCESS) {
+        if (result == CUDA_ERROR_STUB_LIBRARY) {
+            rc = stub_error(library, "cuDriverGetVersion", owner);
+        } else {
+            last_result = result;
+            rc = rm_error_set(owner, RM_E_FEATURE_UNAVAILABLE,
+                              "cuDriverGetVersion of the CUDA driver %s failed: %s (%d)", library,
+                              result_name(driver, result), (int)result);
+        }
+    } else if (driver->version < RM_CUDA_DRIVER_MIN_VERSION) {
+        rc = rm_error_set(owner, RM_E_FEATURE_UNAVAILABLE,
+                          "the CUDA driver %s is version %d.%d, older than the %d.%d this "
+                          "plugin needs: update the NVIDIA driver",
+                          library, driver->version / 1000, driver->version % 1000 / 10,
+                          RM_CUDA_DRIVER_MIN_VERSION / 1000,
+                          RM_CUDA_DRIVER_MIN_VERSION % 1000 / 10);
+    } else {
+        rc = bind_entry_points(driver, owner);
+        if (rc == RM_OK)
+            rc = read_devices(driver, owner);
+    }
+    if (rc != RM_OK) {
+        free(driver);
+        return rc;
+    }
+    driver->pid = getpid();
+    driver->fork_generation = rm_fork_generation();
+    *out = driver;
+    return RM_OK;
+}
+
+int32_t rm_cuda_driver_open(const char *library, const void *owner, rm_cuda_driver **out)
+{
+    if (out == NULL)
+        return rm_error_set(owner, RM_E_INVALID_ARGUMENT, "rm_cuda_driver_open: out is NULL");
+    *out = NULL;
+    if (library == NULL)
+        library = RM_CUDA_DRIVER_DEFAULT_LIBRARY;
+    size_t length = strlen(library);
+    if (length == 0 || length >= LIBRARY_NAME_MAX)
+        return rm_error_set(owner, RM_E_INVALID_ARGUMENT,
+                            "the CUDA driver library name is empty or longer than %d bytes",
+                            LIBRARY_NAME_MAX - 1);
+    rm_fork_hook_install();
+    pthread_once(&atfork_once, install_atfork);
+
+    pthread_mutex_lock(&drivers_lock);
+    int32_t rc = RM_OK;
+    int free_slot = -1;
+    for (int i = 0; i < MAX_LIBRARIES; i++) {
+        rm_cuda_driver *driver = drivers[i];
+        if (driver == NULL) {
+            if (free_slot < 0)
+                free_slot = i;
+            continue;
+        }
+        if (is_forked_copy(driver)) {
+            rc = forked_error(driver, "rm_cuda_driver_open", owner);
+            goto out;
+        }
+    }
+    for (int i = 0; i < MAX_LIBRARIES; i++) {
+        if (drivers[i] != NULL && strcmp(drivers[i]->library, library) == 0) {
+            drivers[i]->refs++;
+            *out = drivers[i];
+            goto out;
+        }
+    }
+    if (free_slot < 0) {
+        rc = rm_error_set(owner, RM_E_QUOTA_EXCEEDED,
+                          "%d different CUDA driver libraries are open in this process already",
+                          MAX_LIBRARIES);
+        goto out;
+    }
+    rm_cuda_driver *driver;
+    rc = driver_load(library, owner, &driver);
+    if (rc == RM_OK) {
+        driver->refs = 1;
+        drivers[free_slot] = driver;
+        *out = driver;
+    }
+out:
+    pthread_mutex_unlock(&drivers_lock);
+    return rc;
+}
+
+void rm_cuda_driver_release(rm_cuda_driver *driver)
+{
+    if (driver == NULL)
+        return;
+    pthread_mutex_lock(&drivers_lock);
+    if (driver->refs > 0 && --driver->refs == 0 && !is_forked_copy(driver)) {
+        for (int i = 0; i < driver->device_count; i++) {
+            CUcontext context = atomic_exchange(&driver->primary[i], NULL);
+            if (context != NULL)
+                (void)driver->cu.cuDevicePrimaryCtxRelease_v2(driver->devices[i]);
+        }
+    }
+    pthread_mutex_unlock(&drivers_lock);
+}
+
+/* ---- what was read at open ------------------------------------------------ */
+
+int rm_cuda_driver_version(const rm_cuda_driver *driver)
+{
+    return driver->version;
+}
+
+int rm_cuda_driver_device_count(const rm_cuda_driver *driver)
+{
+    return driver->device_count;
+}
+
+const char *rm_cuda_driver_library(const rm_cuda_driver *driver)
+{
+    return driver->library;
+}
+
+bool rm_cuda_driver_uses_proc_address(const rm_cuda_driver *driver)
+{
+    return driver->proc_address;
+}
+
+int32_t rm_cuda_driver_device_uuid(const rm_cuda_driver *driver, int ordinal, uint8_t uuid[16],
+                                   const void *owner)
+{
+    if (driver == NULL || uuid == NULL)
+        return rm_error_set(owner, RM_E_INVALID_ARGUMENT, "rm_cuda_driver_device_uuid: NULL");
+    if (ordinal < 0 || ordinal >= driver->device_count)
+        return rm_error_set(owner, RM_E_INVALID_ARGUMENT,
+                            "CUDA device %d does not exist here (%d visible)", ordinal,
+                            driver->device_count);
+    memcpy(uuid, driver->uuids[ordinal], 16);
+    return RM_OK;
+}
+
+void rm_cuda_uuid_format(const uint8_t uuid[16], char text[41])
+{
+    static const char digits[] = "0123456789abcdef";
+    char *p = text;
+    memcpy(p, "GPU-", 4);
+    p += 4;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *p++ = '-';
+        *p++ = digits[uuid[i] >> 4];
+        *p++ = digits[uuid[i] & 0xf];
+    }
+    *p = '\0';
+}
+
+int32_t rm_cuda_driver_ordinal_of_uuid(const rm_cuda_driver *driver, const uint8_t uuid[16],
+                                       int *ordinal, const void *owner)
+{
+    if (driver == NULL || uuid == NULL || ordinal == NULL)
+        return rm_error_set(owner, RM_E_INVALID_ARGUMENT, "rm_cuda_driver_ordinal_of_uuid: NULL");
+    for (int i = 0; i < driver->device_count; i++) {
+        if (memcmp(driver->uuids[i], uuid, 16) == 0) {
+            *ordinal = i;
+            return RM_OK;
+        }
+    }
+    char text[41];
+    rm_cuda_uuid_format(uuid, text);
+    return rm_error_set(owner, RM_E_NOT_FOUND,
+                        "no CUDA device with UUID %s is visible in this process (%d visible; "
+                        "check CUDA_VISIBLE_DEVICES)",
+                        text, driver->device_count);
+}
+
+size_t rm_cuda_driver_describe(const rm_cuda_driver *driver, char *text, size_t size)
+{
+    char scratch[1];
+    if (text == NULL || size == 0) {
+        text = scratch;
+        size = sizeof scratch;
+    }
+    size_t used = 0;
+    int n = snprintf(text, size, "CUDA driver %d.%d (%s, %s), %d device%s:",
+                     driver->version / 1000, driver->version % 1000 / 10, driver->library,
+                     driver->proc_address ? "cuGetProcAddress_v2" : "dlsym", driver->device_count,
+                     driver->device_count == 1 ? "" : "s");
+    used += n > 0 ? (size_t)n : 0;
+    for (int i = 0; i < driver->device_count; i++) {
+        char uuid[41];
+        rm_cuda_uuid_format(driver->uuids[i], uuid);
+        n = snprintf(text + (used < size ? used : size - 1), used < size ? size - used : 1,
+                     " %d %s", i, uuid);
+        used += n > 0 ? (size_t)n : 0;
+    }
+    return used + 1;
+}
+
+CUresult rm_cuda_driver_last_result(void)
+{
+    return last_result;
+}
+
+/* ---- calls in a device's primary context ----------------------------------- */
+
+static int32_t enter(rm_cuda_driver *driver, int ordinal, const char *call, const void *owner)
+{
+    if (driver == NULL)
+        return rm_error_set(owner, RM_E_INVALID_ARGUMENT, "%s: the driver object is NULL", call);
+    if (is_forked_copy(driver))
+        return forked_error(driver, call, owner);
+    if (ordinal < 0 || ordinal >= driver->device_count)
+        return rm_error_set(owner, RM_E_INVALID_ARGUMENT,
+                            "%s: CUDA device %d does not exist here (%d visible)", call, ordinal,
+                            driver->device_count);
+    CUcontext context = atomic_load(&driver->primary[ordinal]);
+    if (context == NULL) {
+        pthread_mutex_lock(&drivers_lock);
+        context = atomic_load(&driver->primary[ordinal]);
+        CUresult result = CUDA_SUCCESS;
+        if (context == NULL) {
+            result = driver->cu.cuDevicePrimaryCtxRetain(&context, driver->devices[ordinal]);
+            if (result == CUDA_SUCCESS)
+                atomic_store(&driver->primary[ordinal], context);
+        }
+        pthread_mutex_unlock(&drivers_lock);
+        if (result != CUDA_SUCCESS)
+            return cu_failed(driver, owner, result, "cuDevicePrimaryCtxRetain");
+    }
+    CUresult result = driver->cu.cuCtxPushCurrent_v2(context);
+    if (result != CUDA_SUCCESS)
+        return cu_failed(driver, owner, result, "cuCtxPushCurrent_v2");
+    return RM_OK;
+}
+
+static void leave(rm_cuda_driver *driver)
+{
+    CUcontext popped;
+    (void)driver->cu.cuCtxPopCurrent_v2(&popped);
+}
+
+/* One entry point called in `ordinal`'s primary context. */
+#define CALL_IN_CONTEXT(driver, ordinal, owner, symbol, ...)                  \
+    do {                                                                      \
+        int32_t rc_ = enter(driver, ordinal, #symbol, owner);                 \
+        if (rc_ != RM_OK)                                                     \
+            return rc_;                                                       \
+        CUresult result_ = (driver)->cu.symbol(__VA_ARGS__);                  \
+        leave(driver);                                                        \
+        return result_ == CUDA_SUCCESS ? RM_OK                                \
+                                       : cu_failed(driver, owner, result_, #symbol); \
+    } while (0)
+
+#define REQUIRE(condition, call, owner)                                       \
+    do {                                                                      \
+        if (!(condition))                                                     \
+            return rm_error_set(owner, RM_E_INVALID_ARGUMENT, "%s: %s", call, \
+                                "a required pointer is NULL");                \
+    } while (0)
+
+int32_t rm_cuda_driver_mem_alloc(rm_cuda_driver *driver, int ordinal, size_t size,
+                                 CUdeviceptr *pointer, const void *owner)
+{
+    REQUIRE(pointer != NULL, "cuMemAlloc_v2", owner);
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuMemAlloc_v2, pointer, size);
+}
+
+int32_t rm_cuda_driver_mem_free(rm_cuda_driver *driver, int ordinal, CUdeviceptr pointer,
+                                const void *owner)
+{
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuMemFree_v2, pointer);
+}
+
+int32_t rm_cuda_driver_mem_address_range(rm_cuda_driver *driver, int ordinal,
+                                         CUdeviceptr pointer, CUdeviceptr *base, size_t *size,
+                                         const void *owner)
+{
+    REQUIRE(base != NULL && size != NULL, "cuMemGetAddressRange_v2", owner);
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuMemGetAddressRange_v2, base, size, pointer);
+}
+
+int32_t rm_cuda_driver_pointer_attribute(rm_cuda_driver *driver, int ordinal, void *data,
+                                         CUpointer_attribute attribute, CUdeviceptr pointer,
+                                         const void *owner)
+{
+    REQUIRE(data != NULL, "cuPointerGetAttribute", owner);
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuPointerGetAttribute, data, attribute, pointer);
+}
+
+int32_t rm_cuda_driver_memcpy_htod(rm_cuda_driver *driver, int ordinal, CUdeviceptr destination,
+                                   const void *source, size_t size, const void *owner)
+{
+    REQUIRE(source != NULL || size == 0, "cuMemcpyHtoD_v2", owner);
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuMemcpyHtoD_v2, destination, source, size);
+}
+
+int32_t rm_cuda_driver_memcpy_dtoh(rm_cuda_driver *driver, int ordinal, void *destination,
+                                   CUdeviceptr source, size_t size, const void *owner)
+{
+    REQUIRE(destination != NULL || size == 0, "cuMemcpyDtoH_v2", owner);
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuMemcpyDtoH_v2, destination, source, size);
+}
+
+int32_t rm_cuda_driver_ipc_get_mem_handle(rm_cuda_driver *driver, int ordinal, CUdeviceptr base,
+                                          CUipcMemHandle *handle, const void *owner)
+{
+    REQUIRE(handle != NULL, "cuIpcGetMemHandle", owner);
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuIpcGetMemHandle, handle, base);
+}
+
+int32_t rm_cuda_driver_ipc_open_mem_handle(rm_cuda_driver *driver, int ordinal,
+                                           const CUipcMemHandle *handle, CUdeviceptr *pointer,
+                                           const void *owner)
+{
+    REQUIRE(handle != NULL && pointer != NULL, "cuIpcOpenMemHandle_v2", owner);
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuIpcOpenMemHandle_v2, pointer, *handle,
+                    CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS);
+}
+
+int32_t rm_cuda_driver_ipc_close_mem_handle(rm_cuda_driver *driver, int ordinal,
+                                            CUdeviceptr pointer, const void *owner)
+{
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuIpcCloseMemHandle, pointer);
+}
+
+int32_t rm_cuda_driver_event_create(rm_cuda_driver *driver, int ordinal, unsigned int flags,
+                                    CUevent *event, const void *owner)
+{
+    REQUIRE(event != NULL, "cuEventCreate", owner);
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuEventCreate, event, flags);
+}
+
+int32_t rm_cuda_driver_event_record(rm_cuda_driver *driver, int ordinal, CUevent event,
+                                    CUstream stream, const void *owner)
+{
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuEventRecord, event, stream);
+}
+
+int32_t rm_cuda_driver_event_synchronize(rm_cuda_driver *driver, int ordinal, CUevent event,
+                                         const void *owner)
+{
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuEventSynchronize, event);
+}
+
+int32_t rm_cuda_driver_event_destroy(rm_cuda_driver *driver, int ordinal, CUevent event,
+                                     const void *owner)
+{
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuEventDestroy_v2, event);
+}
+
+int32_t rm_cuda_driver_ipc_get_event_handle(rm_cuda_driver *driver, int ordinal, CUevent event,
+                                            CUipcEventHandle *handle, const void *owner)
+{
+    REQUIRE(handle != NULL, "cuIpcGetEventHandle", owner);
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuIpcGetEventHandle, handle, event);
+}
+
+int32_t rm_cuda_driver_ipc_open_event_handle(rm_cuda_driver *driver, int ordinal,
+                                             const CUipcEventHandle *handle, CUevent *event,
+                                             const void *owner)
+{
+    REQUIRE(handle != NULL && event != NULL, "cuIpcOpenEventHandle", owner);
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuIpcOpenEventHandle, event, *handle);
+}
+
+int32_t rm_cuda_driver_stream_wait_event(rm_cuda_driver *driver, int ordinal, CUstream stream,
+                                         CUevent event, const void *owner)
+{
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuStreamWaitEvent, stream, event, 0);
+}
+
+int32_t rm_cuda_driver_stream_synchronize(rm_cuda_driver *driver, int ordinal, CUstream stream,
+                                          const void *owner)
+{
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuStreamSynchronize, stream);
+}

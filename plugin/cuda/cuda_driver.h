@@ -1,0 +1,180 @@
+/* The plugin's one way to the CUDA driver.
+ *
+ * Nothing here runs at plugin load: rm_cuda_driver_open() dlopen()s the
+ * driver on first use, initialises it and binds every entry point the
+ * plugin needs, or explains precisely why CUDA is unavailable
+ * (RM_E_FEATURE_UNAVAILABLE with a message: no driver, NVIDIA's stub
+ * library, no GPU, a driver too old, an entry point missing).
+ *
+ * Every call below except rm_cuda_driver_release() runs with the
+ * device's primary context pushed on the calling thread and popped
+ * before it returns, so a host's own current context is left alone and
+ * the plugin shares memory with PyTorch and cudart, which use the same
+ * primary context.
+ *
+ * Fork: CUDA does not survive fork(). A driver opened in a process
+ * refuses every call from a forked child with RM_E_FORKED and makes no
+ * CUDA call there; so does rm_cuda_driver_open() in such a child. A child
+ * that needs CUDA must exec.
+ *
+ * Errors: each function returns RM_OK or a negative rm_error code and
+ * sets the calling thread's last-error message for `error_owner` (see
+ * core/error.h). A failing CUDA call maps to RM_E_NO_MEMORY (out of
+ * memory), RM_E_INVALID_ARGUMENT (invalid value, handle, device or
+ * pointer), RM_E_FEATURE_UNAVAILABLE (not initialised, not supported)
+ * or RM_E_SYSTEM (anything else, ILLEGAL_ADDRESS included); the message
+ * names the entry point and the CUDA error, and
+ * rm_cuda_driver_last_result() gives the raw CUresult. */
+#ifndef RM_CUDA_DRIVER_H
+#define RM_CUDA_DRIVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "cuda_api.h"
+
+/** The library opened when the caller names none. */
+#define RM_CUDA_DRIVER_DEFAULT_LIBRARY "libcuda.so.1"
+
+/**
+ * The oldest driver accepted, as cuDriverGetVersion() reports it
+ * (1000 * major + 10 * minor): 11.4, the first with cuDeviceGetUuid_v2,
+ * which reports MIG instances' own UUIDs; every other entry point we
+ * bind is older. Drivers 11.4 to 11.8 lack cuGetProcAddress_v2 (12.0)
+ * and are bound by dlsym() of the versioned names.
+ */
+#define RM_CUDA_DRIVER_MIN_VERSION 11040
+
+/** The CUDA version whose entry points we ask cuGetProcAddress_v2 for
+ *  (the newer of this and the driver's own version is never passed). */
+#define RM_CUDA_DRIVER_API_VERSION 13000
+
+/** How many entry points rm_cuda_driver_open() binds (all required). */
+#define RM_CUDA_DRIVER_ENTRY_POINTS 29
+
+/** Most devices a driver object records. */
+#define RM_CUDA_DRIVER_MAX_DEVICES 64
+
+typedef struct rm_cuda_driver rm_cuda_driver;
+
+/**
+ * A reference to the process's driver object for `library` (NULL:
+ * RM_CUDA_DRIVER_DEFAULT_LIBRARY; a soname or a path, as dlopen() takes
+ * it). The first open of a library in a process loads it (RTLD_NOW |
+ * RTLD_LOCAL), calls cuInit(0) and cuDriverGetVersion(), checks the
+ * version, binds the entry points and reads every device's UUID; later
+ * opens of the same name share that object. A failed open leaves
+ * nothing behind, so a later open tries again from the start.
+ *
+ * @return RM_OK and *out; RM_E_INVALID_ARGUMENT (out is NULL, or the
+ *         name is empty or too long); RM_E_FEATURE_UNAVAILABLE (the
+ *         message says which case); RM_E_FORKED (CUDA was initialised in
+ *         the parent of this fork()ed process); RM_E_QUOTA_EXCEEDED (more
+ *         than 8 distinct libraries); RM_E_NO_MEMORY.
+ */
+int32_t rm_cuda_driver_open(const char *library, const void *error_owner, rm_cuda_driver **out);
+
+/**
+ * Drops a reference. The last one releases the primary contexts the
+ * object retained (in the process that opened it, never in a forked
+ * child). The library itself stays loaded until the process exits: an
+ * initialised libcuda has threads and exit handlers of its own and must
+ * not be unloaded (NCCL and PyTorch never unload it either); a later
+ * open of the same name reuses the object. NULL is ignored.
+ */
+void rm_cuda_driver_release(rm_cuda_driver *driver);
+
+/** cuDriverGetVersion() as read at open (e.g. 12080 for 12.8). */
+int rm_cuda_driver_version(const rm_cuda_driver *driver);
+
+/** Devices visible to this process (CUDA_VISIBLE_DEVICES applies). */
+int rm_cuda_driver_device_count(const rm_cuda_driver *driver);
+
+/** The library name as opened. */
+const char *rm_cuda_driver_library(const rm_cuda_driver *driver);
+
+/** True when the entry points were bound through cuGetProcAddress_v2,
+ *  false when by dlsym() of their versioned names. */
+bool rm_cuda_driver_uses_proc_address(const rm_cuda_driver *driver);
+
+/**
+ * The 16-byte UUID of local device `ordinal`.
+ * @return RM_OK; RM_E_INVALID_ARGUMENT (ordinal out of range, NULL).
+ */
+int32_t rm_cuda_driver_device_uuid(const rm_cuda_driver *driver, int ordinal, uint8_t uuid[16],
+                                   const void *error_owner);
+
+/**
+ * The local ordinal of the device with this UUID: how a device named by
+ * another process (whose CUDA_VISIBLE_DEVICES may differ) is found here.
+ * @return RM_OK and *ordinal; RM_E_NOT_FOUND (no such device visible);
+ *         RM_E_INVALID_ARGUMENT (NULL).
+ */
+int32_t rm_cuda_driver_ordinal_of_uuid(const rm_cuda_driver *driver, const uint8_t uuid[16],
+                                       int *ordinal, const void *error_owner);
+
+/** Writes "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" (41 bytes, NUL
+ *  included) into `text`, nvidia-smi's spelling of a UUID. */
+void rm_cuda_uuid_format(const uint8_t uuid[16], char text[41]);
+
+/**
+ * One line for `rmctl info`: the driver version, the library, how the
+ * entry points were bound, and each device's ordinal and UUID, e.g.
+ * "CUDA driver 12.8 (libcuda.so.1, cuGetProcAddress_v2), 1 device: 0 GPU-…".
+ * Writes at most `size` bytes, NUL included; returns the length the
+ * whole line needs (like snprintf).
+ */
+size_t rm_cuda_driver_describe(const rm_cuda_driver *driver, char *text, size_t size);
+
+/** The CUresult of the calling thread's last failed CUDA call through
+ *  any driver object (CUDA_SUCCESS if none failed yet). */
+CUresult rm_cuda_driver_last_result(void);
+
+/* Thin wrappers. `ordinal` picks the device whose primary context is
+ * current during the call; a pointer must belong to that context. */
+int32_t rm_cuda_driver_mem_alloc(rm_cuda_driver *driver, int ordinal, size_t size,
+                                 CUdeviceptr *pointer, const void *error_owner);
+int32_t rm_cuda_driver_mem_free(rm_cuda_driver *driver, int ordinal, CUdeviceptr pointer,
+                                const void *error_owner);
+/** The allocation that contains `pointer`: its base and size. */
+int32_t rm_cuda_driver_mem_address_range(rm_cuda_driver *driver, int ordinal,
+                                         CUdeviceptr pointer, CUdeviceptr *base,
+                                         size_t *size, const void *error_owner);
+int32_t rm_cuda_driver_pointer_attribute(rm_cuda_driver *driver, int ordinal, void *data,
+                                         CUpointer_attribute attribute, CUdeviceptr pointer,
+                                         const void *error_owner);
+int32_t rm_cuda_driver_memcpy_htod(rm_cuda_driver *driver, int ordinal, CUdeviceptr destination,
+                                   const void *source, size_t size, const void *error_owner);
+int32_t rm_cuda_driver_memcpy_dtoh(rm_cuda_driver *driver, int ordinal, void *destination,
+                                   CUdeviceptr source, size_t size, const void *error_owner);
+/** `base` must be the base of a cuMemAlloc allocation. */
+int32_t rm_cuda_driver_ipc_get_mem_handle(rm_cuda_driver *driver, int ordinal,
+                                          CUdeviceptr base, CUipcMemHandle *handle,
+                                          const void *error_owner);
+/** Opens with CU_IPC_MEM_LAZY_ENABLE_PEER_ACCESS. The driver refcounts
+ *  re-opens of a handle in one context; each open needs its close. */
+int32_t rm_cuda_driver_ipc_open_mem_handle(rm_cuda_driver *driver, int ordinal,
+                                           const CUipcMemHandle *handle, CUdeviceptr *pointer,
+                                           const void *error_owner);
+int32_t rm_cuda_driver_ipc_close_mem_handle(rm_cuda_driver *driver, int ordinal,
+                                            CUdeviceptr pointer, const void *error_owner);
+int32_t rm_cuda_driver_event_create(rm_cuda_driver *driver, int ordinal, unsigned int flags,
+                                    CUevent *event, const void *error_owner);
+int32_t rm_cuda_driver_event_record(rm_cuda_driver *driver, int ordinal, CUevent event,
+                                    CUstream stream, const void *error_owner);
+int32_t rm_cuda_driver_event_synchronize(rm_cuda_driver *driver, int ordinal, CUevent event,
+                                         const void *error_owner);
+int32_t rm_cuda_driver_event_destroy(rm_cuda_driver *driver, int ordinal, CUevent event,
+                                     const void *error_owner);
+int32_t rm_cuda_driver_ipc_get_event_handle(rm_cuda_driver *driver, int ordinal, CUevent event,
+                                            CUipcEventHandle *handle, const void *error_owner);
+int32_t rm_cuda_driver_ipc_open_event_handle(rm_cuda_driver *driver, int ordinal,
+                                             const CUipcEventHandle *handle, CUevent *event,
+                                             const void *error_owner);
+int32_t rm_cuda_driver_stream_wait_event(rm_cuda_driver *driver, int ordinal, CUstream stream,
+                                         CUevent event, const void *error_owner);
+int32_t rm_cuda_driver_stream_synchronize(rm_cuda_driver *driver, int ordinal, CUstream stream,
+                                          const void *error_owner);
+
+#endif
