@@ -182,9 +182,12 @@ Test(cuda_ipc, an_exporter_killed_with_sigkill_fails_the_importers_without_a_cra
     expect_line(&io, expected);
     expect_exit(importer, &io, 0);
 
-    /* What the killed process left is found and removed. */
-    cr_expect_eq(fake_cuda_objects_of(exporter), 1);
-    cr_expect_geq(fake_cuda_reap_dead(), 1);
+    /* What the killed process left is removed by a reaper: this one, or
+     * the fini of a test running beside this one (each reaps the objects
+     * of every dead process), so only "gone afterwards" can be asserted
+     * here; that it was there is checked once the exporter had
+     * exported. */
+    fake_cuda_reap_dead();
     cr_expect_eq(fake_cuda_objects_of(exporter), 0);
     rm_cuda_driver_release(driver);
 }

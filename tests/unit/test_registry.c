@@ -412,6 +412,14 @@ static void *hammer_misses(void *argument)
 
 Test(registry, a_child_forked_during_loads_can_load_in_a_new_registry)
 {
+#if defined(__SANITIZE_ADDRESS__)
+    /* The hammer threads allocate all the time, and gcc 12's ASan
+     * allocator can be inherited locked at fork(): the child then hangs
+     * inside ASan, not in the registry (1 of 200 children, in 1 run of
+     * the suite here). The default build keeps the 200 forks; the
+     * registry's own fork handling is what it checks. */
+    cr_skip_test("fork() during allocations is not reliable under ASan (gcc 12 runtime)");
+#endif
     rm_registry *registry = make_registry(0, 0, 0);
     miss_hammer hammer = {.registry = registry};
     pthread_t threads[3];
