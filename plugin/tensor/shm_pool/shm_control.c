@@ -75,7 +75,7 @@ int32_t rm_control_create(const char *name, uint64_t pool_id, uint32_t slot_coun
     return RM_OK;
 }
 
-int32_t rm_segment_open_error_code(int err)
+int32_t rm_pool_segment_error_code(int err)
 {
     if (err == ENOENT)
         return RM_E_STALE_DESCRIPTOR;
@@ -88,10 +88,10 @@ int32_t rm_control_open(const char *name, const void *error_owner, rm_control *o
 {
     memset(out, 0, sizeof *out);
     uint64_t size = 0;
-    int fd = rm_segment_open_checked(name, true, &size);
+    int fd = rm_pool_segment_open(name, true, &size);
     if (fd < 0) {
         int err = errno;
-        int32_t code = rm_segment_open_error_code(err);
+        int32_t code = rm_pool_segment_error_code(err);
         if (code == RM_E_STALE_DESCRIPTOR)
             return rm_error_set(error_owner, code,
                                 "control segment %s no longer exists (its pool was "
@@ -264,7 +264,7 @@ void rm_control_retire(rm_control *control)
 bool rm_control_retire_by_name(const char *control_name)
 {
     uint64_t size = 0;
-    int fd = rm_segment_open_checked(control_name, true, &size);
+    int fd = rm_pool_segment_open(control_name, true, &size);
     if (fd < 0)
         return false;
     bool done = false;

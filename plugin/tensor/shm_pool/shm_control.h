@@ -153,24 +153,25 @@ int32_t rm_control_open(const char *control_name, const void *error_owner,
 void rm_control_close(rm_control *control);
 
 /**
- * Opens a data or control segment by name for reading or writing, with
+ * Opens a pool's data or control segment by name for reading or writing, with
  * O_NOFOLLOW, and proves it is a regular file of the effective user with
  * mode 0600. Returns the fd and its size, or -1 with errno (ENOENT: gone;
  * EPERM: not ours or not 0600; EINVAL: not a regular file).
  */
-static inline int rm_segment_open_checked(const char *name, bool writable, uint64_t *out_size)
+static inline int rm_pool_segment_open(const char *name, bool writable, uint64_t *out_size)
 {
     return rm_segment_open_owned(name, writable, S_IRUSR | S_IWUSR, out_size);
 }
 
 /**
- * The error code for a failed rm_segment_open_checked(): the segment is
+ * The error code for a failed rm_pool_segment_open(): the segment is
  * gone (RM_E_STALE_DESCRIPTOR), is not what the plugin makes: a symlink,
  * a FIFO, another user's or a non-0600 file (RM_E_INVALID_DESCRIPTOR), or
- * the system failed (RM_E_SYSTEM). One classification for every segment,
- * so data and control segments cannot drift apart.
+ * the system failed (RM_E_SYSTEM). One classification for both segments
+ * of a pool, so that they cannot drift apart; it is the pool's, in
+ * descriptor terms, which is why it lives here and not in shm/.
  */
-int32_t rm_segment_open_error_code(int err);
+int32_t rm_pool_segment_error_code(int err);
 
 /** Claims a holder entry for the calling process; its index (1..31), or
  *  0 when all are taken. */

@@ -29,7 +29,7 @@
 static bool read_control_header(const char *control_name, rm_control_header *out)
 {
     uint64_t size = 0;
-    int fd = rm_segment_open_checked(control_name, false, &size);
+    int fd = rm_pool_segment_open(control_name, false, &size);
     if (fd < 0)
         return false;
     bool ok = false;

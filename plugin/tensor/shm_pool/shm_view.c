@@ -180,10 +180,10 @@ static rm_shm_view *find_view(const rm_shm_views *views, const rm_descriptor *d)
 static int32_t map_view_data(const rm_shm_views *views, rm_shm_view *view, bool writable)
 {
     uint64_t size = 0;
-    int fd = rm_segment_open_checked(view->data_name, writable, &size);
+    int fd = rm_pool_segment_open(view->data_name, writable, &size);
     if (fd < 0) {
         int err = errno;
-        int32_t code = rm_segment_open_error_code(err);
+        int32_t code = rm_pool_segment_error_code(err);
         if (code == RM_E_STALE_DESCRIPTOR)
             return rm_error_set(views->error_owner, code, "data segment %s no longer exists",
                                 view->data_name);
