@@ -112,22 +112,30 @@ static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static _Thread_local CUresult last_result;
 
-/* A child forked while another thread held the lock would otherwise
- * find it held forever; the child only ever refuses, so a fresh lock is
- * all it needs. */
-static void reset_lock_in_child(void)
+/* Held across fork(), as registry.c does with its wait-for graph lock, so
+ * that a child never inherits it held by a thread it does not have. */
+static void drivers_lock_acquire(void)
 {
-    pthread_mutex_init(&drivers_lock, NULL);
+    pthread_mutex_lock(&drivers_lock);
+}
+
+static void drivers_lock_release(void)
+{
+    pthread_mutex_unlock(&drivers_lock);
 }
 
 static void install_atfork(void)
 {
-    (void)pthread_atfork(NULL, NULL, reset_lock_in_child);
+    /* The plugin is linked -z nodelete, so the handlers outlive no code. */
+    (void)pthread_atfork(drivers_lock_acquire, drivers_lock_release, drivers_lock_release);
 }
 
 static bool is_forked_copy(const rm_cuda_driver *driver)
 {
-    return rm_fork_generation() != driver->fork_generation || getpid() != driver->pid;
+    /* rm_fork_hook_install() ran before the generation was recorded
+     * (rm_cuda_driver_open), so the generation alone tells a child; a
+     * getpid() here would be a system call on every CUDA call. */
+    return rm_fork_generation() != driver->fork_generation;
 }
 
 static int32_t forked_error(const rm_cuda_driver *driver, const char *call, const void *owner)
