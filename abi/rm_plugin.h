@@ -35,6 +35,8 @@
  *   REF: registry-rows  rm_model_info, rm_registry_metrics,
  *                       rm_registry_reclaim_report
  *   REF: tensors        shared-memory tensors: pools, lifetime, limits, fork
+ *   REF: cuda-tensors   device tensors (CUDA IPC): blocks, handles, events,
+ *                       lifetime, what the driver does not allow
  *   REF: descriptors    what a host may rely on about a descriptor
  *   REF: tensor-types   rm_dtype, rm_tensor_spec, rm_tensor_info,
  *                       rm_tensor_pool_stats, rm_reclaim_report,
@@ -51,6 +53,7 @@
  *          tensor_release tensor_to_dlpack tensor_to_dlpack_versioned
  *          tensor_pool_stats tensor_session_bytes tensor_reclaim shm_list
  *     1.2  registry_reclaim
+ *     1.3  tensor_wrap_device tensor_record tensor_wait cuda_info
  *   REF: plugin-has     RM_PLUGIN_HAS
  *
  * Not contract, and documented apart in docs/internals.md (in the source
@@ -89,8 +92,15 @@
  * checksum) and new shared-segment layouts; processes that share tensors
  * or a node table must run the same plugin version (an older one's
  * descriptors and segments are refused with a message that says so).
+ * Plugin 0.3.0 (ABI unchanged, 1.2): config key registry.table.
+ * 1.3 CUDA IPC (plugin 0.4.0): device tensors (rm_tensor_spec.device,
+ * rm_tensor_info.device and device_uuid), tensor_wrap_device,
+ * tensor_record, tensor_wait, cuda_info (rm_cuda_info), CUDA figures in
+ * rm_tensor_pool_stats, rm_reclaim_report and rm_shm_pool_info, the
+ * feature "cuda-ipc", error code -25 (RM_E_DEVICE_UNAVAILABLE), config
+ * keys cuda.driver, cuda.pool_bytes, cuda.block_bytes.
  * Planned minor versions (not yet part of the ABI, listed so that hosts know
- * where capabilities will arrive): CUDA IPC.
+ * where capabilities will arrive): GPU-resident model weights.
  *
  * ===========================================================================
  * REF: loading
@@ -214,11 +224,11 @@ extern "C" {
 
 /** The ABI version this header describes. */
 #define RM_ABI_MAJOR 1
-#define RM_ABI_MINOR 2
+#define RM_ABI_MINOR 3
 #define RM_ABI_VERSION_CURRENT RM_ABI_VERSION(RM_ABI_MAJOR, RM_ABI_MINOR)
 
 /** The project (not ABI) version; the build reads it from here. */
-#define RM_PLUGIN_VERSION_STRING "0.3.0"
+#define RM_PLUGIN_VERSION_STRING "0.4.0"
 
 /** The only symbol the shared object exports. */
 #define RM_PLUGIN_ENTRY_POINT "rm_plugin_negotiate"
@@ -270,7 +280,8 @@ extern "C" {
     XX(-21, INVALID_DESCRIPTOR, "malformed or forged tensor descriptor")      \
     XX(-22, STALE_DESCRIPTOR, "descriptor names memory that is gone")         \
     XX(-23, QUOTA_EXCEEDED, "quota exceeded")                                \
-    XX(-24, CORRUPT_STATE, "shared state is malformed, foreign or missing")
+    XX(-24, CORRUPT_STATE, "shared state is malformed, foreign or missing")   \
+    XX(-25, DEVICE_UNAVAILABLE, "no usable CUDA driver or device")
 
 /* The map also yields RM_E_OK; RM_OK is the same 0 under its usual name. */
 typedef enum rm_error {
@@ -289,7 +300,7 @@ typedef enum rm_error {
  *  rm_context_info.features_enabled. Config names are in quotes. */
 #define RM_FEATURE_MODEL_REGISTRY ((uint64_t)1 << 0) /* "model-registry" */
 #define RM_FEATURE_SHARED_MEMORY ((uint64_t)1 << 1)  /* "shared-memory" */
-#define RM_FEATURE_CUDA_IPC ((uint64_t)1 << 2)       /* reserved */
+#define RM_FEATURE_CUDA_IPC ((uint64_t)1 << 2)       /* "cuda-ipc" (1.3) */
 
 /* ========================================================================
  * REF: negotiation
@@ -425,7 +436,7 @@ typedef struct rm_config_entry {
  * accepted values (see also rmctl info and the README):
  *
  *   features            comma-separated subset of "model-registry",
- *                       "shared-memory"; "all" or "none".
+ *                       "shared-memory", "cuda-ipc" (1.3); "all" or "none".
  *                       Default "all" (every capability built in).
  *                       Naming a capability that was not built gives
  *                       RM_E_FEATURE_UNAVAILABLE.
@@ -483,6 +494,18 @@ typedef struct rm_config_entry {
  *                       a table that registry_reclaim() removes later is
  *                       made again by the context's next
  *                       model_get_or_load(), as with create.
+ *   cuda.driver         (1.3) the CUDA driver library that device tensors
+ *                       load on first use (never at context_create): a
+ *                       soname or a path, as dlopen() takes it, 1 to 255
+ *                       bytes. Default libcuda.so.1.
+ *   cuda.pool_bytes     (1.3) most bytes of device memory the context's
+ *                       blocks hold, over all devices (a size as for
+ *                       registry.max_bytes), 2M to 1T. Default 4G.
+ *   cuda.block_bytes    (1.3) the size of the exportable device blocks
+ *                       that device tensors are sub-allocated from (one
+ *                       IPC handle per block); a tensor larger than this
+ *                       gets a block of its own, rounded up to 2 MiB.
+ *                       2M to 1T, a multiple of 2M. Default 64M.
  */
 typedef struct rm_context_options {
     uint32_t struct_size;
@@ -873,6 +896,83 @@ typedef struct rm_registry_reclaim_report {
  * version, and one of rm_plugin 0.1 (format version 1) is refused with
  * RM_E_INVALID_DESCRIPTOR and a message that says so. The byte layout and
  * the checksum formula: docs/internals.md.
+ *
+ * ========================================================================
+ * REF: cuda-tensors
+ * Device tensors: CUDA IPC (feature "cuda-ipc", ABI 1.3)
+ * ========================================================================
+ *
+ * Allocation. A spec whose `device` is "cuda:N" allocates device memory
+ * on the process's local device N (CUDA_VISIBLE_DEVICES applies). The
+ * plugin sub-allocates tensors from large blocks (cuda.block_bytes) that
+ * it allocates with cuMemAlloc and exports once each: one IPC handle per
+ * block, however many tensors it holds. cuda.pool_bytes caps the
+ * context's blocks and shm.session_quota applies as for shared memory.
+ * There is no fallback: no room is RM_E_NO_MEMORY.
+ *
+ * The driver. libcuda.so.1 (or cuda.driver) is loaded on the first call
+ * that needs it (a device allocation or import, tensor_wrap_device,
+ * cuda_info), never at dlopen() or context_create. No driver, NVIDIA's
+ * stub library, a driver older than 11.4 and no visible device are
+ * RM_E_DEVICE_UNAVAILABLE, with a message that says which and what to
+ * do: a new code rather than RM_E_FEATURE_UNAVAILABLE, so that a host can
+ * tell "this plugin was built without CUDA" (FEATURE_UNAVAILABLE) from
+ * "this machine cannot run it now" (DEVICE_UNAVAILABLE). Every CPU
+ * capability keeps working either way. The primary context of each
+ * device is used (the one PyTorch and the runtime API use); a host's
+ * current context is left as it was.
+ *
+ * Crossing processes. A device tensor's descriptor has the same 200 bytes
+ * and text form as any other (REF: descriptors). It carries the handle's
+ * kind explicitly (legacy cuIpc memory handle), the offset in its block
+ * and the size, and names a row of the exporter's device table, a small
+ * 0600 /dev/shm segment beside its control segment, where the block's
+ * 64-byte IPC handle, the device UUID, and the tensor's interprocess
+ * event are: so a forged descriptor can name only what the exporter
+ * published, and is checked like a pool descriptor. The importer maps the
+ * UUID to its own ordinal (processes may see different
+ * CUDA_VISIBLE_DEVICES), opens the block's handle once, caches it for
+ * every later tensor of that block, and closes it lazily (when the
+ * exporter asks for the block back, retires or dies, at tensor_reclaim and
+ * at context_destroy). A descriptor exported by another context of the
+ * same process is imported as the exporter's own pointer (the driver
+ * refuses to open a process's own handle). Imports need a device with
+ * that UUID; without one it is RM_E_DEVICE_UNAVAILABLE.
+ *
+ * Ordering. Device work is asynchronous. The producer calls
+ * tensor_record() on the stream that wrote the tensor before it exports
+ * the descriptor; the consumer calls tensor_wait() with the stream that
+ * will read it (or RM_TENSOR_WAIT_HOST to block the calling thread).
+ * Without a record the consumer's wait orders nothing, and the producer
+ * must have synchronised itself.
+ *
+ * Lifetime. As for shared memory (REF: tensors): a tensor's memory is
+ * reused only after the owner and every importer released it or died; the
+ * holds live in the exporter's control segment, and holds of dead
+ * importers are dropped by the exporter's tensor_reclaim() (and before it
+ * refuses an allocation over cuda.pool_bytes). The exporter frees a block
+ * (cuMemFree) only when no importer has it open: an importer's cached
+ * handle counts, as the driver requires. A descriptor is a name, not a
+ * hold: one that is never imported pins nothing, and an import after the
+ * owner released the tensor is RM_E_STALE_DESCRIPTOR. When the exporting
+ * context is destroyed while importers hold its tensors, its blocks stay
+ * allocated in the process until the last importer releases them (swept
+ * by the process's next device call, or freed at exit). When the
+ * exporting process dies, the driver frees its memory: imports fail with
+ * RM_E_STALE_DESCRIPTOR, and tensor_wait() and the DLPack exports of
+ * tensors already imported return RM_E_STALE_DESCRIPTOR. What a read
+ * through a pointer taken before that returns is the driver's (undefined
+ * for legacy IPC); the plugin cannot stop it.
+ *
+ * Read-only. Legacy IPC maps device memory read-write in every process;
+ * an import without RM_TENSOR_IMPORT_WRITABLE is read-only by contract
+ * (RM_TENSOR_WRITABLE clear, RM_DLPACK_FLAG_READ_ONLY set), not by the
+ * hardware.
+ *
+ * Not supported for device tensors: tensor_export_inline
+ * (RM_E_INVALID_ARGUMENT; copy to the host and allocate a host tensor),
+ * and tensors of a forked child (RM_E_FORKED: CUDA cannot be used after
+ * fork(); exec instead).
  */
 #define RM_TENSOR_MAX_DIMS 8
 #define RM_TENSOR_MAX_HOLDERS 31
@@ -940,6 +1040,11 @@ typedef struct rm_tensor_spec {
     uint64_t session;                    /* charged for shm.session_quota */
     uint64_t flags;                      /* RM_TENSOR_ALLOC_* */
     uint64_t reserved[4];                /* must be zero */
+    /* ---- 1.3 (read only when struct_size covers it) ---- */
+    /** Where the tensor lives: "" or "cpu" for host memory (shared memory,
+     *  or the heap fallback), "cuda:N" (or "cuda", device 0) for device
+     *  memory of local device N (REF: cuda-tensors). NUL-terminated. */
+    char device[16];
 } rm_tensor_spec;
 
 /** rm_tensor_info.flags */
@@ -966,6 +1071,11 @@ typedef struct rm_tensor_info {
     uint64_t pool_id;                    /* 0 for private memory */
     uint32_t owner_pid;                  /* the allocating process */
     uint32_t reserved0;
+    /* ---- 1.3 ---- */
+    /** DLPack's device: {1 (kDLCPU), 0}, or {2 (kDLCUDA), the device's
+     *  ordinal in this process}. `data` is a device pointer for CUDA. */
+    rm_dl_device device;
+    uint8_t device_uuid[16];             /* the device's UUID; zero for CPU */
 } rm_tensor_info;
 
 /** tensor_import*() flags. */
@@ -996,6 +1106,16 @@ typedef struct rm_tensor_pool_stats {
      *  unlinked, and the /dev/shm bytes they held. */
     uint64_t startup_segments_unlinked;
     uint64_t startup_bytes_unlinked;
+    /* ---- 1.3: device tensors ---- */
+    uint64_t cuda_tensors;          /* live device tensors this context allocated */
+    uint64_t cuda_bytes;            /* their nbytes */
+    uint64_t cuda_blocks;           /* exportable device blocks held now */
+    uint64_t cuda_block_bytes;      /* their size: counted against cuda.pool_bytes */
+    uint64_t cuda_handles_opened;   /* IPC handles opened (cuIpcOpenMemHandle) */
+    uint64_t cuda_handles_open;     /* ... and open now (cached) */
+    uint64_t cuda_handle_cache_hits;/* imports served by a handle already open */
+    uint64_t cuda_blocks_orphaned;  /* blocks of destroyed contexts of this process
+                                       still held by importers */
 } rm_tensor_pool_stats;
 
 /** What tensor_reclaim() did. */
@@ -1007,6 +1127,10 @@ typedef struct rm_reclaim_report {
     uint64_t tensors_freed;    /* tensors freed as a result, or waiting */
     uint64_t segments_unlinked;/* segments of dead owners in the namespace */
     uint64_t bytes_unlinked;   /* /dev/shm bytes those segments held */
+    /* ---- 1.3 ---- */
+    uint64_t cuda_handles_closed; /* cached IPC handles closed (exporter gone,
+                                     or its block asked back) */
+    uint64_t cuda_blocks_freed;   /* device blocks freed (none of them in use) */
 } rm_reclaim_report;
 
 /** One pool of the namespace, as shm_list() sees it (rmctl ls). */
@@ -1027,7 +1151,59 @@ typedef struct rm_shm_pool_info {
                                   (another user's, missing, or damaged);
                                   then only name, pool_id, owner_pid and
                                   owner_alive (by pid alone) are set */
+    /* ---- 1.3 ---- */
+    uint32_t memory;           /* RM_MEMORY_SHM, or RM_MEMORY_CUDA: the row is
+                                  a device table (name); pool_bytes is
+                                  cuda.pool_bytes, committed_bytes the device
+                                  blocks' bytes, live_* the device tensors */
+    uint32_t device_blocks;    /* RM_MEMORY_CUDA: exportable blocks */
 } rm_shm_pool_info;
+
+/** rm_shm_pool_info.memory (1.3; a 1.1 or 1.2 plugin lists only shared
+ *  memory and leaves the field out). */
+#define RM_MEMORY_SHM 1
+#define RM_MEMORY_CUDA 2
+
+/** One device the CUDA driver shows this process (cuda_info). */
+typedef struct rm_cuda_device {
+    int32_t ordinal;            /* local: CUDA_VISIBLE_DEVICES applies */
+    uint32_t reserved;
+    uint8_t uuid[16];
+    char uuid_text[48];         /* "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" */
+} rm_cuda_device;
+
+#define RM_CUDA_INFO_MAX_DEVICES 16
+
+/** What cuda_info() found (1.3). */
+typedef struct rm_cuda_info {
+    uint32_t struct_size;
+    uint32_t abi_version;
+    /** RM_OK when the driver is loaded and shows a device; otherwise the
+     *  code that device tensors get now (RM_E_DEVICE_UNAVAILABLE,
+     *  RM_E_FORKED, ...), with `message` saying why. */
+    int32_t status;
+    int32_t driver_version;     /* cuDriverGetVersion(), e.g. 12080; 0 if none */
+    uint32_t device_count;      /* all visible; at most RM_CUDA_INFO_MAX_DEVICES rows */
+    uint32_t reserved;
+    char library[256];          /* cuda.driver */
+    /** One line: the driver, how entry points were bound and the devices,
+     *  or why there is no usable driver. */
+    char message[512];
+    rm_cuda_device devices[RM_CUDA_INFO_MAX_DEVICES];
+} rm_cuda_info;
+
+/** tensor_wait() flags: block the calling thread (the stream is ignored). */
+#define RM_TENSOR_WAIT_HOST ((uint64_t)1 << 0)
+
+/**
+ * tensor_wrap_device(): called once, when nobody holds the wrapped memory
+ * any more (the host released its handle, and every importer released its
+ * handles or died and was reclaimed): from then on the host may reuse or
+ * free it. Runs on a thread that is in a call of the plugin on the same
+ * context, or in context_destroy, never under the plugin's locks; it may
+ * call the plugin.
+ */
+typedef void (*rm_device_released_fn)(void *user, void *device_pointer);
 
 /* ========================================================================
  * REF: dlpack
@@ -1037,7 +1213,7 @@ typedef struct rm_shm_pool_info {
  * against dlpack.h.
  * ======================================================================== */
 typedef struct rm_dl_device {
-    int32_t device_type; /* 1 = kDLCPU */
+    int32_t device_type; /* 1 = kDLCPU, 2 = kDLCUDA */
     int32_t device_id;
 } rm_dl_device;
 
@@ -1081,7 +1257,7 @@ typedef struct rm_dl_managed_tensor_versioned {
  * documented below (REF: members, "@fn <member>"), and the rules all of
  * them share are in REF: conventions. The markers say which ABI version
  * added the members below them: 1.1 shared-memory tensors, 1.2 the
- * node-scope registry. A plugin older than a member lacks it: check members
+ * node-scope registry, 1.3 device tensors. A plugin older than a member lacks it: check members
  * newer than 1.0 with RM_PLUGIN_HAS().
  */
 typedef struct rm_plugin_v1 {
@@ -1122,6 +1298,11 @@ typedef struct rm_plugin_v1 {
     int32_t (*shm_list)(rm_context *context, rm_shm_pool_info *out, uint32_t info_struct_size, uint32_t capacity, uint32_t *out_count);
     /* ---- 1.2 ---- */
     int32_t (*registry_reclaim)(rm_context *context, rm_registry_reclaim_report *out);
+    /* ---- 1.3 ---- */
+    int32_t (*tensor_wrap_device)(rm_context *context, const rm_tensor_spec *spec, void *device_pointer, rm_device_released_fn released, void *released_user, rm_tensor **out_tensor);
+    int32_t (*tensor_record)(rm_context *context, rm_tensor *tensor, void *stream);
+    int32_t (*tensor_wait)(rm_context *context, rm_tensor *tensor, void *stream, uint64_t flags);
+    int32_t (*cuda_info)(rm_context *context, rm_cuda_info *out);
 } rm_plugin_v1;
 
 /* ========================================================================
@@ -1920,6 +2101,129 @@ typedef struct rm_plugin_v1 {
  * @callbacks  Process scope: the destroy callbacks of the evicted models,
  *             on the calling thread, before it returns.
  * @since 1.2
+ */
+
+/* ---- 1.3: device tensors (REF: cuda-tensors) ------------------------ */
+
+/**
+ * @fn tensor_wrap_device
+ * Makes a shareable tensor of device memory the host already has (a
+ * PyTorch tensor's storage, say) without a copy. The plugin finds the
+ * allocation that contains `device_pointer` (cuMemGetAddressRange), exports
+ * that allocation's base, and records the pointer's offset in it. The
+ * allocation must come from cuMemAlloc (cudaMalloc, PyTorch's caching
+ * allocator); memory from cuMemCreate, managed memory and memory pools are
+ * refused by the driver. Importers open the allocation's handle once and
+ * close it when their last tensor of it goes (the plugin cannot know when
+ * the host frees it, so it never caches it).
+ *
+ * @param context         a context with "cuda-ipc" enabled.
+ * @param spec            not NULL; struct_size at least the 1.3 size;
+ *                        device "cuda:N" names the pointer's device (a
+ *                        different one is RM_E_INVALID_ARGUMENT); dtype,
+ *                        ndim, shape, strides (with RM_TENSOR_ALLOC_STRIDED,
+ *                        the only flag allowed) and session as for
+ *                        tensor_allocate; alignment must be 0.
+ * @param device_pointer  the tensor's first element; the layout's span
+ *                        must lie inside its allocation.
+ * @param released        optional; called once when nobody holds the
+ *                        memory any more (rm_device_released_fn).
+ * @param released_user   passed to `released`.
+ * @param out_tensor      not NULL; NULL on error.
+ * @ownership  The memory stays the host's: it must stay allocated and
+ *             unchanged in meaning until `released` runs (or, without a
+ *             callback, until the host knows every importer released it).
+ *             The handle is the host's, released with tensor_release().
+ *             The allocation's memory is charged to no quota.
+ * @return
+ *   RM_OK
+ *   RM_E_INVALID_ARGUMENT    a bad spec or flag, a pointer that is not
+ *                            device memory of that device, or a span past
+ *                            the end of its allocation.
+ *   RM_E_NOT_SHAREABLE       the driver cannot export this allocation
+ *                            (not from cuMemAlloc).
+ *   RM_E_DEVICE_UNAVAILABLE  no usable driver or device (message says).
+ *   RM_E_QUOTA_EXCEEDED      no free slot (shm.max_tensors).
+ *   RM_E_SYSTEM, RM_E_NO_MEMORY
+ *   RM_E_STRUCT_SIZE         spec->struct_size below the 1.3 size.
+ *   RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE, RM_E_FEATURE_DISABLED
+ *                            the context checks ("cuda-ipc").
+ * @threads    Thread-safe.
+ * @callbacks  `released`, later (see rm_device_released_fn).
+ * @since 1.3
+ */
+
+/**
+ * @fn tensor_record
+ * Producer side of ordering: records the tensor's interprocess event on
+ * `stream` after the work that wrote it, so that a consumer's
+ * tensor_wait() waits for that work. Call it before exporting the
+ * descriptor (a later record also counts for waits made after it). A host
+ * tensor needs no ordering: RM_OK and nothing happens.
+ *
+ * @param context  the handle's context.
+ * @param tensor   not NULL; a handle this context allocated or wrapped.
+ * @param stream   a CUstream of the tensor's device in its primary
+ *                 context, or NULL for the legacy default stream.
+ * @return
+ *   RM_OK
+ *   RM_E_INVALID_ARGUMENT    an imported tensor (only the exporter records),
+ *                            or a stream the driver refuses.
+ *   RM_E_DEVICE_UNAVAILABLE, RM_E_SYSTEM, RM_E_NO_MEMORY  the driver failed
+ *                            (the message names the call and CUresult).
+ *   RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE, RM_E_FEATURE_DISABLED
+ *                            the context checks ("shared-memory").
+ * @threads    Thread-safe; not concurrently with a release of the handle.
+ * @callbacks  None.
+ * @since 1.3
+ */
+
+/**
+ * @fn tensor_wait
+ * Consumer side of ordering: makes `stream` wait (cuStreamWaitEvent) for
+ * the work the producer recorded with tensor_record(), or, with
+ * RM_TENSOR_WAIT_HOST, blocks the calling thread until it is done. Waits
+ * for the last record made before this call. A host tensor, or a device
+ * tensor never recorded: RM_OK and nothing happens.
+ *
+ * @param context  the handle's context.
+ * @param tensor   not NULL; a live handle.
+ * @param stream   a CUstream of the device where this process sees the
+ *                 tensor (rm_tensor_info.device), or NULL for the legacy
+ *                 default stream; ignored with RM_TENSOR_WAIT_HOST.
+ * @param flags    0 or RM_TENSOR_WAIT_HOST.
+ * @return
+ *   RM_OK
+ *   RM_E_STALE_DESCRIPTOR    the exporting process died or its context was
+ *                            destroyed: the data is gone or going.
+ *   RM_E_INVALID_ARGUMENT    unknown flags, or a stream the driver refuses.
+ *   RM_E_DEVICE_UNAVAILABLE, RM_E_SYSTEM  the driver failed (message).
+ *   RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE, RM_E_FEATURE_DISABLED
+ *                            the context checks ("shared-memory").
+ * @threads    Thread-safe.
+ * @callbacks  None.
+ * @since 1.3
+ */
+
+/**
+ * @fn cuda_info
+ * What the CUDA driver offers this process: loads it if no call did yet
+ * (cuda.driver), and reports its version and the devices with their
+ * UUIDs, or why device tensors are unavailable. For rmctl info.
+ *
+ * @param context  a live context ("cuda-ipc" need not be enabled: a host
+ *                 may ask before it enables it).
+ * @param out      not NULL; struct_size at least the 1.3 size.
+ * @return
+ *   RM_OK                    *out is filled, also when out->status says
+ *                            that no driver or device is usable.
+ *   RM_E_STRUCT_SIZE         out->struct_size below the 1.3 size.
+ *   RM_E_FEATURE_UNAVAILABLE this plugin was built without CUDA IPC
+ *                            (out->status says the same).
+ *   RM_E_INVALID_ARGUMENT, RM_E_FORKED  the context checks.
+ * @threads    Thread-safe.
+ * @callbacks  None.
+ * @since 1.3
  */
 
 /* ========================================================================

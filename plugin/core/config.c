@@ -114,6 +114,7 @@ static const struct {
 } feature_names[] = {
     {"model-registry", RM_FEATURE_MODEL_REGISTRY},
     {"shared-memory", RM_FEATURE_SHARED_MEMORY},
+    {"cuda-ipc", RM_FEATURE_CUDA_IPC},
 };
 #define FEATURE_COUNT (sizeof feature_names / sizeof feature_names[0])
 
@@ -438,6 +439,36 @@ static void namespace_name_form(const config_key *key, bool markdown, text_buffe
     text_list(t, alphabet, sizeof alphabet / sizeof alphabet[0], " and ", markdown);
 }
 
+/* ---- library ------------------------------------------------------------- */
+
+/* A name for dlopen(): a soname found on the library path, or a path. Only
+ * printable characters without blanks, so that config_get prints it back
+ * as it was and a configuration file cannot smuggle a second value in. */
+static int32_t library_parse(rm_config_library *out, const config_key *key, const char *value,
+                             const char *origin, const void *owner)
+{
+    size_t length = strlen(value);
+    bool ok = length >= key->min && length <= key->max && length < sizeof *out;
+    for (size_t i = 0; ok && i < length; i++)
+        ok = value[i] > ' ' && value[i] < 0x7f;
+    if (!ok)
+        return invalid_value(key, value, origin, owner);
+    memcpy(*out, value, length + 1);
+    return RM_OK;
+}
+
+static void library_format(const rm_config_library *value, char *out, size_t out_size)
+{
+    snprintf(out, out_size, "%s", *value);
+}
+
+static void library_form(const config_key *key, bool markdown, text_buffer *t)
+{
+    (void)markdown;
+    text_add(t, "a soname or a path, %llu to %llu printable characters without blanks",
+             (unsigned long long)key->min, (unsigned long long)key->max);
+}
+
 /* ---- choices: scope, table_mode ------------------------------------------ */
 
 typedef struct choice {
@@ -520,6 +551,7 @@ CHOICE_TYPE(table_mode, table_mode_choices)
 #define LIMIT_namespace_name RM_NAMESPACE_MAX
 #define LIMIT_scope 0
 #define LIMIT_table_mode 0
+#define LIMIT_library RM_LIBRARY_NAME_MAX
 
 #define KEY_CHECK_(name, field, type, min, max, default_value, doc)                   \
     _Static_assert((uint64_t)(min) <= (uint64_t)(max) &&                             \
@@ -702,7 +734,7 @@ int32_t rm_config_format(const rm_config *config, const char *key,
     const config_key *entry = find_key(key);
     if (entry == NULL)
         return unknown_key(error_owner, "config_get", key);
-    char text[256];
+    char text[RM_LIBRARY_NAME_MAX + 1]; /* the longest value any type prints */
     entry->format(config, text, sizeof text);
     size_t size = strlen(text) + 1;
     if (needed != NULL)

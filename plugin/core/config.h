@@ -28,6 +28,7 @@ typedef uint32_t rm_config_count;
 typedef char rm_config_namespace_name[RM_NAMESPACE_MAX + 1];
 typedef uint32_t rm_config_scope;      /* RM_REGISTRY_SCOPE_* */
 typedef uint32_t rm_config_table_mode; /* RM_REGISTRY_TABLE_* */
+typedef char rm_config_library[RM_LIBRARY_NAME_MAX + 1];
 
 /* One member per key, named by the table's `field` column. */
 #define RM_CONFIG_MEMBER_(name, field, type, min, max, default_value, doc) \
@@ -41,7 +42,8 @@ typedef struct rm_config {
  *  vtable can use it too). */
 #define RM_FEATURES_BUILT                                            \
     ((RM_HAVE_MODEL_REGISTRY ? RM_FEATURE_MODEL_REGISTRY : 0) |     \
-     (RM_HAVE_SHARED_MEMORY ? RM_FEATURE_SHARED_MEMORY : 0))
+     (RM_HAVE_SHARED_MEMORY ? RM_FEATURE_SHARED_MEMORY : 0) |       \
+     (RM_HAVE_CUDA_IPC ? RM_FEATURE_CUDA_IPC : 0))
 
 /** Built-in defaults: the table's `default` column, parsed. */
 void rm_config_defaults(rm_config *config);

@@ -38,6 +38,8 @@
  *                   (they become part of /dev/shm names)
  *   scope           uint32_t RM_REGISTRY_SCOPE_*; process or node
  *   table_mode      uint32_t RM_REGISTRY_TABLE_*; create or existing
+ *   library         char[RM_LIBRARY_NAME_MAX + 1]; a soname or a path, as
+ *                   dlopen() takes it: printable, no blank
  *
  * This header includes nothing: pool.h and node_table.h take
  * RM_NAMESPACE_MAX from it, and a constant named in a row is needed only
@@ -49,6 +51,8 @@
 /** Longest namespace (shm.namespace, registry.namespace), in characters:
  *  the one definition; pools and the node table size their names by it. */
 #define RM_NAMESPACE_MAX 32
+/** Longest library name (cuda.driver), in bytes. */
+#define RM_LIBRARY_NAME_MAX 255
 
 #define RM_CONFIG_KEYS(XX)                                                                 \
     XX("features", features, features, 0, 0, "all",                                       \
@@ -89,6 +93,18 @@
     XX("registry.table", registry_table, table_mode, 0, 0, "create",                       \
        "Node scope, at context creation: create makes the namespace's table if there is "  \
        "none; existing only attaches to a table that exists, and context_create fails "    \
-       "with RM_E_NOT_FOUND, creating nothing, when there is none (rmctl ls uses it).")
+       "with RM_E_NOT_FOUND, creating nothing, when there is none (rmctl ls uses it).")   \
+    XX("cuda.driver", cuda_driver, library, 1, RM_LIBRARY_NAME_MAX, "libcuda.so.1",         \
+       "The CUDA driver that device tensors load on first use (never at context "          \
+       "creation): a soname or a path, as dlopen() takes it.")                             \
+    XX("cuda.pool_bytes", cuda_pool_bytes, bytes, UINT64_C(2) << 20, UINT64_C(1) << 40,    \
+       "4G",                                                                               \
+       "Most bytes of device memory a context's exportable blocks hold, over all its "     \
+       "devices.")                                                                         \
+    XX("cuda.block_bytes", cuda_block_bytes, bytes, UINT64_C(2) << 20, UINT64_C(1) << 40,  \
+       "64M",                                                                              \
+       "Size of the exportable device blocks that device tensors are sub-allocated from "  \
+       "(one IPC handle per block), a multiple of 2M; a larger tensor gets a block of "    \
+       "its own.")
 
 #endif

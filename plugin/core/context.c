@@ -160,6 +160,12 @@ static int32_t validate_options(const rm_context_options *options)
 
 static int32_t start_capabilities(rm_context *context)
 {
+    /* Device tensors are tensors: handles, descriptors and holds are the
+     * shared-memory capability's. */
+    if ((context->features_enabled & RM_FEATURE_CUDA_IPC) != 0 &&
+        (context->features_enabled & RM_FEATURE_SHARED_MEMORY) == 0)
+        return rm_error_set(NULL, RM_E_CONFIG_INVALID_VALUE,
+                            "features: 'cuda-ipc' needs 'shared-memory' enabled as well");
 #if RM_HAVE_SHARED_MEMORY
     if (context->features_enabled & RM_FEATURE_SHARED_MEMORY) {
         int32_t status = rm_allocator_arena_create(NULL, &context->allocator_arena);
@@ -693,4 +699,81 @@ int32_t rm_context_shm_list(rm_context *context, rm_shm_pool_info *out,
         return status;
     TENSORS_OR_UNAVAILABLE(
         rm_tensors_list(context->tensors, out, info_struct_size, capacity, out_count));
+}
+
+/* ---- 1.3: device tensors --------------------------------------------------- */
+
+#define CUDA_FEATURE RM_FEATURE_CUDA_IPC, "cuda-ipc"
+
+int32_t rm_context_tensor_wrap_device(rm_context *context, const rm_tensor_spec *spec,
+                                      void *device_pointer, rm_device_released_fn released,
+                                      void *released_user, rm_tensor **out_tensor)
+{
+    if (out_tensor != NULL)
+        *out_tensor = NULL;
+    int32_t status = check_feature(context, CUDA_FEATURE);
+    if (status == RM_OK)
+        status = check_tensor_call(context, spec, out_tensor, "tensor_wrap_device");
+    if (status == RM_OK && spec->struct_size < RM_TENSOR_SPEC_SIZE_V1_3)
+        status = rm_error_set(context, RM_E_STRUCT_SIZE,
+                              "rm_tensor_spec.struct_size %u is below the 1.3 size %zu (the "
+                              "device field is needed)",
+                              spec->struct_size, RM_TENSOR_SPEC_SIZE_V1_3);
+    if (status != RM_OK)
+        return status;
+    TENSORS_OR_UNAVAILABLE(rm_tensors_wrap_device(context->tensors, spec, device_pointer,
+                                                  released, released_user, out_tensor));
+}
+
+int32_t rm_context_tensor_record(rm_context *context, rm_tensor *tensor, void *stream)
+{
+    int32_t status = check_tensor_call(context, tensor, tensor, "tensor_record");
+    if (status != RM_OK)
+        return status;
+    TENSORS_OR_UNAVAILABLE(rm_tensors_record(context->tensors, tensor, stream));
+}
+
+int32_t rm_context_tensor_wait(rm_context *context, rm_tensor *tensor, void *stream,
+                               uint64_t flags)
+{
+    int32_t status = check_tensor_call(context, tensor, tensor, "tensor_wait");
+    if (status != RM_OK)
+        return status;
+    TENSORS_OR_UNAVAILABLE(rm_tensors_wait(context->tensors, tensor, stream, flags));
+}
+
+int32_t rm_context_cuda_info(rm_context *context, rm_cuda_info *out)
+{
+    int32_t status = check_context(context);
+    if (status == RM_OK && out == NULL)
+        status = rm_error_set(context, RM_E_INVALID_ARGUMENT, "cuda_info: out is NULL");
+    if (status == RM_OK)
+        status = check_struct_size(context, out->struct_size, RM_CUDA_INFO_SIZE_V1_3,
+                                   "rm_cuda_info");
+    if (status != RM_OK)
+        return status;
+    rm_cuda_info info;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    info.abi_version = RM_ABI_VERSION_CURRENT;
+    if ((RM_FEATURES_BUILT & RM_FEATURE_CUDA_IPC) == 0) {
+        info.status = rm_error_set(context, RM_E_FEATURE_UNAVAILABLE,
+                                   "feature 'cuda-ipc' was not built into this plugin");
+        snprintf(info.message, sizeof info.message, "%s", rm_error_last(context));
+        copy_out(out, &info, sizeof info);
+        return info.status;
+    }
+#if RM_HAVE_SHARED_MEMORY
+    if (context->tensors != NULL) {
+        status = rm_tensors_cuda_info(context->tensors, &info);
+        copy_out(out, &info, sizeof info);
+        return status;
+    }
+#endif
+    info.status = rm_error_set(context, RM_E_FEATURE_DISABLED,
+                               "device tensors need features 'shared-memory' and 'cuda-ipc' "
+                               "enabled in this context");
+    snprintf(info.message, sizeof info.message, "%s", rm_error_last(context));
+    copy_out(out, &info, sizeof info);
+    return RM_OK;
 }

@@ -55,4 +55,13 @@ int32_t rm_context_shm_list(rm_context *context, rm_shm_pool_info *out,
 /* 1.2 */
 int32_t rm_context_registry_reclaim(rm_context *context, rm_registry_reclaim_report *out);
 
+/* 1.3 */
+int32_t rm_context_tensor_wrap_device(rm_context *context, const rm_tensor_spec *spec,
+                                      void *device_pointer, rm_device_released_fn released,
+                                      void *released_user, rm_tensor **out_tensor);
+int32_t rm_context_tensor_record(rm_context *context, rm_tensor *tensor, void *stream);
+int32_t rm_context_tensor_wait(rm_context *context, rm_tensor *tensor, void *stream,
+                               uint64_t flags);
+int32_t rm_context_cuda_info(rm_context *context, rm_cuda_info *out);
+
 #endif

@@ -48,7 +48,12 @@
     X(RM_SEGMENT_NODE_TABLE_NEW, "rmreg", "new", true, true, "",                             \
       "node registry table under construction")                                              \
     /* /rmreg.<ns>.m.<hex>: one model's loader buffer; <hex> is the entry's segment_id */   \
-    X(RM_SEGMENT_NODE_MODEL, "rmreg", "m", false, true, "", "model segment")
+    X(RM_SEGMENT_NODE_MODEL, "rmreg", "m", false, true, "", "model segment")               \
+    /* /rmcu.<ns>.<pid>.<hex>: a context's device table (CUDA IPC handles, events) */        \
+    X(RM_SEGMENT_CUDA_TABLE, "rmcu", NULL, true, true, "", "device tensor table")            \
+    /* /rmcu.<ns>.<pid>.<hex>.ctl: its control segment (the tensors' holds) */               \
+    X(RM_SEGMENT_CUDA_CONTROL, "rmcu", NULL, true, true, ".ctl",                             \
+      "device tensor control segment")
 
 typedef enum rm_segment_kind {
 #define RM_SEGMENT_KIND_ENUM(kind, family, word, pid, id, suffix, description) kind,

@@ -194,6 +194,15 @@ bool rm_descriptor_decode(const uint8_t *bytes, rm_descriptor *d, const char **w
             return false;
         }
         return true;
+    case RM_DESCRIPTOR_KIND_CUDA_IPC:
+        /* A wrapped device pointer may sit anywhere in its allocation:
+         * the offset is checked against the block by the CUDA backend. */
+        if (d->pool_id == 0 || d->owner_pid == 0 || d->owner_pid > INT32_MAX ||
+            d->generation == 0) {
+            *why = "device table identity, owner or generation missing";
+            return false;
+        }
+        return true;
     case RM_DESCRIPTOR_KIND_INLINE:
         if (d->pool_id != 0 || d->owner_pid != 0 || d->owner_start_time != 0 ||
             d->slot != 0 || d->generation != 0 || d->offset != RM_TENSOR_DESCRIPTOR_SIZE) {

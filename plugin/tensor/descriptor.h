@@ -27,11 +27,17 @@
  * Kind 1 (pool): offset is from the start of the pool's data segment.
  * Kind 2 (inline): pool fields are 0, offset is 200, and nbytes of data
  * follow the descriptor.
+ * Kind 3 (CUDA IPC, a legacy cuIpc memory handle; plugin 0.4): pool id,
+ * owner, slot and generation name a tensor of the exporter's device table
+ * (plugin/tensor/cuda/cuda_table.h), whose slot row names the block (its
+ * 64-byte handle, device UUID and size) and the tensor's interprocess
+ * event; offset is from the start of that block.
  * Text form: "rmt1." followed by the 200 bytes in base64url, no padding.
  * Version 1 (plugin 0.1) had a serial checksum; it is refused by name.
  */
 #define RM_DESCRIPTOR_KIND_POOL 1
 #define RM_DESCRIPTOR_KIND_INLINE 2
+#define RM_DESCRIPTOR_KIND_CUDA_IPC 3
 #define RM_DESCRIPTOR_VERSION 2
 #define RM_DESCRIPTOR_CHECKED_BYTES 192
 #define RM_DESCRIPTOR_TEXT_PREFIX "rmt1."

@@ -40,6 +40,7 @@
 #include "config.h"
 #include "descriptor.h"
 #include "host.h"
+#include "rm_build_config.h"
 #include "rm_plugin.h"
 
 typedef struct rm_tensors rm_tensors;
@@ -79,6 +80,9 @@ typedef struct rm_mem_block {
      *  without RM_TENSOR_SHAREABLE is never exported by descriptor. */
     uint64_t flags;
     void *home;            /* the backend's: the view of another pool, or NULL */
+    /** The local device ordinal a device backend allocates on (set by
+     *  tensor.c before allocate), or RM_MEM_HOST_DEVICE. */
+    int32_t device;
     /** Bytes charged to where.session that the handle's release gives back
      *  (the heap's). The shm backend keeps the charge with its slot
      *  instead: the memory may outlive the handle. */
@@ -99,6 +103,7 @@ typedef enum rm_mem_allocation {
     RM_MEM_ALLOCATE_FIRST,    /* tried first */
     RM_MEM_ALLOCATE_FALLBACK, /* when the first has no room or no memory at all,
                                  unless RM_TENSOR_ALLOC_SHARED_ONLY */
+    RM_MEM_ALLOCATE_DEVICE,   /* specs that name a device ("cuda:N"); no fallback */
 } rm_mem_allocation;
 
 struct rm_mem_ops {
@@ -168,11 +173,30 @@ struct rm_mem_ops {
     /** Publishes the backend's figures where other processes read them
      *  (the control segment, for rmctl ls). */
     void (*publish)(rm_mem_backend *backend);
-    /** tensor_list: one row per pool of the namespace. Called without the
-     *  lock (it reads /dev/shm and /proc). */
-    int32_t (*list)(rm_mem_backend *backend, rm_shm_pool_info *out, uint32_t row_size,
-                    uint32_t capacity, uint32_t *count);
+    /** tensor_list: one row per pool of the namespace that this backend
+     *  makes, as a malloc()ed array sorted by name (tensor.c merges the
+     *  backends' rows). Called without the lock (it reads /dev/shm and
+     *  /proc). RM_OK, RM_E_NO_MEMORY, RM_E_SYSTEM. */
+    int32_t (*list)(rm_mem_backend *backend, rm_shm_pool_info **rows, size_t *count);
+
+    /* ---- device memory (NULL: host memory that the CPU addresses) ------- */
+    /** Zeroes a block's `where.nbytes` bytes (RM_TENSOR_ALLOC_ZERO), without
+     *  the lock. NULL: memset. */
+    int32_t (*zero)(rm_mem_backend *backend, const rm_mem_block *block);
+    /** The device's UUID (rm_tensor_info.device_uuid). NULL: zero. */
+    void (*device_uuid)(const rm_mem_backend *backend, const rm_mem_block *block,
+                        uint8_t uuid[16]);
+    /** tensor_record / tensor_wait (the stream is a CUstream). NULL: host
+     *  memory, nothing to order. Called without the lock. */
+    int32_t (*record)(rm_mem_backend *backend, rm_mem_block *block, void *stream);
+    int32_t (*wait)(rm_mem_backend *backend, rm_mem_block *block, void *stream, bool host);
+    /** Checked before a DLPack export: RM_OK, or why the memory is gone
+     *  (RM_E_STALE_DESCRIPTOR). NULL: always RM_OK. Without the lock. */
+    int32_t (*check_alive)(rm_mem_backend *backend, const rm_mem_block *block);
 };
+
+/** A device allocation's request, beside `where`: which device. */
+#define RM_MEM_HOST_DEVICE (-1)
 
 /** One line of the registration table (mem_backends.c). */
 typedef struct rm_mem_registration {
@@ -203,9 +227,26 @@ void rm_tensors_uncharge(rm_tensors *tensors, uint64_t session, uint64_t bytes);
 void rm_tensors_log_later(rm_tensors *tensors, int32_t level, const char *format, ...)
     __attribute__((format(printf, 3, 4)));
 
+/** A host callback (tensor_wrap_device's `released`) to run once the lock
+ *  is dropped, like the log lines. */
+void rm_tensors_call_later(rm_tensors *tensors, rm_device_released_fn fn, void *user,
+                           void *pointer);
+
 /* ---- the backends --------------------------------------------------------- */
 
 extern const rm_mem_ops rm_shm_backend;  /* shm_pool_backend.c */
 extern const rm_mem_ops rm_heap_backend; /* heap_backend.c */
+#if RM_HAVE_CUDA_IPC
+extern const rm_mem_ops rm_cuda_backend; /* cuda/cuda_backend.c */
+
+/** tensor_wrap_device's part in the CUDA backend (lock held): a block for
+ *  `where` over the host's `pointer` on local device `ordinal`. */
+int32_t rm_cuda_backend_wrap(rm_mem_backend *backend, rm_descriptor *where, void *pointer,
+                             int32_t ordinal, rm_device_released_fn released, void *user,
+                             rm_mem_block *block);
+
+/** cuda_info's part: fills *out (status and message included). */
+void rm_cuda_backend_info(rm_mem_backend *backend, rm_cuda_info *out);
+#endif
 
 #endif

@@ -7,6 +7,9 @@
 const rm_mem_registration rm_mem_registered[] = {
     {&rm_shm_backend, RM_MEM_ALLOCATE_FIRST},
     {&rm_heap_backend, RM_MEM_ALLOCATE_FALLBACK},
+#if RM_HAVE_CUDA_IPC
+    {&rm_cuda_backend, RM_MEM_ALLOCATE_DEVICE},
+#endif
 };
 
 const uint32_t rm_mem_registered_count =

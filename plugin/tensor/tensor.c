@@ -21,7 +21,9 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "descriptor.h"
@@ -62,6 +64,8 @@ struct rm_tensors {
     uint32_t collecting_count;
     rm_mem_backend *allocate_first;
     rm_mem_backend *allocate_fallback; /* NULL: none */
+    rm_mem_backend *allocate_device;   /* NULL: cuda-ipc not built or not enabled */
+    bool device_feature_enabled;
     bool fallback_logged;
     uint32_t deferred_count; /* lines in `deferred`, read at every unlock */
 
@@ -79,6 +83,14 @@ struct rm_tensors {
         char text[RM_DEFERRED_LOG_TEXT];
     } deferred[RM_DEFERRED_LOGS];
     uint64_t deferred_dropped; /* lines that found `deferred` full */
+    /* Host callbacks due (tensor_wrap_device's `released`), made after the
+     * unlock like the log lines (rm_tensors_call_later). */
+    struct later_call {
+        rm_device_released_fn fn;
+        void *user;
+        void *pointer;
+    } *later;
+    uint32_t later_count, later_capacity;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -107,9 +119,35 @@ void rm_tensors_log_later(rm_tensors *t, int32_t level, const char *format, ...)
     t->deferred_count++;
 }
 
-/* The lines, copied out under the lock, go to the host after it. */
+void rm_tensors_call_later(rm_tensors *t, rm_device_released_fn fn, void *user, void *pointer)
+{
+    if (t->later_count == t->later_capacity) {
+        uint32_t grown = t->later_capacity == 0 ? 16 : 2 * t->later_capacity;
+        struct later_call *bigger = realloc(t->later, grown * sizeof *bigger);
+        if (bigger == NULL) {
+            /* Last resort, and logged: a callback that runs under the lock
+             * must not call back into this context. */
+            rm_tensors_log_later(t, RM_LOG_ERROR,
+                                 "no memory to defer a release callback; it ran under the "
+                                 "context's lock");
+            fn(user, pointer);
+            return;
+        }
+        t->later = bigger;
+        t->later_capacity = grown;
+    }
+    t->later[t->later_count++] = (struct later_call){.fn = fn, .user = user, .pointer = pointer};
+}
+
+/* The lines, copied out under the lock, go to the host after it; so do
+ * the callbacks that are due. */
 static __attribute__((noinline)) void unlock_and_pass_on(rm_tensors *t)
 {
+    struct later_call calls[16];
+    uint32_t call_count = t->later_count < 16 ? t->later_count : 16;
+    memcpy(calls, t->later, call_count * sizeof calls[0]);
+    memmove(t->later, t->later + call_count, (t->later_count - call_count) * sizeof calls[0]);
+    t->later_count -= call_count;
     uint32_t count = t->deferred_count;
     uint64_t dropped = t->deferred_dropped;
     int32_t levels[RM_DEFERRED_LOGS];
@@ -120,7 +158,10 @@ static __attribute__((noinline)) void unlock_and_pass_on(rm_tensors *t)
     }
     t->deferred_count = 0;
     t->deferred_dropped = 0;
+    bool more = t->later_count != 0;
     pthread_mutex_unlock(&t->lock);
+    for (uint32_t i = 0; i < call_count; i++)
+        calls[i].fn(calls[i].user, calls[i].pointer);
     for (uint32_t i = 0; i < count; i++)
         rm_host_log(t->env.host, levels[i], "%s", texts[i]);
     if (dropped > 0)
@@ -128,13 +169,17 @@ static __attribute__((noinline)) void unlock_and_pass_on(rm_tensors *t)
                     "%" PRIu64 " more log lines of this context were dropped (more than %d "
                     "in one call)",
                     dropped, RM_DEFERRED_LOGS);
+    if (more) {
+        pthread_mutex_lock(&t->lock);
+        unlock_and_pass_on(t);
+    }
 }
 
 /* Lines are dropped only when `deferred` is full, so a count of 0 says
  * there is nothing to pass on. */
 static inline void unlock_and_log(rm_tensors *t)
 {
-    if (__builtin_expect(t->deferred_count != 0, 0))
+    if (__builtin_expect((t->deferred_count | t->later_count) != 0, 0))
         unlock_and_pass_on(t);
     else
         pthread_mutex_unlock(&t->lock);
@@ -217,8 +262,13 @@ void rm_tensors_uncharge(rm_tensors *t, uint64_t session, uint64_t bytes)
  * context yet). On failure the caller destroys those already made. */
 static int32_t create_backends(rm_tensors *t, const rm_config *config)
 {
+    t->device_feature_enabled = (config->features & RM_FEATURE_CUDA_IPC) != 0;
     for (uint32_t i = 0; i < rm_mem_registered_count; i++) {
         const rm_mem_registration *entry = &rm_mem_registered[i];
+        /* A device backend exists only where its feature is enabled, so
+         * that nothing of it (not even a reap of /dev/shm) runs otherwise. */
+        if (entry->allocation == RM_MEM_ALLOCATE_DEVICE && !t->device_feature_enabled)
+            continue;
         rm_mem_backend *backend = NULL;
         int32_t rc = entry->ops->create(&t->env, config, &backend);
         if (rc != RM_OK)
@@ -232,6 +282,8 @@ static int32_t create_backends(rm_tensors *t, const rm_config *config)
             t->allocate_first = backend;
         else if (entry->allocation == RM_MEM_ALLOCATE_FALLBACK)
             t->allocate_fallback = backend;
+        else if (entry->allocation == RM_MEM_ALLOCATE_DEVICE)
+            t->allocate_device = backend;
     }
     return RM_OK;
 }
@@ -297,6 +349,7 @@ static inline rm_tensor *new_handle(rm_tensors *t, rm_mem_backend *backend)
     tensor->block.flags = 0;
     tensor->block.home = NULL;
     tensor->block.charged = 0;
+    tensor->block.device = RM_MEM_HOST_DEVICE;
     return tensor;
 }
 
@@ -411,6 +464,10 @@ void rm_tensors_destroy(rm_tensors *t)
                     "released now and must not be used",
                     leaked);
     destroy_backends(t, in_creator);
+    /* Callbacks that the destruction made due run now, outside any lock. */
+    for (uint32_t i = 0; in_creator && i < t->later_count; i++)
+        t->later[i].fn(t->later[i].user, t->later[i].pointer);
+    free(t->later);
     free(t->sessions);
     pthread_mutex_destroy(&t->lock);
     free(t);
@@ -544,23 +601,142 @@ static int32_t allocate_locked(rm_tensors *t, rm_descriptor *where, uint64_t ali
     return RM_OK;
 }
 
+/* The device a spec names (1.3): RM_MEM_HOST_DEVICE for "", "cpu" or a
+ * host whose struct predates the field; N for "cuda:N" (0..1023, decimal,
+ * as in model keys) or "cuda". */
+static int32_t spec_device(rm_tensors *t, const rm_tensor_spec *spec, int32_t *ordinal)
+{
+    *ordinal = RM_MEM_HOST_DEVICE;
+    if (spec->struct_size < offsetof(rm_tensor_spec, device) + sizeof spec->device)
+        return RM_OK;
+    const char *device = spec->device;
+    size_t length = strnlen(device, sizeof spec->device);
+    if (length == sizeof spec->device)
+        return rm_error_set(t->env.error_owner, RM_E_INVALID_ARGUMENT,
+                            "rm_tensor_spec.device is not NUL-terminated");
+    if (length == 0 || strcasecmp(device, "cpu") == 0)
+        return RM_OK;
+    if (strncasecmp(device, "cuda", 4) == 0) {
+        const char *digits = device + 4;
+        if (*digits == '\0') {
+            *ordinal = 0;
+            return RM_OK;
+        }
+        long value = 0;
+        bool ok = *digits == ':' && digits[1] != '\0';
+        for (const char *at = digits + 1; ok && *at != '\0'; at++) {
+            ok = *at >= '0' && *at <= '9' && value <= 1023;
+            value = value * 10 + (*at - '0');
+        }
+        if (ok && value <= 1023) {
+            *ordinal = (int32_t)value;
+            return RM_OK;
+        }
+    }
+    return rm_error_set(t->env.error_owner, RM_E_INVALID_ARGUMENT,
+                        "rm_tensor_spec.device '%s' is not \"cpu\", \"cuda\" or "
+                        "\"cuda:N\" (N from 0 to 1023)",
+                        device);
+}
+
+/* The device backend, or why there is none. */
+static int32_t device_backend(rm_tensors *t, rm_mem_backend **out)
+{
+    *out = t->allocate_device;
+    if (*out != NULL)
+        return RM_OK;
+    if (!RM_HAVE_CUDA_IPC)
+        return rm_error_set(t->env.error_owner, RM_E_FEATURE_UNAVAILABLE,
+                            "device tensors need feature 'cuda-ipc', which was not built "
+                            "into this plugin (meson option -Dcuda-ipc)");
+    return rm_error_set(t->env.error_owner, RM_E_FEATURE_DISABLED,
+                        "device tensors need feature 'cuda-ipc', which is not enabled in "
+                        "this context (config key 'features')");
+}
+
+/* A device tensor: the session's quota, a handle, a block of the device
+ * backend (lock held). No fallback: host memory is not what was asked. */
+static int32_t allocate_device_locked(rm_tensors *t, rm_mem_backend *backend,
+                                      rm_descriptor *where, uint64_t alignment,
+                                      int32_t ordinal, rm_tensor **out)
+{
+    int32_t rc = check_session_quota(t, where->session, where->nbytes);
+    if (rc != RM_OK)
+        return rc;
+    rm_tensor *tensor = new_handle(t, backend);
+    if (tensor == NULL)
+        return RM_E_NO_MEMORY;
+    tensor->block.device = ordinal;
+    rc = backend->ops->allocate(backend, where, alignment, &tensor->block);
+    if (rc != RM_OK) {
+        recycle_handle(t, tensor);
+        return rc;
+    }
+    tensor->block.where = *where;
+    link_handle(t, tensor);
+    *out = tensor;
+    return RM_OK;
+}
+
+/* Zeroes a new block, outside the lock: the block is the caller's alone
+ * until it exports it, and zeroing megabytes must not hold up other
+ * threads. A failure gives the tensor back. */
+static int32_t zero_block(rm_tensors *t, rm_tensor **out)
+{
+    rm_tensor *tensor = *out;
+    const rm_mem_ops *ops = tensor->backend->ops;
+    if (ops->zero == NULL) {
+        memset(tensor->block.data, 0,
+               tensor->block.where.nbytes ? (size_t)tensor->block.where.nbytes : 1);
+        return RM_OK;
+    }
+    int32_t rc = ops->zero(tensor->backend, &tensor->block);
+    if (rc != RM_OK) {
+        char message[RM_ERROR_MESSAGE_MAX];
+        snprintf(message, sizeof message, "%s", rm_error_last(t->env.error_owner));
+        (void)rm_tensors_release(t, tensor);
+        *out = NULL;
+        rc = rm_error_set(t->env.error_owner, rc, "%s", message);
+    }
+    return rc;
+}
+
 int32_t rm_tensors_allocate(rm_tensors *t, const rm_tensor_spec *spec, rm_tensor **out)
 {
     *out = NULL;
     rm_descriptor where;
     uint64_t alignment = RM_TENSOR_MIN_ALIGNMENT;
-    int32_t rc = check_spec(t, spec, &where, &alignment);
+    int32_t ordinal = RM_MEM_HOST_DEVICE;
+    int32_t rc = spec_device(t, spec, &ordinal);
+    if (rc == RM_OK)
+        rc = check_spec(t, spec, &where, &alignment);
     if (rc != RM_OK)
         return rc;
+    if (ordinal != RM_MEM_HOST_DEVICE) {
+        rm_mem_backend *backend = NULL;
+        rc = device_backend(t, &backend);
+        if (rc != RM_OK)
+            return rc;
+        if ((spec->flags & RM_TENSOR_ALLOC_SHARED_ONLY) != 0)
+            return rm_error_set(t->env.error_owner, RM_E_INVALID_ARGUMENT,
+                                "RM_TENSOR_ALLOC_SHARED_ONLY is for host tensors (device "
+                                "tensors never fall back)");
+        pthread_mutex_lock(&t->lock);
+        t->stats.allocations++;
+        collect(t);
+        rc = allocate_device_locked(t, backend, &where, alignment, ordinal, out);
+        unlock_and_log(t);
+        if (rc == RM_OK && (spec->flags & RM_TENSOR_ALLOC_ZERO) != 0)
+            rc = zero_block(t, out);
+        return rc;
+    }
     pthread_mutex_lock(&t->lock);
     t->stats.allocations++;
     collect(t);
     rc = allocate_locked(t, &where, alignment, spec->flags, out);
     unlock_and_log(t);
-    /* Zeroed outside the lock: the block is the caller's alone until it
-     * exports it, and zeroing megabytes must not hold up other threads. */
     if (rc == RM_OK && (spec->flags & RM_TENSOR_ALLOC_ZERO) != 0)
-        memset((*out)->block.data, 0, where.nbytes ? (size_t)where.nbytes : 1);
+        rc = zero_block(t, out);
     return rc;
 }
 
@@ -593,6 +769,9 @@ int32_t rm_tensors_info(rm_tensors *t, const rm_tensor *tensor, rm_tensor_info *
     info.flags = block->flags;
     info.pool_id = block->where.pool_id;
     info.owner_pid = block->where.owner_pid;
+    info.device = tensor->backend->ops->describe_device(tensor->backend, block);
+    if (tensor->backend->ops->device_uuid != NULL)
+        tensor->backend->ops->device_uuid(tensor->backend, block, info.device_uuid);
     *out = info;
     return RM_OK;
 }
@@ -652,6 +831,10 @@ int32_t rm_tensors_export_inline(rm_tensors *t, const rm_tensor *tensor, void *o
                                  uint64_t out_size, uint64_t *out_needed)
 {
     const rm_descriptor *where = &tensor->block.where;
+    if (tensor->backend->ops->zero != NULL)
+        return rm_error_set(t->env.error_owner, RM_E_INVALID_ARGUMENT,
+                            "a device tensor has no inline form: copy it to a host tensor "
+                            "first");
     uint64_t needed = RM_TENSOR_DESCRIPTOR_SIZE + where->nbytes;
     if (out_needed != NULL)
         *out_needed = needed;
@@ -729,6 +912,8 @@ static int32_t import_bytes(rm_tensors *t, const uint8_t *bytes, uint64_t size, 
     if (rc != RM_OK)
         return rc;
     rm_mem_backend *backend = backend_for_kind(t, d.kind);
+    if (backend == NULL && d.kind == RM_DESCRIPTOR_KIND_CUDA_IPC)
+        return device_backend(t, &backend);
     if (backend == NULL)
         return rm_error_set(t->env.error_owner, RM_E_INVALID_DESCRIPTOR,
                             "descriptor kind %u has no memory backend in this build", d.kind);
@@ -836,9 +1021,20 @@ static rm_dl_tensor dl_tensor_of(const rm_tensor *tensor, dlpack_export *export)
     };
 }
 
+/* A DLPack consumer reads the data at once: refuse memory that is gone. */
+static int32_t check_alive(const rm_tensor *tensor)
+{
+    const rm_mem_ops *ops = tensor->backend->ops;
+    return ops->check_alive != NULL ? ops->check_alive(tensor->backend, &tensor->block)
+                                    : RM_OK;
+}
+
 int32_t rm_tensors_to_dlpack(rm_tensors *t, rm_tensor *tensor, rm_dl_managed_tensor **out)
 {
     *out = NULL;
+    int32_t rc = check_alive(tensor);
+    if (rc != RM_OK)
+        return rc;
     dlpack_export *export = dlpack_begin(t, tensor, NULL);
     if (export == NULL)
         return RM_E_NO_MEMORY;
@@ -855,6 +1051,9 @@ int32_t rm_tensors_to_dlpack_versioned(rm_tensors *t, rm_tensor *tensor,
                                        rm_dl_managed_tensor_versioned **out)
 {
     *out = NULL;
+    int32_t rc = check_alive(tensor);
+    if (rc != RM_OK)
+        return rc;
     dlpack_export *export = dlpack_begin(t, tensor, NULL);
     if (export == NULL)
         return RM_E_NO_MEMORY;
@@ -931,9 +1130,147 @@ int32_t rm_tensors_list(rm_tensors *t, rm_shm_pool_info *out, uint32_t row_size,
         if (t->backends[i]->ops->publish != NULL)
             t->backends[i]->ops->publish(t->backends[i]);
     unlock_and_log(t);
-    for (uint32_t i = 0; i < t->backend_count; i++)
-        if (t->backends[i]->ops->list != NULL)
-            return t->backends[i]->ops->list(t->backends[i], out, row_size, capacity, count);
-    *count = 0;
+    rm_shm_pool_info *rows = NULL;
+    size_t used = 0;
+    int32_t rc = RM_OK;
+    for (uint32_t i = 0; i < t->backend_count && rc == RM_OK; i++) {
+        if (t->backends[i]->ops->list == NULL)
+            continue;
+        rm_shm_pool_info *more = NULL;
+        size_t more_count = 0;
+        rc = t->backends[i]->ops->list(t->backends[i], &more, &more_count);
+        if (rc != RM_OK)
+            break;
+        if (more_count > 0) {
+            rm_shm_pool_info *all = realloc(rows, (used + more_count) * sizeof *all);
+            if (all == NULL) {
+                free(more);
+                rc = rm_error_set(t->env.error_owner, RM_E_NO_MEMORY, "no memory to list pools");
+                break;
+            }
+            rows = all;
+            memcpy(rows + used, more, more_count * sizeof *more);
+            used += more_count;
+        }
+        free(more);
+    }
+    if (rc == RM_OK) {
+        /* Host structs older than 1.3 end before `memory`: rows are copied
+         * to the host's size, and the fields it lacks are dropped. */
+        size_t copy = row_size < sizeof *rows ? row_size : sizeof *rows;
+        for (size_t i = 0; i < used && i < capacity; i++) {
+            rows[i].struct_size = (uint32_t)copy;
+            memcpy((char *)out + i * row_size, &rows[i], copy);
+        }
+        *count = (uint32_t)used;
+        if (used > capacity)
+            rc = rm_error_set(t->env.error_owner, RM_E_BUFFER_TOO_SMALL,
+                              "%zu pools in the namespace, room for %u", used, capacity);
+    }
+    free(rows);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Device tensors: wrap, ordering, driver information                       */
+/* ------------------------------------------------------------------------ */
+
+int32_t rm_tensors_wrap_device(rm_tensors *t, const rm_tensor_spec *spec, void *pointer,
+                               rm_device_released_fn released, void *user, rm_tensor **out)
+{
+    *out = NULL;
+    rm_mem_backend *backend = NULL;
+    int32_t rc = device_backend(t, &backend);
+    if (rc != RM_OK)
+        return rc;
+    int32_t ordinal = RM_MEM_HOST_DEVICE;
+    rc = spec_device(t, spec, &ordinal);
+    if (rc != RM_OK)
+        return rc;
+    if (ordinal == RM_MEM_HOST_DEVICE)
+        return rm_error_set(t->env.error_owner, RM_E_INVALID_ARGUMENT,
+                            "tensor_wrap_device: spec.device must name the pointer's device "
+                            "(\"cuda:N\")");
+    if ((spec->flags & ~(uint64_t)RM_TENSOR_ALLOC_STRIDED) != 0 || spec->alignment != 0)
+        return rm_error_set(t->env.error_owner, RM_E_INVALID_ARGUMENT,
+                            "tensor_wrap_device: only RM_TENSOR_ALLOC_STRIDED may be set, "
+                            "and alignment must be 0 (the memory is the host's)");
+    if (pointer == NULL)
+        return rm_error_set(t->env.error_owner, RM_E_INVALID_ARGUMENT,
+                            "tensor_wrap_device: device_pointer is NULL");
+    rm_descriptor where;
+    uint64_t alignment = 0;
+    rc = check_spec(t, spec, &where, &alignment);
+    if (rc != RM_OK)
+        return rc;
+#if RM_HAVE_CUDA_IPC
+    pthread_mutex_lock(&t->lock);
+    collect(t);
+    rm_tensor *tensor = new_handle(t, backend);
+    if (tensor == NULL) {
+        rc = RM_E_NO_MEMORY;
+    } else {
+        rc = rm_cuda_backend_wrap(backend, &where, pointer, ordinal, released, user,
+                                  &tensor->block);
+        if (rc == RM_OK) {
+            tensor->block.where = where;
+            link_handle(t, tensor);
+            *out = tensor;
+        } else {
+            recycle_handle(t, tensor);
+        }
+    }
+    unlock_and_log(t);
+    return rc;
+#else
+    (void)released;
+    (void)user;
+    return RM_E_FEATURE_UNAVAILABLE;
+#endif
+}
+
+int32_t rm_tensors_record(rm_tensors *t, rm_tensor *tensor, void *stream)
+{
+    const rm_mem_ops *ops = tensor->backend->ops;
+    if (ops->record == NULL)
+        return RM_OK;
+    pthread_mutex_lock(&t->lock);
+    int32_t rc = ops->record(tensor->backend, &tensor->block, stream);
+    unlock_and_log(t);
+    return rc;
+}
+
+int32_t rm_tensors_wait(rm_tensors *t, rm_tensor *tensor, void *stream, uint64_t flags)
+{
+    if ((flags & ~(uint64_t)RM_TENSOR_WAIT_HOST) != 0)
+        return rm_error_set(t->env.error_owner, RM_E_INVALID_ARGUMENT,
+                            "unknown tensor_wait flags 0x%" PRIx64,
+                            flags & ~(uint64_t)RM_TENSOR_WAIT_HOST);
+    const rm_mem_ops *ops = tensor->backend->ops;
+    if (ops->wait == NULL)
+        return RM_OK;
+    return ops->wait(tensor->backend, &tensor->block, stream,
+                     (flags & RM_TENSOR_WAIT_HOST) != 0);
+}
+
+int32_t rm_tensors_cuda_info(rm_tensors *t, rm_cuda_info *out)
+{
+    rm_cuda_info info;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    info.abi_version = RM_ABI_VERSION_CURRENT;
+#if RM_HAVE_CUDA_IPC
+    if (t->allocate_device != NULL) {
+        pthread_mutex_lock(&t->lock);
+        rm_cuda_backend_info(t->allocate_device, &info);
+        unlock_and_log(t);
+        *out = info;
+        return RM_OK;
+    }
+#endif
+    rm_mem_backend *none = NULL;
+    info.status = device_backend(t, &none);
+    snprintf(info.message, sizeof info.message, "%s", rm_error_last(t->env.error_owner));
+    *out = info;
     return RM_OK;
 }

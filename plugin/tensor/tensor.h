@@ -48,4 +48,13 @@ int32_t rm_tensors_reclaim(rm_tensors *tensors, rm_reclaim_report *out);
 int32_t rm_tensors_list(rm_tensors *tensors, rm_shm_pool_info *out, uint32_t row_size,
                         uint32_t capacity, uint32_t *count);
 
+/* Device tensors (1.3). Without the cuda-ipc backend: wrap gives
+ * RM_E_FEATURE_UNAVAILABLE or RM_E_FEATURE_DISABLED; record and wait have
+ * nothing to order (RM_OK); cuda_info says why in out->status. */
+int32_t rm_tensors_wrap_device(rm_tensors *tensors, const rm_tensor_spec *spec, void *pointer,
+                               rm_device_released_fn released, void *user, rm_tensor **out);
+int32_t rm_tensors_record(rm_tensors *tensors, rm_tensor *tensor, void *stream);
+int32_t rm_tensors_wait(rm_tensors *tensors, rm_tensor *tensor, void *stream, uint64_t flags);
+int32_t rm_tensors_cuda_info(rm_tensors *tensors, rm_cuda_info *out);
+
 #endif

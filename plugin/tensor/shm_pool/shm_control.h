@@ -46,8 +46,9 @@
 #include "shm_segment.h"
 
 #define RM_CONTROL_MAGIC 0x31434d52u /* "RMC1" */
-/* 2: slots of one cache line with the tensor's binding; the retired flag. */
-#define RM_CONTROL_LAYOUT_VERSION 2
+/* 2: slots of one cache line with the tensor's binding; the retired flag.
+ * 3: device_blocks (device tables use control segments too). */
+#define RM_CONTROL_LAYOUT_VERSION 3
 #define RM_CONTROL_OWNER_BIT ((uint32_t)1)
 #define RM_CONTROL_HEADER_BYTES 4096
 /* Most slots a control segment may have (shm.max_tensors's upper bound). */
@@ -82,6 +83,7 @@ typedef struct rm_control_header {
     _Alignas(RM_CONTROL_LINE) _Atomic uint64_t committed_bytes;
     _Atomic uint64_t live_tensors;
     _Atomic uint64_t live_bytes;
+    _Atomic uint64_t device_blocks; /* a device table's exportable blocks; 0 for a pool */
     /* Set by releasers, consumed by the owner. */
     _Alignas(RM_CONTROL_LINE) _Atomic uint64_t pending;
     _Alignas(RM_CONTROL_LINE) rm_control_holder holders[RM_TENSOR_MAX_HOLDERS + 1];

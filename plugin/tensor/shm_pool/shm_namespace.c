@@ -21,8 +21,16 @@
 #include "shm_segment.h"
 #include "process_identity.h"
 
-#define POOL_KINDS                                                                           \
-    (RM_SEGMENT_KIND_BIT(RM_SEGMENT_POOL_DATA) | RM_SEGMENT_KIND_BIT(RM_SEGMENT_POOL_CONTROL))
+const rm_shm_family rm_shm_pool_family = {
+    .data = RM_SEGMENT_POOL_DATA,
+    .control = RM_SEGMENT_POOL_CONTROL,
+    .memory = RM_MEMORY_SHM,
+};
+
+static unsigned family_kinds(const rm_shm_family *family)
+{
+    return RM_SEGMENT_KIND_BIT(family->data) | RM_SEGMENT_KIND_BIT(family->control);
+}
 
 /* The owner fields of a control segment, read without writing anything.
  * False when it cannot be read or is not a valid control segment of ours. */
@@ -49,6 +57,7 @@ static bool read_control_header(const char *control_name, rm_control_header *out
                 out->committed_bytes = atomic_load(&header->committed_bytes);
                 out->live_tensors = atomic_load(&header->live_tensors);
                 out->live_bytes = atomic_load(&header->live_bytes);
+                out->device_blocks = atomic_load(&header->device_blocks);
                 uint32_t holders = 0;
                 for (uint32_t i = 1; i <= RM_TENSOR_MAX_HOLDERS; i++)
                     holders += atomic_load(&header->holders[i].pid) != 0;
@@ -65,11 +74,11 @@ static bool read_control_header(const char *control_name, rm_control_header *out
  * the pid in the name when there is no readable control segment. A dead
  * owner's control segment is marked retired on the way, so that importers
  * that still map the pool unmap it at their last release. */
-static bool pool_owner_gone(const rm_segment_name *segment, const char *name, void *unused)
+static bool pool_owner_gone(const rm_segment_name *segment, const char *name, void *user)
 {
-    (void)unused;
+    const rm_shm_family *family = user;
     char control_name[RM_SEGMENT_NAME_MAX];
-    if (!rm_segment_name_format(control_name, RM_SEGMENT_POOL_CONTROL, segment->namespace_name,
+    if (!rm_segment_name_format(control_name, family->control, segment->namespace_name,
                                 segment->pid, segment->id))
         return false;
     rm_control_header header;
@@ -78,15 +87,16 @@ static bool pool_owner_gone(const rm_segment_name *segment, const char *name, vo
         alive = rm_process_alive((pid_t)header.owner_pid, header.owner_start_time);
     else
         alive = rm_process_alive(segment->pid, 0);
-    if (!alive && segment->kind == RM_SEGMENT_POOL_CONTROL)
+    if (!alive && segment->kind == family->control)
         (void)rm_control_retire_by_name(name);
     return !alive;
 }
 
-int32_t rm_shm_namespace_reap(const char *ns, const void *error_owner, uint64_t *segments,
-                              uint64_t *bytes)
+int32_t rm_shm_namespace_reap(const rm_shm_family *family, const char *ns,
+                              const void *error_owner, uint64_t *segments, uint64_t *bytes)
 {
-    return rm_segment_reap(ns, POOL_KINDS, pool_owner_gone, NULL, error_owner, segments, bytes);
+    return rm_segment_reap(ns, family_kinds(family), pool_owner_gone, (void *)family,
+                           error_owner, segments, bytes);
 }
 
 static int compare_rows(const void *a, const void *b)
@@ -95,6 +105,7 @@ static int compare_rows(const void *a, const void *b)
 }
 
 typedef struct pool_rows {
+    const rm_shm_family *family;
     const void *error_owner;
     rm_shm_pool_info *rows;
     size_t used, allocated;
@@ -119,9 +130,10 @@ static int32_t add_row(const rm_segment_name *segment, const char *name, void *u
     memcpy(row->name, name, strlen(name) + 1);
     row->pool_id = segment->id;
     row->owner_pid = (uint32_t)segment->pid;
+    row->memory = list->family->memory;
     char control_name[RM_SEGMENT_NAME_MAX];
     rm_control_header header;
-    if (rm_segment_name_format(control_name, RM_SEGMENT_POOL_CONTROL, segment->namespace_name,
+    if (rm_segment_name_format(control_name, list->family->control, segment->namespace_name,
                                segment->pid, segment->id) &&
         read_control_header(control_name, &header)) {
         row->readable = 1;
@@ -132,23 +144,38 @@ static int32_t add_row(const rm_segment_name *segment, const char *name, void *u
         row->live_tensors = header.live_tensors;
         row->live_bytes = header.live_bytes;
         row->holders = header.slot_count;
+        row->device_blocks = (uint32_t)header.device_blocks;
     } else {
         row->owner_alive = rm_process_alive(segment->pid, 0);
     }
     return RM_OK;
 }
 
-int32_t rm_shm_namespace_list(const char *ns, const void *error_owner, rm_shm_pool_info *out,
+int32_t rm_shm_namespace_rows(const rm_shm_family *family, const char *ns,
+                              const void *error_owner, rm_shm_pool_info **rows, size_t *count)
+{
+    pool_rows list = {.family = family, .error_owner = error_owner};
+    int32_t rc = rm_segment_list(ns, RM_SEGMENT_KIND_BIT(family->data), add_row, &list,
+                                 error_owner);
+    if (rc != RM_OK) {
+        free(list.rows);
+        return rc;
+    }
+    if (list.used > 1)
+        qsort(list.rows, list.used, sizeof *list.rows, compare_rows);
+    *rows = list.rows;
+    *count = list.used;
+    return RM_OK;
+}
+
+int32_t rm_shm_namespace_list(const rm_shm_family *family, const char *ns,
+                              const void *error_owner, rm_shm_pool_info *out,
                               uint32_t row_size, uint32_t capacity, uint32_t *count)
 {
-    pool_rows list = {.error_owner = error_owner};
-    int32_t rc = rm_segment_list(ns, RM_SEGMENT_KIND_BIT(RM_SEGMENT_POOL_DATA), add_row, &list,
-                                 error_owner);
-    rm_shm_pool_info *rows = list.rows;
-    size_t used = list.used;
+    rm_shm_pool_info *rows = NULL;
+    size_t used = 0;
+    int32_t rc = rm_shm_namespace_rows(family, ns, error_owner, &rows, &used);
     if (rc == RM_OK) {
-        if (used > 1)
-            qsort(rows, used, sizeof *rows, compare_rows);
         size_t copy = row_size < sizeof *rows ? row_size : sizeof *rows;
         for (size_t i = 0; i < used && i < capacity; i++) {
             rm_shm_pool_info *target = (rm_shm_pool_info *)(void *)((char *)out + i * row_size);

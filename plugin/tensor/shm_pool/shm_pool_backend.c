@@ -551,7 +551,8 @@ static int32_t shm_create(const rm_mem_env *env, const rm_config *config,
     s->stats->pool_bytes = s->pool_bytes;
     /* A failure to read /dev/shm is not fatal here (allocation will say
      * what is wrong). */
-    (void)rm_shm_namespace_reap(s->namespace_name, NULL, &s->stats->startup_segments_unlinked,
+    (void)rm_shm_namespace_reap(&rm_shm_pool_family, s->namespace_name, NULL,
+                                &s->stats->startup_segments_unlinked,
                                 &s->stats->startup_bytes_unlinked);
     *out = &s->base;
     return RM_OK;
@@ -618,7 +619,7 @@ static void shm_reclaim(rm_mem_backend *backend, rm_reclaim_report *report)
 static int32_t shm_reap(rm_mem_backend *backend, rm_reclaim_report *report)
 {
     shm_backend *s = (shm_backend *)backend;
-    return rm_shm_namespace_reap(s->namespace_name, s->env.error_owner,
+    return rm_shm_namespace_reap(&rm_shm_pool_family, s->namespace_name, s->env.error_owner,
                                  &report->segments_unlinked, &report->bytes_unlinked);
 }
 
@@ -642,12 +643,11 @@ static void shm_publish(rm_mem_backend *backend)
         publish_stats(s);
 }
 
-static int32_t shm_list(rm_mem_backend *backend, rm_shm_pool_info *out, uint32_t row_size,
-                        uint32_t capacity, uint32_t *count)
+static int32_t shm_list(rm_mem_backend *backend, rm_shm_pool_info **rows, size_t *count)
 {
     shm_backend *s = (shm_backend *)backend;
-    return rm_shm_namespace_list(s->namespace_name, s->env.error_owner, out, row_size, capacity,
-                                 count);
+    return rm_shm_namespace_rows(&rm_shm_pool_family, s->namespace_name, s->env.error_owner,
+                                 rows, count);
 }
 
 const rm_mem_ops rm_shm_backend = {
