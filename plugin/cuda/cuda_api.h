@@ -44,8 +44,14 @@ typedef struct CUstream_st *CUstream;
 typedef struct CUevent_st *CUevent;
 
 /* The legacy default stream, by its handle value (CU_STREAM_LEGACY);
- * a NULL stream means the same thing for the _v2 entry points we bind. */
+ * a NULL stream means the same thing for the _v2 entry points we bind.
+ * CU_STREAM_PER_THREAD is the calling thread's default stream. */
 #define RM_CU_STREAM_LEGACY ((CUstream)0x1)
+#define RM_CU_STREAM_PER_THREAD ((CUstream)0x2)
+
+/* cuStreamCreate flags. */
+#define CU_STREAM_DEFAULT 0x0u
+#define CU_STREAM_NON_BLOCKING 0x1u
 
 #define CU_IPC_HANDLE_SIZE 64
 typedef struct CUipcMemHandle {
@@ -120,13 +126,25 @@ typedef CUresult (*PFN_cuDevicePrimaryCtxRetain)(CUcontext *context, CUdevice de
 typedef CUresult (*PFN_cuDevicePrimaryCtxRelease_v2)(CUdevice device);
 typedef CUresult (*PFN_cuCtxPushCurrent_v2)(CUcontext context);
 typedef CUresult (*PFN_cuCtxPopCurrent_v2)(CUcontext *context);
+/* The CUDA 2.0 signature. CUDA 13.0 added cuCtxSynchronize_v2(CUcontext)
+ * without mapping the plain name onto it in cuda.h, yet
+ * cuGetProcAddress_v2("cuCtxSynchronize") returns it for versions from
+ * 13000: cuda_driver.c asks for this one with an older version. */
+typedef CUresult (*PFN_cuCtxSynchronize)(void);
 typedef CUresult (*PFN_cuMemAlloc_v2)(CUdeviceptr *pointer, size_t size);
 typedef CUresult (*PFN_cuMemFree_v2)(CUdeviceptr pointer);
+typedef CUresult (*PFN_cuMemGetInfo_v2)(size_t *free_bytes, size_t *total_bytes);
 typedef CUresult (*PFN_cuMemGetAddressRange_v2)(CUdeviceptr *base, size_t *size,
                                                 CUdeviceptr pointer);
 typedef CUresult (*PFN_cuMemcpyHtoD_v2)(CUdeviceptr destination, const void *source,
                                         size_t size);
 typedef CUresult (*PFN_cuMemcpyDtoH_v2)(void *destination, CUdeviceptr source, size_t size);
+typedef CUresult (*PFN_cuMemcpyDtoD_v2)(CUdeviceptr destination, CUdeviceptr source,
+                                        size_t size);
+typedef CUresult (*PFN_cuMemcpyDtoDAsync_v2)(CUdeviceptr destination, CUdeviceptr source,
+                                             size_t size, CUstream stream);
+typedef CUresult (*PFN_cuMemsetD8_v2)(CUdeviceptr destination, unsigned char value,
+                                      size_t count);
 typedef CUresult (*PFN_cuPointerGetAttribute)(void *data, CUpointer_attribute attribute,
                                               CUdeviceptr pointer);
 typedef CUresult (*PFN_cuIpcGetMemHandle)(CUipcMemHandle *handle, CUdeviceptr pointer);
@@ -137,10 +155,13 @@ typedef CUresult (*PFN_cuIpcCloseMemHandle)(CUdeviceptr pointer);
 typedef CUresult (*PFN_cuEventCreate)(CUevent *event, unsigned int flags);
 typedef CUresult (*PFN_cuEventRecord)(CUevent event, CUstream stream);
 typedef CUresult (*PFN_cuEventSynchronize)(CUevent event);
+typedef CUresult (*PFN_cuEventQuery)(CUevent event);
 typedef CUresult (*PFN_cuEventDestroy_v2)(CUevent event);
 typedef CUresult (*PFN_cuIpcGetEventHandle)(CUipcEventHandle *handle, CUevent event);
 typedef CUresult (*PFN_cuIpcOpenEventHandle)(CUevent *event, CUipcEventHandle handle);
 typedef CUresult (*PFN_cuStreamWaitEvent)(CUstream stream, CUevent event, unsigned int flags);
 typedef CUresult (*PFN_cuStreamSynchronize)(CUstream stream);
+typedef CUresult (*PFN_cuStreamCreate)(CUstream *stream, unsigned int flags);
+typedef CUresult (*PFN_cuStreamDestroy_v2)(CUstream stream);
 
 #endif

@@ -31,41 +31,58 @@
 #include "error.h"
 #include "fork.h"
 
-/* X(base name, symbol it is bound to). The field holding each pointer is
- * named after the symbol, and its type is PFN_<symbol> (cuda_api.h). */
+/* X(base name, symbol it is bound to, CUDA version to ask for). The
+ * field holding each pointer is named after the symbol, and its type is
+ * PFN_<symbol> (cuda_api.h). The version is our API version, except
+ * where a newer CUDA gave the base name a new signature without cuda.h
+ * mapping the plain name onto it: cuGetProcAddress_v2 would hand back
+ * that newer function for our API version (cuCtxSynchronize gets
+ * cuCtxSynchronize_v2(CUcontext) from 13000 on), so we ask with a version
+ * from before it. tests/fake_cuda/check_cuda_api.py checks both columns
+ * against cuda.h and cudaTypedefs.h. */
+#define API_VERSION RM_CUDA_DRIVER_API_VERSION
+#define BEFORE_CUDA_13 12000
 #define RM_CUDA_ENTRY_POINT_LIST(X)                                           \
-    X(cuInit, cuInit)                                                         \
-    X(cuDriverGetVersion, cuDriverGetVersion)                                 \
-    X(cuGetErrorName, cuGetErrorName)                                         \
-    X(cuGetErrorString, cuGetErrorString)                                     \
-    X(cuDeviceGetCount, cuDeviceGetCount)                                     \
-    X(cuDeviceGet, cuDeviceGet)                                               \
-    X(cuDeviceGetAttribute, cuDeviceGetAttribute)                             \
-    X(cuDeviceGetUuid, cuDeviceGetUuid_v2)                                    \
-    X(cuDevicePrimaryCtxRetain, cuDevicePrimaryCtxRetain)                     \
-    X(cuDevicePrimaryCtxRelease, cuDevicePrimaryCtxRelease_v2)                \
-    X(cuCtxPushCurrent, cuCtxPushCurrent_v2)                                  \
-    X(cuCtxPopCurrent, cuCtxPopCurrent_v2)                                    \
-    X(cuMemAlloc, cuMemAlloc_v2)                                              \
-    X(cuMemFree, cuMemFree_v2)                                                \
-    X(cuMemGetAddressRange, cuMemGetAddressRange_v2)                          \
-    X(cuMemcpyHtoD, cuMemcpyHtoD_v2)                                          \
-    X(cuMemcpyDtoH, cuMemcpyDtoH_v2)                                          \
-    X(cuPointerGetAttribute, cuPointerGetAttribute)                           \
-    X(cuIpcGetMemHandle, cuIpcGetMemHandle)                                   \
-    X(cuIpcOpenMemHandle, cuIpcOpenMemHandle_v2)                              \
-    X(cuIpcCloseMemHandle, cuIpcCloseMemHandle)                               \
-    X(cuEventCreate, cuEventCreate)                                           \
-    X(cuEventRecord, cuEventRecord)                                           \
-    X(cuEventSynchronize, cuEventSynchronize)                                 \
-    X(cuEventDestroy, cuEventDestroy_v2)                                      \
-    X(cuIpcGetEventHandle, cuIpcGetEventHandle)                               \
-    X(cuIpcOpenEventHandle, cuIpcOpenEventHandle)                             \
-    X(cuStreamWaitEvent, cuStreamWaitEvent)                                   \
-    X(cuStreamSynchronize, cuStreamSynchronize)
+    X(cuInit, cuInit, API_VERSION)                                            \
+    X(cuDriverGetVersion, cuDriverGetVersion, API_VERSION)                    \
+    X(cuGetErrorName, cuGetErrorName, API_VERSION)                            \
+    X(cuGetErrorString, cuGetErrorString, API_VERSION)                        \
+    X(cuDeviceGetCount, cuDeviceGetCount, API_VERSION)                        \
+    X(cuDeviceGet, cuDeviceGet, API_VERSION)                                  \
+    X(cuDeviceGetAttribute, cuDeviceGetAttribute, API_VERSION)                \
+    X(cuDeviceGetUuid, cuDeviceGetUuid_v2, API_VERSION)                       \
+    X(cuDevicePrimaryCtxRetain, cuDevicePrimaryCtxRetain, API_VERSION)        \
+    X(cuDevicePrimaryCtxRelease, cuDevicePrimaryCtxRelease_v2, API_VERSION)   \
+    X(cuCtxPushCurrent, cuCtxPushCurrent_v2, API_VERSION)                     \
+    X(cuCtxPopCurrent, cuCtxPopCurrent_v2, API_VERSION)                       \
+    X(cuCtxSynchronize, cuCtxSynchronize, BEFORE_CUDA_13)                     \
+    X(cuMemAlloc, cuMemAlloc_v2, API_VERSION)                                 \
+    X(cuMemFree, cuMemFree_v2, API_VERSION)                                   \
+    X(cuMemGetInfo, cuMemGetInfo_v2, API_VERSION)                             \
+    X(cuMemGetAddressRange, cuMemGetAddressRange_v2, API_VERSION)             \
+    X(cuMemcpyHtoD, cuMemcpyHtoD_v2, API_VERSION)                             \
+    X(cuMemcpyDtoH, cuMemcpyDtoH_v2, API_VERSION)                             \
+    X(cuMemcpyDtoD, cuMemcpyDtoD_v2, API_VERSION)                             \
+    X(cuMemcpyDtoDAsync, cuMemcpyDtoDAsync_v2, API_VERSION)                   \
+    X(cuMemsetD8, cuMemsetD8_v2, API_VERSION)                                 \
+    X(cuPointerGetAttribute, cuPointerGetAttribute, API_VERSION)              \
+    X(cuIpcGetMemHandle, cuIpcGetMemHandle, API_VERSION)                      \
+    X(cuIpcOpenMemHandle, cuIpcOpenMemHandle_v2, API_VERSION)                 \
+    X(cuIpcCloseMemHandle, cuIpcCloseMemHandle, API_VERSION)                  \
+    X(cuEventCreate, cuEventCreate, API_VERSION)                              \
+    X(cuEventRecord, cuEventRecord, API_VERSION)                              \
+    X(cuEventSynchronize, cuEventSynchronize, API_VERSION)                    \
+    X(cuEventQuery, cuEventQuery, API_VERSION)                                \
+    X(cuEventDestroy, cuEventDestroy_v2, API_VERSION)                         \
+    X(cuIpcGetEventHandle, cuIpcGetEventHandle, API_VERSION)                  \
+    X(cuIpcOpenEventHandle, cuIpcOpenEventHandle, API_VERSION)                \
+    X(cuStreamWaitEvent, cuStreamWaitEvent, API_VERSION)                      \
+    X(cuStreamSynchronize, cuStreamSynchronize, API_VERSION)                  \
+    X(cuStreamCreate, cuStreamCreate, API_VERSION)                            \
+    X(cuStreamDestroy, cuStreamDestroy_v2, API_VERSION)
 
 typedef struct entry_points {
-#define RM_CUDA_FIELD_(base, symbol) PFN_##symbol symbol;
+#define RM_CUDA_FIELD_(base, symbol, version) PFN_##symbol symbol;
     RM_CUDA_ENTRY_POINT_LIST(RM_CUDA_FIELD_)
 #undef RM_CUDA_FIELD_
 } entry_points;
@@ -73,9 +90,10 @@ typedef struct entry_points {
 static const struct entry_point_name {
     const char *base;
     const char *symbol;
+    int version; /* the newest CUDA version to ask cuGetProcAddress_v2 for */
     size_t offset;
 } entry_point_names[] = {
-#define RM_CUDA_NAME_(base, symbol) {#base, #symbol, offsetof(entry_points, symbol)},
+#define RM_CUDA_NAME_(base, symbol, version) {#base, #symbol, version, offsetof(entry_points, symbol)},
     RM_CUDA_ENTRY_POINT_LIST(RM_CUDA_NAME_)
 #undef RM_CUDA_NAME_
 };
@@ -238,15 +256,14 @@ static int32_t bind_entry_points(rm_cuda_driver *driver, const void *owner)
     PFN_cuGetProcAddress_v2 get_proc_address = NULL;
     memcpy(&get_proc_address, &get_proc, sizeof get_proc_address);
     driver->proc_address = get_proc_address != NULL;
-    int api_version = driver->version < RM_CUDA_DRIVER_API_VERSION
-                          ? driver->version
-                          : RM_CUDA_DRIVER_API_VERSION;
     for (size_t i = 0; i < RM_CUDA_DRIVER_ENTRY_POINTS; i++) {
         const struct entry_point_name *entry = &entry_point_names[i];
+        /* Never newer than the driver: it refuses versions it does not know. */
+        int version = driver->version < entry->version ? driver->version : entry->version;
         void *pointer = NULL;
         if (get_proc_address != NULL) {
             CUdriverProcAddressQueryResult status = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
-            CUresult result = get_proc_address(entry->base, &pointer, api_version,
+            CUresult result = get_proc_address(entry->base, &pointer, version,
                                                CU_GET_PROC_ADDRESS_LEGACY_STREAM, &status);
             if (result != CUDA_SUCCESS || status != CU_GET_PROC_ADDRESS_SUCCESS)
                 pointer = NULL;
@@ -709,4 +726,111 @@ int32_t rm_cuda_driver_stream_synchronize(rm_cuda_driver *driver, int ordinal, C
                                           const void *owner)
 {
     CALL_IN_CONTEXT(driver, ordinal, owner, cuStreamSynchronize, stream);
+}
+
+int32_t rm_cuda_driver_memset_d8(rm_cuda_driver *driver, int ordinal, CUdeviceptr pointer,
+                                 unsigned char value, size_t count, const void *owner)
+{
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuMemsetD8_v2, pointer, value, count);
+}
+
+int32_t rm_cuda_driver_memcpy_dtod(rm_cuda_driver *driver, int ordinal, CUdeviceptr destination,
+                                   CUdeviceptr source, size_t size, const void *owner)
+{
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuMemcpyDtoD_v2, destination, source, size);
+}
+
+int32_t rm_cuda_driver_memcpy_dtod_async(rm_cuda_driver *driver, int ordinal,
+                                         CUdeviceptr destination, CUdeviceptr source,
+                                         size_t size, CUstream stream, const void *owner)
+{
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuMemcpyDtoDAsync_v2, destination, source, size,
+                    stream);
+}
+
+int32_t rm_cuda_driver_mem_get_info(rm_cuda_driver *driver, int ordinal, size_t *free_bytes,
+                                    size_t *total_bytes, const void *owner)
+{
+    REQUIRE(free_bytes != NULL && total_bytes != NULL, "cuMemGetInfo_v2", owner);
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuMemGetInfo_v2, free_bytes, total_bytes);
+}
+
+int32_t rm_cuda_driver_stream_create(rm_cuda_driver *driver, int ordinal, unsigned int flags,
+                                     CUstream *stream, const void *owner)
+{
+    REQUIRE(stream != NULL, "cuStreamCreate", owner);
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuStreamCreate, stream, flags);
+}
+
+int32_t rm_cuda_driver_stream_destroy(rm_cuda_driver *driver, int ordinal, CUstream stream,
+                                      const void *owner)
+{
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuStreamDestroy_v2, stream);
+}
+
+int32_t rm_cuda_driver_event_query(rm_cuda_driver *driver, int ordinal, CUevent event,
+                                   const void *owner)
+{
+    int32_t rc = enter(driver, ordinal, "cuEventQuery", owner);
+    if (rc != RM_OK)
+        return rc;
+    CUresult result = driver->cu.cuEventQuery(event);
+    leave(driver);
+    if (result == CUDA_SUCCESS)
+        return RM_OK;
+    if (result == CUDA_ERROR_NOT_READY) {
+        /* Not a failure but an answer, and callers poll: a short message,
+         * no cuGetErrorString round trip. */
+        last_result = result;
+        return rm_error_set(owner, RM_E_BUSY, "cuEventQuery: the event's work is not done yet");
+    }
+    return cu_failed(driver, owner, result, "cuEventQuery");
+}
+
+int32_t rm_cuda_driver_ctx_synchronize(rm_cuda_driver *driver, int ordinal, const void *owner)
+{
+    /* Not CALL_IN_CONTEXT: the entry point takes no argument. */
+    int32_t rc = enter(driver, ordinal, "cuCtxSynchronize", owner);
+    if (rc != RM_OK)
+        return rc;
+    CUresult result = driver->cu.cuCtxSynchronize();
+    leave(driver);
+    return result == CUDA_SUCCESS ? RM_OK : cu_failed(driver, owner, result, "cuCtxSynchronize");
+}
+
+int32_t rm_cuda_driver_pointer_ordinal(rm_cuda_driver *driver, CUdeviceptr pointer, int *ordinal,
+                                       const void *owner)
+{
+    REQUIRE(ordinal != NULL, "cuPointerGetAttribute", owner);
+    /* With unified addressing the driver answers for any pointer whichever
+     * context is current; device 0's is the one every process has. */
+    int32_t rc = enter(driver, 0, "cuPointerGetAttribute", owner);
+    if (rc != RM_OK)
+        return rc;
+    int device = -1;
+    CUresult result =
+        driver->cu.cuPointerGetAttribute(&device, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, pointer);
+    leave(driver);
+    if (result == CUDA_ERROR_INVALID_VALUE) {
+        last_result = result;
+        return rm_error_set(owner, RM_E_INVALID_ARGUMENT,
+                            "pointer 0x%llx is not device memory the CUDA driver knows "
+                            "(cuPointerGetAttribute(CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL): "
+                            "CUDA_ERROR_INVALID_VALUE): not allocated by CUDA, already freed, "
+                            "or an IPC import already closed",
+                            (unsigned long long)pointer);
+    }
+    if (result != CUDA_SUCCESS)
+        return cu_failed(driver, owner, result, "cuPointerGetAttribute");
+    /* The driver's device ordinal; ours index the devices we recorded. */
+    for (int i = 0; i < driver->device_count; i++) {
+        if (driver->devices[i] == device) {
+            *ordinal = i;
+            return RM_OK;
+        }
+    }
+    return rm_error_set(owner, RM_E_INVALID_ARGUMENT,
+                        "pointer 0x%llx is memory of CUDA device %d, which is not one of the %d "
+                        "devices this driver object records",
+                        (unsigned long long)pointer, device, driver->device_count);
 }

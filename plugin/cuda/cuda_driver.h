@@ -47,11 +47,12 @@
 #define RM_CUDA_DRIVER_MIN_VERSION 11040
 
 /** The CUDA version whose entry points we ask cuGetProcAddress_v2 for
- *  (the newer of this and the driver's own version is never passed). */
+ *  (the newer of this and the driver's own version is never passed;
+ *  cuCtxSynchronize is asked for with 12000, as cuda_driver.c explains). */
 #define RM_CUDA_DRIVER_API_VERSION 13000
 
 /** How many entry points rm_cuda_driver_open() binds (all required). */
-#define RM_CUDA_DRIVER_ENTRY_POINTS 29
+#define RM_CUDA_DRIVER_ENTRY_POINTS 37
 
 /** Most devices a driver object records. */
 #define RM_CUDA_DRIVER_MAX_DEVICES 64
@@ -176,5 +177,50 @@ int32_t rm_cuda_driver_stream_wait_event(rm_cuda_driver *driver, int ordinal, CU
                                          CUevent event, const void *error_owner);
 int32_t rm_cuda_driver_stream_synchronize(rm_cuda_driver *driver, int ordinal, CUstream stream,
                                           const void *error_owner);
+
+/** cuMemsetD8_v2: `count` bytes at `pointer` set to `value`. */
+int32_t rm_cuda_driver_memset_d8(rm_cuda_driver *driver, int ordinal, CUdeviceptr pointer,
+                                 unsigned char value, size_t count, const void *error_owner);
+/** cuMemcpyDtoD_v2. Either side may be an IPC import. */
+int32_t rm_cuda_driver_memcpy_dtod(rm_cuda_driver *driver, int ordinal, CUdeviceptr destination,
+                                   CUdeviceptr source, size_t size, const void *error_owner);
+/** cuMemcpyDtoDAsync_v2 on `stream` (NULL: the legacy default stream). */
+int32_t rm_cuda_driver_memcpy_dtod_async(rm_cuda_driver *driver, int ordinal,
+                                         CUdeviceptr destination, CUdeviceptr source,
+                                         size_t size, CUstream stream, const void *error_owner);
+/** cuMemGetInfo_v2: the free and total bytes of the device, as the
+ *  driver counts them (memory of every process on it). */
+int32_t rm_cuda_driver_mem_get_info(rm_cuda_driver *driver, int ordinal, size_t *free_bytes,
+                                    size_t *total_bytes, const void *error_owner);
+/** cuStreamCreate; `flags` CU_STREAM_DEFAULT or CU_STREAM_NON_BLOCKING. */
+int32_t rm_cuda_driver_stream_create(rm_cuda_driver *driver, int ordinal, unsigned int flags,
+                                     CUstream *stream, const void *error_owner);
+/** cuStreamDestroy_v2. */
+int32_t rm_cuda_driver_stream_destroy(rm_cuda_driver *driver, int ordinal, CUstream stream,
+                                      const void *error_owner);
+/**
+ * cuEventQuery. @return RM_OK when the work the event last recorded is
+ * done (an event never recorded is done); RM_E_BUSY with a short message
+ * when not yet (CUDA_ERROR_NOT_READY, also what
+ * rm_cuda_driver_last_result() then gives); other codes as for the
+ * other wrappers.
+ */
+int32_t rm_cuda_driver_event_query(rm_cuda_driver *driver, int ordinal, CUevent event,
+                                   const void *error_owner);
+/** cuCtxSynchronize: waits for all work of `ordinal`'s primary context. */
+int32_t rm_cuda_driver_ctx_synchronize(rm_cuda_driver *driver, int ordinal,
+                                       const void *error_owner);
+/**
+ * The local ordinal of the device a device pointer belongs to
+ * (CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, asked in device 0's primary
+ * context: with unified addressing any context answers for any pointer).
+ * An IPC import counts as memory of the device it was opened on.
+ * @return RM_OK and *ordinal; RM_E_INVALID_ARGUMENT with a message when
+ *         the pointer is not device memory the driver knows (host memory,
+ *         freed, a closed import) or `ordinal` is NULL; as the other
+ *         wrappers otherwise.
+ */
+int32_t rm_cuda_driver_pointer_ordinal(rm_cuda_driver *driver, CUdeviceptr pointer,
+                                       int *ordinal, const void *error_owner);
 
 #endif

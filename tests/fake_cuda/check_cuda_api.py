@@ -1,10 +1,19 @@
 #!/usr/bin/env python3
-"""Checks plugin/cuda/cuda_api.h against NVIDIA's cuda.h, where a CUDA
-toolkit is installed (skipped otherwise: the build never needs one).
+"""Checks plugin/cuda/cuda_api.h and the entry point list of
+plugin/cuda/cuda_driver.c against NVIDIA's cuda.h and cudaTypedefs.h,
+where a CUDA toolkit is installed (skipped otherwise: the build never
+needs one).
 
-Every CUDA_*/CU_* value we define must equal cuda.h's, and every
-function-pointer type named after a versioned symbol (PFN_<name>_v2) must
-be the symbol cuda.h maps the plain name to."""
+- Every CUDA_*/CU_* value we define must equal cuda.h's.
+- Every function-pointer type named after a versioned symbol
+  (PFN_<name>_v2) must be the symbol cuda.h maps the plain name to.
+- Every entry point the loader binds, X(base, symbol, version): the symbol
+  is the one cuda.h maps the base name to (the base name itself when
+  cuda.h maps nothing), and the function cuGetProcAddress_v2 returns for
+  that base name and version (the newest PFN_<base>_v<N> of
+  cudaTypedefs.h with N <= version) takes the parameters our
+  PFN_<symbol> declares. This is what catches a base name that a newer
+  CUDA gave a new signature without a #define (cuCtxSynchronize, 13.0)."""
 import glob
 import os
 import re
@@ -13,8 +22,30 @@ import sys
 SKIP = 77
 
 
+def parameter_types(text):
+    """The types of a C parameter list, names and version suffixes
+    dropped: "CUdeviceptr_v2 *dptr, size_t bytesize" -> ["CUdeviceptr*", "size_t"]."""
+    text = " ".join(text.split())
+    if text in ("", "void"):
+        return []
+    types = []
+    for parameter in text.split(","):
+        parameter = parameter.strip().replace("*", " * ")
+        words = parameter.split()
+        if len(words) > 1 and re.match(r"^[A-Za-z_]\w*$", words[-1]):
+            words = words[:-1]  # the parameter's name
+        words = [re.sub(r"_v\d+$", "", w) for w in words]
+        words = [{"cuuint64_t": "uint64_t", "cuuint32_t": "uint32_t"}.get(w, w) for w in words]
+        types.append(" ".join(words).replace(" *", "*"))
+    return types
+
+
 def main():
-    ours = open(sys.argv[1]).read()
+    ours_path = sys.argv[1]
+    ours = open(ours_path).read()
+    cuda_dir = os.path.dirname(os.path.abspath(ours_path))
+    driver_c = open(os.path.join(cuda_dir, "cuda_driver.c")).read()
+    driver_h = open(os.path.join(cuda_dir, "cuda_driver.h")).read()
     candidates = [os.environ.get("CUDA_HOME", "") + "/include/cuda.h"]
     candidates += sorted(glob.glob("/usr/local/cuda*/include/cuda.h"))
     theirs_path = next((p for p in candidates if os.path.isfile(p)), None)
@@ -22,6 +53,8 @@ def main():
         print("no cuda.h on this machine: skipped")
         return SKIP
     theirs = open(theirs_path).read()
+    typedefs_path = os.path.join(os.path.dirname(theirs_path), "cudaTypedefs.h")
+    typedefs = open(typedefs_path).read() if os.path.isfile(typedefs_path) else None
     failures = []
     checked = 0
     for name, value in re.findall(r"^#define ((?:CUDA|CU)_[A-Z0-9_]+) (\S+)$", ours, re.M):
@@ -38,16 +71,61 @@ def main():
         checked += 1
         if want != got:
             failures.append("%s: ours %s, cuda.h %s" % (name, value, found.group(1)))
+
+    def mapped(base):
+        found = re.search(r"^#define %s\s+(?:__CUDA_API_PT(?:DS|SZ)\()?(\w+)" % base, theirs,
+                          re.M)
+        return found.group(1) if found else None
+
     for symbol in re.findall(r"\(\*PFN_(\w+_v2)\)", ours):
         base = symbol[: -len("_v2")]
-        mapped = re.search(r"#define %s\s+(?:__CUDA_API_PTDS\()?(\w+)" % base, theirs)
         checked += 1
-        if mapped is None or mapped.group(1) != symbol:
-            failures.append("%s: cuda.h maps %s to %s" % (symbol, base,
-                            mapped.group(1) if mapped else "nothing"))
+        if mapped(base) != symbol:
+            failures.append("%s: cuda.h maps %s to %s" % (symbol, base, mapped(base) or "nothing"))
+
+    # The loader's entry points: which symbol, and the signature at the
+    # version it asks for.
+    versions = {
+        "API_VERSION": int(re.search(r"#define RM_CUDA_DRIVER_API_VERSION (\d+)", driver_h).group(1)),
+    }
+    for name, value in re.findall(r"^#define (\w+) (\d+)\b", driver_c, re.M):
+        versions[name] = int(value)
+    entries = re.findall(r"X\((\w+), (\w+), (\w+)\)", driver_c)
+    declared = {m.group(1): parameter_types(m.group(2))
+                for m in re.finditer(r"typedef CUresult \(\*PFN_(\w+)\)\((.*?)\);", ours, re.S)}
+    if not entries:
+        failures.append("no X(base, symbol, version) entry points found in cuda_driver.c")
+    for base, symbol, version_name in entries:
+        checked += 1
+        want = mapped(base) or base
+        if want != symbol:
+            failures.append("%s: bound to %s, cuda.h maps it to %s" % (base, symbol, want))
+        if symbol not in declared:
+            failures.append("%s: no PFN_%s in %s" % (base, symbol, ours_path))
+            continue
+        if typedefs is None:
+            continue
+        version = versions.get(version_name, None)
+        if version is None:
+            failures.append("%s: unknown version %s" % (base, version_name))
+            continue
+        candidates = [(int(v), params) for v, params in re.findall(
+            r"typedef CUresult \(CUDAAPI \*PFN_%s_v(\d+)\)\((.*?)\);" % base, typedefs, re.S)]
+        candidates = [c for c in candidates if c[0] <= version]
+        checked += 1
+        if not candidates:
+            failures.append("%s: cudaTypedefs.h has no PFN_%s_v<N> with N <= %d"
+                            % (base, base, version))
+            continue
+        newest, params = max(candidates)
+        if parameter_types(params) != declared[symbol]:
+            failures.append("%s asked for at version %d gets PFN_%s_v%d(%s), ours PFN_%s(%s)"
+                            % (base, version, base, newest, ", ".join(parameter_types(params)),
+                               symbol, ", ".join(declared[symbol])))
     for failure in failures:
         print(failure)
-    print("%d checks against %s, %d failed" % (checked, theirs_path, len(failures)))
+    print("%d checks against %s%s, %d failed" % (
+        checked, theirs_path, " and cudaTypedefs.h" if typedefs else "", len(failures)))
     return 1 if failures else 0
 
 

@@ -9,6 +9,8 @@
  *                                 open the handle, check the bytes, close
  *   ordinal LIB UUID              print "ordinal N" for a device UUID
  *   event LIB HEX                 open an IPC event, wait for it, destroy it
+ *   meminfo LIB                   print "free F total T" (cuMemGetInfo_v2 of
+ *                                 device 0, as this process sees it)
  *
  * Exit status: 0 as expected; otherwise the step that went wrong (see
  * the FAIL_* codes), with a line on stderr. */
@@ -35,6 +37,7 @@ enum {
     FAIL_EXPORT = 10,
     FAIL_EVENT = 11,
     FAIL_NOT_FOUND = 12,
+    FAIL_MEMINFO = 13,
 };
 
 static const int owner_token;
@@ -208,6 +211,15 @@ static int run_event(rm_cuda_driver *driver, const char *text)
     return 0;
 }
 
+static int run_meminfo(rm_cuda_driver *driver)
+{
+    size_t free_bytes, total_bytes;
+    if (rm_cuda_driver_mem_get_info(driver, 0, &free_bytes, &total_bytes, OWNER) != RM_OK)
+        return fail(FAIL_MEMINFO, "mem_get_info");
+    printf("free %zu total %zu\n", free_bytes, total_bytes);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3)
@@ -226,6 +238,8 @@ int main(int argc, char **argv)
         rc = run_ordinal(driver, argv[3]);
     else if (strcmp(mode, "event") == 0 && argc == 4)
         rc = run_event(driver, argv[3]);
+    else if (strcmp(mode, "meminfo") == 0 && argc == 3)
+        rc = run_meminfo(driver);
     else
         rc = fail(FAIL_USAGE, "unknown mode %s", mode);
     rm_cuda_driver_release(driver);

@@ -3,8 +3,10 @@
  * documented undefined behaviour made loud.
  *
  * Device memory is host memory: cuMemAlloc_v2 creates a /dev/shm object
- * "fakecu.<pid>.m<id>" mapped MAP_SHARED, and the CUdeviceptr is its
- * address. An IPC memory handle names that object and its exporter
+ * "fakecu.<pid>.m<id>.d<device key>" mapped MAP_SHARED, and the
+ * CUdeviceptr is its address. The device key (a hash of the device's
+ * UUID) is how cuMemGetInfo_v2 counts what every process holds on a
+ * device: the sizes of the objects of living processes with that key. An IPC memory handle names that object and its exporter
  * ({magic, pid, start time, pid namespace, id, nonce, size}), so another
  * process can map the same pages. Interprocess events are a slot in a
  * /dev/shm object "fakecu.<pid>.e<id>": record stamps a completion time,
@@ -23,7 +25,15 @@
  *     unmaps at zero;
  *   - the exporter freed the memory or died: opening fails
  *     (INVALID_HANDLE), and copies through an open mapping fail
- *     (ILLEGAL_ADDRESS) instead of reading stale pages.
+ *     (ILLEGAL_ADDRESS) instead of reading stale pages;
+ *   - memset and device-to-device copies outside an allocation or import
+ *     of the current context: INVALID_VALUE;
+ *   - a destroyed or unknown stream: INVALID_HANDLE (NULL,
+ *     CU_STREAM_LEGACY and CU_STREAM_PER_THREAD are valid);
+ *   - an allocation beyond FAKE_CUDA_MEMORY_BYTES on the device, all
+ *     processes together: OUT_OF_MEMORY;
+ *   - cuGetProcAddress_v2("cuCtxSynchronize") from version 13000 gives
+ *     cuCtxSynchronize_v2(CUcontext), as the driver does.
  *
  * Knobs (environment, read when used): FAKE_CUDA_STUB=1 (cuInit and
  * cuDriverGetVersion return CUDA_ERROR_STUB_LIBRARY, like NVIDIA's stub),
@@ -33,15 +43,18 @@
  * FAKE_CUDA_FAIL=<function>:<N>[:<code>][,...] (the Nth call fails, with
  * CUDA_ERROR_UNKNOWN unless a code is given), FAKE_CUDA_HIDE=<base
  * name>[,...] (cuGetProcAddress_v2 does not find it),
- * FAKE_CUDA_EVENT_DELAY_MS (a recorded event completes that much later).
+ * FAKE_CUDA_EVENT_DELAY_MS (a recorded event completes that much later;
+ * cuEventQuery says NOT_READY until then, cuCtxSynchronize waits),
+ * FAKE_CUDA_MEMORY_BYTES (each device's memory, default 80 GiB).
  *
  * fake_cuda_calls(name), found with dlsym, reads the per-process call
  * counters ("*" for all calls, "@legacy" for plain legacy symbols called,
  * "@after_fork", "@imports_mapped", "@imports_live", "@allocs_live",
- * "@events_live").
+ * "@events_live", "@streams_live").
  *
  * Built twice (tests/fake_cuda/meson.build): with cuGetProcAddress_v2, and
  * without it (FAKE_CUDA_NO_PROC_ADDRESS) for the loader's dlsym path. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -66,6 +79,8 @@
 #define EVENT_MAGIC UINT64_C(0x3154564555434b46) /* "FKCUEVT1" */
 #define CONTEXT_MAGIC 0x43545846u
 #define EVENT_OBJECT_MAGIC 0x45565446u
+#define STREAM_OBJECT_MAGIC 0x4d525453u
+#define DEFAULT_MEMORY_BYTES (UINT64_C(80) << 30)
 
 /* ---- call counters ---------------------------------------------------- */
 
@@ -79,7 +94,10 @@
     X(cuPointerGetAttribute) X(cuIpcGetMemHandle) X(cuIpcOpenMemHandle_v2)    \
     X(cuIpcCloseMemHandle) X(cuEventCreate) X(cuEventRecord)                  \
     X(cuEventSynchronize) X(cuEventDestroy_v2) X(cuIpcGetEventHandle)         \
-    X(cuIpcOpenEventHandle) X(cuStreamWaitEvent) X(cuStreamSynchronize)
+    X(cuIpcOpenEventHandle) X(cuStreamWaitEvent) X(cuStreamSynchronize)      \
+    X(cuCtxSynchronize) X(cuCtxSynchronize_v2) X(cuMemGetInfo_v2)             \
+    X(cuMemcpyDtoD_v2) X(cuMemcpyDtoDAsync_v2) X(cuMemsetD8_v2)               \
+    X(cuEventQuery) X(cuStreamCreate) X(cuStreamDestroy_v2)
 
 enum fake_function {
 #define FAKE_ENUM_(name) F_##name,
@@ -103,6 +121,16 @@ struct CUctx_st {
     uint32_t magic;
     int device;
     int retains;
+    /* When the work recorded in this context completes (CLOCK_MONOTONIC,
+     * under `lock`): what cuCtxSynchronize waits for. */
+    int64_t busy_until_ns;
+};
+
+struct CUstream_st {
+    uint32_t magic;
+    unsigned flags;
+    struct CUctx_st *context;
+    struct CUstream_st *next;
 };
 
 typedef struct region {
@@ -152,6 +180,7 @@ typedef struct wire {
     uint64_t id;
     uint64_t nonce;
     uint64_t size;
+    uint64_t device_key; /* the exporter's device (device_key_of) */
 } wire;
 _Static_assert(sizeof(wire) <= CU_IPC_HANDLE_SIZE, "a handle holds the wire record");
 
@@ -162,9 +191,13 @@ static uint64_t self_start, self_pid_ns, nonce;
 static uint64_t next_id;
 static int device_count;
 static uint8_t uuids[MAX_DEVICES][16];
+/* A device's UUID hashed to 64 bits, in the name of every allocation
+ * object on it, so that any process can sum what a device holds. */
+static uint64_t device_keys[MAX_DEVICES];
 static struct CUctx_st primary[MAX_DEVICES];
 static region *regions;
 static struct CUevent_st *events;
+static struct CUstream_st *streams;
 static _Thread_local struct CUctx_st *context_stack[MAX_STACK];
 static _Thread_local int context_depth;
 
@@ -262,6 +295,22 @@ static bool parse_uuid(const char *text, size_t length, uint8_t out[16])
         digits++;
     }
     return digits == 32;
+}
+
+/* FNV-1a: stable across processes, so every process that sees a UUID
+ * names its objects alike. */
+static uint64_t device_key_of(const uint8_t uuid[16])
+{
+    uint64_t hash = UINT64_C(0xcbf29ce484222325);
+    for (int i = 0; i < 16; i++)
+        hash = (hash ^ uuid[i]) * UINT64_C(0x100000001b3);
+    return hash;
+}
+
+static void allocation_name(char *name, size_t size, pid_t pid, uint64_t id, uint64_t key)
+{
+    snprintf(name, size, "fakecu.%ld.m%016llx.d%016llx", (long)pid, (unsigned long long)id,
+             (unsigned long long)key);
 }
 
 static bool env_flag(const char *name)
@@ -386,6 +435,8 @@ static CUresult read_devices(void)
         memcpy(uuids[i], pattern, 16);
         uuids[i][15] = (uint8_t)i;
     }
+    for (int i = 0; i < device_count; i++)
+        device_keys[i] = device_key_of(uuids[i]);
     for (int i = 0; i < MAX_DEVICES; i++)
         primary[i] = (struct CUctx_st){.magic = CONTEXT_MAGIC, .device = i, .retains = 0};
     return CUDA_SUCCESS;
@@ -587,6 +638,17 @@ EXPORT CUresult cuDevicePrimaryCtxRelease_v2(CUdevice device)
                 link = &event->next;
             }
         }
+        for (struct CUstream_st **link = &streams; *link != NULL;) {
+            struct CUstream_st *stream = *link;
+            if (stream->context == context) {
+                *link = stream->next;
+                stream->magic = 0;
+                free(stream);
+            } else {
+                link = &stream->next;
+            }
+        }
+        context->busy_until_ns = 0;
     }
     pthread_mutex_unlock(&lock);
     return result;
@@ -619,6 +681,45 @@ EXPORT CUresult cuCtxPopCurrent_v2(CUcontext *context)
 
 /* ---- memory ---------------------------------------------------------------- */
 
+/* FAKE_CUDA_MEMORY_BYTES, default 80 GiB. */
+static uint64_t memory_total(void)
+{
+    const char *value = getenv("FAKE_CUDA_MEMORY_BYTES");
+    return value != NULL && *value != '\0' ? strtoull(value, NULL, 10) : DEFAULT_MEMORY_BYTES;
+}
+
+/* The bytes every living process holds on the device with this key: the
+ * sizes of the allocation objects "fakecu.<pid>.m<id>.d<key>" in
+ * /dev/shm whose pid is alive (not a zombie either: a real driver frees a
+ * process's memory when it exits, not when it is reaped). Objects of
+ * killed processes stay until reaped but are not counted. */
+static uint64_t device_memory_used(uint64_t key)
+{
+    char suffix[24];
+    snprintf(suffix, sizeof suffix, ".d%016llx", (unsigned long long)key);
+    size_t suffix_length = strlen(suffix);
+    DIR *dir = opendir("/dev/shm");
+    if (dir == NULL)
+        return 0;
+    uint64_t used = 0;
+    for (const struct dirent *entry; (entry = readdir(dir)) != NULL;) {
+        const char *name = entry->d_name;
+        size_t length = strlen(name);
+        if (strncmp(name, "fakecu.", 7) != 0 || length <= suffix_length ||
+            strcmp(name + length - suffix_length, suffix) != 0)
+            continue;
+        char *end;
+        long pid = strtol(name + 7, &end, 10);
+        if (pid <= 0 || strncmp(end, ".m", 2) != 0 || start_time_of((pid_t)pid) == 0)
+            continue;
+        struct stat st;
+        if (fstatat(dirfd(dir), name, &st, 0) == 0)
+            used += (uint64_t)st.st_size;
+    }
+    closedir(dir);
+    return used;
+}
+
 static region *region_containing(uintptr_t address, size_t size)
 {
     for (region *r = regions; r != NULL; r = r->next) {
@@ -633,6 +734,11 @@ EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *pointer, size_t size)
     BEGIN(cuMemAlloc_v2, NEEDS_CONTEXT);
     if (pointer == NULL || size == 0)
         return CUDA_ERROR_INVALID_VALUE;
+    /* The device's memory is shared by every process on it. Two processes
+     * allocating at once may both pass: a test knob, not a quota. */
+    uint64_t used = device_memory_used(device_keys[current_context()->device]);
+    if (used > memory_total() || page_round(size) > memory_total() - used)
+        return CUDA_ERROR_OUT_OF_MEMORY;
     region *r = calloc(1, sizeof *r);
     if (r == NULL)
         return CUDA_ERROR_OUT_OF_MEMORY;
@@ -641,8 +747,7 @@ EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *pointer, size_t size)
     r->size = size;
     r->mapped = page_round(size);
     r->context = current_context();
-    snprintf(r->name, sizeof r->name, "fakecu.%ld.m%016llx", (long)init_pid,
-             (unsigned long long)r->id);
+    allocation_name(r->name, sizeof r->name, init_pid, r->id, device_keys[r->context->device]);
     char path[80];
     snprintf(path, sizeof path, "/%s", r->name);
     int fd = shm_open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -747,6 +852,90 @@ EXPORT CUresult cuMemcpyDtoH_v2(void *destination, CUdeviceptr source, size_t si
     return result;
 }
 
+/* What the device-to-device calls touch: a range inside one allocation or
+ * import of the current context (a copy through another context's
+ * pointer is a bug the fake makes loud), and for an import, still backed
+ * by a living exporter's allocation. */
+static CUresult context_range(CUdeviceptr pointer, size_t size, void **host)
+{
+    struct CUctx_st *context = current_context();
+    region *r;
+    for (r = regions; r != NULL; r = r->next) {
+        uintptr_t address = (uintptr_t)pointer;
+        if (r->context == context && address >= r->base && address - r->base < r->size &&
+            size <= r->size - (address - r->base))
+            break;
+    }
+    if (r == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (r->imported && (!exporter_alive(r->exporter, r->exporter_start) ||
+                        !object_present(r->name, r->inode)))
+        return CUDA_ERROR_ILLEGAL_ADDRESS;
+    *host = (void *)(uintptr_t)pointer;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemsetD8_v2(CUdeviceptr destination, unsigned char value, size_t count)
+{
+    BEGIN(cuMemsetD8_v2, NEEDS_CONTEXT);
+    if (count == 0)
+        return CUDA_SUCCESS;
+    pthread_mutex_lock(&lock);
+    void *host;
+    CUresult result = context_range(destination, count, &host);
+    if (result == CUDA_SUCCESS)
+        memset(host, value, count);
+    pthread_mutex_unlock(&lock);
+    return result;
+}
+
+/* Both sides are host mappings, whether allocated here or imported. */
+static CUresult copy_device_to_device(CUdeviceptr destination, CUdeviceptr source, size_t size)
+{
+    if (size == 0)
+        return CUDA_SUCCESS;
+    pthread_mutex_lock(&lock);
+    void *to, *from;
+    CUresult result = context_range(destination, size, &to);
+    if (result == CUDA_SUCCESS)
+        result = context_range(source, size, &from);
+    if (result == CUDA_SUCCESS)
+        memmove(to, from, size);
+    pthread_mutex_unlock(&lock);
+    return result;
+}
+
+EXPORT CUresult cuMemcpyDtoD_v2(CUdeviceptr destination, CUdeviceptr source, size_t size)
+{
+    BEGIN(cuMemcpyDtoD_v2, NEEDS_CONTEXT);
+    return copy_device_to_device(destination, source, size);
+}
+
+static bool valid_stream(CUstream stream);
+
+/* The fake's work is synchronous: done before it returns, on a stream
+ * that must still exist. */
+EXPORT CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr destination, CUdeviceptr source, size_t size,
+                                     CUstream stream)
+{
+    BEGIN(cuMemcpyDtoDAsync_v2, NEEDS_CONTEXT);
+    if (!valid_stream(stream))
+        return CUDA_ERROR_INVALID_HANDLE;
+    return copy_device_to_device(destination, source, size);
+}
+
+EXPORT CUresult cuMemGetInfo_v2(size_t *free_bytes, size_t *total_bytes)
+{
+    BEGIN(cuMemGetInfo_v2, NEEDS_CONTEXT);
+    if (free_bytes == NULL || total_bytes == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    uint64_t total = memory_total();
+    uint64_t used = device_memory_used(device_keys[current_context()->device]);
+    *total_bytes = (size_t)total;
+    *free_bytes = (size_t)(used < total ? total - used : 0);
+    return CUDA_SUCCESS;
+}
+
 EXPORT CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attribute,
                                       CUdeviceptr pointer)
 {
@@ -786,6 +975,7 @@ static void wire_write(char out[CU_IPC_HANDLE_SIZE], uint64_t magic, int device,
         .id = id,
         .nonce = nonce,
         .size = size,
+        .device_key = device_keys[device],
     };
     memset(out, 0, CU_IPC_HANDLE_SIZE);
     memcpy(out, &w, sizeof w);
@@ -858,8 +1048,7 @@ EXPORT CUresult cuIpcOpenMemHandle_v2(CUdeviceptr *pointer, CUipcMemHandle handl
     r->exporter = (pid_t)w.pid;
     r->exporter_start = w.start_time;
     r->opens = 1;
-    snprintf(r->name, sizeof r->name, "fakecu.%ld.m%016llx", (long)w.pid,
-             (unsigned long long)w.id);
+    allocation_name(r->name, sizeof r->name, (pid_t)w.pid, w.id, w.device_key);
     char path[80];
     snprintf(path, sizeof path, "/%s", r->name);
     int fd = shm_open(path, O_RDWR | O_CLOEXEC, 0);
@@ -910,10 +1099,19 @@ EXPORT CUresult cuIpcCloseMemHandle(CUdeviceptr pointer)
 
 /* ---- events --------------------------------------------------------------- */
 
+/* NULL and CU_STREAM_LEGACY (the legacy default stream),
+ * CU_STREAM_PER_THREAD, or a stream cuStreamCreate made and
+ * cuStreamDestroy_v2 did not destroy yet. */
 static bool valid_stream(CUstream stream)
 {
-    uintptr_t value = (uintptr_t)stream;
-    return value == 0 || value == 1 || value == 2;
+    if (stream == NULL || stream == RM_CU_STREAM_LEGACY || stream == RM_CU_STREAM_PER_THREAD)
+        return true;
+    pthread_mutex_lock(&lock);
+    bool found = false;
+    for (const struct CUstream_st *s = streams; s != NULL && !found; s = s->next)
+        found = s == stream && s->magic == STREAM_OBJECT_MAGIC;
+    pthread_mutex_unlock(&lock);
+    return found;
 }
 
 static bool valid_event(const struct CUevent_st *event)
@@ -1002,8 +1200,12 @@ EXPORT CUresult cuEventRecord(CUevent event, CUstream stream)
     } else {
         const char *delay = getenv("FAKE_CUDA_EVENT_DELAY_MS");
         int64_t delay_ns = delay != NULL ? (int64_t)atoi(delay) * 1000000 : 0;
-        atomic_store(&event->slot->complete_at_ns, now_ns() + delay_ns);
+        int64_t complete_at = now_ns() + delay_ns;
+        atomic_store(&event->slot->complete_at_ns, complete_at);
         atomic_fetch_add(&event->slot->records, 1);
+        struct CUctx_st *context = current_context();
+        if (context->busy_until_ns < complete_at)
+            context->busy_until_ns = complete_at;
     }
     pthread_mutex_unlock(&lock);
     return result;
@@ -1033,6 +1235,21 @@ EXPORT CUresult cuEventSynchronize(CUevent event)
 {
     BEGIN(cuEventSynchronize, NEEDS_INIT);
     return wait_event(event);
+}
+
+/* Done once the last record's completion time has passed; an event never
+ * recorded is done. */
+EXPORT CUresult cuEventQuery(CUevent event)
+{
+    BEGIN(cuEventQuery, NEEDS_INIT);
+    pthread_mutex_lock(&lock);
+    CUresult result = CUDA_SUCCESS;
+    if (!valid_event(event) || !event_backed(event))
+        result = CUDA_ERROR_INVALID_HANDLE;
+    else if (atomic_load(&event->slot->complete_at_ns) > now_ns())
+        result = CUDA_ERROR_NOT_READY;
+    pthread_mutex_unlock(&lock);
+    return result;
 }
 
 EXPORT CUresult cuEventDestroy_v2(CUevent event)
@@ -1140,6 +1357,85 @@ EXPORT CUresult cuStreamSynchronize(CUstream stream)
     return valid_stream(stream) ? CUDA_SUCCESS : CUDA_ERROR_INVALID_HANDLE;
 }
 
+EXPORT CUresult cuStreamCreate(CUstream *out, unsigned int flags)
+{
+    BEGIN(cuStreamCreate, NEEDS_CONTEXT);
+    if (out == NULL || (flags != CU_STREAM_DEFAULT && flags != CU_STREAM_NON_BLOCKING))
+        return CUDA_ERROR_INVALID_VALUE;
+    struct CUstream_st *stream = calloc(1, sizeof *stream);
+    if (stream == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    stream->magic = STREAM_OBJECT_MAGIC;
+    stream->flags = flags;
+    stream->context = current_context();
+    pthread_mutex_lock(&lock);
+    stream->next = streams;
+    streams = stream;
+    pthread_mutex_unlock(&lock);
+    *out = stream;
+    return CUDA_SUCCESS;
+}
+
+/* The default streams are not the caller's to destroy. */
+EXPORT CUresult cuStreamDestroy_v2(CUstream stream)
+{
+    BEGIN(cuStreamDestroy_v2, NEEDS_INIT);
+    pthread_mutex_lock(&lock);
+    CUresult result = CUDA_ERROR_INVALID_HANDLE;
+    for (struct CUstream_st **link = &streams; *link != NULL; link = &(*link)->next) {
+        if (*link == stream) {
+            *link = stream->next;
+            stream->magic = 0;
+            free(stream);
+            result = CUDA_SUCCESS;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return result;
+}
+
+/* The fake's work is synchronous but for event records, whose completion
+ * FAKE_CUDA_EVENT_DELAY_MS postpones: synchronizing a context waits for
+ * the last of them. */
+static CUresult synchronize_context(struct CUctx_st *context)
+{
+    pthread_mutex_lock(&lock);
+    int64_t busy_until = context->busy_until_ns;
+    pthread_mutex_unlock(&lock);
+    for (int64_t remaining; (remaining = busy_until - now_ns()) > 0;) {
+        struct timespec pause = {remaining / 1000000000, remaining % 1000000000};
+        nanosleep(&pause, NULL);
+    }
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuCtxSynchronize(void)
+{
+    BEGIN(cuCtxSynchronize, NEEDS_CONTEXT);
+    return synchronize_context(current_context());
+}
+
+/* CUDA 13.0's: NULL is the current context. cuGetProcAddress_v2 returns
+ * it for "cuCtxSynchronize" from version 13000, as the driver does; a
+ * caller that declared the old signature passes garbage here, which an
+ * unknown context makes loud. */
+EXPORT CUresult cuCtxSynchronize_v2(CUcontext context)
+{
+    BEGIN(cuCtxSynchronize_v2, NEEDS_INIT);
+    if (context == NULL) {
+        if (!current_context_valid())
+            return CUDA_ERROR_INVALID_CONTEXT;
+        return synchronize_context(current_context());
+    }
+    bool known = false;
+    for (int i = 0; i < device_count; i++)
+        known |= context == &primary[i];
+    if (!known || context->retains == 0)
+        return CUDA_ERROR_INVALID_CONTEXT;
+    return synchronize_context(context);
+}
+
 /* ---- plain legacy symbols: calling one is the bug being tested for ------- */
 
 static CUresult legacy_called(void)
@@ -1152,7 +1448,8 @@ static CUresult legacy_called(void)
     X(cuMemAlloc) X(cuMemFree) X(cuMemGetAddressRange) X(cuMemcpyHtoD)        \
     X(cuMemcpyDtoH) X(cuIpcOpenMemHandle) X(cuCtxPushCurrent)                 \
     X(cuCtxPopCurrent) X(cuEventDestroy) X(cuDevicePrimaryCtxRelease)         \
-    X(cuDeviceGetUuid)
+    X(cuDeviceGetUuid) X(cuMemsetD8) X(cuMemcpyDtoD) X(cuMemcpyDtoDAsync)      \
+    X(cuMemGetInfo) X(cuStreamDestroy)
 #define LEGACY_DEFINE_(name)                                                  \
     EXPORT CUresult name(void);                                               \
     EXPORT CUresult name(void) { return legacy_called(); }
@@ -1171,7 +1468,8 @@ static const struct {
     const char *base;
     any_function current; /* the versioned symbol */
     int since;            /* the CUDA version that introduced it */
-    any_function legacy;  /* what older versions get, if anything */
+    any_function legacy;  /* what older versions get, if anything: a legacy
+                             trap, or the older signature's function */
 } proc_table[] = {
 #define PROC_(base, symbol, since, legacy) {#base, (any_function)symbol, since, legacy},
     PROC_(cuInit, cuInit, 2000, NULL)
@@ -1188,12 +1486,17 @@ static const struct {
           (any_function)cuDevicePrimaryCtxRelease)
     PROC_(cuCtxPushCurrent, cuCtxPushCurrent_v2, 4000, (any_function)cuCtxPushCurrent)
     PROC_(cuCtxPopCurrent, cuCtxPopCurrent_v2, 4000, (any_function)cuCtxPopCurrent)
+    PROC_(cuCtxSynchronize, cuCtxSynchronize_v2, 13000, (any_function)cuCtxSynchronize)
     PROC_(cuMemAlloc, cuMemAlloc_v2, 3020, (any_function)cuMemAlloc)
     PROC_(cuMemFree, cuMemFree_v2, 3020, (any_function)cuMemFree)
+    PROC_(cuMemGetInfo, cuMemGetInfo_v2, 3020, (any_function)cuMemGetInfo)
     PROC_(cuMemGetAddressRange, cuMemGetAddressRange_v2, 3020,
           (any_function)cuMemGetAddressRange)
     PROC_(cuMemcpyHtoD, cuMemcpyHtoD_v2, 3020, (any_function)cuMemcpyHtoD)
     PROC_(cuMemcpyDtoH, cuMemcpyDtoH_v2, 3020, (any_function)cuMemcpyDtoH)
+    PROC_(cuMemcpyDtoD, cuMemcpyDtoD_v2, 3020, (any_function)cuMemcpyDtoD)
+    PROC_(cuMemcpyDtoDAsync, cuMemcpyDtoDAsync_v2, 3020, (any_function)cuMemcpyDtoDAsync)
+    PROC_(cuMemsetD8, cuMemsetD8_v2, 3020, (any_function)cuMemsetD8)
     PROC_(cuPointerGetAttribute, cuPointerGetAttribute, 4000, NULL)
     PROC_(cuIpcGetMemHandle, cuIpcGetMemHandle, 4010, NULL)
     PROC_(cuIpcOpenMemHandle, cuIpcOpenMemHandle_v2, 11000, (any_function)cuIpcOpenMemHandle)
@@ -1201,11 +1504,14 @@ static const struct {
     PROC_(cuEventCreate, cuEventCreate, 2000, NULL)
     PROC_(cuEventRecord, cuEventRecord, 2000, NULL)
     PROC_(cuEventSynchronize, cuEventSynchronize, 2000, NULL)
+    PROC_(cuEventQuery, cuEventQuery, 2000, NULL)
     PROC_(cuEventDestroy, cuEventDestroy_v2, 4000, (any_function)cuEventDestroy)
     PROC_(cuIpcGetEventHandle, cuIpcGetEventHandle, 4010, NULL)
     PROC_(cuIpcOpenEventHandle, cuIpcOpenEventHandle, 4010, NULL)
     PROC_(cuStreamWaitEvent, cuStreamWaitEvent, 3020, NULL)
     PROC_(cuStreamSynchronize, cuStreamSynchronize, 2000, NULL)
+    PROC_(cuStreamCreate, cuStreamCreate, 2000, NULL)
+    PROC_(cuStreamDestroy, cuStreamDestroy_v2, 4000, (any_function)cuStreamDestroy)
 #undef PROC_
 };
 
@@ -1272,11 +1578,14 @@ EXPORT long long fake_cuda_calls(const char *name)
     if (strcmp(name, "@imports_mapped") == 0)
         return atomic_load(&imports_mapped);
     if (strcmp(name, "@imports_live") == 0 || strcmp(name, "@allocs_live") == 0 ||
-        strcmp(name, "@events_live") == 0) {
+        strcmp(name, "@events_live") == 0 || strcmp(name, "@streams_live") == 0) {
         long long count = 0;
         pthread_mutex_lock(&lock);
         if (name[1] == 'e') {
             for (struct CUevent_st *e = events; e != NULL; e = e->next)
+                count++;
+        } else if (name[1] == 's') {
+            for (struct CUstream_st *st = streams; st != NULL; st = st->next)
                 count++;
         } else {
             bool imports = name[1] == 'i';

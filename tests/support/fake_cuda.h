@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "shm_cleanup.h"
@@ -88,6 +89,22 @@ static inline int fake_cuda_parse_uuid(const char *text, uint8_t uuid[16])
         digits++;
     }
     return digits == 32 ? 0 : -1;
+}
+
+/* Makes the fake's device 0 (and, inherited, a peer's) a device of this
+ * process's own, by a UUID no other process uses: cuMemGetInfo_v2 counts
+ * the memory of every process on a device, so tests that check its
+ * numbers must not share a device with tests running beside them. Set
+ * before the first open. */
+static inline void fake_cuda_use_private_device(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    char uuid[48];
+    snprintf(uuid, sizeof uuid, "GPU-%08lx-%04x-4000-8000-%012llx",
+             (unsigned long)getpid() & 0xffffffffUL, (unsigned)now.tv_sec & 0xffffu,
+             (unsigned long long)now.tv_nsec);
+    setenv("FAKE_CUDA_UUIDS", uuid, 1);
 }
 
 /* The bytes the tests write and check: byte i of a buffer filled with

@@ -296,6 +296,188 @@ Test(cuda_ipc, the_fake_refuses_a_self_open_and_a_non_base_pointer_through_the_l
     rm_cuda_driver_release(driver);
 }
 
+/* A peer that exports `size` bytes filled with `seed`; its handle as text. */
+static pid_t spawn_exporter(peer_io *io, const char *size, const char *seed, char hex[129])
+{
+    char *argv[] = {NULL, "export", (char *)fake_cuda_library(), (char *)size, (char *)seed,
+                    NULL};
+    pid_t pid = spawn(io, argv);
+    snprintf(hex, 129, "%s", expect_line(io, ""));
+    cr_assert_eq(strlen(hex), 128, "not a handle: %s", hex);
+    return pid;
+}
+
+static CUdeviceptr open_handle(rm_cuda_driver *driver, const char *hex)
+{
+    CUipcMemHandle handle;
+    cr_assert_eq(fake_cuda_unhex(hex, handle.reserved), 0);
+    CUdeviceptr pointer;
+    cr_assert_eq(rm_cuda_driver_ipc_open_mem_handle(driver, 0, &handle, &pointer, OWNER), RM_OK,
+                 "%s", rm_error_last(OWNER));
+    return pointer;
+}
+
+/* `size` bytes at `pointer` are the pattern of `seed` (from byte `from`
+ * of the pattern on). */
+static void expect_pattern(rm_cuda_driver *driver, CUdeviceptr pointer, size_t size,
+                           uint64_t seed, size_t from)
+{
+    uint8_t *copy = malloc(size);
+    cr_assert_not_null(copy);
+    cr_assert_eq(rm_cuda_driver_memcpy_dtoh(driver, 0, copy, pointer, size, OWNER), RM_OK, "%s",
+                 rm_error_last(OWNER));
+    for (size_t i = 0; i < size; i++)
+        cr_assert_eq(copy[i], fake_cuda_pattern(seed, from + i), "byte %zu", i);
+    free(copy);
+}
+
+static void expect_illegal_address(int32_t rc, const char *what)
+{
+    cr_expect_eq(rc, RM_E_SYSTEM, "%s: rc %d: %s", what, rc, rm_error_last(OWNER));
+    cr_expect_eq(rm_cuda_driver_last_result(), CUDA_ERROR_ILLEGAL_ADDRESS, "%s", what);
+    cr_expect_not_null(strstr(rm_error_last(OWNER), "CUDA_ERROR_ILLEGAL_ADDRESS (700)"), "%s: %s",
+                       what, rm_error_last(OWNER));
+}
+
+Test(cuda_ipc, memset_and_device_copies_work_through_imports_and_fail_once_the_exporter_is_gone)
+{
+    rm_cuda_driver *driver = open_fake();
+    peer_io first_io, second_io;
+    char first_hex[129], second_hex[129];
+    pid_t first = spawn_exporter(&first_io, "8192", "21", first_hex);
+    pid_t second = spawn_exporter(&second_io, "8192", "22", second_hex);
+    CUdeviceptr one = open_handle(driver, first_hex);
+    CUdeviceptr two = open_handle(driver, second_hex);
+    CUdeviceptr local;
+    cr_assert_eq(rm_cuda_driver_mem_alloc(driver, 0, 8192, &local, OWNER), RM_OK);
+
+    /* An import to a local block, and between two imports. */
+    cr_assert_eq(rm_cuda_driver_memcpy_dtod(driver, 0, local, one, 8192, OWNER), RM_OK, "%s",
+                 rm_error_last(OWNER));
+    expect_pattern(driver, local, 8192, 21, 0);
+    cr_assert_eq(rm_cuda_driver_memcpy_dtod_async(driver, 0, two, one, 4096, NULL, OWNER), RM_OK,
+                 "%s", rm_error_last(OWNER));
+    expect_pattern(driver, two, 4096, 21, 0);
+    expect_pattern(driver, two + 4096, 4096, 22, 4096);
+    cr_assert_eq(rm_cuda_driver_memset_d8(driver, 0, one + 100, 0xee, 10, OWNER), RM_OK);
+    uint8_t bytes[12];
+    cr_assert_eq(rm_cuda_driver_memcpy_dtoh(driver, 0, bytes, one + 99, 12, OWNER), RM_OK);
+    cr_expect_eq(bytes[0], fake_cuda_pattern(21, 99));
+    for (int i = 1; i <= 10; i++)
+        cr_expect_eq(bytes[i], 0xee, "byte %d", i);
+    cr_expect_eq(bytes[11], fake_cuda_pattern(21, 110));
+    cr_assert_eq(rm_cuda_driver_memcpy_dtod(driver, 0, one, local, 16, OWNER), RM_OK);
+    int ordinal = -1;
+    cr_expect_eq(rm_cuda_driver_pointer_ordinal(driver, one + 8191, &ordinal, OWNER), RM_OK, "%s",
+                 rm_error_last(OWNER));
+    cr_expect_eq(ordinal, 0);
+    /* Past the end of an import. */
+    cr_expect_eq(rm_cuda_driver_memset_d8(driver, 0, two + 8000, 0, 193, OWNER),
+                 RM_E_INVALID_ARGUMENT);
+    cr_expect_eq(rm_cuda_driver_last_result(), CUDA_ERROR_INVALID_VALUE);
+
+    /* The first exporter frees: its import fails loudly, either way. */
+    cr_assert_eq(peer_send_line(&first_io, "free"), 0, "%s", first_io.why);
+    expect_line(&first_io, "freed");
+    expect_illegal_address(rm_cuda_driver_memset_d8(driver, 0, one, 0, 16, OWNER), "memset");
+    expect_illegal_address(rm_cuda_driver_memcpy_dtod(driver, 0, local, one, 16, OWNER),
+                           "copy from");
+    expect_illegal_address(rm_cuda_driver_memcpy_dtod(driver, 0, one, local, 16, OWNER),
+                           "copy to");
+    expect_illegal_address(rm_cuda_driver_memcpy_dtod_async(driver, 0, two, one, 16, NULL, OWNER),
+                           "async copy");
+    cr_expect_eq(rm_cuda_driver_memcpy_dtod(driver, 0, two, local, 16, OWNER), RM_OK,
+                 "the other import is alive: %s", rm_error_last(OWNER));
+
+    /* The second dies. */
+    kill(second, SIGKILL);
+    int status = peer_reap(second, PEER_TIMEOUT_MS, NULL);
+    peer_io_close(&second_io);
+    cr_assert(WIFSIGNALED(status), "status %#x", status);
+    expect_illegal_address(rm_cuda_driver_memcpy_dtod(driver, 0, local, two, 16, OWNER),
+                           "copy from a dead exporter's block");
+    expect_illegal_address(rm_cuda_driver_memset_d8(driver, 0, two, 1, 1, OWNER),
+                           "memset of a dead exporter's block");
+
+    cr_expect_eq(rm_cuda_driver_ipc_close_mem_handle(driver, 0, one, OWNER), RM_OK);
+    cr_expect_eq(rm_cuda_driver_ipc_close_mem_handle(driver, 0, two, OWNER), RM_OK);
+    cr_expect_eq(rm_cuda_driver_mem_free(driver, 0, local, OWNER), RM_OK);
+    expect_exit(first, &first_io, 0);
+    fake_cuda_reap_dead();
+    rm_cuda_driver_release(driver);
+}
+
+static size_t free_bytes_now(rm_cuda_driver *driver, size_t expected_total)
+{
+    size_t free_bytes, total;
+    cr_assert_eq(rm_cuda_driver_mem_get_info(driver, 0, &free_bytes, &total, OWNER), RM_OK, "%s",
+                 rm_error_last(OWNER));
+    cr_assert_eq(total, expected_total);
+    return free_bytes;
+}
+
+/* Device memory is shared by the processes on a device: what a peer
+ * allocates is missing here until it frees, exits or dies. */
+Test(cuda_ipc, mem_get_info_counts_the_memory_of_every_process_on_the_device)
+{
+    fake_cuda_use_private_device(); /* inherited by the peers */
+    const size_t total = (size_t)1 << 30;
+    setenv("FAKE_CUDA_MEMORY_BYTES", "1073741824", 1);
+    rm_cuda_driver *driver = open_fake();
+    cr_expect_eq(free_bytes_now(driver, total), total);
+    const size_t mine = 2 << 20, theirs = 8 << 20;
+    CUdeviceptr block;
+    cr_assert_eq(rm_cuda_driver_mem_alloc(driver, 0, mine, &block, OWNER), RM_OK);
+    cr_expect_eq(free_bytes_now(driver, total), total - mine);
+
+    peer_io exporter_io;
+    char hex[129];
+    pid_t exporter = spawn_exporter(&exporter_io, "8388608", "1", hex);
+    cr_expect_eq(free_bytes_now(driver, total), total - mine - theirs,
+                 "the peer's allocation is not counted here");
+    /* And a third process sees both. */
+    char *meminfo_argv[] = {NULL, "meminfo", (char *)fake_cuda_library(), NULL};
+    peer_io io;
+    pid_t meminfo = spawn(&io, meminfo_argv);
+    char expected[96];
+    snprintf(expected, sizeof expected, "free %zu total %zu", total - mine - theirs, total);
+    const char *line = expect_line(&io, "free ");
+    cr_expect_str_eq(line, expected);
+    expect_exit(meminfo, &io, 0);
+
+    cr_assert_eq(peer_send_line(&exporter_io, "free"), 0, "%s", exporter_io.why);
+    expect_line(&exporter_io, "freed");
+    cr_expect_eq(free_bytes_now(driver, total), total - mine, "the peer's free is not counted");
+    expect_exit(exporter, &exporter_io, 0);
+    cr_expect_eq(free_bytes_now(driver, total), total - mine);
+
+    /* Not freed, but exited normally. */
+    exporter = spawn_exporter(&exporter_io, "8388608", "2", hex);
+    cr_expect_eq(free_bytes_now(driver, total), total - mine - theirs);
+    expect_exit(exporter, &exporter_io, 0);
+    cr_expect_eq(free_bytes_now(driver, total), total - mine, "an exited peer still counts");
+
+    /* Killed: its object stays in /dev/shm until reaped, but a dead
+     * process holds no device memory. */
+    exporter = spawn_exporter(&exporter_io, "8388608", "3", hex);
+    cr_expect_eq(free_bytes_now(driver, total), total - mine - theirs);
+    kill(exporter, SIGKILL);
+    int status = peer_reap(exporter, PEER_TIMEOUT_MS, NULL);
+    peer_io_close(&exporter_io);
+    cr_assert(WIFSIGNALED(status), "status %#x", status);
+    cr_expect_eq(free_bytes_now(driver, total), total - mine, "a killed peer still counts");
+
+    /* More than is free: out of memory. */
+    CUdeviceptr too_much;
+    cr_expect_eq(rm_cuda_driver_mem_alloc(driver, 0, total - mine + 1, &too_much, OWNER),
+                 RM_E_NO_MEMORY);
+    cr_expect_eq(rm_cuda_driver_last_result(), CUDA_ERROR_OUT_OF_MEMORY);
+    cr_assert_eq(rm_cuda_driver_mem_free(driver, 0, block, OWNER), RM_OK);
+    cr_expect_eq(free_bytes_now(driver, total), total);
+    fake_cuda_reap_dead();
+    rm_cuda_driver_release(driver);
+}
+
 /* The fake's rules, called directly (the loader never breaks them). */
 #define BIND(handle, name) bind_symbol(handle, #name, (void **)&name)
 static void bind_symbol(void *handle, const char *name, void **slot)
