@@ -1053,6 +1053,12 @@ typedef struct rm_tensor_spec {
 #define RM_TENSOR_IMPORTED ((uint64_t)1 << 2)  /* from tensor_import*() */
 #define RM_TENSOR_OWNED ((uint64_t)1 << 3)     /* allocated by this context */
 
+/** DLPack's DLDevice (REF: dlpack). */
+typedef struct rm_dl_device {
+    int32_t device_type; /* 1 = kDLCPU, 2 = kDLCUDA */
+    int32_t device_id;
+} rm_dl_device;
+
 /** What a handle refers to; filled by tensor_info(). */
 typedef struct rm_tensor_info {
     uint32_t struct_size;
@@ -1212,11 +1218,7 @@ typedef void (*rm_device_released_fn)(void *user, void *device_pointer);
  * that includes dlpack.h casts the pointers. tests/abi checks the layout
  * against dlpack.h.
  * ======================================================================== */
-typedef struct rm_dl_device {
-    int32_t device_type; /* 1 = kDLCPU, 2 = kDLCUDA */
-    int32_t device_id;
-} rm_dl_device;
-
+/* rm_dl_device (DLDevice) is defined with rm_tensor_info, which uses it. */
 typedef struct rm_dl_tensor {
     void *data;
     rm_dl_device device;

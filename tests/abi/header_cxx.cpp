@@ -1,11 +1,15 @@
 // The public header compiles alone as C++ and links with C linkage.
 #include "rm_plugin.h"
 
-static_assert(sizeof(rm_plugin_v1) == 264 && offsetof(rm_plugin_v1, registry_reclaim) == 256,
+static_assert(sizeof(rm_plugin_v1) == 296 && offsetof(rm_plugin_v1, registry_reclaim) == 256 &&
+                  offsetof(rm_plugin_v1, cuda_info) == 288,
               "same layout from C++");
-static_assert(sizeof(rm_tensor_spec) == 200 && sizeof(rm_tensor_info) == 192 &&
+static_assert(sizeof(rm_tensor_spec) == 216 && sizeof(rm_tensor_info) == 216 &&
                   sizeof(rm_dl_managed_tensor_versioned) == 80,
-              "1.1 structs: same layout from C++");
+              "1.1 structs (1.3 sizes): same layout from C++");
+static_assert(sizeof(rm_cuda_info) == 1944 && sizeof(rm_tensor_pool_stats) == 312 &&
+                  sizeof(rm_reclaim_report) == 64 && sizeof(rm_shm_pool_info) == 176,
+              "1.3 structs: same layout from C++");
 static_assert(sizeof(rm_loaded_model) == 56 && sizeof(rm_model_info) == 352 &&
                   sizeof(rm_registry_metrics) == 136 && sizeof(rm_registry_reclaim_report) == 48,
               "1.2 structs: same layout from C++");
@@ -18,6 +22,6 @@ int main()
     rm_plugin_negotiate_fn negotiate = nullptr;
     const rm_plugin_v1 *vt = nullptr;
     return (negotiate != nullptr) + RM_PLUGIN_HAS(vt, model_evict) + RM_PLUGIN_HAS(vt, shm_list) +
-           RM_PLUGIN_HAS(vt, registry_reclaim) +
+           RM_PLUGIN_HAS(vt, registry_reclaim) + RM_PLUGIN_HAS(vt, cuda_info) +
            (RM_ABI_VERSION_MAJOR(RM_ABI_VERSION_CURRENT) != 1);
 }

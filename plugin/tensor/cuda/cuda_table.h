@@ -69,6 +69,7 @@ typedef struct rm_cuda_block_row {
     uint32_t handle_kind;        /* RM_CUDA_HANDLE_* */
     uint32_t flags;              /* RM_CUDA_BLOCK_* */
     uint8_t handle[64];
+    uint64_t spare;
 } rm_cuda_block_row;
 
 typedef struct rm_cuda_slot_row {
