@@ -505,7 +505,8 @@ typedef struct rm_config_entry {
  *                       that device tensors are sub-allocated from (one
  *                       IPC handle per block); a tensor larger than this
  *                       gets a block of its own, rounded up to 2 MiB.
- *                       2M to 1T, a multiple of 2M. Default 64M.
+ *                       2M to 1T, rounded up to a multiple of 2M.
+ *                       Default 64M.
  */
 typedef struct rm_context_options {
     uint32_t struct_size;

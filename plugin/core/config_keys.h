@@ -104,7 +104,7 @@
     XX("cuda.block_bytes", cuda_block_bytes, bytes, UINT64_C(2) << 20, UINT64_C(1) << 40,  \
        "64M",                                                                              \
        "Size of the exportable device blocks that device tensors are sub-allocated from "  \
-       "(one IPC handle per block), a multiple of 2M; a larger tensor gets a block of "    \
-       "its own.")
+       "(one IPC handle per block), rounded up to a multiple of 2M; a larger tensor gets " \
+       "a block of its own.")
 
 #endif

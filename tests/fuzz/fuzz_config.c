@@ -41,7 +41,7 @@ static const int error_owner_token;
 #define OWNER ((const void *)&error_owner_token)
 
 #define MAX_PAIRS 32
-#define VALUE_MAX 128
+#define VALUE_MAX 260 /* cuda.driver prints up to 255 bytes */
 /* The file reader's limit, '\n' included (config.c's CONFIG_LINE_MAX - 1). */
 #define LINE_BYTES_MAX 4095
 
@@ -50,14 +50,25 @@ static const int error_owner_token;
 enum {
     K_FEATURES, K_LOG_LEVEL, K_TTL, K_MAX_BYTES, K_MAX_MODELS, K_SHM_NAMESPACE,
     K_POOL_BYTES, K_SESSION_QUOTA, K_MAX_TENSORS, K_SCOPE, K_REGISTRY_NAMESPACE,
-    K_TABLE_ENTRIES, K_TABLE, KEY_COUNT
+    K_TABLE_ENTRIES, K_TABLE, K_CUDA_DRIVER, K_CUDA_POOL_BYTES, K_CUDA_BLOCK_BYTES, KEY_COUNT
 };
 
 static const char *const key_names[KEY_COUNT] = {
     "features", "log.level", "registry.ttl_s", "registry.max_bytes", "registry.max_models",
     "shm.namespace", "shm.pool_bytes", "shm.session_quota", "shm.max_tensors",
     "registry.scope", "registry.namespace", "registry.table_entries", "registry.table",
+    "cuda.driver", "cuda.pool_bytes", "cuda.block_bytes",
 };
+
+/* The features "all" means, in config_get's form. */
+#define BUILT_FEATURES_TEXT                                                              \
+    (RM_HAVE_MODEL_REGISTRY && RM_HAVE_SHARED_MEMORY && RM_HAVE_CUDA_IPC                 \
+         ? "model-registry,shared-memory,cuda-ipc"                                        \
+     : RM_HAVE_MODEL_REGISTRY && RM_HAVE_SHARED_MEMORY ? "model-registry,shared-memory"   \
+     : RM_HAVE_MODEL_REGISTRY                          ? "model-registry"                 \
+     : RM_HAVE_SHARED_MEMORY && RM_HAVE_CUDA_IPC       ? "shared-memory,cuda-ipc"         \
+     : RM_HAVE_SHARED_MEMORY                           ? "shared-memory"                  \
+                                                       : "none")
 
 /* The value of every key in the form config_get prints it. A TTL whose
  * exact decimal a double cannot keep (2^23 s and more with nanoseconds)
@@ -69,12 +80,9 @@ typedef struct reference {
 static void reference_defaults(reference *r)
 {
     static const char *const defaults[KEY_COUNT] = {
-        RM_HAVE_MODEL_REGISTRY && RM_HAVE_SHARED_MEMORY ? "model-registry,shared-memory"
-        : RM_HAVE_MODEL_REGISTRY                         ? "model-registry"
-        : RM_HAVE_SHARED_MEMORY                          ? "shared-memory"
-                                                         : "none",
+        BUILT_FEATURES_TEXT,
         "warn", "30", "0", "0", "default", "1073741824", "0", "16384", "process", "default",
-        "1024", "create",
+        "1024", "create", "libcuda.so.1", "4294967296", "67108864",
     };
     for (int k = 0; k < KEY_COUNT; k++)
         snprintf(r->value[k], VALUE_MAX, "%s", defaults[k]);
@@ -177,14 +185,10 @@ static bool reference_features(const char *text, char *out)
         if (strcmp(text, "none") == 0)
             snprintf(out, VALUE_MAX, "none");
         else
-            reference_features(RM_HAVE_MODEL_REGISTRY && RM_HAVE_SHARED_MEMORY
-                                   ? "model-registry,shared-memory"
-                               : RM_HAVE_MODEL_REGISTRY ? "model-registry"
-                                                        : "shared-memory",
-                               out);
+            snprintf(out, VALUE_MAX, "%s", BUILT_FEATURES_TEXT);
         return true;
     }
-    bool registry = false, shared = false;
+    bool registry = false, shared = false, cuda = false;
     const char *item = text;
     for (;;) {
         size_t length = strcspn(item, ",");
@@ -197,14 +201,25 @@ static bool reference_features(const char *text, char *out)
             registry = true;
         else if (end - start == 13 && strncmp(item + start, "shared-memory", 13) == 0)
             shared = true;
+        else if (end - start == 8 && strncmp(item + start, "cuda-ipc", 8) == 0)
+            cuda = true;
         else
             return false;
         if (item[length] == '\0')
             break;
         item += length + 1;
     }
-    snprintf(out, VALUE_MAX, "%s%s%s", registry ? "model-registry" : "",
-             registry && shared ? "," : "", shared ? "shared-memory" : "");
+    const char *names[3];
+    int count = 0;
+    if (registry)
+        names[count++] = "model-registry";
+    if (shared)
+        names[count++] = "shared-memory";
+    if (cuda)
+        names[count++] = "cuda-ipc";
+    out[0] = '\0';
+    for (int i = 0; i < count; i++)
+        snprintf(out + strlen(out), VALUE_MAX - strlen(out), "%s%s", i ? "," : "", names[i]);
     return true;
 }
 
@@ -224,7 +239,8 @@ static int32_t reference_set(reference *r, const char *key, const char *value)
     case K_FEATURES:
         ok = reference_features(value, printed);
         if (ok && ((!RM_HAVE_MODEL_REGISTRY && strstr(printed, "model-registry") != NULL) ||
-                   (!RM_HAVE_SHARED_MEMORY && strstr(printed, "shared-memory") != NULL)))
+                   (!RM_HAVE_SHARED_MEMORY && strstr(printed, "shared-memory") != NULL) ||
+                   (!RM_HAVE_CUDA_IPC && strstr(printed, "cuda-ipc") != NULL)))
             return RM_E_FEATURE_UNAVAILABLE;
         break;
     case K_LOG_LEVEL:
@@ -267,11 +283,24 @@ static int32_t reference_set(reference *r, const char *key, const char *value)
         ok = strcmp(value, "create") == 0 || strcmp(value, "existing") == 0;
         snprintf(printed, sizeof printed, "%s", value);
         break;
+    case K_CUDA_DRIVER: {
+        size_t length = strlen(value);
+        ok = length >= 1 && length <= 255;
+        for (size_t i = 0; ok && i < length; i++)
+            ok = (unsigned char)value[i] > ' ' && (unsigned char)value[i] < 0x7f;
+        snprintf(printed, sizeof printed, "%s", value);
+        break;
+    }
+    case K_CUDA_POOL_BYTES:
+    case K_CUDA_BLOCK_BYTES:
+        ok = reference_size(value, &number) && number >= ((uint64_t)2 << 20) &&
+             number <= ((uint64_t)1 << 40);
+        break;
     }
     if (!ok)
         return RM_E_CONFIG_INVALID_VALUE;
     if (k != K_FEATURES && k != K_LOG_LEVEL && k != K_TTL && k != K_SHM_NAMESPACE &&
-        k != K_REGISTRY_NAMESPACE && k != K_SCOPE && k != K_TABLE)
+        k != K_REGISTRY_NAMESPACE && k != K_SCOPE && k != K_TABLE && k != K_CUDA_DRIVER)
         snprintf(printed, sizeof printed, "%llu", (unsigned long long)number);
     snprintf(r->value[k], VALUE_MAX, "%s", printed);
     return RM_OK;

@@ -15,8 +15,8 @@ TestSuite(config, .timeout = 10);
  * inline: a pointer into the parent's data would not survive ASLR. */
 struct valid_case {
     char key[32];
-    char value[48];
-    char effective[40]; /* config_get's answer afterwards */
+    char value[64];
+    char effective[64]; /* config_get's answer afterwards */
 };
 
 ParameterizedTestParameters(config, valid_values)
@@ -63,6 +63,13 @@ ParameterizedTestParameters(config, valid_values)
         {"registry.table_entries", "0016", "16"},
         {"registry.table", "create", "create"},
         {"registry.table", "existing", "existing"},
+        {"features", "shared-memory, cuda-ipc", "shared-memory,cuda-ipc"},
+        {"cuda.driver", "libcuda.so.1", "libcuda.so.1"},
+        {"cuda.driver", "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+         "/usr/lib/x86_64-linux-gnu/libcuda.so.1"},
+        {"cuda.pool_bytes", "2M", "2097152"},
+        {"cuda.pool_bytes", "1T", "1099511627776"},
+        {"cuda.block_bytes", "64M", "67108864"},
     };
     return cr_make_param_array(struct valid_case, cases, sizeof cases / sizeof cases[0]);
 }
@@ -72,11 +79,13 @@ ParameterizedTest(struct valid_case *c, config, valid_values)
     if (strstr(c->value, "shared-memory") != NULL &&
         (RM_FEATURES_BUILT & RM_FEATURE_SHARED_MEMORY) == 0)
         cr_skip_test("shared-memory not built");
+    if (strstr(c->value, "cuda-ipc") != NULL && (RM_FEATURES_BUILT & RM_FEATURE_CUDA_IPC) == 0)
+        cr_skip_test("cuda-ipc not built");
     rm_config config;
     rm_config_defaults(&config);
     cr_assert_eq(rm_config_set(&config, c->key, c->value, "test", NULL), RM_OK,
                  "%s = %s: %s", c->key, c->value, rm_error_last(NULL));
-    char text[64];
+    char text[128];
     size_t needed = 0;
     cr_assert_eq(rm_config_format(&config, c->key, text, sizeof text, &needed, NULL), RM_OK);
     cr_expect_str_eq(text, c->effective);
@@ -95,7 +104,12 @@ ParameterizedTestParameters(config, invalid_values)
         {"features", "", RM_E_CONFIG_INVALID_VALUE},
         {"features", "model_registry", RM_E_CONFIG_INVALID_VALUE},
         {"features", "shared-memory,", RM_E_CONFIG_INVALID_VALUE},
-        {"features", "cuda-ipc", RM_E_CONFIG_INVALID_VALUE},
+        {"features", "cuda", RM_E_CONFIG_INVALID_VALUE},
+        {"cuda.driver", "", RM_E_CONFIG_INVALID_VALUE},
+        {"cuda.driver", "lib cuda.so", RM_E_CONFIG_INVALID_VALUE},
+        {"cuda.driver", "libcuda\t.so", RM_E_CONFIG_INVALID_VALUE},
+        {"cuda.pool_bytes", "1M", RM_E_CONFIG_INVALID_VALUE},
+        {"cuda.block_bytes", "2T", RM_E_CONFIG_INVALID_VALUE},
         {"features", "ALL", RM_E_CONFIG_INVALID_VALUE},
         {"log.level", "verbose", RM_E_CONFIG_INVALID_VALUE},
         {"log.level", "", RM_E_CONFIG_INVALID_VALUE},
@@ -183,7 +197,8 @@ ParameterizedTest(struct invalid_case *c, config, invalid_values)
         cr_expect(strstr(message, "expected") != NULL, "message: %s", message);
     else
         cr_expect(strstr(message, "known keys: features") != NULL &&
-                      strstr(message, "registry.table_entries, registry.table)") != NULL,
+                      strstr(message, "registry.table, cuda.driver, cuda.pool_bytes, "
+                                     "cuda.block_bytes)") != NULL,
                   "every key, the last one too: %s", message);
     /* A rejected value changes nothing. */
     cr_expect(memcmp(&config, &before, sizeof config) == 0);
@@ -191,11 +206,13 @@ ParameterizedTest(struct invalid_case *c, config, invalid_values)
 
 Test(config, a_feature_not_built_is_unavailable)
 {
-    if (RM_FEATURES_BUILT == (RM_FEATURE_MODEL_REGISTRY | RM_FEATURE_SHARED_MEMORY))
+    if (RM_FEATURES_BUILT ==
+        (RM_FEATURE_MODEL_REGISTRY | RM_FEATURE_SHARED_MEMORY | RM_FEATURE_CUDA_IPC))
         cr_skip_test("every feature is built");
-    const char *missing = (RM_FEATURES_BUILT & RM_FEATURE_MODEL_REGISTRY) == 0
-                              ? "model-registry"
-                              : "shared-memory";
+    const char *missing = (RM_FEATURES_BUILT & RM_FEATURE_MODEL_REGISTRY) == 0 ? "model-registry"
+                          : (RM_FEATURES_BUILT & RM_FEATURE_SHARED_MEMORY) == 0
+                              ? "shared-memory"
+                              : "cuda-ipc";
     rm_config config;
     rm_config_defaults(&config);
     cr_expect_eq(rm_config_set(&config, "features", missing, "entry 0", NULL),
@@ -297,9 +314,11 @@ Test(config, key_enumeration_matches_formatter)
                      "%s", key);
     }
     /* 1.0: 5 keys, 1.1: 4 shm.* keys, 1.2: registry.scope,
-     * registry.namespace, registry.table_entries, then registry.table. */
-    cr_expect_eq(count, 13);
-    cr_expect_str_eq(rm_config_key_at(12), "registry.table", "a new key comes last");
+     * registry.namespace, registry.table_entries, then registry.table;
+     * 1.3: cuda.driver, cuda.pool_bytes, cuda.block_bytes. */
+    cr_expect_eq(count, 16);
+    cr_expect_str_eq(rm_config_key_at(12), "registry.table");
+    cr_expect_str_eq(rm_config_key_at(15), "cuda.block_bytes", "a new key comes last");
     int seen_scope = 0, seen_namespace = 0, seen_entries = 0;
     for (uint32_t i = 0; i < count; i++) {
         seen_scope += strcmp(rm_config_key_at(i), "registry.scope") == 0;
@@ -351,7 +370,8 @@ Test(config, accepted_forms_come_from_the_table)
         {"registry.ttl_s", "from 0 to 31536000, at most 9 digits after the point"},
         {"log.level", "one of error, warn, info, debug"},
         {"registry.table", "one of create, existing"},
-        {"features", "model-registry, shared-memory; or all, none"},
+        {"features", "model-registry, shared-memory, cuda-ipc; or all, none"},
+        {"cuda.block_bytes", "from 2M to 1T"},
     };
     for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++) {
         rm_config config;

@@ -89,7 +89,8 @@ Test(descriptor, each_field_check_is_reached)
     static const struct field_case cases[] = {
         {4, 1, 2, "version 1"},
         {4, 3, 2, "version"},
-        {6, 3, 1, "kind"},
+        {6, 4, 1, "kind"},
+        {6, 0, 1, "kind 0"},
         {7, 9, 1, "ndim"},
         {7, 2, 1, "span (ndim smaller)"},
         {8, 7, 1, "dtype code"},
@@ -136,6 +137,35 @@ Test(descriptor, inline_kind_rejects_pool_fields)
                         .nbytes = 10, .shape = {10}, .strides = {1}};
     rm_descriptor_encode(&d, bytes);
     cr_expect(rm_descriptor_decode(bytes, &back, &why), "%s", why);
+}
+
+/* A device tensor's descriptor names a slot of a device table like a pool
+ * descriptor, but a wrapped pointer may sit anywhere in its block: the
+ * offset is the backend's to check, identity is still required. */
+Test(descriptor, cuda_kind_needs_identity_not_alignment)
+{
+    rm_descriptor d = sample(), back;
+    d.kind = RM_DESCRIPTOR_KIND_CUDA_IPC;
+    d.offset = 4;
+    uint8_t bytes[RM_TENSOR_DESCRIPTOR_SIZE];
+    rm_descriptor_encode(&d, bytes);
+    const char *why = NULL;
+    cr_expect(rm_descriptor_decode(bytes, &back, &why), "%s", why);
+    cr_expect_eq(back.kind, RM_DESCRIPTOR_KIND_CUDA_IPC);
+    cr_expect_eq(back.offset, 4);
+    rm_descriptor missing = d;
+    missing.pool_id = 0;
+    rm_descriptor_encode(&missing, bytes);
+    cr_expect_not(rm_descriptor_decode(bytes, &back, &why));
+    cr_expect(why != NULL && strstr(why, "identity") != NULL, "%s", why);
+    missing = d;
+    missing.generation = 0;
+    rm_descriptor_encode(&missing, bytes);
+    cr_expect_not(rm_descriptor_decode(bytes, &back, &why));
+    missing = d;
+    missing.owner_pid = 0;
+    rm_descriptor_encode(&missing, bytes);
+    cr_expect_not(rm_descriptor_decode(bytes, &back, &why));
 }
 
 Test(descriptor, text_form_rejects_bad_input)

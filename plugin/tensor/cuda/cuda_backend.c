@@ -1058,6 +1058,9 @@ static int32_t open_block(cuda_backend *c, cuda_view *view, uint32_t b)
     const rm_cuda_block_row *row = &view->table.blocks[b];
     uint32_t generation = atomic_load_explicit(&row->generation, memory_order_acquire);
     view_block *vb = &view->blocks[b];
+    int32_t rc = need_driver(c);
+    if (rc != RM_OK)
+        return rc;
     if (vb->open && vb->generation == generation) {
         c->stats->cuda_handle_cache_hits++;
         return RM_OK;
@@ -1065,7 +1068,7 @@ static int32_t open_block(cuda_backend *c, cuda_view *view, uint32_t b)
     if (vb->open)
         view_close_block(c, view, b); /* the row was reused: the old handle is dead */
     int ordinal = 0;
-    int32_t rc = rm_cuda_driver_ordinal_of_uuid(c->driver, row->uuid, &ordinal,
+    rc = rm_cuda_driver_ordinal_of_uuid(c->driver, row->uuid, &ordinal,
                                                 c->env.error_owner);
     if (rc == RM_E_NOT_FOUND) {
         char text[41];
@@ -1109,12 +1112,12 @@ static int32_t cuda_import(rm_mem_backend *backend, rm_descriptor *d, const uint
     (void)bytes;
     (void)size;
     cuda_backend *c = (cuda_backend *)backend;
-    int32_t rc = need_driver(c);
-    if (rc != RM_OK)
-        return rc;
+    /* The descriptor is checked against the exporter's table before the
+     * driver is needed: a forged or stale one is a descriptor error on a
+     * machine without a GPU too. */
     (void)sweep_limbo();
     cuda_view *view = NULL;
-    rc = open_view(c, d, &view);
+    int32_t rc = open_view(c, d, &view);
     if (rc != RM_OK)
         return rc;
     if (rm_control_retired(&view->control))

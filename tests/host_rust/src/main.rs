@@ -84,6 +84,7 @@ mod abi {
     pub const RM_E_STALE_DESCRIPTOR: i32 = -22;
     pub const RM_E_QUOTA_EXCEEDED: i32 = -23;
     pub const RM_E_CORRUPT_STATE: i32 = -24;
+    pub const RM_E_DEVICE_UNAVAILABLE: i32 = -25;
 
     /// (code, NAME) for every constant above, to compare with the header.
     pub const RUST_ERROR_CONSTS: &[(i32, &str)] = &[
@@ -112,6 +113,7 @@ mod abi {
         (RM_E_STALE_DESCRIPTOR, "STALE_DESCRIPTOR"),
         (RM_E_QUOTA_EXCEEDED, "QUOTA_EXCEEDED"),
         (RM_E_CORRUPT_STATE, "CORRUPT_STATE"),
+        (RM_E_DEVICE_UNAVAILABLE, "DEVICE_UNAVAILABLE"),
     ];
 
     pub const RM_FEATURE_MODEL_REGISTRY: u64 = 1 << 0;
