@@ -1722,9 +1722,13 @@ typedef struct rm_plugin_v1 {
  * missing or full /dev/shm (or a full pool) gives a private heap tensor
  * instead (RM_TENSOR_SHAREABLE clear; counted as a fallback and logged
  * once per pool).
+ * With a spec of 1.3 or later whose `device` is "cuda:N", allocates device
+ * memory instead (REF: cuda-tensors): aligned to at least 256 bytes,
+ * zeroed on the device with RM_TENSOR_ALLOC_ZERO, never a fallback.
  *
  * @param context     a live context.
- * @param spec        not NULL; struct_size at least the 1.1 size.
+ * @param spec        not NULL; struct_size at least the 1.1 size (a
+ *                    smaller one than 1.3's allocates host memory).
  * @param out_tensor  not NULL; receives the handle, NULL on error.
  * @ownership  The handle is the caller's until tensor_release() (or
  *             context_destroy()); the data is valid while it is held.
@@ -1744,11 +1748,23 @@ typedef struct rm_plugin_v1 {
  *                          heap is full.
  *   RM_E_ALLOCATOR         the bundled allocator refused to set up the
  *                          pool (first allocation).
+ *   Device tensors (1.3):
+ *   RM_E_INVALID_ARGUMENT  a device other than "", "cpu", "cuda", "cuda:N";
+ *                          a device this process does not see;
+ *                          RM_TENSOR_ALLOC_SHARED_ONLY.
+ *   RM_E_NO_MEMORY         the device or cuda.pool_bytes has no room, or
+ *                          every block row is taken.
+ *   RM_E_DEVICE_UNAVAILABLE no usable driver or device (message says why).
+ *   RM_E_FEATURE_UNAVAILABLE, RM_E_FEATURE_DISABLED  "cuda-ipc" not built,
+ *                          or not enabled.
+ *   RM_E_SYSTEM            another driver failure (message names the call).
  *   RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE, RM_E_FEATURE_DISABLED
  *                          the context checks ("shared-memory"); NULL
  *                          context: RM_E_INVALID_ARGUMENT.
  * @threads    Thread-safe; a context's allocations are serialised, so
- *             concurrent allocations never exceed a quota together.
+ *             concurrent allocations never exceed a quota together (a
+ *             device allocation holds the context's lock while the driver
+ *             allocates a new block: milliseconds, rarely).
  * @callbacks  None.
  * @since 1.1
  */
@@ -1839,6 +1855,7 @@ typedef struct rm_plugin_v1 {
  *   RM_OK
  *   RM_E_BUFFER_TOO_SMALL  out NULL or smaller than needed (nothing
  *                          written).
+ *   RM_E_INVALID_ARGUMENT  a device tensor (1.3): it has no inline form.
  *   RM_E_INVALID_ARGUMENT, RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE,
  *   RM_E_FEATURE_DISABLED  the context checks ("shared-memory"); NULL
  *                          tensor.
@@ -1891,6 +1908,15 @@ typedef struct rm_plugin_v1 {
  *                            no memory is left for the handle or an
  *                            inline copy.
  *   RM_E_INVALID_ARGUMENT    NULL descriptor or out_tensor; unknown flags.
+ *   Device descriptors (1.3): the same checks against the exporter's
+ *   device table and control segment (REF: cuda-tensors); and
+ *   RM_E_STALE_DESCRIPTOR    the exporter destroyed its context or died;
+ *   RM_E_DEVICE_UNAVAILABLE  no usable driver, or no device here with the
+ *                            tensor's UUID;
+ *   RM_E_FEATURE_UNAVAILABLE, RM_E_FEATURE_DISABLED  "cuda-ipc" not built,
+ *                            or not enabled in this context;
+ *   RM_E_SYSTEM, RM_E_INVALID_ARGUMENT  the driver refused to open the
+ *                            handle (the message names the CUresult).
  *   RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE, RM_E_FEATURE_DISABLED
  *                            the context checks ("shared-memory"); NULL
  *                            context: RM_E_INVALID_ARGUMENT.
