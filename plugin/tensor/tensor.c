@@ -145,9 +145,12 @@ static __attribute__((noinline)) void unlock_and_pass_on(rm_tensors *t)
 {
     struct later_call calls[16];
     uint32_t call_count = t->later_count < 16 ? t->later_count : 16;
-    memcpy(calls, t->later, call_count * sizeof calls[0]);
-    memmove(t->later, t->later + call_count, (t->later_count - call_count) * sizeof calls[0]);
-    t->later_count -= call_count;
+    if (call_count > 0) { /* t->later is NULL until the first callback */
+        memcpy(calls, t->later, call_count * sizeof calls[0]);
+        memmove(t->later, t->later + call_count,
+                (t->later_count - call_count) * sizeof calls[0]);
+        t->later_count -= call_count;
+    }
     uint32_t count = t->deferred_count;
     uint64_t dropped = t->deferred_dropped;
     int32_t levels[RM_DEFERRED_LOGS];

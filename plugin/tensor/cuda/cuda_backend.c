@@ -722,12 +722,20 @@ static int32_t cuda_allocate(rm_mem_backend *backend, rm_descriptor *where,
         return rc;
     uint64_t offset = 0;
     uint32_t b = UINT32_MAX;
-    for (uint32_t i = 0; i < c->block_count && b == UINT32_MAX; i++) {
-        device_block *candidate = &c->blocks[i];
-        if (candidate->live && !candidate->borrowed && candidate->ordinal == ordinal &&
-            atomic_load_explicit(&c->table.blocks[i].wanted, memory_order_relaxed) == 0 &&
-            extent_take(candidate, size, align, &offset))
-            b = i;
+    /* Blocks asked back (`wanted`) are used only when no other block has
+     * room: they drain meanwhile; taking one again cancels the request. */
+    for (int pass = 0; pass < 2 && b == UINT32_MAX; pass++) {
+        for (uint32_t i = 0; i < c->block_count && b == UINT32_MAX; i++) {
+            device_block *candidate = &c->blocks[i];
+            bool wanted =
+                atomic_load_explicit(&c->table.blocks[i].wanted, memory_order_relaxed) != 0;
+            if (candidate->live && !candidate->borrowed && candidate->ordinal == ordinal &&
+                wanted == (pass == 1) && extent_take(candidate, size, align, &offset)) {
+                b = i;
+                if (wanted)
+                    atomic_store_explicit(&c->table.blocks[i].wanted, 0, memory_order_release);
+            }
+        }
     }
     if (b == UINT32_MAX) {
         rc = new_block(c, ordinal, size, &b);
