@@ -42,6 +42,7 @@ enum abi_struct_id {
     TENSOR_INFO,
     TENSOR_POOL_STATS,
     RECLAIM_REPORT,
+    CUDA_INFO,
     /* filled by the plugin, rows of info_struct_size bytes */
     MODEL_INFO,
     SHM_POOL_INFO,
@@ -50,9 +51,9 @@ enum abi_struct_id {
 
 enum direction { FROM_HOST, FILLED, ROWS };
 
-#define PUBLISHED_VERSIONS 3
+#define PUBLISHED_VERSIONS 4
 static const uint32_t published_versions[PUBLISHED_VERSIONS] = {
-    RM_ABI_VERSION(1, 0), RM_ABI_VERSION(1, 1), RM_ABI_VERSION(1, 2)};
+    RM_ABI_VERSION(1, 0), RM_ABI_VERSION(1, 1), RM_ABI_VERSION(1, 2), RM_ABI_VERSION(1, 3)};
 
 typedef struct abi_struct {
     const char *name;
@@ -68,39 +69,48 @@ typedef struct abi_struct {
 static const abi_struct structs[ABI_STRUCT_COUNT] = {
     [NEGOTIATE_REQUEST] = {"rm_negotiate_request", FROM_HOST, 0, sizeof(rm_negotiate_request),
                            {RM_NEGOTIATE_REQUEST_SIZE_V1_0, RM_NEGOTIATE_REQUEST_SIZE_V1_1,
-                            RM_NEGOTIATE_REQUEST_SIZE_V1_2}},
+                            RM_NEGOTIATE_REQUEST_SIZE_V1_2, RM_NEGOTIATE_REQUEST_SIZE_V1_3}},
     [HOST_SERVICES] = {"rm_host_services", FROM_HOST, 0, sizeof(rm_host_services),
                        {RM_HOST_SERVICES_SIZE_V1_0, RM_HOST_SERVICES_SIZE_V1_1,
-                        RM_HOST_SERVICES_SIZE_V1_2}},
+                        RM_HOST_SERVICES_SIZE_V1_2, RM_HOST_SERVICES_SIZE_V1_3}},
     [CONTEXT_OPTIONS] = {"rm_context_options", FROM_HOST, 0, sizeof(rm_context_options),
                          {RM_CONTEXT_OPTIONS_SIZE_V1_0, RM_CONTEXT_OPTIONS_SIZE_V1_1,
-                          RM_CONTEXT_OPTIONS_SIZE_V1_2}},
+                          RM_CONTEXT_OPTIONS_SIZE_V1_2, RM_CONTEXT_OPTIONS_SIZE_V1_3}},
     [TENSOR_SPEC] = {"rm_tensor_spec", FROM_HOST, SHM, sizeof(rm_tensor_spec),
-                     {0, RM_TENSOR_SPEC_SIZE_V1_1, RM_TENSOR_SPEC_SIZE_V1_2}},
+                     {0, RM_TENSOR_SPEC_SIZE_V1_1, RM_TENSOR_SPEC_SIZE_V1_2,
+                     RM_TENSOR_SPEC_SIZE_V1_3}},
     [CONTEXT_INFO] = {"rm_context_info", FILLED, 0, sizeof(rm_context_info),
                       {RM_CONTEXT_INFO_SIZE_V1_0, RM_CONTEXT_INFO_SIZE_V1_1,
-                       RM_CONTEXT_INFO_SIZE_V1_2}},
+                       RM_CONTEXT_INFO_SIZE_V1_2, RM_CONTEXT_INFO_SIZE_V1_3}},
     [REGISTRY_METRICS] = {"rm_registry_metrics", FILLED, REGISTRY, sizeof(rm_registry_metrics),
                           {RM_REGISTRY_METRICS_SIZE_V1_0, RM_REGISTRY_METRICS_SIZE_V1_1,
-                           RM_REGISTRY_METRICS_SIZE_V1_2}},
+                           RM_REGISTRY_METRICS_SIZE_V1_2, RM_REGISTRY_METRICS_SIZE_V1_3}},
     [REGISTRY_RECLAIM_REPORT] = {"rm_registry_reclaim_report", FILLED, REGISTRY,
                                  sizeof(rm_registry_reclaim_report),
-                                 {0, 0, RM_REGISTRY_RECLAIM_REPORT_SIZE_V1_2}},
+                                 {0, 0, RM_REGISTRY_RECLAIM_REPORT_SIZE_V1_2,
+                                 RM_REGISTRY_RECLAIM_REPORT_SIZE_V1_3}},
     [TENSOR_INFO] = {"rm_tensor_info", FILLED, SHM, sizeof(rm_tensor_info),
-                     {0, RM_TENSOR_INFO_SIZE_V1_1, RM_TENSOR_INFO_SIZE_V1_2}},
+                     {0, RM_TENSOR_INFO_SIZE_V1_1, RM_TENSOR_INFO_SIZE_V1_2,
+                     RM_TENSOR_INFO_SIZE_V1_3}},
     [TENSOR_POOL_STATS] = {"rm_tensor_pool_stats", FILLED, SHM, sizeof(rm_tensor_pool_stats),
-                           {0, RM_TENSOR_POOL_STATS_SIZE_V1_1, RM_TENSOR_POOL_STATS_SIZE_V1_2}},
+                           {0, RM_TENSOR_POOL_STATS_SIZE_V1_1, RM_TENSOR_POOL_STATS_SIZE_V1_2,
+                           RM_TENSOR_POOL_STATS_SIZE_V1_3}},
     [RECLAIM_REPORT] = {"rm_reclaim_report", FILLED, SHM, sizeof(rm_reclaim_report),
-                        {0, RM_RECLAIM_REPORT_SIZE_V1_1, RM_RECLAIM_REPORT_SIZE_V1_2}},
+                        {0, RM_RECLAIM_REPORT_SIZE_V1_1, RM_RECLAIM_REPORT_SIZE_V1_2,
+                        RM_RECLAIM_REPORT_SIZE_V1_3}},
     [MODEL_INFO] = {"rm_model_info", ROWS, REGISTRY, sizeof(rm_model_info),
-                    {RM_MODEL_INFO_SIZE_V1_0, RM_MODEL_INFO_SIZE_V1_1, RM_MODEL_INFO_SIZE_V1_2}},
+                    {RM_MODEL_INFO_SIZE_V1_0, RM_MODEL_INFO_SIZE_V1_1, RM_MODEL_INFO_SIZE_V1_2,
+                    RM_MODEL_INFO_SIZE_V1_3}},
     [SHM_POOL_INFO] = {"rm_shm_pool_info", ROWS, SHM, sizeof(rm_shm_pool_info),
-                       {0, RM_SHM_POOL_INFO_SIZE_V1_1, RM_SHM_POOL_INFO_SIZE_V1_2}},
+                       {0, RM_SHM_POOL_INFO_SIZE_V1_1, RM_SHM_POOL_INFO_SIZE_V1_2,
+                       RM_SHM_POOL_INFO_SIZE_V1_3}},
+    [CUDA_INFO] = {"rm_cuda_info", FILLED, 0, sizeof(rm_cuda_info),
+                   {0, 0, 0, RM_CUDA_INFO_SIZE_V1_3}},
 };
 
 /* The vtable, by the version a host negotiated. */
 static const size_t plugin_v1_sizes[PUBLISHED_VERSIONS] = {
-    RM_PLUGIN_V1_SIZE_V1_0, RM_PLUGIN_V1_SIZE_V1_1, RM_PLUGIN_V1_SIZE_V1_2};
+    RM_PLUGIN_V1_SIZE_V1_0, RM_PLUGIN_V1_SIZE_V1_1, RM_PLUGIN_V1_SIZE_V1_2, RM_PLUGIN_V1_SIZE_V1_3};
 
 /* What a host built against a newer minor adds beyond our struct. */
 #define NEWER_HOST_BYTES 32
@@ -346,6 +356,8 @@ static int32_t fill(world *w, int id, void *out, uint32_t row_size, uint32_t *co
         return vt->tensor_pool_stats(w->context, out);
     case RECLAIM_REPORT:
         return vt->tensor_reclaim(w->context, out);
+    case CUDA_INFO:
+        return vt->cuda_info(w->context, out);
     case MODEL_INFO:
         return vt->registry_list(w->context, out, row_size, ROW_COUNT, count);
     case SHM_POOL_INFO:
