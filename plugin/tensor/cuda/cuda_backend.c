@@ -360,8 +360,8 @@ static int32_t make_table(cuda_backend *c)
     header->owner_start_time = c->control.header->owner_start_time;
     header->slot_count = c->slot_count;
     header->layout_version = RM_CUDA_TABLE_LAYOUT_VERSION;
-    atomic_thread_fence(memory_order_release);
-    header->magic = RM_CUDA_TABLE_MAGIC;
+    /* The magic last: a table is valid only once everything before it is. */
+    __atomic_store_n(&header->magic, RM_CUDA_TABLE_MAGIC, __ATOMIC_RELEASE);
     c->pool_id = id;
     c->owner_start_time = c->control.header->owner_start_time;
     c->free_head = UINT32_MAX;
