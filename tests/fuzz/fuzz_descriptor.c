@@ -51,6 +51,7 @@
 #include "descriptor_forge.h"
 #include "error.h"
 #include "fuzz_common.h"
+#include "rm_build_config.h"
 #include "shm_control.h"
 #include "shm_segment.h"
 
@@ -137,9 +138,17 @@ static void export_binary(rm_tensor *tensor, uint8_t *out)
 
 static void build_fixture(void)
 {
+    /* With cuda-ipc (when built), a descriptor forged into kind 3 goes
+     * down the device backend's import: it checks the exporter's device
+     * table before it needs a driver, and the driver named here does not
+     * exist, so nothing outside /dev/shm is touched. */
     const rm_config_entry entries[] = {
-        {"features", "shared-memory"}, {"shm.namespace", ns}, {"shm.pool_bytes", "4M"},
-        {"shm.max_tensors", "64"},     {"log.level", "error"},
+        {"features", RM_HAVE_CUDA_IPC ? "shared-memory,cuda-ipc" : "shared-memory"},
+        {"shm.namespace", ns},
+        {"shm.pool_bytes", "4M"},
+        {"shm.max_tensors", "64"},
+        {"log.level", "error"},
+        {"cuda.driver", "/nonexistent/libcuda.so.1"},
     };
     owner = fuzz_context(entries, sizeof entries / sizeof entries[0]);
     importer = fuzz_context(entries, sizeof entries / sizeof entries[0]);
@@ -252,9 +261,11 @@ static int genuine(const uint8_t *bytes, size_t size, bool text)
 
 static bool documented_refusal(int32_t rc)
 {
+    /* FEATURE_UNAVAILABLE: kind 3 in a build without cuda-ipc;
+     * DEVICE_UNAVAILABLE: a kind 3 that reached the (missing) driver. */
     return rc == RM_E_INVALID_DESCRIPTOR || rc == RM_E_STALE_DESCRIPTOR ||
            rc == RM_E_INVALID_ARGUMENT || rc == RM_E_QUOTA_EXCEEDED || rc == RM_E_NO_MEMORY ||
-           rc == RM_E_SYSTEM;
+           rc == RM_E_SYSTEM || rc == RM_E_FEATURE_UNAVAILABLE || rc == RM_E_DEVICE_UNAVAILABLE;
 }
 
 /* A successful import: what the handle says and points at. `bytes` is
