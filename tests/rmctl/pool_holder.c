@@ -9,6 +9,11 @@
  * "ready <pool name>" once all that is in place, then waits SECONDS or for
  * SIGTERM/SIGINT and cleans up (a SIGKILL leaves the segments behind, which
  * is the point). Exit status 0, or 1 with a message on stderr.
+ *
+ * With POOL_HOLDER_CUDA_DRIVER set (a driver library: the tests give the
+ * fake), the first context also enables cuda-ipc with that cuda.driver and
+ * holds one 1 MiB device tensor on cuda:0, so that ls shows a device table
+ * beside the pool.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -27,15 +32,18 @@ static int fail(const rm_plugin_v1 *vt, const rm_context *context, const char *w
     return 1;
 }
 
-static int32_t create(const rm_plugin_v1 *vt, const char *namespace_name, rm_context **out)
+static int32_t create(const rm_plugin_v1 *vt, const char *namespace_name,
+                      const char *cuda_driver, rm_context **out)
 {
     rm_config_entry entries[] = {
-        {.key = "features", .value = "shared-memory"},
+        {.key = "features", .value = cuda_driver != NULL ? "shared-memory,cuda-ipc"
+                                                         : "shared-memory"},
         {.key = "shm.namespace", .value = namespace_name},
+        {.key = "cuda.driver", .value = cuda_driver},
     };
     rm_context_options options = RM_STRUCT_INIT(rm_context_options);
     options.entries = entries;
-    options.entry_count = 2;
+    options.entry_count = cuda_driver != NULL ? 3 : 2;
     options.flags = RM_CONTEXT_IGNORE_ENV;
     return vt->context_create(&options, out);
 }
@@ -80,11 +88,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "pool_holder: the plugin has no tensor functions\n");
         return 1;
     }
+    const char *cuda_driver = getenv("POOL_HOLDER_CUDA_DRIVER");
     rm_context *owner, *importer;
-    int32_t status = create(vt, namespace_name, &owner);
+    int32_t status = create(vt, namespace_name, cuda_driver, &owner);
     if (status != RM_OK)
         return fail(vt, NULL, "context_create", status);
-    status = create(vt, namespace_name, &importer);
+    status = create(vt, namespace_name, NULL, &importer);
     if (status != RM_OK)
         return fail(vt, NULL, "context_create", status);
 
@@ -97,6 +106,17 @@ int main(int argc, char **argv)
     status = vt->tensor_import(importer, descriptor, sizeof descriptor, 0, &view);
     if (status != RM_OK)
         return fail(vt, importer, "tensor_import", status);
+    rm_tensor *device_tensor = NULL;
+    if (cuda_driver != NULL) {
+        rm_tensor_spec spec = RM_STRUCT_INIT(rm_tensor_spec);
+        spec.dtype = (rm_dtype){.code = RM_DTYPE_UINT, .bits = 8, .lanes = 1};
+        spec.ndim = 1;
+        spec.shape[0] = 1 << 20;
+        snprintf(spec.device, sizeof spec.device, "cuda:0");
+        status = vt->tensor_allocate(owner, &spec, &device_tensor);
+        if (status != RM_OK)
+            return fail(vt, owner, "tensor_allocate(cuda:0)", status);
+    }
 
     rm_tensor_pool_stats stats = RM_STRUCT_INIT(rm_tensor_pool_stats);
     status = vt->tensor_pool_stats(owner, &stats);
@@ -108,6 +128,8 @@ int main(int argc, char **argv)
     struct timespec timeout = {.tv_sec = seconds};
     sigtimedwait(&stop, NULL, &timeout);
 
+    if (device_tensor != NULL)
+        vt->tensor_release(owner, device_tensor);
     vt->tensor_release(importer, view);
     vt->tensor_release(owner, small);
     vt->tensor_release(owner, large);

@@ -206,15 +206,35 @@ int demo_registry(const rm_loaded_plugin *plugin, const rmctl_options *options)
 }
 
 
+/* `rmctl demo [SECTION]`: every section in turn, or the one named (so that
+ * a test or an operator can run the GPU handoff alone). */
 int command_demo(const rm_loaded_plugin *plugin, const rmctl_options *options)
 {
-    printf("== Plugin ==\n");
-    if (command_info(plugin, options) != 0)
-        return 1;
-    if ((plugin->vtable->features_built & RM_FEATURE_MODEL_REGISTRY) == 0)
+    const char *section = options->command_argument_count > 0 ? options->command_arguments[0]
+                                                              : "all";
+    int all = strcmp(section, "all") == 0;
+    int registry = all || strcmp(section, "registry") == 0;
+    int node = all || strcmp(section, "node") == 0;
+    int tensors = all || strcmp(section, "tensors") == 0;
+    int gpu = all || strcmp(section, "gpu") == 0;
+    if (options->command_argument_count > 1 || !(registry || node || tensors || gpu)) {
+        fprintf(stderr, "rmctl: demo takes one of registry, node, tensors, gpu (or nothing: "
+                        "all of them)\n");
+        return 2;
+    }
+    if (all || registry) {
+        printf("== Plugin ==\n");
+        if (command_info(plugin, options) != 0)
+            return 1;
+    }
+    int registry_built = (plugin->vtable->features_built & RM_FEATURE_MODEL_REGISTRY) != 0;
+    if ((registry || node) && !registry_built)
         printf("\n(model registry not built; nothing to show of it, in process or node scope)\n");
-    else if (demo_registry(plugin, options) != 0 || demo_node_registry(plugin, options) != 0)
+    else if ((registry && demo_registry(plugin, options) != 0) ||
+             (node && demo_node_registry(plugin, options) != 0))
         return 1;
-    return demo_tensors(plugin, options);
+    if (tensors && demo_tensors(plugin, options) != 0)
+        return 1;
+    return gpu ? demo_cuda(plugin, options) : 0;
 }
 

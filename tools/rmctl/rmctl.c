@@ -10,7 +10,8 @@
  *          node table once nothing is left in it (ABI 1.2)
  *   demo   the plugin at work: the model registry shared by pipeline nodes,
  *          one model shared by several processes (node scope), then a
- *          tensor handed from one process to another
+ *          tensor handed from one process to another, then a device tensor
+ *          (CUDA IPC, ABI 1.3) when a GPU is usable
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -47,9 +48,14 @@ static void usage(FILE *out)
             "         TTL or budget, unlinks orphan segments, removes the node table\n"
             "         when nothing is left in it (no model, no load, no live process),\n"
             "         and says how many of each; then lists what is left\n"
-            "  demo   the model registry shared by pipeline nodes; one 64 MiB model\n"
+            "  demo [registry|node|tensors|gpu]\n"
+            "         the model registry shared by pipeline nodes; one 64 MiB model\n"
             "         shared by 5 processes in node scope (one loader call, the Pss of\n"
-            "         each); a tensor handed to a forked process without a copy\n"
+            "         each); a tensor handed to a forked process without a copy; a\n"
+            "         device tensor handed to another process over CUDA IPC (skipped,\n"
+            "         with the reason, when no GPU is usable). A section name runs\n"
+            "         that part alone (registry: the plugin and the process scope;\n"
+            "         node: node scope)\n"
             "\n"
             "options:\n"
             "  --plugin PATH     load this rm_plugin.so\n"
@@ -113,6 +119,10 @@ static int parse_arguments(int argc, char **argv, rmctl_options *options)
             return -1;
         } else if (options->command == NULL) {
             options->command = arg;
+        } else if (options->command_argument_count < MAX_COMMAND_ARGUMENTS) {
+            /* demo's section, or what the demo's GPU consumer is handed;
+             * the command decides whether it takes any. */
+            options->command_arguments[options->command_argument_count++] = arg;
         } else {
             fprintf(stderr, "rmctl: unexpected argument '%s'\n", arg);
             return -1;
@@ -205,8 +215,66 @@ static void print_features(uint64_t features)
         printf("%sshared-memory", any ? "," : "");
         any = 1;
     }
+    if (features & RM_FEATURE_CUDA_IPC) {
+        printf("%scuda-ipc", any ? "," : "");
+        any = 1;
+    }
     if (!any)
         printf("none");
+}
+
+const char *cuda_unusable(const rm_loaded_plugin *plugin, rm_context *context,
+                          rm_cuda_info *info, char *why, size_t why_size)
+{
+    const rm_plugin_v1 *vt = plugin->vtable;
+    *info = (rm_cuda_info)RM_STRUCT_INIT(rm_cuda_info);
+    if (!RM_PLUGIN_HAS(vt, cuda_info)) {
+        snprintf(why, why_size, "%s has no device tensors (ABI 1.3; it reports ABI %u.%u)",
+                 plugin->path, RM_ABI_VERSION_MAJOR(vt->abi_version),
+                 RM_ABI_VERSION_MINOR(vt->abi_version));
+        return why;
+    }
+    if ((vt->features_built & RM_FEATURE_CUDA_IPC) == 0) {
+        snprintf(why, why_size, "cuda-ipc not built into %s", plugin->path);
+        return why;
+    }
+    int32_t status = vt->cuda_info(context, info);
+    if (status != RM_OK) {
+        snprintf(why, why_size, "cuda_info failed: %s: %s", vt->error_name(status),
+                 vt->context_last_error(context));
+        return why;
+    }
+    if (info->status != RM_OK) {
+        snprintf(why, why_size, "%s: %s", vt->error_name(info->status), info->message);
+        return why;
+    }
+    return NULL;
+}
+
+/* The driver line of info: what cuda_info() found, or plainly why there
+ * is none. Asking loads the driver (never context_create): info is the
+ * command an operator runs to find out. */
+static void print_cuda_driver(const rm_loaded_plugin *plugin, rm_context *context)
+{
+    rm_cuda_info info;
+    char why[1024];
+    if (cuda_unusable(plugin, context, &info, why, sizeof why) != NULL) {
+        printf("cuda driver:  none usable: %s\n", why);
+        if (info.library[0] != '\0')
+            printf("              library %s\n", info.library);
+        return;
+    }
+    printf("cuda driver:  %d.%d (%s), %" PRIu32 " device%s\n", info.driver_version / 1000,
+           info.driver_version % 1000 / 10, info.library, info.device_count,
+           info.device_count == 1 ? "" : "s");
+    uint32_t rows = info.device_count < RM_CUDA_INFO_MAX_DEVICES ? info.device_count
+                                                                 : RM_CUDA_INFO_MAX_DEVICES;
+    for (uint32_t i = 0; i < rows; i++)
+        printf("              cuda:%" PRId32 "  %s\n", info.devices[i].ordinal,
+               info.devices[i].uuid_text);
+    if (info.device_count > rows)
+        printf("              (%" PRIu32 " more not listed)\n", info.device_count - rows);
+    printf("              %s\n", info.message);
 }
 
 int command_info(const rm_loaded_plugin *plugin, const rmctl_options *options)
@@ -229,7 +297,9 @@ int command_info(const rm_loaded_plugin *plugin, const rmctl_options *options)
     printf("\nallocator:    %s", info.allocator[0] ? info.allocator : "none (shared-memory not built)");
     if (info.allocator_arena != UINT32_MAX)
         printf(" (private arena %u checked)", info.allocator_arena);
-    printf("\nconfiguration:\n");
+    printf("\n");
+    print_cuda_driver(plugin, context);
+    printf("configuration:\n");
     /* The plugin's keys in its order, and their values as config_get
      * prints them: both come from its key table, so a key added there is
      * listed here without a change to rmctl. */
@@ -318,8 +388,12 @@ static void print_pool_table(const rm_shm_pool_info *rows, uint32_t count)
     for (uint32_t i = 0; i < count; i++)
         if ((int)strlen(rows[i].name) > name_width)
             name_width = (int)strlen(rows[i].name);
-    printf("%-*s %8s %5s %10s %10s %7s %10s %7s\n", name_width, "NAME", "PID", "ALIVE",
-           "POOL", "COMMITTED", "TENSORS", "LIVE", "HOLDERS");
+    /* MEMORY and BLOCKS come last so that the columns before them keep
+     * their places for scripts. A device table (1.3) is a row like a pool:
+     * POOL is cuda.pool_bytes, COMMITTED its blocks' bytes, BLOCKS their
+     * number; a plugin before 1.3 leaves `memory` zero: shared memory. */
+    printf("%-*s %8s %5s %10s %10s %7s %10s %7s %6s %6s\n", name_width, "NAME", "PID", "ALIVE",
+           "POOL", "COMMITTED", "TENSORS", "LIVE", "HOLDERS", "MEMORY", "BLOCKS");
     for (uint32_t i = 0; i < count; i++) {
         const rm_shm_pool_info *row = &rows[i];
         if (!row->readable) {
@@ -327,13 +401,17 @@ static void print_pool_table(const rm_shm_pool_info *rows, uint32_t count)
                    "damaged)\n", name_width, row->name, row->owner_pid, "?");
             continue;
         }
-        char pool[32], committed[32], live[32];
+        char pool[32], committed[32], live[32], blocks[16] = "-";
         format_bytes(row->pool_bytes, pool, sizeof pool);
         format_bytes(row->committed_bytes, committed, sizeof committed);
         format_bytes(row->live_bytes, live, sizeof live);
-        printf("%-*s %8" PRIu32 " %5s %10s %10s %7" PRIu64 " %10s %7" PRIu32 "\n",
+        int device_table = row->memory == RM_MEMORY_CUDA;
+        if (device_table)
+            snprintf(blocks, sizeof blocks, "%" PRIu32, row->device_blocks);
+        printf("%-*s %8" PRIu32 " %5s %10s %10s %7" PRIu64 " %10s %7" PRIu32 " %6s %6s\n",
                name_width, row->name, row->owner_pid, row->owner_alive ? "yes" : "no", pool,
-               committed, row->live_tensors, live, row->holders);
+               committed, row->live_tensors, live, row->holders,
+               device_table ? "cuda" : "shm", blocks);
     }
 }
 
@@ -714,6 +792,14 @@ static int gc_pools(const rm_loaded_plugin *plugin, rm_context *context)
     format_bytes(report.bytes_unlinked, bytes, sizeof bytes);
     printf("by gc (tensor_reclaim):         %" PRIu64 " segments of dead owners unlinked, %s\n",
            report.segments_unlinked, bytes);
+    /* The CUDA figures exist from ABI 1.3 on (cuda_info is its marker);
+     * they count this process's cached IPC handles and its own blocks, so
+     * gc, which imports nothing, mostly reports zeros: the line says that
+     * the plugin looked. */
+    if (RM_PLUGIN_HAS(vt, cuda_info))
+        printf("device tensors (tensor_reclaim): %" PRIu64 " cached CUDA IPC handles closed, %"
+               PRIu64 " device blocks freed\n",
+               report.cuda_handles_closed, report.cuda_blocks_freed);
     printf("pools left:\n");
     return print_namespace_pools(vt, context);
 }
@@ -762,6 +848,13 @@ int main(int argc, char **argv)
         command = command_gc;
     else if (strcmp(options.command, "demo") == 0)
         command = command_demo;
+    else if (strcmp(options.command, DEMO_CUDA_CONSUMER_COMMAND) == 0)
+        command = demo_cuda_consumer;
+    if (command != NULL && command != command_demo && command != demo_cuda_consumer &&
+        options.command_argument_count > 0) {
+        fprintf(stderr, "rmctl: unexpected argument '%s'\n", options.command_arguments[0]);
+        return 2;
+    }
     if (command == NULL) {
         fprintf(stderr, "rmctl: unknown command '%s'\n", options.command);
         usage(stderr);

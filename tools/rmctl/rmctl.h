@@ -11,6 +11,7 @@
 #include "rm_build_config.h"
 
 #define MAX_CONFIG_ENTRIES 64
+#define MAX_COMMAND_ARGUMENTS 4
 
 typedef struct rmctl_options {
     const char *plugin_path;
@@ -20,6 +21,10 @@ typedef struct rmctl_options {
     uint64_t entry_count;
     const char *namespace_name; /* --namespace: shm.namespace and registry.namespace */
     const char *command;
+    /* Words after the command: demo's section, or the fds the demo's GPU
+     * consumer is handed. */
+    const char *command_arguments[MAX_COMMAND_ARGUMENTS];
+    int command_argument_count;
 } rmctl_options;
 
 
@@ -52,6 +57,11 @@ int node_table_lookable(const rm_loaded_plugin *plugin);
 /* Why the plugin cannot do node scope, or NULL. */
 const char *node_registry_missing(const rm_loaded_plugin *plugin, char *why, size_t why_size);
 int command_info(const rm_loaded_plugin *plugin, const rmctl_options *options);
+/* Why device tensors cannot be used now (no 1.3 member, not built, or
+ * cuda_info()'s status and message), or NULL when a device is usable;
+ * `info` is filled either way (zeroed when cuda_info was not called). */
+const char *cuda_unusable(const rm_loaded_plugin *plugin, rm_context *context,
+                          rm_cuda_info *info, char *why, size_t why_size);
 
 /* ---- output (rmctl.c) --------------------------------------------------- */
 
@@ -76,6 +86,11 @@ int read_all(int fd, void *buffer, size_t size);
 int demo_registry(const rm_loaded_plugin *plugin, const rmctl_options *options);
 int demo_node_registry(const rm_loaded_plugin *plugin, const rmctl_options *options);
 int demo_tensors(const rm_loaded_plugin *plugin, const rmctl_options *options);
+/* demo_cuda.c: the GPU section, and the consumer process it execs (rmctl
+ * itself, with this hidden command and two pipe fds). */
+#define DEMO_CUDA_CONSUMER_COMMAND "__demo-cuda-consumer"
+int demo_cuda(const rm_loaded_plugin *plugin, const rmctl_options *options);
+int demo_cuda_consumer(const rm_loaded_plugin *plugin, const rmctl_options *options);
 int command_demo(const rm_loaded_plugin *plugin, const rmctl_options *options);
 
 #endif
