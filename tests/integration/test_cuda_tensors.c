@@ -801,6 +801,14 @@ Test(cuda_tensors, failed_open_leaks_nothing_and_next_import_works)
     cr_assert_eq(field_of(reply, "cuda_tensors"), 0,
                  "the failed import left a hold on the exporter's tensor: %s", reply);
     expect_host_handoff(context, exporter);
+    /* Nor an opener mark: once this context closed its (cached) handle,
+     * the exporter may free the block. */
+    destroy_context(context);
+    reply = call_ok(exporter, "reclaim");
+    cr_assert_eq(field_of(reply, "blocks_freed"), 1,
+                 "the exporter cannot free the block: an importer is still marked as having "
+                 "it open: %s",
+                 reply);
     quit_peer(exporter);
 }
 
@@ -1104,7 +1112,8 @@ Test(cuda_tensors, wrapped_device_memory_crosses_and_is_released_once)
     rm_context *context = NULL;
     new_context(&context, ns);
     td_driver *d = driver();
-    const size_t allocation = 1 * MiB;
+    /* A whole 2 MiB granule: a real driver reports exactly this size. */
+    const size_t allocation = 2 * MiB;
     const uint64_t offset = 4096 + 256, nbytes = 64 * KiB;
     td_deviceptr base = 0;
     cr_assert_eq(td_alloc(d, 0, allocation, &base), 0, "%s", d->why);
@@ -1168,6 +1177,42 @@ Test(cuda_tensors, wrapped_device_memory_crosses_and_is_released_once)
     (void)stats_of(context);
     cr_assert_eq(atomic_load(&released_calls), 1, "a refused wrap called `released`");
     quit_peer(consumer);
+    cr_assert_eq(td_free(d, 0, base), 0, "%s", d->why);
+}
+
+Test(cuda_tensors, wrapped_memory_is_released_after_a_killed_consumer)
+{
+    const char *ns = make_namespace("wrapk");
+    rm_context *context = NULL;
+    new_context(&context, ns);
+    td_driver *d = driver();
+    td_deviceptr base = 0;
+    cr_assert_eq(td_alloc(d, 0, 2 * MiB, &base), 0, "%s", d->why);
+    cr_assert_eq(td_fill(d, 0, base, 2 * MiB, 22), 0, "%s", d->why);
+    rm_tensor_spec spec = byte_spec("cuda:0", 2 * MiB, 0);
+    rm_tensor *wrapped = NULL;
+    int user_token = 0;
+    expect_ok(vt->tensor_wrap_device(context, &spec, (void *)(uintptr_t)base, on_released,
+                                     &user_token, &wrapped),
+              context, "tensor_wrap_device");
+    char text[TEXT_MAX];
+    export_text(context, wrapped, text);
+    peer *consumer = start_peer(ns, NULL);
+    int id = peer_import(consumer, text, false, NULL);
+    const char *reply = call(consumer, "check %d 22", id);
+    cr_assert(peer_starts_with(reply, "ok"), "the consumer read other bytes: %s", reply);
+    kill_peer(consumer);
+    release(context, wrapped);
+    (void)stats_of(context);
+    cr_assert_eq(atomic_load(&released_calls), 0,
+                 "`released` ran before the dead consumer's hold was reclaimed");
+    rm_reclaim_report report = reclaim(context);
+    cr_assert_eq(report.dead_holders, 1);
+    (void)stats_of(context);
+    cr_assert_eq(atomic_load(&released_calls), 1,
+                 "`released` ran %d times once the dead consumer was reclaimed",
+                 released_calls);
+    cr_assert_eq(released_pointer, (void *)(uintptr_t)base);
     cr_assert_eq(td_free(d, 0, base), 0, "%s", d->why);
 }
 
@@ -1378,6 +1423,32 @@ Test(cuda_tensors, pool_bytes_exhaustion_is_no_memory)
     cr_assert_eq(stats_of(context).cuda_tensors, 0);
 }
 
+Test(cuda_tensors, pool_bytes_drops_dead_importers_before_refusing)
+{
+    const char *ns = make_namespace("pooldead");
+    rm_context *context = NULL;
+    new_context(&context, ns, "cuda.block_bytes", "2M", "cuda.pool_bytes", "2M");
+    rm_tensor *whole = alloc(context, "cuda:0", 2 * MiB);
+    char text[TEXT_MAX];
+    export_text(context, whole, text);
+    peer *importer = start_peer(ns, NULL);
+    peer_import(importer, text, false, NULL);
+    kill_peer(importer);
+    release(context, whole);
+    /* No tensor_reclaim: the budget check itself drops the dead holder's
+     * hold and handle before it says no. */
+    rm_tensor *again = NULL;
+    expect_ok(try_alloc(context, "cuda:0", 2 * MiB, 0, &again), context,
+              "the whole cuda.pool_bytes again, a dead importer holding the old tensor");
+    fill(context, again, 4);
+    expect_bytes(context, again, 4);
+    rm_tensor_pool_stats stats = stats_of(context);
+    cr_assert_eq(stats.cuda_tensors, 1, "live device tensors: %" PRIu64, stats.cuda_tensors);
+    cr_assert_eq(stats.cuda_block_bytes, 2 * MiB, "block bytes: %" PRIu64,
+                 stats.cuda_block_bytes);
+    release(context, again);
+}
+
 Test(cuda_tensors, session_quota_applies_to_device_tensors)
 {
     const char *ns = make_namespace("quota");
@@ -1401,6 +1472,22 @@ Test(cuda_tensors, session_quota_applies_to_device_tensors)
               "session 5 after the release");
     release(context, host);
     release(context, other);
+
+    /* Wrapped memory is the host's: charged to no quota. */
+    td_driver *d = driver();
+    td_deviceptr base = 0;
+    cr_assert_eq(td_alloc(d, 0, 2 * MiB, &base), 0, "%s", d->why);
+    rm_tensor_spec spec = byte_spec("cuda:0", 2 * MiB, 5);
+    rm_tensor *wrapped = NULL;
+    expect_ok(vt->tensor_wrap_device(context, &spec, (void *)(uintptr_t)base, NULL, NULL,
+                                     &wrapped),
+              context, "wrapping 2 MiB in session 5 (quota 1 MiB)");
+    expect_ok(vt->tensor_session_bytes(context, 5, &bytes), context, "tensor_session_bytes");
+    cr_assert_eq(bytes, 0, "a wrapped tensor was charged %" PRIu64 " bytes to its session",
+                 bytes);
+    release(context, wrapped);
+    (void)stats_of(context);
+    cr_assert_eq(td_free(d, 0, base), 0, "%s", d->why);
 }
 
 /* ------------------------------------------------------------------------ */
