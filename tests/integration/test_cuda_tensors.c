@@ -509,7 +509,10 @@ Test(cuda_tensors, handoff_64MiB)
     handoff("h64m", 64 * MiB, NULL, NULL);
 }
 
-Test(cuda_tensors, handoff_1GiB, .timeout = 300)
+/* The suite's timeout covers it: a test of its own .timeout, run beside
+ * another (--jobs=2), makes Criterion's runner leak 48 bytes, which fails
+ * the ASan run. */
+Test(cuda_tensors, handoff_1GiB)
 {
     handoff("h1g", 1 * GiB, "cuda.block_bytes=1G", "cuda.pool_bytes=2G");
 }
