@@ -1132,6 +1132,12 @@ static int32_t cuda_import(rm_mem_backend *backend, rm_descriptor *d, const uint
         return rm_error_set(c->env.error_owner, RM_E_STALE_DESCRIPTOR,
                             "the context that exported into device table %s was destroyed",
                             view->table_name);
+    /* A block whose handle is cached needs no driver call, so nothing else
+     * would notice that the exporter died and the driver freed its memory. */
+    if (!view->same_process && !rm_process_alive((pid_t)view->owner_pid, view->owner_start_time))
+        return rm_error_set(c->env.error_owner, RM_E_STALE_DESCRIPTOR,
+                            "the exporting process %u died; its device memory is gone",
+                            view->owner_pid);
     uint32_t held = d->slot < view->control.slot_count ? view->slot_holds[d->slot] : 0;
     uint32_t bit = (uint32_t)1 << view->holder_index;
     bool freed = false;
