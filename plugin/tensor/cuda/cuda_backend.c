@@ -33,7 +33,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "cuda_driver.h"
@@ -100,6 +102,14 @@ typedef struct view_block {
     bool open;
 } view_block;
 
+/* An exporter's event, opened here once and kept (opening one costs a
+ * shared-memory lookup in the driver), until the view closes. */
+typedef struct view_event {
+    CUevent event;
+    uint32_t generation;
+    int32_t ordinal;
+} view_event;
+
 typedef struct cuda_view {
     uint64_t pool_id;
     uint32_t owner_pid;
@@ -114,6 +124,14 @@ typedef struct cuda_view {
     uint32_t *slot_holds;
     view_block *blocks;
     uint32_t holds;
+    /* The exporter, for a liveness check that costs one poll() instead of
+     * a read of /proc: readable once the process has exited. -1: none
+     * (no pidfd_open), then /proc is read. */
+    int owner_pidfd;
+    /* tensor_wait runs without the context's lock (it may block), so its
+     * cache has a lock of its own. */
+    pthread_mutex_t events_lock;
+    view_event *events; /* by slot, made on the first wait */
 } cuda_view;
 
 /* What a destroyed context leaves while others still use it. */
@@ -889,13 +907,33 @@ static void close_view(cuda_backend *c, cuda_view *view, bool release_holds)
         }
         if (view->holder_index != 0)
             rm_control_release_holder(&view->control, view->holder_index);
+        /* Opened events are the importer's to destroy (PyTorch leaked
+         * them); not in a forked child, where CUDA must not be touched. */
+        for (uint32_t s = 0; view->events != NULL && s < view->control.slot_count; s++)
+            if (view->events[s].event != NULL)
+                (void)rm_cuda_driver_event_destroy(c->driver, view->events[s].ordinal,
+                                                   view->events[s].event, NULL);
     }
     if (view->table.header != NULL)
         munmap(view->table.header, view->table.mapped_bytes);
     rm_control_close(&view->control);
+    if (view->owner_pidfd >= 0)
+        close(view->owner_pidfd);
+    pthread_mutex_destroy(&view->events_lock);
+    free(view->events);
     free(view->slot_holds);
     free(view->blocks);
     free(view);
+}
+
+/* The exporting process is still the one the view was opened for. */
+static bool owner_alive(const cuda_view *view)
+{
+    if (view->owner_pidfd >= 0) {
+        struct pollfd exited = {.fd = view->owner_pidfd, .events = POLLIN};
+        return poll(&exited, 1, 0) == 0;
+    }
+    return rm_process_alive((pid_t)view->owner_pid, view->owner_start_time);
 }
 
 static void forget_view(cuda_backend *c, cuda_view *view)
@@ -985,6 +1023,8 @@ static int32_t open_view(cuda_backend *c, const rm_descriptor *d, cuda_view **ou
     view->owner_start_time = d->owner_start_time;
     view->same_process = d->owner_pid == (uint32_t)getpid() &&
                          d->owner_start_time == rm_process_self_start_time();
+    view->owner_pidfd = -1;
+    (void)pthread_mutex_init(&view->events_lock, NULL);
     int32_t rc = RM_E_STALE_DESCRIPTOR;
     if (rm_segment_name_format(view->table_name, RM_SEGMENT_CUDA_TABLE, c->namespace_name,
                                (pid_t)d->owner_pid, d->pool_id) &&
@@ -1009,6 +1049,15 @@ static int32_t open_view(cuda_backend *c, const rm_descriptor *d, cuda_view **ou
         view->blocks = calloc(view->block_capacity, sizeof *view->blocks);
         if (view->slot_holds == NULL || view->blocks == NULL)
             rc = rm_error_set(c->env.error_owner, RM_E_NO_MEMORY, "no memory for a view");
+    }
+    if (rc == RM_OK && !view->same_process) {
+        /* Opened, then checked: a pidfd of a process that reused the pid
+         * would be of the wrong process. */
+        view->owner_pidfd = (int)syscall(SYS_pidfd_open, (pid_t)d->owner_pid, 0);
+        if (!rm_process_alive((pid_t)d->owner_pid, d->owner_start_time))
+            rc = rm_error_set(c->env.error_owner, RM_E_STALE_DESCRIPTOR,
+                              "the exporting process %u died; its device memory is gone",
+                              d->owner_pid);
     }
     if (rc == RM_OK) {
         view->holder_index = rm_control_claim_holder(&view->control);
@@ -1099,7 +1148,7 @@ static int32_t open_block(cuda_backend *c, cuda_view *view, uint32_t b)
         if (rc != RM_OK) {
             atomic_fetch_and_explicit(&view->table.blocks[b].openers, ~bit,
                                       memory_order_acq_rel);
-            if (!rm_process_alive((pid_t)view->owner_pid, view->owner_start_time))
+            if (!owner_alive(view))
                 return rm_error_set(c->env.error_owner, RM_E_STALE_DESCRIPTOR,
                                     "the exporting process %u died; its device memory is "
                                     "gone",
@@ -1134,7 +1183,7 @@ static int32_t cuda_import(rm_mem_backend *backend, rm_descriptor *d, const uint
                             view->table_name);
     /* A block whose handle is cached needs no driver call, so nothing else
      * would notice that the exporter died and the driver freed its memory. */
-    if (!view->same_process && !rm_process_alive((pid_t)view->owner_pid, view->owner_start_time))
+    if (!view->same_process && !owner_alive(view))
         return rm_error_set(c->env.error_owner, RM_E_STALE_DESCRIPTOR,
                             "the exporting process %u died; its device memory is gone",
                             view->owner_pid);
@@ -1259,6 +1308,14 @@ static int32_t cuda_record(rm_mem_backend *backend, rm_mem_block *block, void *s
                             "device tensor records its writes");
     device_slot *slot = &c->slots[block->where.slot];
     rm_cuda_slot_row *row = &c->table.slots[block->where.slot];
+    if (slot->event != NULL && slot->event_ordinal != block->device) {
+        /* The slot's earlier tensor was on another device: an event is
+         * recorded only on streams of its own device. Nobody holds the old
+         * tensor any more (the slot was reused), so nobody waits on it. */
+        atomic_store_explicit(&row->event_ready, 0, memory_order_release);
+        (void)rm_cuda_driver_event_destroy(c->driver, slot->event_ordinal, slot->event, NULL);
+        slot->event = NULL;
+    }
     if (slot->event == NULL) {
         CUevent event = NULL;
         int32_t rc = rm_cuda_driver_event_create(
@@ -1277,6 +1334,7 @@ static int32_t cuda_record(rm_mem_backend *backend, rm_mem_block *block, void *s
         slot->event_ordinal = block->device;
         memcpy(row->event_handle, handle.reserved, sizeof row->event_handle);
         row->owner_event = (uint64_t)(uintptr_t)event;
+        atomic_fetch_add_explicit(&row->event_generation, 1, memory_order_release);
         atomic_store_explicit(&row->event_ready, 1, memory_order_release);
     }
     return rm_cuda_driver_event_record(c->driver, slot->event_ordinal, slot->event,
@@ -1285,8 +1343,7 @@ static int32_t cuda_record(rm_mem_backend *backend, rm_mem_block *block, void *s
 
 static bool exporter_gone(const cuda_view *view)
 {
-    return rm_control_retired(&view->control) ||
-           !rm_process_alive((pid_t)view->owner_pid, view->owner_start_time);
+    return rm_control_retired(&view->control) || (!view->same_process && !owner_alive(view));
 }
 
 static int32_t stale(cuda_backend *c, const cuda_view *view)
@@ -1295,6 +1352,47 @@ static int32_t stale(cuda_backend *c, const cuda_view *view)
                         "the exporter of this device tensor (pid %u) died or destroyed its "
                         "context: its memory is gone or going",
                         view->owner_pid);
+}
+
+/* Slot `slot`'s event in this process: opened on the first wait and kept.
+ * The exporter keeps a slot's event while anyone holds the slot (the
+ * caller does), and makes a new one only for a new tensor on another
+ * device, with a new generation: a cached event of an older generation is
+ * destroyed and the new one opened. */
+static int32_t opened_event(cuda_backend *c, cuda_view *view, uint32_t slot, int32_t ordinal,
+                            CUevent *out)
+{
+    const rm_cuda_slot_row *row = &view->table.slots[slot];
+    uint32_t generation = atomic_load_explicit(&row->event_generation, memory_order_acquire);
+    int32_t rc = RM_OK;
+    pthread_mutex_lock(&view->events_lock);
+    if (view->events == NULL)
+        view->events = calloc(view->control.slot_count, sizeof *view->events);
+    if (view->events == NULL) {
+        rc = rm_error_set(c->env.error_owner, RM_E_NO_MEMORY, "no memory for event handles");
+    } else {
+        view_event *cached = &view->events[slot];
+        if (cached->event != NULL &&
+            (cached->generation != generation || cached->ordinal != ordinal)) {
+            (void)rm_cuda_driver_event_destroy(c->driver, cached->ordinal, cached->event, NULL);
+            cached->event = NULL;
+        }
+        if (cached->event == NULL) {
+            CUipcEventHandle handle;
+            memcpy(handle.reserved, row->event_handle, sizeof handle.reserved);
+            rc = rm_cuda_driver_ipc_open_event_handle(c->driver, ordinal, &handle,
+                                                      &cached->event, c->env.error_owner);
+            if (rc == RM_OK) {
+                cached->generation = generation;
+                cached->ordinal = ordinal;
+            } else {
+                cached->event = NULL;
+            }
+        }
+        *out = cached->event;
+    }
+    pthread_mutex_unlock(&view->events_lock);
+    return rc;
 }
 
 static int32_t cuda_wait(rm_mem_backend *backend, rm_mem_block *block, void *stream,
@@ -1310,25 +1408,14 @@ static int32_t cuda_wait(rm_mem_backend *backend, rm_mem_block *block, void *str
         return RM_OK; /* never recorded: nothing to order */
     int32_t ordinal = block->device;
     CUevent event = (CUevent)(uintptr_t)row->owner_event;
-    bool opened = false;
     if (view != NULL && !view->same_process) {
-        CUipcEventHandle handle;
-        memcpy(handle.reserved, row->event_handle, sizeof handle.reserved);
-        int32_t rc = rm_cuda_driver_ipc_open_event_handle(c->driver, ordinal, &handle, &event,
-                                                          c->env.error_owner);
+        int32_t rc = opened_event(c, view, block->where.slot, ordinal, &event);
         if (rc != RM_OK)
             return exporter_gone(view) ? stale(c, view) : rc;
-        opened = true;
     }
-    int32_t rc = host ? rm_cuda_driver_event_synchronize(c->driver, ordinal, event,
-                                                         c->env.error_owner)
-                      : rm_cuda_driver_stream_wait_event(c->driver, ordinal, (CUstream)stream,
-                                                         event, c->env.error_owner);
-    /* An opened event is the importer's to destroy (PyTorch leaked them);
-     * the wait already captured the record it waits for. */
-    if (opened)
-        (void)rm_cuda_driver_event_destroy(c->driver, ordinal, event, NULL);
-    return rc;
+    return host ? rm_cuda_driver_event_synchronize(c->driver, ordinal, event, c->env.error_owner)
+                : rm_cuda_driver_stream_wait_event(c->driver, ordinal, (CUstream)stream, event,
+                                                   c->env.error_owner);
 }
 
 static int32_t cuda_check_alive(rm_mem_backend *backend, const rm_mem_block *block)

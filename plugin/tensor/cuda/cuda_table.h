@@ -76,7 +76,8 @@ typedef struct rm_cuda_slot_row {
     _Atomic uint32_t block;            /* the block row of the slot's tensor */
     _Atomic uint32_t block_generation; /* ... and its generation */
     _Atomic uint32_t event_ready;      /* 1 once event_handle holds an event */
-    uint32_t reserved;
+    _Atomic uint32_t event_generation; /* changes when the owner makes a new event
+                                          for the slot (its device changed) */
     uint64_t owner_event;              /* the CUevent in the owner's process */
     uint8_t event_handle[64];          /* CUipcEventHandle */
     uint8_t spare[40];
