@@ -1772,7 +1772,9 @@ typedef struct rm_plugin_v1 {
 /**
  * @fn tensor_info
  * Fills *out with what the handle refers to (REF: tensor-types,
- * rm_tensor_info).
+ * rm_tensor_info). For a device tensor (1.3), data is a device pointer
+ * of this process, device is {2, the device's ordinal here}, and
+ * device_uuid names it; pool_id is the exporter's device table.
  *
  * @param context  the handle's context.
  * @param tensor   not NULL; a live handle.
@@ -2014,7 +2016,8 @@ typedef struct rm_plugin_v1 {
 
 /**
  * @fn tensor_pool_stats
- * Fills *out with this context's pool counters (rm_tensor_pool_stats).
+ * Fills *out with this context's pool counters (rm_tensor_pool_stats), and
+ * from 1.3 its device tensors' (the cuda_* fields).
  *
  * @param context  a live context.
  * @param out      not NULL; struct_size set by the caller.
@@ -2054,6 +2057,12 @@ typedef struct rm_plugin_v1 {
  * start time), frees what that and earlier remote releases left, unmaps
  * the pools of dead or retired owners this context no longer holds
  * anything of, and unlinks the segments of dead owners in the namespace.
+ * Device tensors (1.3) the same way: dead importers' holds and open
+ * handles on this context's device table are dropped, empty blocks that
+ * no importer has open are freed (cuMemFree), cached handles of exporters
+ * that died or retired, or that asked for their blocks back, are closed,
+ * and blocks of this process's destroyed contexts that nobody uses any
+ * more are freed; the report's cuda_* fields count them.
  *
  * @param context  a live context.
  * @param out      optional; struct_size at least the 1.1 size. Filled
@@ -2074,7 +2083,10 @@ typedef struct rm_plugin_v1 {
  * @fn shm_list
  * Lists the pools of the context's namespace found in /dev/shm (sorted by
  * name), like registry_list: rows of `info_struct_size` bytes written
- * whole, *out_count set to the number of pools.
+ * whole, *out_count set to the number of pools. From 1.3 the device
+ * tables of the namespace are rows too (memory = RM_MEMORY_CUDA); a host
+ * whose rows are smaller than the 1.3 size gets them without the fields
+ * that say so.
  *
  * @param context           a live context.
  * @param out               rows; may be NULL when capacity is 0.
