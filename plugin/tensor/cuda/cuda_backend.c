@@ -124,6 +124,7 @@ typedef struct cuda_view {
     uint32_t *slot_holds;
     view_block *blocks;
     uint32_t holds;
+    uint32_t open_blocks; /* blocks whose handle is open here */
     /* The exporter, for a liveness check that costs one poll() instead of
      * a read of /proc: readable once the process has exited. -1: none
      * (no pidfd_open), then /proc is read. */
@@ -890,6 +891,7 @@ static void view_close_block(cuda_backend *c, cuda_view *view, uint32_t b)
                                   ~((uint32_t)1 << view->holder_index), memory_order_acq_rel);
     }
     vb->open = false;
+    view->open_blocks--;
 }
 
 static void close_view(cuda_backend *c, cuda_view *view, bool release_holds)
@@ -1160,6 +1162,7 @@ static int32_t open_block(cuda_backend *c, cuda_view *view, uint32_t b)
     }
     *vb = (view_block){.generation = generation, .base = base, .ordinal = ordinal,
                        .holds = 0, .open = true};
+    view->open_blocks++;
     return RM_OK;
 }
 
@@ -1214,22 +1217,30 @@ static int32_t cuda_import(rm_mem_backend *backend, rm_descriptor *d, const uint
     return RM_OK;
 }
 
-/* Closes the handles of a view's blocks that nobody here holds and that
- * must not stay open: borrowed, asked back, or of a gone exporter. */
+/* Block `b` is open here, unheld, and must not stay open: borrowed, asked
+ * back, reused, or of a gone exporter. */
+static bool block_unwanted(const cuda_view *view, uint32_t b, bool owner_gone)
+{
+    const view_block *vb = &view->blocks[b];
+    if (!vb->open || vb->holds != 0)
+        return false;
+    const rm_cuda_block_row *row = &view->table.blocks[b];
+    return owner_gone || (row->flags & RM_CUDA_BLOCK_BORROWED) != 0 ||
+           atomic_load_explicit(&row->wanted, memory_order_acquire) != 0 ||
+           atomic_load_explicit(&row->generation, memory_order_acquire) != vb->generation;
+}
+
+/* Every unwanted block of a view, and unheld ones beyond the cache's size
+ * (VIEW_CACHED_BLOCKS_MAX). A scan of the view's block rows: for reclaim,
+ * and for a release that finds the cache full. */
 static void close_unwanted(cuda_backend *c, cuda_view *view, bool owner_gone)
 {
     uint32_t cached = 0;
-    for (uint32_t b = 0; b < view->block_capacity; b++) {
+    for (uint32_t b = 0; b < view->block_capacity && view->open_blocks > 0; b++) {
         view_block *vb = &view->blocks[b];
         if (!vb->open || vb->holds != 0)
             continue;
-        const rm_cuda_block_row *row = &view->table.blocks[b];
-        bool close_it = owner_gone || (row->flags & RM_CUDA_BLOCK_BORROWED) != 0 ||
-                        atomic_load_explicit(&row->wanted, memory_order_acquire) != 0 ||
-                        atomic_load_explicit(&row->generation, memory_order_acquire) !=
-                            vb->generation ||
-                        ++cached > VIEW_CACHED_BLOCKS_MAX;
-        if (close_it)
+        if (block_unwanted(view, b, owner_gone) || ++cached > VIEW_CACHED_BLOCKS_MAX)
             view_close_block(c, view, b);
     }
 }
@@ -1254,8 +1265,14 @@ static void cuda_release(rm_mem_backend *backend, rm_mem_block *block)
     bool retired = rm_control_retired(&view->control);
     /* Closed before the hold goes: once the slot is free the owner may
      * hand a borrowed block back to the host, which may free it. */
-    if (last && b < view->block_capacity && view->blocks[b].holds == 0)
-        close_unwanted(c, view, retired);
+    if (last && b < view->block_capacity && view->blocks[b].holds == 0) {
+        /* The common release looks at its own block only: a scan of
+         * every row on each release cost microseconds. */
+        if (block_unwanted(view, b, retired))
+            view_close_block(c, view, b);
+        else if (view->open_blocks > VIEW_CACHED_BLOCKS_MAX)
+            close_unwanted(c, view, retired);
+    }
     if (last)
         (void)rm_control_drop(&view->control, index, (uint32_t)1 << view->holder_index, true);
     if (view->holds == 0 && retired)
