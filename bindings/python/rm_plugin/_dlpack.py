@@ -93,6 +93,26 @@ class Export:
         with _exports_lock:
             _exports[self.address] = self
 
+    def numpy_writable(self, dtype_name):
+        """A writable numpy array over the export, kept alive by the array.
+
+        numpy 1.x's from_dlpack marks every array read-only (the unversioned
+        capsule cannot say whether writing is allowed), so a writable tensor
+        reaches numpy through the buffer protocol instead: a ctypes array
+        over the same bytes, carrying a guard whose collection runs the
+        deleter. Still no copy."""
+        import numpy
+        tensor = self.managed.dl_tensor
+        dtype = numpy.dtype(dtype_name)
+        ndim = tensor.ndim
+        shape = [tensor.shape[i] for i in range(ndim)]
+        strides = [tensor.strides[i] * dtype.itemsize for i in range(ndim)]
+        span = 0 if 0 in shape else dtype.itemsize + sum(
+            (size - 1) * stride for size, stride in zip(shape, strides))
+        memory = (ctypes.c_uint8 * span).from_address(tensor.data)
+        memory._rm_guard = _Guard(self.address)
+        return numpy.ndarray(shape, dtype, buffer=memory, strides=strides)
+
     def capsule(self):
         """The PyCapsule for __dlpack__."""
         name = _NAME_VERSIONED if self.versioned else _NAME
@@ -108,6 +128,21 @@ def _finish(address):
         export.on_delete()
     finally:
         export.context._export_finished()
+
+
+class _Guard:
+    """Runs an export's deleter when the object holding it is collected."""
+
+    __slots__ = ("address",)
+
+    def __init__(self, address):
+        self.address = address
+
+    def __del__(self):
+        try:
+            _finish(self.address)
+        except Exception:
+            pass
 
 
 def _on_deleter(managed_pointer):

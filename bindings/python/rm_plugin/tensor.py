@@ -294,17 +294,19 @@ class Tensor:
             raise
 
     def numpy(self):
-        """A numpy array over the data (np.from_dlpack), read-only when the
-        handle is; it stays valid after close()."""
+        """A numpy array over the data, without a copy: writable when the
+        handle is, read-only (and not settable back) for read-only imports.
+        It stays valid after close(). Host tensors only."""
+        if self._info.device.device_type == _abi.DL_CUDA:
+            raise TypeError("a CUDA tensor has no numpy view; use torch()")
+        if self.writable:
+            return self._export(False).numpy_writable(self.dtype)
         import numpy
         array = numpy.from_dlpack(self)
-        if not self.writable:
-            # numpy 1.24 gets the unversioned capsule, which cannot say
-            # read-only: mark it here, through a view whose base is the
-            # read-only array, so that the flag cannot be set back.
-            array.flags.writeable = False
-            array = array.view()
-        return array
+        # Read-only already (numpy 1.x marks every DLPack import so); a
+        # view whose base is read-only cannot be made writable again.
+        array.flags.writeable = False
+        return array.view()
 
     to_numpy = numpy  # the name of the product this plugin replaces
 
