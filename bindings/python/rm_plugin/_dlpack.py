@@ -98,20 +98,19 @@ class Export:
 
         numpy 1.x's from_dlpack marks every array read-only (the unversioned
         capsule cannot say whether writing is allowed), so a writable tensor
-        reaches numpy through the buffer protocol instead: a ctypes array
-        over the same bytes, carrying a guard whose collection runs the
-        deleter. Still no copy."""
+        reaches numpy through the array interface instead: the array's base
+        is a guard whose collection runs the deleter. Still no copy."""
         import numpy
         tensor = self.managed.dl_tensor
         dtype = numpy.dtype(dtype_name)
         ndim = tensor.ndim
-        shape = [tensor.shape[i] for i in range(ndim)]
-        strides = [tensor.strides[i] * dtype.itemsize for i in range(ndim)]
-        span = 0 if 0 in shape else dtype.itemsize + sum(
-            (size - 1) * stride for size, stride in zip(shape, strides))
-        memory = (ctypes.c_uint8 * span).from_address(tensor.data)
-        memory._rm_guard = _Guard(self.address)
-        return numpy.ndarray(shape, dtype, buffer=memory, strides=strides)
+        guard = _Guard(self.address)
+        guard.__array_interface__ = {
+            "version": 3, "data": (tensor.data or 0, False), "typestr": dtype.str,
+            "shape": tuple(self.shape[:ndim]),
+            "strides": tuple(stride * dtype.itemsize for stride in self.strides[:ndim]),
+        }
+        return numpy.asarray(guard)
 
     def capsule(self):
         """The PyCapsule for __dlpack__."""
@@ -133,7 +132,7 @@ def _finish(address):
 class _Guard:
     """Runs an export's deleter when the object holding it is collected."""
 
-    __slots__ = ("address",)
+    __slots__ = ("address", "__array_interface__")
 
     def __init__(self, address):
         self.address = address
