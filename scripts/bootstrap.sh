@@ -11,8 +11,11 @@ JEMALLOC_TARBALL=subprojects/packagecache/jemalloc-5.3.0.tar.bz2
 JEMALLOC_SHA256=2db82d1e7119df3e71b7640219b6dfe84789bc0537983c3b7ac4f7189aecfeaa
 # clang and libclang-rt-14-dev (libFuzzer, ASan and UBSan runtimes; only
 # recommended by clang) build the fuzz targets (scripts/fuzz.sh).
+# python3-numpy and python3-pytest run the Python package's tests
+# (bindings/python); python3-torch is optional and large, so not here.
 PACKAGES="build-essential g++ meson ninja-build pkg-config python3 libcriterion-dev \
-abigail-tools valgrind bzip2 dpkg-dev libdlpack-dev clang libclang-rt-14-dev"
+abigail-tools valgrind bzip2 dpkg-dev libdlpack-dev clang libclang-rt-14-dev \
+python3-numpy python3-pytest"
 
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
