@@ -46,7 +46,10 @@ unsafe impl Sync for Context {}
 
 impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Context").field("raw", &self.raw).field("plugin", &self.plugin).finish()
+        f.debug_struct("Context")
+            .field("raw", &self.raw)
+            .field("plugin", &self.plugin)
+            .finish()
     }
 }
 
@@ -85,27 +88,54 @@ impl ContextBuilder {
     pub fn build(self) -> Result<Context> {
         let mut c_pairs = Vec::with_capacity(self.pairs.len());
         for (key, value) in &self.pairs {
-            c_pairs.push((crate::c_string(key, "configuration key")?, crate::c_string(value, "configuration value")?));
+            c_pairs.push((
+                crate::c_string(key, "configuration key")?,
+                crate::c_string(value, "configuration value")?,
+            ));
         }
-        let entries: Vec<sys::RmConfigEntry> =
-            c_pairs.iter().map(|(k, v)| sys::RmConfigEntry { key: k.as_ptr(), value: v.as_ptr() }).collect();
+        let entries: Vec<sys::RmConfigEntry> = c_pairs
+            .iter()
+            .map(|(k, v)| sys::RmConfigEntry {
+                key: k.as_ptr(),
+                value: v.as_ptr(),
+            })
+            .collect();
         let c_file = match &self.file {
             Some(path) => Some(crate::c_path(path)?),
             None => None,
         };
         let mut options = sys::RmContextOptions::init();
-        options.entries = if entries.is_empty() { ptr::null() } else { entries.as_ptr() };
+        options.entries = if entries.is_empty() {
+            ptr::null()
+        } else {
+            entries.as_ptr()
+        };
         options.entry_count = entries.len() as u64;
-        options.config_path = c_file.as_ref().map_or(ptr::null(), |p: &CString| p.as_ptr());
-        options.flags = if self.ignore_env { sys::RM_CONTEXT_IGNORE_ENV } else { 0 };
-        let create = self.plugin.vtable().context_create.expect("checked at load");
+        options.config_path = c_file
+            .as_ref()
+            .map_or(ptr::null(), |p: &CString| p.as_ptr());
+        options.flags = if self.ignore_env {
+            sys::RM_CONTEXT_IGNORE_ENV
+        } else {
+            0
+        };
+        let create = self
+            .plugin
+            .vtable()
+            .context_create
+            .expect("checked at load");
         let mut raw = ptr::null_mut();
         // SAFETY: options made with RM_STRUCT_INIT whose strings and entries
         // outlive the call (the plugin copies them), and a valid output.
         let code = unsafe { create(&options, &mut raw) };
         match NonNull::new(raw) {
-            Some(raw) if code == sys::RM_OK => Ok(Context { plugin: self.plugin, raw }),
-            _ => Err(self.plugin.error_without_context(if code == sys::RM_OK { -1 } else { code })),
+            Some(raw) if code == sys::RM_OK => Ok(Context {
+                plugin: self.plugin,
+                raw,
+            }),
+            _ => Err(self
+                .plugin
+                .error_without_context(if code == sys::RM_OK { -1 } else { code })),
         }
     }
 }
@@ -141,7 +171,10 @@ impl Context {
     /// # Ok(()) }
     /// ```
     pub fn with_config(plugin: &Plugin, pairs: &[(&str, &str)]) -> Result<Context> {
-        pairs.iter().fold(Context::builder(plugin), |b, (k, v)| b.set(*k, *v)).build()
+        pairs
+            .iter()
+            .fold(Context::builder(plugin), |b, (k, v)| b.set(*k, *v))
+            .build()
     }
 
     /// A context from a configuration file (`key = value` lines).
@@ -151,7 +184,12 @@ impl Context {
 
     /// A builder for pairs, a file and flags together.
     pub fn builder(plugin: &Plugin) -> ContextBuilder {
-        ContextBuilder { plugin: plugin.clone(), pairs: Vec::new(), file: None, ignore_env: false }
+        ContextBuilder {
+            plugin: plugin.clone(),
+            pairs: Vec::new(),
+            file: None,
+            ignore_env: false,
+        }
     }
 
     /// The plugin this context belongs to.
@@ -203,13 +241,29 @@ impl Context {
         let mut needed = 0u64;
         // SAFETY: a live context, a NUL-terminated key; a NULL buffer asks
         // for the size.
-        let code = unsafe { f(self.raw.as_ptr(), c_key.as_ptr(), ptr::null_mut(), 0, &mut needed) };
+        let code = unsafe {
+            f(
+                self.raw.as_ptr(),
+                c_key.as_ptr(),
+                ptr::null_mut(),
+                0,
+                &mut needed,
+            )
+        };
         if code != sys::RM_OK && code != -15 {
             return Err(self.error(code));
         }
         let mut buffer = vec![0 as c_char; needed.max(1) as usize];
         // SAFETY: as above, with a buffer of the size the plugin asked for.
-        let code = unsafe { f(self.raw.as_ptr(), c_key.as_ptr(), buffer.as_mut_ptr(), buffer.len() as u64, &mut needed) };
+        let code = unsafe {
+            f(
+                self.raw.as_ptr(),
+                c_key.as_ptr(),
+                buffer.as_mut_ptr(),
+                buffer.len() as u64,
+                &mut needed,
+            )
+        };
         self.check(code)?;
         Ok(crate::cstr_array(&buffer))
     }
@@ -217,7 +271,11 @@ impl Context {
 
 impl Drop for Context {
     fn drop(&mut self) {
-        let destroy = self.plugin.vtable().context_destroy.expect("checked at load");
+        let destroy = self
+            .plugin
+            .vtable()
+            .context_destroy
+            .expect("checked at load");
         // SAFETY: the context is live, owned, and nothing borrows it any more
         // (handles, tensors and DLPack exports borrow &Context), so no call
         // on it can race with its destruction.

@@ -120,7 +120,7 @@ impl Context {
     /// # Ok(()) }
     /// ```
     pub fn cuda_info(&self) -> Result<CudaInfo> {
-        let f = member!(self.plugin(), cuda_info, 1 . 3)?;
+        let f = member!(self.plugin(), cuda_info, 1, 3)?;
         let mut raw: Box<sys::RmCudaInfo> = Box::new(sys::RmCudaInfo::init());
         // SAFETY: a live context and a struct made with RM_STRUCT_INIT.
         let code = unsafe { f(self.as_raw(), &mut *raw) };
@@ -130,8 +130,13 @@ impl Context {
             return Err(self.error(code));
         }
         let status_code = if code != sys::RM_OK { code } else { raw.status };
-        let status = (status_code != sys::RM_OK)
-            .then(|| Error::from_code(status_code, self.plugin().error_name(status_code), message.clone()));
+        let status = (status_code != sys::RM_OK).then(|| {
+            Error::from_code(
+                status_code,
+                self.plugin().error_name(status_code),
+                message.clone(),
+            )
+        });
         let listed = (raw.device_count as usize).min(sys::RM_CUDA_INFO_MAX_DEVICES);
         Ok(CudaInfo {
             status,
@@ -141,7 +146,11 @@ impl Context {
             message,
             devices: raw.devices[..listed]
                 .iter()
-                .map(|d| CudaDevice { ordinal: d.ordinal, uuid: d.uuid, uuid_text: crate::cstr_array(&d.uuid_text) })
+                .map(|d| CudaDevice {
+                    ordinal: d.ordinal,
+                    uuid: d.uuid,
+                    uuid_text: crate::cstr_array(&d.uuid_text),
+                })
                 .collect(),
         })
     }
@@ -162,7 +171,7 @@ impl Context {
         device_pointer: *mut c_void,
         released: Option<ReleasedCallback>,
     ) -> Result<Tensor<'_>> {
-        let f = member!(self.plugin(), tensor_wrap_device, 1 . 3)?;
+        let f = member!(self.plugin(), tensor_wrap_device, 1, 3)?;
         let raw_spec = spec.to_raw()?;
         let user = released.map(|callback| Box::into_raw(Box::new(callback)));
         let mut out = ptr::null_mut();
@@ -187,7 +196,8 @@ impl Context {
             }
             return Err(self.error(code));
         }
-        let raw = NonNull::new(out).ok_or_else(|| Error::invalid("the plugin returned no tensor"))?;
+        let raw =
+            NonNull::new(out).ok_or_else(|| Error::invalid("the plugin returned no tensor"))?;
         Ok(Tensor::from_parts(self, raw))
     }
 }
@@ -198,7 +208,7 @@ impl Tensor<'_> {
     /// ABI 1.3.
     pub fn record(&self, stream: CudaStream) -> Result<()> {
         let ctx = self.context();
-        let f = member!(ctx.plugin(), tensor_record, 1 . 3)?;
+        let f = member!(ctx.plugin(), tensor_record, 1, 3)?;
         // SAFETY: a live handle of ctx; the stream is NULL or one the caller
         // vouched for in CudaStream::from_raw.
         ctx.check(unsafe { f(ctx.as_raw(), self.as_raw(), stream.as_raw()) })
@@ -208,7 +218,7 @@ impl Tensor<'_> {
     /// or blocks this thread ([`Wait::Host`]). ABI 1.3.
     pub fn wait(&self, on: Wait) -> Result<()> {
         let ctx = self.context();
-        let f = member!(ctx.plugin(), tensor_wait, 1 . 3)?;
+        let f = member!(ctx.plugin(), tensor_wait, 1, 3)?;
         let (stream, flags) = match on {
             Wait::Stream(stream) => (stream.as_raw(), 0),
             Wait::Host => (ptr::null_mut(), sys::RM_TENSOR_WAIT_HOST),

@@ -171,10 +171,17 @@ impl Error {
     pub fn message(&self) -> String {
         match self {
             Error::Load(message) => message.clone(),
-            Error::Unsupported { member, since, plugin } => {
+            Error::Unsupported {
+                member,
+                since,
+                plugin,
+            } => {
                 format!("the plugin ({plugin}) has no {member} (ABI {since})")
             }
-            other => other.detail().map(|d| d.message.clone()).unwrap_or_default(),
+            other => other
+                .detail()
+                .map(|d| d.message.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -182,7 +189,9 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.code(), self.detail()) {
-            (Some(code), Some(detail)) if detail.message.is_empty() => write!(f, "{} ({code})", detail.name),
+            (Some(code), Some(detail)) if detail.message.is_empty() => {
+                write!(f, "{} ({code})", detail.name)
+            }
             (Some(code), Some(detail)) => write!(f, "{} ({code}): {}", detail.name, detail.message),
             _ => match self {
                 Error::Load(message) => write!(f, "loading rm_plugin: {message}"),

@@ -61,10 +61,12 @@ pub use context::{Context, ContextBuilder, ContextInfo};
 pub use cuda::{CudaDevice, CudaInfo, CudaStream, Wait};
 pub use error::{Detail, Error, Result};
 pub use plugin::{install_dirs, AbiVersion, Features, Plugin, PluginLoader, PLUGIN_DIR_ENV};
-pub use registry::{ModelHandle, ModelInfo, ModelLoad, ModelState, RegistryMetrics, RegistryReclaimReport, Scope};
+pub use registry::{
+    ModelHandle, ModelInfo, ModelLoad, ModelState, RegistryMetrics, RegistryReclaimReport, Scope,
+};
 pub use tensor::{
-    Access, DType, Descriptor, Device, DlPack, DlPackVersioned, Element, Memory, PoolStats, ReclaimReport, ShmPoolInfo,
-    Tensor, TensorInfo, TensorSpec,
+    Access, DType, Descriptor, Device, DlPack, DlPackVersioned, Element, Memory, PoolStats,
+    ReclaimReport, ShmPoolInfo, Tensor, TensorInfo, TensorSpec,
 };
 
 use std::ffi::{c_char, CStr, CString};
@@ -93,7 +95,11 @@ pub(crate) fn cstr_ptr(p: *const c_char) -> String {
 
 /// A fixed char array of a struct, up to its first NUL.
 pub(crate) fn cstr_array(chars: &[c_char]) -> String {
-    let bytes: Vec<u8> = chars.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+    let bytes: Vec<u8> = chars
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
@@ -137,16 +143,23 @@ pub mod doctest {
         if let Ok(plugin) = crate::Plugin::discover() {
             return Some(plugin.path().to_path_buf());
         }
-        let in_tree = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../build/rm_plugin.so"));
+        let in_tree = PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../build/rm_plugin.so"
+        ));
         if in_tree.is_file() {
             return Some(in_tree);
         }
-        assert!(std::env::var_os("RM_REQUIRE_PLUGIN").is_none(), "RM_REQUIRE_PLUGIN is set but no rm_plugin.so was found");
+        assert!(
+            std::env::var_os("RM_REQUIRE_PLUGIN").is_none(),
+            "RM_REQUIRE_PLUGIN is set but no rm_plugin.so was found"
+        );
         None
     }
 
     /// The plugin at [`plugin_path`], loaded.
     pub fn plugin() -> Option<crate::Plugin> {
-        plugin_path().map(|path| crate::Plugin::load(path).expect("loading the plugin for an example"))
+        plugin_path()
+            .map(|path| crate::Plugin::load(path).expect("loading the plugin for an example"))
     }
 }

@@ -63,7 +63,10 @@ impl AbiVersion {
 
     /// Decodes the C encoding (major in the high 16 bits).
     pub const fn from_raw(raw: u32) -> AbiVersion {
-        AbiVersion { major: (raw >> 16) as u16, minor: (raw & 0xffff) as u16 }
+        AbiVersion {
+            major: (raw >> 16) as u16,
+            minor: (raw & 0xffff) as u16,
+        }
     }
 
     /// The C encoding, as `RM_ABI_VERSION(major, minor)` gives it.
@@ -194,7 +197,12 @@ impl PluginLoader {
     /// Discovery as the README describes it, any ABI from 1.0 to
     /// [`AbiVersion::CURRENT`].
     pub fn new() -> PluginLoader {
-        PluginLoader { path: None, dirs: None, min: AbiVersion::V1_0, max: AbiVersion::CURRENT }
+        PluginLoader {
+            path: None,
+            dirs: None,
+            min: AbiVersion::V1_0,
+            max: AbiVersion::CURRENT,
+        }
     }
 
     /// Opens this file instead of searching.
@@ -227,7 +235,11 @@ impl PluginLoader {
     /// then [`install_dirs`].
     pub fn default_search_dirs() -> Vec<PathBuf> {
         let mut dirs: Vec<PathBuf> = std::env::var_os(PLUGIN_DIR_ENV)
-            .map(|value| std::env::split_paths(&value).filter(|d| !d.as_os_str().is_empty()).collect())
+            .map(|value| {
+                std::env::split_paths(&value)
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         dirs.extend(install_dirs());
         dirs
@@ -238,16 +250,27 @@ impl PluginLoader {
         let path = match &self.path {
             Some(path) => path.clone(),
             None => {
-                let dirs = self.dirs.clone().unwrap_or_else(PluginLoader::default_search_dirs);
-                let found = dirs.iter().map(|d| d.join(sys::PLUGIN_FILE_NAME)).find(|p| p.is_file());
+                let dirs = self
+                    .dirs
+                    .clone()
+                    .unwrap_or_else(PluginLoader::default_search_dirs);
+                let found = dirs
+                    .iter()
+                    .map(|d| d.join(sys::PLUGIN_FILE_NAME))
+                    .find(|p| p.is_file());
                 match found {
                     Some(path) => path,
                     None => {
-                        let listed: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+                        let listed: Vec<String> =
+                            dirs.iter().map(|d| d.display().to_string()).collect();
                         return Err(Error::Load(format!(
                             "{} not found in {} (${} then the install directories)",
                             sys::PLUGIN_FILE_NAME,
-                            if listed.is_empty() { "no directory".to_string() } else { listed.join(":") },
+                            if listed.is_empty() {
+                                "no directory".to_string()
+                            } else {
+                                listed.join(":")
+                            },
                             PLUGIN_DIR_ENV
                         )));
                     }
@@ -275,7 +298,9 @@ pub fn install_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     for prefix in ["/usr/local", "/usr"] {
         if !triple.is_empty() {
-            dirs.push(PathBuf::from(format!("{prefix}/lib/{triple}/remotemedia/plugins")));
+            dirs.push(PathBuf::from(format!(
+                "{prefix}/lib/{triple}/remotemedia/plugins"
+            )));
         }
         dirs.push(PathBuf::from(format!("{prefix}/lib/remotemedia/plugins")));
     }
@@ -302,12 +327,21 @@ fn open_and_negotiate(path: &Path, min: AbiVersion, max: AbiVersion) -> Result<P
     // closes it once.
     let handle = unsafe { dlopen(c_path.as_ptr(), RTLD_NOW | RTLD_LOCAL) };
     let Some(handle) = NonNull::new(handle) else {
-        return Err(Error::Load(format!("dlopen {}: {}", path.display(), dl_error())));
+        return Err(Error::Load(format!(
+            "dlopen {}: {}",
+            path.display(),
+            dl_error()
+        )));
     };
     // SAFETY: a live handle and a NUL-terminated symbol name.
     let symbol = unsafe { dlsym(handle.as_ptr(), sys::ENTRY_POINT.as_ptr()) };
     if symbol.is_null() {
-        let message = format!("{} has no {:?}: {}", path.display(), sys::ENTRY_POINT, dl_error());
+        let message = format!(
+            "{} has no {:?}: {}",
+            path.display(),
+            sys::ENTRY_POINT,
+            dl_error()
+        );
         // SAFETY: the handle is live and not used again.
         unsafe { dlclose(handle.as_ptr()) };
         return Err(Error::Load(message));
@@ -328,7 +362,12 @@ fn open_and_negotiate(path: &Path, min: AbiVersion, max: AbiVersion) -> Result<P
     let code = unsafe { negotiate(&request, &mut picked, &mut vtable) };
     let vtable = NonNull::new(vtable as *mut RmPluginV1);
     let library = match vtable {
-        Some(vtable) if code == sys::RM_OK => Library { handle, vtable, abi_version: AbiVersion::from_raw(picked), path: path.to_path_buf() },
+        Some(vtable) if code == sys::RM_OK => Library {
+            handle,
+            vtable,
+            abi_version: AbiVersion::from_raw(picked),
+            path: path.to_path_buf(),
+        },
         _ => {
             let message = crate::cstr_array(&reason);
             // SAFETY: the handle is live and not used again (no vtable escaped).
@@ -338,7 +377,10 @@ fn open_and_negotiate(path: &Path, min: AbiVersion, max: AbiVersion) -> Result<P
             return Err(Error::from_code(
                 code,
                 name,
-                format!("negotiation with {} for ABI {min} to {max} failed: {message}", path.display()),
+                format!(
+                    "negotiation with {} for ABI {min} to {max} failed: {message}",
+                    path.display()
+                ),
             ));
         }
     };
@@ -354,7 +396,9 @@ fn open_and_negotiate(path: &Path, min: AbiVersion, max: AbiVersion) -> Result<P
             path.display()
         )));
     }
-    let plugin = Plugin { library: Arc::new(library) };
+    let plugin = Plugin {
+        library: Arc::new(library),
+    };
     let v = plugin.vtable();
     let all_set = v.error_name.is_some()
         && v.strerror.is_some()
@@ -373,7 +417,10 @@ fn open_and_negotiate(path: &Path, min: AbiVersion, max: AbiVersion) -> Result<P
     if !all_set {
         // The header promises every 1.0 member; checking once here lets
         // every later call rely on it instead of panicking.
-        return Err(Error::Load(format!("{}: a 1.0 member of the vtable is NULL", path.display())));
+        return Err(Error::Load(format!(
+            "{}: a 1.0 member of the vtable is NULL",
+            path.display()
+        )));
     }
     Ok(plugin)
 }
@@ -524,11 +571,11 @@ impl Plugin {
 /// vtable is long enough and the member is set) and against the negotiated
 /// version; `Error::Unsupported` otherwise.
 macro_rules! member {
-    ($plugin:expr, $member:ident, $major:literal . $minor:literal) => {{
+    ($plugin:expr, $member:ident, $major:literal, $minor:literal) => {{
         let plugin: &$crate::Plugin = $plugin;
         let vtable = plugin.vtable();
-        let end = std::mem::offset_of!($crate::sys::RmPluginV1, $member)
-            + std::mem::size_of::<usize>();
+        let end =
+            std::mem::offset_of!($crate::sys::RmPluginV1, $member) + std::mem::size_of::<usize>();
         let since = $crate::AbiVersion::new($major, $minor);
         if (vtable.struct_size as usize) < end || plugin.abi_version() < since {
             Err(plugin.unsupported(stringify!($member), concat!($major, ".", $minor)))

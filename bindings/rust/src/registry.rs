@@ -32,7 +32,10 @@ pub struct ModelLoad<'a> {
 
 impl fmt::Debug for ModelLoad<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ModelLoad").field("key", &self.key).field("len", &self.len).finish()
+        f.debug_struct("ModelLoad")
+            .field("key", &self.key)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -54,12 +57,16 @@ impl<'a> ModelLoad<'a> {
     /// (process scope, the only scope such a plugin has).
     pub fn buffer(&mut self, bytes: usize) -> Result<&mut [u8]> {
         if self.used {
-            return Err(Error::invalid(format!("{}: the loader asked for a second model buffer", self.key)));
+            return Err(Error::invalid(format!(
+                "{}: the loader asked for a second model buffer",
+                self.key
+            )));
         }
         // SAFETY: raw is the plugin's struct, valid while the loader runs,
         // which is the lifetime of this ModelLoad.
         let raw = unsafe { &mut *self.raw };
-        let has_buffer = raw.struct_size as usize >= std::mem::size_of::<sys::RmLoadedModel>() && raw.alloc_buffer.is_some();
+        let has_buffer = raw.struct_size as usize >= std::mem::size_of::<sys::RmLoadedModel>()
+            && raw.alloc_buffer.is_some();
         if !has_buffer {
             self.provide(vec![0u8; bytes])?;
             let owned = self.owned.expect("just provided");
@@ -92,7 +99,10 @@ impl<'a> ModelLoad<'a> {
     /// only. The plugin keeps it until eviction and then drops it.
     pub fn provide(&mut self, model: Vec<u8>) -> Result<()> {
         if self.used {
-            return Err(Error::invalid(format!("{}: the loader gave a second model", self.key)));
+            return Err(Error::invalid(format!(
+                "{}: the loader gave a second model",
+                self.key
+            )));
         }
         let len = model.len();
         let boxed = Box::into_raw(Box::new(model));
@@ -119,7 +129,11 @@ struct LoaderState<F> {
     len: Option<usize>,
 }
 
-unsafe extern "C" fn loader_trampoline<F>(user: *mut c_void, key: *const c_char, out: *mut sys::RmLoadedModel) -> i32
+unsafe extern "C" fn loader_trampoline<F>(
+    user: *mut c_void,
+    key: *const c_char,
+    out: *mut sys::RmLoadedModel,
+) -> i32
 where
     F: FnOnce(&mut ModelLoad<'_>) -> Result<()>,
 {
@@ -128,11 +142,19 @@ where
         // SAFETY: user is the LoaderState that get_or_load passed, alive for
         // the whole call; key is NUL-terminated during the call.
         let state = unsafe { &mut *(user as *mut LoaderState<F>) };
-        let key = unsafe { CStr::from_ptr(key) }.to_string_lossy().into_owned();
+        let key = unsafe { CStr::from_ptr(key) }
+            .to_string_lossy()
+            .into_owned();
         let Some(loader) = state.loader.take() else {
             return -13;
         };
-        let mut load = ModelLoad { raw: out, key: &key, owned: None, used: false, len: None };
+        let mut load = ModelLoad {
+            raw: out,
+            key: &key,
+            owned: None,
+            used: false,
+            len: None,
+        };
         let result = loader(&mut load);
         state.len = load.len;
         match result {
@@ -183,7 +205,10 @@ unsafe impl Sync for ModelHandle<'_> {}
 
 impl fmt::Debug for ModelHandle<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ModelHandle").field("key", &self.key).field("model", &self.model).finish()
+        f.debug_struct("ModelHandle")
+            .field("key", &self.key)
+            .field("model", &self.model)
+            .finish()
     }
 }
 
@@ -206,9 +231,15 @@ impl ModelHandle<'_> {
         let len = match self.len.get() {
             Some(len) => *len,
             None => {
-                let row = self.ctx.models()?.into_iter().find(|row| row.key == self.key);
+                let row = self
+                    .ctx
+                    .models()?
+                    .into_iter()
+                    .find(|row| row.key == self.key);
                 let len = row
-                    .ok_or_else(|| Error::from_code(-11, "NOT_FOUND", format!("{}: no registry row", self.key)))?
+                    .ok_or_else(|| {
+                        Error::from_code(-11, "NOT_FOUND", format!("{}: no registry row", self.key))
+                    })?
                     .bytes as usize;
                 *self.len.get_or_init(|| len)
             }
@@ -225,7 +256,12 @@ impl ModelHandle<'_> {
 
 impl Drop for ModelHandle<'_> {
     fn drop(&mut self) {
-        let release = self.ctx.plugin().vtable().model_release.expect("checked at load");
+        let release = self
+            .ctx
+            .plugin()
+            .vtable()
+            .model_release
+            .expect("checked at load");
         // SAFETY: the handle came from this context and is released once.
         // A failure cannot be reported from Drop; the plugin logs it.
         unsafe { release(self.ctx.as_raw(), self.raw.as_ptr()) };
@@ -356,9 +392,17 @@ impl Context {
     where
         F: FnOnce(&mut ModelLoad<'_>) -> Result<()>,
     {
-        let get = self.plugin().vtable().model_get_or_load.expect("checked at load");
+        let get = self
+            .plugin()
+            .vtable()
+            .model_get_or_load
+            .expect("checked at load");
         let c_key = crate::c_string(key, "model key")?;
-        let mut state = LoaderState { loader: Some(loader), error: None, len: None };
+        let mut state = LoaderState {
+            loader: Some(loader),
+            error: None,
+            len: None,
+        };
         let mut handle = ptr::null_mut();
         let mut model = ptr::null_mut();
         // SAFETY: a live context, a NUL-terminated key, a loader whose user
@@ -382,14 +426,24 @@ impl Context {
                 _ => error,
             });
         }
-        let raw = NonNull::new(handle).ok_or_else(|| Error::invalid("model_get_or_load gave no handle"))?;
+        let raw = NonNull::new(handle)
+            .ok_or_else(|| Error::invalid("model_get_or_load gave no handle"))?;
         // Keys are compared normalised with registry rows (bytes()).
-        let normalised = self.plugin().normalize_key(key).unwrap_or_else(|_| key.to_string());
+        let normalised = self
+            .plugin()
+            .normalize_key(key)
+            .unwrap_or_else(|_| key.to_string());
         let len = OnceLock::new();
         if let Some(known) = state.len {
             let _ = len.set(known);
         }
-        Ok(ModelHandle { ctx: self, raw, model: model as *const u8, key: normalised, len })
+        Ok(ModelHandle {
+            ctx: self,
+            raw,
+            model: model as *const u8,
+            key: normalised,
+            len,
+        })
     }
 
     /// Evicts `key` now if no handle holds it (`Busy` otherwise, `NotFound`
@@ -410,7 +464,11 @@ impl Context {
 
     /// The registry's counters.
     pub fn registry_metrics(&self) -> Result<RegistryMetrics> {
-        let f = self.plugin().vtable().registry_metrics.expect("checked at load");
+        let f = self
+            .plugin()
+            .vtable()
+            .registry_metrics
+            .expect("checked at load");
         let mut m = sys::RmRegistryMetrics::init();
         // SAFETY: a live context and a struct made with RM_STRUCT_INIT; an
         // older plugin writes only what it knows and leaves the rest zero.
@@ -438,10 +496,22 @@ impl Context {
     /// One row per loaded (node scope: or loading) model, least recently
     /// used first.
     pub fn models(&self) -> Result<Vec<ModelInfo>> {
-        let f = self.plugin().vtable().registry_list.expect("checked at load");
+        let f = self
+            .plugin()
+            .vtable()
+            .registry_list
+            .expect("checked at load");
         let rows: Vec<sys::RmModelInfo> = crate::list_rows(self, |out, capacity, count| {
             // SAFETY: `out` holds `capacity` rows of the size passed.
-            unsafe { f(self.as_raw(), out, std::mem::size_of::<sys::RmModelInfo>() as u32, capacity, count) }
+            unsafe {
+                f(
+                    self.as_raw(),
+                    out,
+                    std::mem::size_of::<sys::RmModelInfo>() as u32,
+                    capacity,
+                    count,
+                )
+            }
         })?;
         Ok(rows
             .iter()
@@ -452,8 +522,16 @@ impl Context {
                 refcount: r.refcount,
                 loaded_at_ns: r.loaded_at_ns,
                 last_used_ns: r.last_used_ns,
-                scope: if r.scope == 1 { Scope::Node } else { Scope::Process },
-                state: if r.state == 1 { ModelState::Loading } else { ModelState::Ready },
+                scope: if r.scope == 1 {
+                    Scope::Node
+                } else {
+                    Scope::Process
+                },
+                state: if r.state == 1 {
+                    ModelState::Loading
+                } else {
+                    ModelState::Ready
+                },
                 holders: r.holders,
                 loader_pid: r.loader_pid,
                 idle_ns: r.idle_ns,
@@ -464,7 +542,7 @@ impl Context {
     /// Reclaims what dead processes left in the registry (node scope), and
     /// evicts expired or over-budget idle models (both scopes). ABI 1.2.
     pub fn reclaim_models(&self) -> Result<RegistryReclaimReport> {
-        let f = member!(self.plugin(), registry_reclaim, 1 . 2)?;
+        let f = member!(self.plugin(), registry_reclaim, 1, 2)?;
         let mut r = sys::RmRegistryReclaimReport::init();
         // SAFETY: a live context and a struct made with RM_STRUCT_INIT.
         self.check(unsafe { f(self.as_raw(), &mut r) })?;

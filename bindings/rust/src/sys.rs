@@ -140,14 +140,21 @@ pub struct RmLoadedModel {
     pub destroy: Option<unsafe extern "C" fn(model: *mut c_void, destroy_user: *mut c_void)>,
     pub destroy_user: *mut c_void,
     pub alloc_buffer: Option<
-        unsafe extern "C" fn(this: *mut RmLoadedModel, bytes: u64, out_buffer: *mut *mut c_void) -> i32,
+        unsafe extern "C" fn(
+            this: *mut RmLoadedModel,
+            bytes: u64,
+            out_buffer: *mut *mut c_void,
+        ) -> i32,
     >,
     pub plugin_private: *mut c_void,
 }
 
 /// `rm_model_loader_fn`.
-pub type RmModelLoaderFn =
-    unsafe extern "C" fn(loader_user: *mut c_void, key: *const c_char, out: *mut RmLoadedModel) -> i32;
+pub type RmModelLoaderFn = unsafe extern "C" fn(
+    loader_user: *mut c_void,
+    key: *const c_char,
+    out: *mut RmLoadedModel,
+) -> i32;
 
 /// `rm_model_info`.
 #[repr(C)]
@@ -400,11 +407,14 @@ pub struct RmPluginV1Base {
     pub version: *const c_char,
     pub error_name: Option<unsafe extern "C" fn(code: i32) -> *const c_char>,
     pub strerror: Option<unsafe extern "C" fn(code: i32) -> *const c_char>,
-    pub context_create:
-        Option<unsafe extern "C" fn(options: *const RmContextOptions, out_context: *mut Ctx) -> i32>,
+    pub context_create: Option<
+        unsafe extern "C" fn(options: *const RmContextOptions, out_context: *mut Ctx) -> i32,
+    >,
     pub context_destroy: Option<unsafe extern "C" fn(context: Ctx)>,
-    pub context_last_error: Option<unsafe extern "C" fn(context: *const RmContext) -> *const c_char>,
-    pub context_info: Option<unsafe extern "C" fn(context: *const RmContext, out: *mut RmContextInfo) -> i32>,
+    pub context_last_error:
+        Option<unsafe extern "C" fn(context: *const RmContext) -> *const c_char>,
+    pub context_info:
+        Option<unsafe extern "C" fn(context: *const RmContext, out: *mut RmContextInfo) -> i32>,
     pub config_get: Option<
         unsafe extern "C" fn(
             context: *const RmContext,
@@ -427,9 +437,11 @@ pub struct RmPluginV1Base {
             out_model: *mut *mut c_void,
         ) -> i32,
     >,
-    pub model_release: Option<unsafe extern "C" fn(context: Ctx, handle: *mut RmModelHandle) -> i32>,
+    pub model_release:
+        Option<unsafe extern "C" fn(context: Ctx, handle: *mut RmModelHandle) -> i32>,
     pub model_evict: Option<unsafe extern "C" fn(context: Ctx, key: *const c_char) -> i32>,
-    pub registry_metrics: Option<unsafe extern "C" fn(context: Ctx, out: *mut RmRegistryMetrics) -> i32>,
+    pub registry_metrics:
+        Option<unsafe extern "C" fn(context: Ctx, out: *mut RmRegistryMetrics) -> i32>,
     pub registry_list: Option<
         unsafe extern "C" fn(
             context: Ctx,
@@ -453,11 +465,14 @@ pub struct RmPluginV1 {
     pub version: *const c_char,
     pub error_name: Option<unsafe extern "C" fn(code: i32) -> *const c_char>,
     pub strerror: Option<unsafe extern "C" fn(code: i32) -> *const c_char>,
-    pub context_create:
-        Option<unsafe extern "C" fn(options: *const RmContextOptions, out_context: *mut Ctx) -> i32>,
+    pub context_create: Option<
+        unsafe extern "C" fn(options: *const RmContextOptions, out_context: *mut Ctx) -> i32,
+    >,
     pub context_destroy: Option<unsafe extern "C" fn(context: Ctx)>,
-    pub context_last_error: Option<unsafe extern "C" fn(context: *const RmContext) -> *const c_char>,
-    pub context_info: Option<unsafe extern "C" fn(context: *const RmContext, out: *mut RmContextInfo) -> i32>,
+    pub context_last_error:
+        Option<unsafe extern "C" fn(context: *const RmContext) -> *const c_char>,
+    pub context_info:
+        Option<unsafe extern "C" fn(context: *const RmContext, out: *mut RmContextInfo) -> i32>,
     pub config_get: Option<
         unsafe extern "C" fn(
             context: *const RmContext,
@@ -480,9 +495,11 @@ pub struct RmPluginV1 {
             out_model: *mut *mut c_void,
         ) -> i32,
     >,
-    pub model_release: Option<unsafe extern "C" fn(context: Ctx, handle: *mut RmModelHandle) -> i32>,
+    pub model_release:
+        Option<unsafe extern "C" fn(context: Ctx, handle: *mut RmModelHandle) -> i32>,
     pub model_evict: Option<unsafe extern "C" fn(context: Ctx, key: *const c_char) -> i32>,
-    pub registry_metrics: Option<unsafe extern "C" fn(context: Ctx, out: *mut RmRegistryMetrics) -> i32>,
+    pub registry_metrics:
+        Option<unsafe extern "C" fn(context: Ctx, out: *mut RmRegistryMetrics) -> i32>,
     pub registry_list: Option<
         unsafe extern "C" fn(
             context: Ctx,
@@ -493,15 +510,31 @@ pub struct RmPluginV1 {
         ) -> i32,
     >,
     // ---- 1.1 ----
-    pub tensor_allocate:
-        Option<unsafe extern "C" fn(context: Ctx, spec: *const RmTensorSpec, out: *mut *mut RmTensor) -> i32>,
-    pub tensor_info:
-        Option<unsafe extern "C" fn(context: Ctx, tensor: *const RmTensor, out: *mut RmTensorInfo) -> i32>,
+    pub tensor_allocate: Option<
+        unsafe extern "C" fn(
+            context: Ctx,
+            spec: *const RmTensorSpec,
+            out: *mut *mut RmTensor,
+        ) -> i32,
+    >,
+    pub tensor_info: Option<
+        unsafe extern "C" fn(context: Ctx, tensor: *const RmTensor, out: *mut RmTensorInfo) -> i32,
+    >,
     pub tensor_export: Option<
-        unsafe extern "C" fn(context: Ctx, tensor: *const RmTensor, out: *mut c_void, out_size: u64) -> i32,
+        unsafe extern "C" fn(
+            context: Ctx,
+            tensor: *const RmTensor,
+            out: *mut c_void,
+            out_size: u64,
+        ) -> i32,
     >,
     pub tensor_export_text: Option<
-        unsafe extern "C" fn(context: Ctx, tensor: *const RmTensor, out: *mut c_char, out_size: u64) -> i32,
+        unsafe extern "C" fn(
+            context: Ctx,
+            tensor: *const RmTensor,
+            out: *mut c_char,
+            out_size: u64,
+        ) -> i32,
     >,
     pub tensor_export_inline: Option<
         unsafe extern "C" fn(
@@ -522,11 +555,20 @@ pub struct RmPluginV1 {
         ) -> i32,
     >,
     pub tensor_import_text: Option<
-        unsafe extern "C" fn(context: Ctx, text: *const c_char, flags: u64, out: *mut *mut RmTensor) -> i32,
+        unsafe extern "C" fn(
+            context: Ctx,
+            text: *const c_char,
+            flags: u64,
+            out: *mut *mut RmTensor,
+        ) -> i32,
     >,
     pub tensor_release: Option<unsafe extern "C" fn(context: Ctx, tensor: *mut RmTensor) -> i32>,
     pub tensor_to_dlpack: Option<
-        unsafe extern "C" fn(context: Ctx, tensor: *mut RmTensor, out: *mut *mut RmDlManagedTensor) -> i32,
+        unsafe extern "C" fn(
+            context: Ctx,
+            tensor: *mut RmTensor,
+            out: *mut *mut RmDlManagedTensor,
+        ) -> i32,
     >,
     pub tensor_to_dlpack_versioned: Option<
         unsafe extern "C" fn(
@@ -535,10 +577,12 @@ pub struct RmPluginV1 {
             out: *mut *mut RmDlManagedTensorVersioned,
         ) -> i32,
     >,
-    pub tensor_pool_stats: Option<unsafe extern "C" fn(context: Ctx, out: *mut RmTensorPoolStats) -> i32>,
+    pub tensor_pool_stats:
+        Option<unsafe extern "C" fn(context: Ctx, out: *mut RmTensorPoolStats) -> i32>,
     pub tensor_session_bytes:
         Option<unsafe extern "C" fn(context: Ctx, session: u64, out_bytes: *mut u64) -> i32>,
-    pub tensor_reclaim: Option<unsafe extern "C" fn(context: Ctx, out: *mut RmReclaimReport) -> i32>,
+    pub tensor_reclaim:
+        Option<unsafe extern "C" fn(context: Ctx, out: *mut RmReclaimReport) -> i32>,
     pub shm_list: Option<
         unsafe extern "C" fn(
             context: Ctx,
@@ -562,9 +606,17 @@ pub struct RmPluginV1 {
             out: *mut *mut RmTensor,
         ) -> i32,
     >,
-    pub tensor_record: Option<unsafe extern "C" fn(context: Ctx, tensor: *mut RmTensor, stream: *mut c_void) -> i32>,
-    pub tensor_wait:
-        Option<unsafe extern "C" fn(context: Ctx, tensor: *mut RmTensor, stream: *mut c_void, flags: u64) -> i32>,
+    pub tensor_record: Option<
+        unsafe extern "C" fn(context: Ctx, tensor: *mut RmTensor, stream: *mut c_void) -> i32,
+    >,
+    pub tensor_wait: Option<
+        unsafe extern "C" fn(
+            context: Ctx,
+            tensor: *mut RmTensor,
+            stream: *mut c_void,
+            flags: u64,
+        ) -> i32,
+    >,
     pub cuda_info: Option<unsafe extern "C" fn(context: Ctx, out: *mut RmCudaInfo) -> i32>,
 }
 

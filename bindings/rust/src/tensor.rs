@@ -138,7 +138,15 @@ pub struct TensorSpec {
 impl TensorSpec {
     /// A C-contiguous tensor of this dtype and shape in host memory.
     pub fn new(dtype: DType, shape: &[i64]) -> TensorSpec {
-        TensorSpec { dtype, shape: shape.to_vec(), strides: None, alignment: 0, session: 0, flags: 0, device: String::new() }
+        TensorSpec {
+            dtype,
+            shape: shape.to_vec(),
+            strides: None,
+            alignment: 0,
+            session: 0,
+            flags: 0,
+            device: String::new(),
+        }
     }
 
     /// The shape.
@@ -191,14 +199,22 @@ impl TensorSpec {
     pub(crate) fn to_raw(&self) -> Result<sys::RmTensorSpec> {
         let mut raw = sys::RmTensorSpec::init();
         if self.shape.len() > sys::RM_TENSOR_MAX_DIMS {
-            return Err(Error::invalid(format!("{} dimensions; at most {}", self.shape.len(), sys::RM_TENSOR_MAX_DIMS)));
+            return Err(Error::invalid(format!(
+                "{} dimensions; at most {}",
+                self.shape.len(),
+                sys::RM_TENSOR_MAX_DIMS
+            )));
         }
         raw.dtype = self.dtype.0;
         raw.ndim = self.shape.len() as u32;
         raw.shape[..self.shape.len()].copy_from_slice(&self.shape);
         if let Some(strides) = &self.strides {
             if strides.len() != self.shape.len() {
-                return Err(Error::invalid(format!("{} strides for {} dimensions", strides.len(), self.shape.len())));
+                return Err(Error::invalid(format!(
+                    "{} strides for {} dimensions",
+                    strides.len(),
+                    self.shape.len()
+                )));
             }
             raw.strides[..strides.len()].copy_from_slice(strides);
             raw.flags |= sys::RM_TENSOR_ALLOC_STRIDED;
@@ -207,7 +223,10 @@ impl TensorSpec {
         raw.session = self.session;
         raw.flags |= self.flags;
         if self.device.len() >= raw.device.len() || self.device.contains('\0') {
-            return Err(Error::invalid(format!("device {:?}: at most 15 bytes, no NUL", self.device)));
+            return Err(Error::invalid(format!(
+                "device {:?}: at most 15 bytes, no NUL",
+                self.device
+            )));
         }
         for (slot, byte) in raw.device.iter_mut().zip(self.device.bytes()) {
             *slot = byte as c_char;
@@ -320,9 +339,13 @@ impl Descriptor {
     /// A descriptor from bytes received (checked by the plugin on import;
     /// only the length here).
     pub fn from_bytes(bytes: &[u8]) -> Result<Descriptor> {
-        let array: [u8; sys::RM_TENSOR_DESCRIPTOR_SIZE] = bytes
-            .try_into()
-            .map_err(|_| Error::from_code(-21, "INVALID_DESCRIPTOR", format!("{} bytes; a descriptor has {}", bytes.len(), Self::SIZE)))?;
+        let array: [u8; sys::RM_TENSOR_DESCRIPTOR_SIZE] = bytes.try_into().map_err(|_| {
+            Error::from_code(
+                -21,
+                "INVALID_DESCRIPTOR",
+                format!("{} bytes; a descriptor has {}", bytes.len(), Self::SIZE),
+            )
+        })?;
         Ok(Descriptor(array))
     }
 
@@ -369,7 +392,8 @@ impl fmt::Debug for Tensor<'_> {
 impl Context {
     fn tensor(&self, code: i32, raw: *mut sys::RmTensor) -> Result<Tensor<'_>> {
         self.check(code)?;
-        let raw = NonNull::new(raw).ok_or_else(|| Error::invalid("the plugin returned no tensor"))?;
+        let raw =
+            NonNull::new(raw).ok_or_else(|| Error::invalid("the plugin returned no tensor"))?;
         Ok(Tensor { ctx: self, raw })
     }
 
@@ -389,11 +413,11 @@ impl Context {
     /// # Ok(()) }
     /// ```
     pub fn allocate(&self, spec: &TensorSpec) -> Result<Tensor<'_>> {
-        let f = member!(self.plugin(), tensor_allocate, 1 . 1)?;
+        let f = member!(self.plugin(), tensor_allocate, 1, 1)?;
         if spec.is_device() {
             // An older plugin reads only the 1.1 part of the spec and would
             // silently allocate host memory.
-            member!(self.plugin(), cuda_info, 1 . 3)?;
+            member!(self.plugin(), cuda_info, 1, 3)?;
         }
         let raw_spec = spec.to_raw()?;
         let mut out = ptr::null_mut();
@@ -410,16 +434,24 @@ impl Context {
     /// Imports descriptor bytes: a pool descriptor (200 bytes), or an
     /// inline one from [`Tensor::export_inline`] (a private copy).
     pub fn import_bytes(&self, bytes: &[u8], access: Access) -> Result<Tensor<'_>> {
-        let f = member!(self.plugin(), tensor_import, 1 . 1)?;
+        let f = member!(self.plugin(), tensor_import, 1, 1)?;
         let mut out = ptr::null_mut();
         // SAFETY: a live context, `bytes.len()` readable bytes, an output.
-        let code = unsafe { f(self.as_raw(), bytes.as_ptr() as *const c_void, bytes.len() as u64, access.flags(), &mut out) };
+        let code = unsafe {
+            f(
+                self.as_raw(),
+                bytes.as_ptr() as *const c_void,
+                bytes.len() as u64,
+                access.flags(),
+                &mut out,
+            )
+        };
         self.tensor(code, out)
     }
 
     /// Imports the text form (`rmt1.` and base64url).
     pub fn import_text(&self, text: &str, access: Access) -> Result<Tensor<'_>> {
-        let f = member!(self.plugin(), tensor_import_text, 1 . 1)?;
+        let f = member!(self.plugin(), tensor_import_text, 1, 1)?;
         let c_text = crate::c_string(text, "descriptor text")?;
         let mut out = ptr::null_mut();
         // SAFETY: a live context, NUL-terminated text, an output.
@@ -429,7 +461,7 @@ impl Context {
 
     /// This context's pool counters (and device tensors', 1.3).
     pub fn pool_stats(&self) -> Result<PoolStats> {
-        let f = member!(self.plugin(), tensor_pool_stats, 1 . 1)?;
+        let f = member!(self.plugin(), tensor_pool_stats, 1, 1)?;
         let mut s = sys::RmTensorPoolStats::init();
         // SAFETY: a live context and a struct made with RM_STRUCT_INIT.
         self.check(unsafe { f(self.as_raw(), &mut s) })?;
@@ -466,7 +498,7 @@ impl Context {
 
     /// Bytes of live tensors charged to `session` in this context.
     pub fn session_bytes(&self, session: u64) -> Result<u64> {
-        let f = member!(self.plugin(), tensor_session_bytes, 1 . 1)?;
+        let f = member!(self.plugin(), tensor_session_bytes, 1, 1)?;
         let mut bytes = 0;
         // SAFETY: a live context and an output.
         self.check(unsafe { f(self.as_raw(), session, &mut bytes) })?;
@@ -476,7 +508,7 @@ impl Context {
     /// Drops holds of dead importers, frees what that leaves, unmaps pools
     /// of gone owners, unlinks dead owners' segments in the namespace.
     pub fn reclaim_tensors(&self) -> Result<ReclaimReport> {
-        let f = member!(self.plugin(), tensor_reclaim, 1 . 1)?;
+        let f = member!(self.plugin(), tensor_reclaim, 1, 1)?;
         let mut r = sys::RmReclaimReport::init();
         // SAFETY: a live context and a struct made with RM_STRUCT_INIT.
         self.check(unsafe { f(self.as_raw(), &mut r) })?;
@@ -494,10 +526,18 @@ impl Context {
     /// The pools (and device tables, 1.3) of the context's namespace in
     /// /dev/shm, sorted by name (what `rmctl ls` shows).
     pub fn shm_list(&self) -> Result<Vec<ShmPoolInfo>> {
-        let f = member!(self.plugin(), shm_list, 1 . 1)?;
+        let f = member!(self.plugin(), shm_list, 1, 1)?;
         let rows: Vec<sys::RmShmPoolInfo> = crate::list_rows(self, |out, capacity, count| {
             // SAFETY: `out` holds `capacity` rows of the size passed.
-            unsafe { f(self.as_raw(), out, std::mem::size_of::<sys::RmShmPoolInfo>() as u32, capacity, count) }
+            unsafe {
+                f(
+                    self.as_raw(),
+                    out,
+                    std::mem::size_of::<sys::RmShmPoolInfo>() as u32,
+                    capacity,
+                    count,
+                )
+            }
         })?;
         Ok(rows
             .iter()
@@ -540,14 +580,19 @@ impl<'ctx> Tensor<'ctx> {
 
     /// What the handle refers to.
     pub fn info(&self) -> Result<TensorInfo> {
-        let f = member!(self.ctx.plugin(), tensor_info, 1 . 1)?;
+        let f = member!(self.ctx.plugin(), tensor_info, 1, 1)?;
         let mut i = sys::RmTensorInfo::init();
         // SAFETY: a live handle of this context and a struct made with
         // RM_STRUCT_INIT.
-        self.ctx.check(unsafe { f(self.ctx.as_raw(), self.raw.as_ptr(), &mut i) })?;
+        self.ctx
+            .check(unsafe { f(self.ctx.as_raw(), self.raw.as_ptr(), &mut i) })?;
         let ndim = (i.ndim as usize).min(sys::RM_TENSOR_MAX_DIMS);
         // A plugin older than 1.3 leaves the device zero: that is the host.
-        let device = if i.device.device_type == 0 { Device::Cpu } else { Device::from_raw(i.device) };
+        let device = if i.device.device_type == 0 {
+            Device::Cpu
+        } else {
+            Device::from_raw(i.device)
+        };
         Ok(TensorInfo {
             data: i.data,
             nbytes: i.nbytes,
@@ -569,18 +614,29 @@ impl<'ctx> Tensor<'ctx> {
     fn host_view(&self, dtype: Option<DType>, write: bool) -> Result<(TensorInfo, usize)> {
         let info = self.info()?;
         if info.device != Device::Cpu {
-            return Err(Error::invalid(format!("a {:?} tensor: its data is not host memory", info.device)));
+            return Err(Error::invalid(format!(
+                "a {:?} tensor: its data is not host memory",
+                info.device
+            )));
         }
         if write && !info.writable {
-            return Err(Error::invalid("a read-only view: import it with Access::Writable to write"));
+            return Err(Error::invalid(
+                "a read-only view: import it with Access::Writable to write",
+            ));
         }
         let len = match dtype {
             Some(dtype) => {
                 if info.dtype != dtype {
-                    return Err(Error::invalid(format!("the tensor is {}, not {dtype}", info.dtype)));
+                    return Err(Error::invalid(format!(
+                        "the tensor is {}, not {dtype}",
+                        info.dtype
+                    )));
                 }
                 if !info.is_contiguous() {
-                    return Err(Error::invalid(format!("strides {:?} are not C-contiguous for shape {:?}", info.strides, info.shape)));
+                    return Err(Error::invalid(format!(
+                        "strides {:?} are not C-contiguous for shape {:?}",
+                        info.strides, info.shape
+                    )));
                 }
                 info.elements()
             }
@@ -644,36 +700,66 @@ impl<'ctx> Tensor<'ctx> {
     /// The descriptor to send to another process (a shareable tensor:
     /// `NotShareable` for private memory).
     pub fn export(&self) -> Result<Descriptor> {
-        let f = member!(self.ctx.plugin(), tensor_export, 1 . 1)?;
+        let f = member!(self.ctx.plugin(), tensor_export, 1, 1)?;
         let mut out = [0u8; sys::RM_TENSOR_DESCRIPTOR_SIZE];
         // SAFETY: a live handle and an output of the descriptor's size.
-        self.ctx.check(unsafe { f(self.ctx.as_raw(), self.raw.as_ptr(), out.as_mut_ptr() as *mut c_void, out.len() as u64) })?;
+        self.ctx.check(unsafe {
+            f(
+                self.ctx.as_raw(),
+                self.raw.as_ptr(),
+                out.as_mut_ptr() as *mut c_void,
+                out.len() as u64,
+            )
+        })?;
         Ok(Descriptor(out))
     }
 
     /// The descriptor as printable text (`rmt1.` and base64url).
     pub fn export_text(&self) -> Result<String> {
-        let f = member!(self.ctx.plugin(), tensor_export_text, 1 . 1)?;
+        let f = member!(self.ctx.plugin(), tensor_export_text, 1, 1)?;
         let mut out = [0 as c_char; sys::RM_TENSOR_DESCRIPTOR_TEXT_MAX];
         // SAFETY: a live handle and RM_TENSOR_DESCRIPTOR_TEXT_MAX bytes,
         // which always suffice.
-        self.ctx.check(unsafe { f(self.ctx.as_raw(), self.raw.as_ptr(), out.as_mut_ptr(), out.len() as u64) })?;
+        self.ctx.check(unsafe {
+            f(
+                self.ctx.as_raw(),
+                self.raw.as_ptr(),
+                out.as_mut_ptr(),
+                out.len() as u64,
+            )
+        })?;
         Ok(crate::cstr_array(&out))
     }
 
     /// The tensor by value: an inline descriptor followed by its data, for
     /// another machine or a file (any host tensor, shared or not).
     pub fn export_inline(&self) -> Result<Vec<u8>> {
-        let f = member!(self.ctx.plugin(), tensor_export_inline, 1 . 1)?;
+        let f = member!(self.ctx.plugin(), tensor_export_inline, 1, 1)?;
         let mut needed = 0u64;
         // SAFETY: a live handle; a NULL output asks for the size.
-        let code = unsafe { f(self.ctx.as_raw(), self.raw.as_ptr(), ptr::null_mut(), 0, &mut needed) };
+        let code = unsafe {
+            f(
+                self.ctx.as_raw(),
+                self.raw.as_ptr(),
+                ptr::null_mut(),
+                0,
+                &mut needed,
+            )
+        };
         if code != -15 {
             self.ctx.check(code)?;
         }
         let mut out = vec![0u8; needed as usize];
         // SAFETY: as above, with the size the plugin asked for.
-        let code = unsafe { f(self.ctx.as_raw(), self.raw.as_ptr(), out.as_mut_ptr() as *mut c_void, out.len() as u64, &mut needed) };
+        let code = unsafe {
+            f(
+                self.ctx.as_raw(),
+                self.raw.as_ptr(),
+                out.as_mut_ptr() as *mut c_void,
+                out.len() as u64,
+                &mut needed,
+            )
+        };
         self.ctx.check(code)?;
         Ok(out)
     }
@@ -681,29 +767,39 @@ impl<'ctx> Tensor<'ctx> {
     /// A DLPack `DLManagedTensor` of the data, no copy; it holds its own
     /// reference, so the handle may be dropped first.
     pub fn to_dlpack(&self) -> Result<DlPack<'ctx>> {
-        let f = member!(self.ctx.plugin(), tensor_to_dlpack, 1 . 1)?;
+        let f = member!(self.ctx.plugin(), tensor_to_dlpack, 1, 1)?;
         let mut out = ptr::null_mut();
         // SAFETY: a live handle and an output.
-        self.ctx.check(unsafe { f(self.ctx.as_raw(), self.raw.as_ptr(), &mut out) })?;
-        let raw = NonNull::new(out).ok_or_else(|| Error::invalid("the plugin returned no DLPack tensor"))?;
-        Ok(DlPack { raw, _ctx: PhantomData })
+        self.ctx
+            .check(unsafe { f(self.ctx.as_raw(), self.raw.as_ptr(), &mut out) })?;
+        let raw = NonNull::new(out)
+            .ok_or_else(|| Error::invalid("the plugin returned no DLPack tensor"))?;
+        Ok(DlPack {
+            raw,
+            _ctx: PhantomData,
+        })
     }
 
     /// A DLPack 1.0 `DLManagedTensorVersioned`, with the read-only flag set
     /// for read-only views.
     pub fn to_dlpack_versioned(&self) -> Result<DlPackVersioned<'ctx>> {
-        let f = member!(self.ctx.plugin(), tensor_to_dlpack_versioned, 1 . 1)?;
+        let f = member!(self.ctx.plugin(), tensor_to_dlpack_versioned, 1, 1)?;
         let mut out = ptr::null_mut();
         // SAFETY: a live handle and an output.
-        self.ctx.check(unsafe { f(self.ctx.as_raw(), self.raw.as_ptr(), &mut out) })?;
-        let raw = NonNull::new(out).ok_or_else(|| Error::invalid("the plugin returned no DLPack tensor"))?;
-        Ok(DlPackVersioned { raw, _ctx: PhantomData })
+        self.ctx
+            .check(unsafe { f(self.ctx.as_raw(), self.raw.as_ptr(), &mut out) })?;
+        let raw = NonNull::new(out)
+            .ok_or_else(|| Error::invalid("the plugin returned no DLPack tensor"))?;
+        Ok(DlPackVersioned {
+            raw,
+            _ctx: PhantomData,
+        })
     }
 }
 
 impl Drop for Tensor<'_> {
     fn drop(&mut self) {
-        if let Ok(release) = member!(self.ctx.plugin(), tensor_release, 1 . 1) {
+        if let Ok(release) = member!(self.ctx.plugin(), tensor_release, 1, 1) {
             // SAFETY: a live handle of this context, released once; nothing
             // borrows it any more.
             unsafe { release(self.ctx.as_raw(), self.raw.as_ptr()) };

@@ -14,7 +14,8 @@ fn old_plugin() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("RM_OLD_PLUGIN_PATH") {
         return Some(PathBuf::from(path));
     }
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("old_plugin-{}", std::process::id()));
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("old_plugin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).ok()?;
     let out = dir.join("rm_plugin.so");
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -40,7 +41,9 @@ fn loads_negotiates_and_describes_itself() {
     assert!(!plugin.version().is_empty());
     assert_eq!(plugin.abi_version(), AbiVersion::CURRENT);
     assert!(plugin.plugin_abi_version() >= AbiVersion::V1_3);
-    assert!(plugin.features_built().contains(Features::MODEL_REGISTRY | Features::SHARED_MEMORY));
+    assert!(plugin
+        .features_built()
+        .contains(Features::MODEL_REGISTRY | Features::SHARED_MEMORY));
     assert!(plugin.path().is_file());
     assert_eq!(plugin.error_name(-10), "INVALID_KEY");
     assert_eq!(plugin.error_name(12345), "UNKNOWN");
@@ -52,7 +55,11 @@ fn loads_negotiates_and_describes_itself() {
     assert!(format!("{plugin:?}").contains("abi_version"));
     // Every code the crate mirrors has the plugin's name for it.
     for code in -25..=0 {
-        assert_eq!(Error::code_name(code), Some(plugin.error_name(code).as_str()), "code {code}");
+        assert_eq!(
+            Error::code_name(code),
+            Some(plugin.error_name(code).as_str()),
+            "code {code}"
+        );
     }
 }
 
@@ -62,9 +69,15 @@ fn discovery_searches_the_directories_in_order() {
     let dir = plugin.path().parent().unwrap().to_path_buf();
     let empty = Path::new(env!("CARGO_TARGET_TMPDIR")).join("no-plugin-here");
     std::fs::create_dir_all(&empty).unwrap();
-    let found = PluginLoader::new().search_dirs([&empty, &dir]).load().unwrap();
+    let found = PluginLoader::new()
+        .search_dirs([&empty, &dir])
+        .load()
+        .unwrap();
     assert_eq!(found.path(), dir.join("rm_plugin.so"));
-    let error = PluginLoader::new().search_dirs([&empty]).load().unwrap_err();
+    let error = PluginLoader::new()
+        .search_dirs([&empty])
+        .load()
+        .unwrap_err();
     assert!(matches!(error, Error::Load(_)));
     assert!(error.to_string().contains("no-plugin-here"), "{error}");
     assert_eq!(error.code(), None);
@@ -75,14 +88,24 @@ fn discovery_searches_the_directories_in_order() {
 #[test]
 fn a_missing_or_foreign_file_is_a_load_error() {
     let error = Plugin::load("/nonexistent/rm_plugin.so").unwrap_err();
-    assert!(matches!(&error, Error::Load(m) if m.contains("/nonexistent/rm_plugin.so")), "{error}");
+    assert!(
+        matches!(&error, Error::Load(m) if m.contains("/nonexistent/rm_plugin.so")),
+        "{error}"
+    );
     // A real shared object without the entry point.
-    let libc = ["/lib/x86_64-linux-gnu/libm.so.6", "/lib/aarch64-linux-gnu/libm.so.6", "/usr/lib/libm.so.6"]
-        .into_iter()
-        .find(|p| Path::new(p).is_file());
+    let libc = [
+        "/lib/x86_64-linux-gnu/libm.so.6",
+        "/lib/aarch64-linux-gnu/libm.so.6",
+        "/usr/lib/libm.so.6",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).is_file());
     if let Some(libm) = libc {
         let error = Plugin::load(libm).unwrap_err();
-        assert!(matches!(&error, Error::Load(m) if m.contains("rm_plugin_negotiate")), "{error}");
+        assert!(
+            matches!(&error, Error::Load(m) if m.contains("rm_plugin_negotiate")),
+            "{error}"
+        );
     }
 }
 
@@ -96,7 +119,10 @@ fn a_range_the_plugin_does_not_offer_is_incompatible_version() {
         .unwrap_err();
     assert!(matches!(error, Error::IncompatibleVersion(_)), "{error}");
     assert!(error.message().contains("2.0"), "{error}");
-    assert!(error.to_string().starts_with("INCOMPATIBLE_VERSION (-2)"), "{error}");
+    assert!(
+        error.to_string().starts_with("INCOMPATIBLE_VERSION (-2)"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -104,20 +130,53 @@ fn members_newer_than_the_negotiated_version_are_not_called() {
     let plugin = plugin_or_skip!();
     // A host that negotiated 1.0 must not use 1.1 members even though this
     // plugin's vtable has them.
-    let old = PluginLoader::new().path(plugin.path()).abi_range(AbiVersion::V1_0, AbiVersion::V1_0).load().unwrap();
+    let old = PluginLoader::new()
+        .path(plugin.path())
+        .abi_range(AbiVersion::V1_0, AbiVersion::V1_0)
+        .load()
+        .unwrap();
     assert_eq!(old.abi_version(), AbiVersion::V1_0);
     let ns = common::namespace("neg10");
     let ctx = common::context(&old, &ns, &[]);
     let error = ctx.allocate(&TensorSpec::new(DType::U8, &[4])).unwrap_err();
-    assert!(matches!(&error, Error::Unsupported { member: "tensor_allocate", since: "1.1", .. }), "{error}");
-    assert!(matches!(ctx.reclaim_models().unwrap_err(), Error::Unsupported { member: "registry_reclaim", .. }));
+    assert!(
+        matches!(
+            &error,
+            Error::Unsupported {
+                member: "tensor_allocate",
+                since: "1.1",
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert!(matches!(
+        ctx.reclaim_models().unwrap_err(),
+        Error::Unsupported {
+            member: "registry_reclaim",
+            ..
+        }
+    ));
     // 1.2 negotiated: registry_reclaim yes, cuda no.
-    let v12 = PluginLoader::new().path(plugin.path()).abi_range(AbiVersion::V1_0, AbiVersion::V1_2).load().unwrap();
+    let v12 = PluginLoader::new()
+        .path(plugin.path())
+        .abi_range(AbiVersion::V1_0, AbiVersion::V1_2)
+        .load()
+        .unwrap();
     let ctx12 = common::context(&v12, &ns, &[]);
     ctx12.reclaim_models().unwrap();
-    assert!(matches!(ctx12.cuda_info().unwrap_err(), Error::Unsupported { member: "cuda_info", since: "1.3", .. }));
+    assert!(matches!(
+        ctx12.cuda_info().unwrap_err(),
+        Error::Unsupported {
+            member: "cuda_info",
+            since: "1.3",
+            ..
+        }
+    ));
     // A device spec would be read as a host one by a 1.2 plugin: refused.
-    let error = ctx12.allocate(&TensorSpec::new(DType::U8, &[4]).device("cuda:0")).unwrap_err();
+    let error = ctx12
+        .allocate(&TensorSpec::new(DType::U8, &[4]).device("cuda:0"))
+        .unwrap_err();
     assert!(matches!(error, Error::Unsupported { .. }), "{error}");
     drop((ctx, ctx12));
     common::assert_no_leftovers(&ns);
@@ -133,23 +192,60 @@ fn a_plugin_too_old_for_a_member_gives_unsupported() {
     let ctx = Context::new(&old).unwrap();
     assert_eq!(ctx.info().unwrap().negotiated_abi_version, AbiVersion::V1_0);
     // Past the shim's struct_size lie poison bytes: a call would crash.
-    let error = ctx.allocate(&TensorSpec::new(DType::F32, &[2])).unwrap_err();
-    assert!(matches!(&error, Error::Unsupported { member: "tensor_allocate", .. }), "{error}");
+    let error = ctx
+        .allocate(&TensorSpec::new(DType::F32, &[2]))
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::Unsupported {
+                member: "tensor_allocate",
+                ..
+            }
+        ),
+        "{error}"
+    );
     assert!(error.to_string().contains("0.0.1-old"), "{error}");
-    assert!(matches!(ctx.reclaim_models().unwrap_err(), Error::Unsupported { since: "1.2", .. }));
-    assert!(matches!(ctx.cuda_info().unwrap_err(), Error::Unsupported { since: "1.3", .. }));
-    assert!(matches!(ctx.pool_stats().unwrap_err(), Error::Unsupported { .. }));
-    assert!(matches!(ctx.shm_list().unwrap_err(), Error::Unsupported { .. }));
-    assert!(matches!(ctx.import_text("rmt1.x", rm_plugin::Access::ReadOnly).unwrap_err(), Error::Unsupported { .. }));
+    assert!(matches!(
+        ctx.reclaim_models().unwrap_err(),
+        Error::Unsupported { since: "1.2", .. }
+    ));
+    assert!(matches!(
+        ctx.cuda_info().unwrap_err(),
+        Error::Unsupported { since: "1.3", .. }
+    ));
+    assert!(matches!(
+        ctx.pool_stats().unwrap_err(),
+        Error::Unsupported { .. }
+    ));
+    assert!(matches!(
+        ctx.shm_list().unwrap_err(),
+        Error::Unsupported { .. }
+    ));
+    assert!(matches!(
+        ctx.import_text("rmt1.x", rm_plugin::Access::ReadOnly)
+            .unwrap_err(),
+        Error::Unsupported { .. }
+    ));
     // Its 1.0 members still work, errors and messages included.
     assert!(ctx.models().unwrap().is_empty());
     let error = ctx.evict("a@cpu").unwrap_err();
-    assert!(matches!(&error, Error::NotFound(d) if d.message.contains("only ABI 1.0")), "{error}");
+    assert!(
+        matches!(&error, Error::NotFound(d) if d.message.contains("only ABI 1.0")),
+        "{error}"
+    );
     // Asking it for 1.1 and later: no version in common.
-    let error = PluginLoader::new().path(&path).abi_range(AbiVersion::V1_1, AbiVersion::CURRENT).load().unwrap_err();
+    let error = PluginLoader::new()
+        .path(&path)
+        .abi_range(AbiVersion::V1_1, AbiVersion::CURRENT)
+        .load()
+        .unwrap_err();
     assert!(matches!(error, Error::IncompatibleVersion(_)), "{error}");
     // Discovery finds it like any plugin.
-    let found = PluginLoader::new().search_dirs([path.parent().unwrap()]).load().unwrap();
+    let found = PluginLoader::new()
+        .search_dirs([path.parent().unwrap()])
+        .load()
+        .unwrap();
     assert_eq!(found.version(), "0.0.1-old");
 }
 

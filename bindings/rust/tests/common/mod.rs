@@ -33,7 +33,11 @@ macro_rules! plugin_or_skip {
 pub fn namespace(tag: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let tag: String = tag.chars().filter(|c| c.is_ascii_alphanumeric()).take(10).collect();
+    let tag: String = tag
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(10)
+        .collect();
     format!("rs{tag}-{}-{n}", std::process::id())
 }
 
@@ -44,7 +48,11 @@ pub fn context(plugin: &Plugin, ns: &str, pairs: &[(&str, &str)]) -> Context {
 }
 
 /// As [`context`], the result unwrapped by the caller.
-pub fn try_context(plugin: &Plugin, ns: &str, pairs: &[(&str, &str)]) -> rm_plugin::Result<Context> {
+pub fn try_context(
+    plugin: &Plugin,
+    ns: &str,
+    pairs: &[(&str, &str)],
+) -> rm_plugin::Result<Context> {
     let mut builder = Context::builder(plugin)
         .ignore_env()
         .set("shm.namespace", ns)
@@ -83,6 +91,9 @@ pub fn fake_cuda() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("FAKE_CUDA_LIBRARY") {
         return Some(PathBuf::from(path));
     }
-    let in_tree = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../build/tests/fake_cuda/libcuda.so.1"));
+    let in_tree = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../build/tests/fake_cuda/libcuda.so.1"
+    ));
     in_tree.is_file().then_some(in_tree)
 }
