@@ -124,7 +124,11 @@ static union {
     unsigned char bytes[sizeof(rm_plugin_v1)];
 } vtable;
 
+/* The entry point; declared first for -Wmissing-prototypes. */
 __attribute__((visibility("default"))) int32_t rm_plugin_negotiate(
+    const rm_negotiate_request *request, uint32_t *out_version, const rm_plugin_v1 **out_vtable);
+
+int32_t rm_plugin_negotiate(
     const rm_negotiate_request *request, uint32_t *out_version, const rm_plugin_v1 **out_vtable)
 {
     *out_version = 0;
