@@ -642,21 +642,28 @@ pub unsafe trait AbiStruct: Sized {
     }
 }
 
-// SAFETY (for each): #[repr(C)], starts with struct_size and abi_version,
-// and holds only integers, arrays, raw pointers and optional fn pointers.
-unsafe impl AbiStruct for RmHostServices {}
-unsafe impl AbiStruct for RmNegotiateRequest {}
-unsafe impl AbiStruct for RmContextOptions {}
-unsafe impl AbiStruct for RmContextInfo {}
-unsafe impl AbiStruct for RmModelInfo {}
-unsafe impl AbiStruct for RmRegistryMetrics {}
-unsafe impl AbiStruct for RmRegistryReclaimReport {}
-unsafe impl AbiStruct for RmTensorSpec {}
-unsafe impl AbiStruct for RmTensorInfo {}
-unsafe impl AbiStruct for RmTensorPoolStats {}
-unsafe impl AbiStruct for RmReclaimReport {}
-unsafe impl AbiStruct for RmShmPoolInfo {}
-unsafe impl AbiStruct for RmCudaInfo {}
+macro_rules! abi_structs {
+    ($($t:ty),*) => {$(
+        // SAFETY: #[repr(C)], starts with struct_size and abi_version, and
+        // holds only integers, arrays, raw pointers and optional fn pointers.
+        unsafe impl AbiStruct for $t {}
+    )*};
+}
+abi_structs!(
+    RmHostServices,
+    RmNegotiateRequest,
+    RmContextOptions,
+    RmContextInfo,
+    RmModelInfo,
+    RmRegistryMetrics,
+    RmRegistryReclaimReport,
+    RmTensorSpec,
+    RmTensorInfo,
+    RmTensorPoolStats,
+    RmReclaimReport,
+    RmShmPoolInfo,
+    RmCudaInfo
+);
 
 // Sizes and offsets as gcc lays out abi/rm_plugin.h on LP64 (x86_64,
 // aarch64): a mismatch is a build error, not a corrupted call.
