@@ -48,6 +48,7 @@
 //! read right after each failing call, on the same thread.
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 mod context;
 mod cuda;

@@ -142,6 +142,7 @@ where
         // SAFETY: user is the LoaderState that get_or_load passed, alive for
         // the whole call; key is NUL-terminated during the call.
         let state = unsafe { &mut *(user as *mut LoaderState<F>) };
+        // SAFETY: the plugin passes the key NUL-terminated, valid during the call.
         let key = unsafe { CStr::from_ptr(key) }
             .to_string_lossy()
             .into_owned();

@@ -584,8 +584,8 @@ impl<'ctx> Tensor<'ctx> {
         let mut i = sys::RmTensorInfo::init();
         // SAFETY: a live handle of this context and a struct made with
         // RM_STRUCT_INIT.
-        self.ctx
-            .check(unsafe { f(self.ctx.as_raw(), self.raw.as_ptr(), &mut i) })?;
+        let code = unsafe { f(self.ctx.as_raw(), self.raw.as_ptr(), &mut i) };
+        self.ctx.check(code)?;
         let ndim = (i.ndim as usize).min(sys::RM_TENSOR_MAX_DIMS);
         // A plugin older than 1.3 leaves the device zero: that is the host.
         let device = if i.device.device_type == 0 {
@@ -770,8 +770,8 @@ impl<'ctx> Tensor<'ctx> {
         let f = member!(self.ctx.plugin(), tensor_to_dlpack, 1, 1)?;
         let mut out = ptr::null_mut();
         // SAFETY: a live handle and an output.
-        self.ctx
-            .check(unsafe { f(self.ctx.as_raw(), self.raw.as_ptr(), &mut out) })?;
+        let code = unsafe { f(self.ctx.as_raw(), self.raw.as_ptr(), &mut out) };
+        self.ctx.check(code)?;
         let raw = NonNull::new(out)
             .ok_or_else(|| Error::invalid("the plugin returned no DLPack tensor"))?;
         Ok(DlPack {
@@ -786,8 +786,8 @@ impl<'ctx> Tensor<'ctx> {
         let f = member!(self.ctx.plugin(), tensor_to_dlpack_versioned, 1, 1)?;
         let mut out = ptr::null_mut();
         // SAFETY: a live handle and an output.
-        self.ctx
-            .check(unsafe { f(self.ctx.as_raw(), self.raw.as_ptr(), &mut out) })?;
+        let code = unsafe { f(self.ctx.as_raw(), self.raw.as_ptr(), &mut out) };
+        self.ctx.check(code)?;
         let raw = NonNull::new(out)
             .ok_or_else(|| Error::invalid("the plugin returned no DLPack tensor"))?;
         Ok(DlPackVersioned {

@@ -32,7 +32,7 @@ fn without_a_driver_device_tensors_are_device_unavailable() {
             matches!(&error, Error::DeviceUnavailable(d) if !d.message.is_empty()),
             "{error}"
         );
-        // SAFETY (test): the plugin refuses before it uses the pointer.
+        // SAFETY: the plugin refuses before it uses the pointer.
         let error = unsafe {
             ctx.wrap_device(
                 &TensorSpec::new(DType::F32, &[4]).device("cuda:0"),
@@ -182,9 +182,9 @@ fn the_fake_driver_gives_device_tensors() {
         // which came from cuMemAlloc like any host allocation.
         let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = released.clone();
-        // SAFETY (test): ti.data is device memory of device 0 with 1024
-        // bytes, and it outlives the wrapped tensor (t is dropped later).
         let wrapped_ok = {
+            // SAFETY: ti.data is device memory of device 0 with 1024
+            // bytes, and it outlives the wrapped tensor (t is dropped later).
             let wrapped = unsafe {
                 owner.wrap_device(
                     &TensorSpec::new(DType::U8, &[512]).device("cuda:0"),

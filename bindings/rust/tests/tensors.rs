@@ -246,11 +246,9 @@ fn dlpack_exports_hold_their_own_reference() {
         (data, Device::Cpu, DType::U8, &[2i64, 2][..])
     );
     assert_eq!(dl.strides(), Some(&[2i64, 1][..]));
-    // SAFETY (test): the export keeps the 4 bytes alive until it is dropped.
-    assert_eq!(
-        unsafe { std::slice::from_raw_parts(dl.data() as *const u8, 4) },
-        &[1, 2, 3, 4]
-    );
+    // SAFETY: the export keeps the 4 bytes alive until it is dropped.
+    let bytes = unsafe { std::slice::from_raw_parts(dl.data() as *const u8, 4) };
+    assert_eq!(bytes, &[1, 2, 3, 4]);
     // The export alone keeps a tensor importable after its handle is gone.
     let t2 = owner.allocate(&TensorSpec::new(DType::U8, &[1])).unwrap();
     let d2 = t2.export().unwrap();
@@ -268,7 +266,7 @@ fn dlpack_exports_hold_their_own_reference() {
     assert!(!versioned.data().is_null());
     // Handed to a consumer, which calls the deleter itself.
     let raw = versioned.into_raw();
-    // SAFETY (test): the plugin's managed tensor, deleted exactly once.
+    // SAFETY: the plugin's managed tensor, deleted exactly once.
     unsafe { ((*raw).deleter.unwrap())(raw) };
     drop((dl, dl2, view));
     drop(owner);
