@@ -222,6 +222,47 @@ static void command_import(const char *text, const char *flag_word)
     reply("ok %d %s", id, description);
 }
 
+/* A second context of this process imports the same descriptor: the
+ * process's one mapping of the block is shared (no second handle open),
+ * and the two handles see the same address. The first import stays held
+ * (its id is in the reply); the second is released here. */
+static rm_context *second_context;
+static rm_config_entry settings[MAX_SETTINGS];
+static uint64_t setting_count;
+
+static void command_importtwice(const char *text)
+{
+    if (second_context == NULL &&
+        create_context_of(vt, settings, setting_count, &second_context) != RM_OK) {
+        reply("fail second context_create: %s", vt->context_last_error(NULL));
+        return;
+    }
+    rm_tensor *first = NULL, *again = NULL;
+    int32_t rc = vt->tensor_import_text(context, text != NULL ? text : "", 0, &first);
+    if (rc != RM_OK) {
+        reply_error(rc, "tensor_import_text");
+        return;
+    }
+    rc = vt->tensor_import_text(second_context, text, 0, &again);
+    if (rc != RM_OK) {
+        vt->tensor_release(context, first);
+        reply("fail second import: %s: %s", vt->error_name(rc),
+              vt->context_last_error(second_context));
+        return;
+    }
+    rm_tensor_info one = RM_STRUCT_INIT(rm_tensor_info), two = RM_STRUCT_INIT(rm_tensor_info);
+    vt->tensor_info(context, first, &one);
+    vt->tensor_info(second_context, again, &two);
+    vt->tensor_release(second_context, again);
+    int id = store_handle(first);
+    if (id < 0) {
+        vt->tensor_release(context, first);
+        reply("fail no handle slot");
+        return;
+    }
+    reply("ok %d same=%d", id, one.data == two.data);
+}
+
 static void command_check(const char *id_text, const char *seed_text)
 {
     rm_tensor *tensor = handle_at(id_text);
@@ -396,11 +437,13 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--ns") == 0 && i + 1 < argc) {
             entries[count++] = (rm_config_entry){.key = "shm.namespace", .value = argv[++i]};
+            settings[setting_count++] = entries[count - 1];
         } else if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) {
             if (!peer_host_add_setting(argv[++i], entries, &count, MAX_SETTINGS)) {
                 fprintf(stderr, "cuda_tensor_peer: bad --set %s\n", argv[i]);
                 return 2;
             }
+            settings[setting_count++] = entries[count - 1];
         } else {
             fprintf(stderr, "cuda_tensor_peer: unknown argument %s\n", argv[i]);
             return 2;
@@ -429,6 +472,8 @@ int main(int argc, char **argv)
             command_import(words[1], words[2]);
         else if (strcmp(verb, "check") == 0)
             command_check(words[1], words[2]);
+        else if (strcmp(verb, "importtwice") == 0)
+            command_importtwice(words[1]);
         else if (strcmp(verb, "importcheck") == 0)
             command_importcheck(words[1], words[2]);
         else if (strcmp(verb, "wait") == 0)
@@ -460,6 +505,8 @@ int main(int argc, char **argv)
             reply("fail unknown command %s", verb);
         }
     }
+    if (second_context != NULL)
+        vt->context_destroy(second_context);
     if (context != NULL) {
         release_all();
         vt->context_destroy(context);

@@ -566,6 +566,33 @@ Test(cuda_tensors, handle_opened_once_per_block)
     cr_assert_eq(stats_of(context).cuda_tensors, 0);
 }
 
+/* Two contexts of one process import from the same block: the handle is
+ * opened once per process, not once per context. */
+Test(cuda_tensors, handle_opened_once_per_process_across_contexts)
+{
+    const char *ns = make_namespace("twice");
+    rm_context *context = NULL;
+    new_context(&context, ns, "cuda.block_bytes", "2M");
+    rm_tensor *tensor = alloc(context, "cuda:0", 64 * KiB);
+    fill(context, tensor, 77);
+    static char text[TEXT_MAX];
+    export_text(context, tensor, text);
+    peer *consumer = start_peer(ns, NULL);
+    const char *reply = call(consumer, "importtwice %s", text);
+    cr_assert(peer_starts_with(reply, "ok") && strstr(reply, "same=1") != NULL,
+              "two contexts of one process must share the block's mapping: %s", reply);
+    reply = call_ok(consumer, "stats");
+    cr_assert_eq(field_of(reply, "opened"), 1, "the first context opened the handle: %s",
+                 reply);
+    long long opens = peer_counter(consumer, "cuIpcOpenMemHandle_v2");
+    if (opens >= 0)
+        cr_assert_eq(opens, 1, "the driver was asked to open the handle %lld times in one "
+                     "process", opens);
+    quit_peer(consumer);
+    release(context, tensor);
+    cr_assert_eq(stats_of(context).cuda_tensors, 0);
+}
+
 /* ------------------------------------------------------------------------ */
 /* 3. An importer killed while it holds tensors                             */
 /* ------------------------------------------------------------------------ */

@@ -184,6 +184,25 @@ static const _Atomic uint64_t nothing_pending = 0;
 
 static void cuda_collect(rm_mem_backend *backend);
 
+/* The process's open IPC handles, shared by every context's views: a
+ * handle is opened once per process however many plugin contexts import
+ * from its block (an open costs milliseconds, and the driver maps it once
+ * per CUDA context anyway). Keyed by the driver object, the device and the
+ * 64 handle bytes (unique per allocation, even after its address is
+ * reused); `users` counts the views that have it open. Touched only when a
+ * view opens or closes a block, never on a cached import. */
+typedef struct process_mapping {
+    struct process_mapping *next;
+    rm_cuda_driver *driver;
+    int32_t ordinal;
+    uint8_t handle[CU_IPC_HANDLE_SIZE];
+    CUdeviceptr base;
+    uint32_t users;
+} process_mapping;
+
+static pthread_mutex_t mappings_lock = PTHREAD_MUTEX_INITIALIZER;
+static process_mapping *mappings;
+
 static pthread_mutex_t limbo_lock = PTHREAD_MUTEX_INITIALIZER;
 static orphan *limbo;
 static _Atomic uint64_t limbo_count;
@@ -879,13 +898,72 @@ int32_t rm_cuda_backend_wrap(rm_mem_backend *backend, rm_descriptor *where, void
 /* Importer: views                                                          */
 /* ------------------------------------------------------------------------ */
 
+/* The process's mapping of `handle` on `ordinal`: a use of an open one,
+ * or a new open. *opened says which. */
+static int32_t mapping_acquire(cuda_backend *c, const uint8_t *handle_bytes, int32_t ordinal,
+                               CUdeviceptr *base, bool *opened)
+{
+    *opened = false;
+    pthread_mutex_lock(&mappings_lock);
+    for (process_mapping *m = mappings; m != NULL; m = m->next) {
+        if (m->driver == c->driver && m->ordinal == ordinal &&
+            memcmp(m->handle, handle_bytes, CU_IPC_HANDLE_SIZE) == 0) {
+            m->users++;
+            *base = m->base;
+            pthread_mutex_unlock(&mappings_lock);
+            return RM_OK;
+        }
+    }
+    process_mapping *m = calloc(1, sizeof *m);
+    int32_t rc = RM_OK;
+    if (m == NULL) {
+        rc = rm_error_set(c->env.error_owner, RM_E_NO_MEMORY, "no memory for an IPC mapping");
+    } else {
+        CUipcMemHandle handle;
+        memcpy(handle.reserved, handle_bytes, sizeof handle.reserved);
+        /* Under the lock: two contexts opening one handle at once must
+         * not both open it. */
+        rc = rm_cuda_driver_ipc_open_mem_handle(c->driver, ordinal, &handle, base,
+                                                c->env.error_owner);
+    }
+    if (rc == RM_OK) {
+        *m = (process_mapping){.next = mappings, .driver = c->driver, .ordinal = ordinal,
+                               .base = *base, .users = 1};
+        memcpy(m->handle, handle_bytes, CU_IPC_HANDLE_SIZE);
+        mappings = m;
+        *opened = true;
+    } else {
+        free(m);
+    }
+    pthread_mutex_unlock(&mappings_lock);
+    return rc;
+}
+
+/* A view lets go of its use; the last one closes the handle. */
+static void mapping_release(cuda_backend *c, int32_t ordinal, CUdeviceptr base)
+{
+    pthread_mutex_lock(&mappings_lock);
+    for (process_mapping **at = &mappings; *at != NULL; at = &(*at)->next) {
+        process_mapping *m = *at;
+        if (m->driver != c->driver || m->ordinal != ordinal || m->base != base)
+            continue;
+        if (--m->users == 0) {
+            *at = m->next;
+            (void)rm_cuda_driver_ipc_close_mem_handle(c->driver, ordinal, base, NULL);
+            free(m);
+        }
+        break;
+    }
+    pthread_mutex_unlock(&mappings_lock);
+}
+
 static void view_close_block(cuda_backend *c, cuda_view *view, uint32_t b)
 {
     view_block *vb = &view->blocks[b];
     if (!vb->open)
         return;
     if (!view->same_process) {
-        (void)rm_cuda_driver_ipc_close_mem_handle(c->driver, vb->ordinal, vb->base, NULL);
+        mapping_release(c, vb->ordinal, vb->base);
         c->stats->cuda_handles_open--;
         atomic_fetch_and_explicit(&view->table.blocks[b].openers,
                                   ~((uint32_t)1 << view->holder_index), memory_order_acq_rel);
@@ -1143,10 +1221,8 @@ static int32_t open_block(cuda_backend *c, cuda_view *view, uint32_t b)
     if (!view->same_process) {
         uint32_t bit = (uint32_t)1 << view->holder_index;
         atomic_fetch_or_explicit(&view->table.blocks[b].openers, bit, memory_order_acq_rel);
-        CUipcMemHandle handle;
-        memcpy(handle.reserved, row->handle, sizeof handle.reserved);
-        rc = rm_cuda_driver_ipc_open_mem_handle(c->driver, ordinal, &handle, &base,
-                                                c->env.error_owner);
+        bool opened = false;
+        rc = mapping_acquire(c, row->handle, ordinal, &base, &opened);
         if (rc != RM_OK) {
             atomic_fetch_and_explicit(&view->table.blocks[b].openers, ~bit,
                                       memory_order_acq_rel);
@@ -1157,7 +1233,10 @@ static int32_t open_block(cuda_backend *c, cuda_view *view, uint32_t b)
                                     view->owner_pid);
             return rc;
         }
-        c->stats->cuda_handles_opened++;
+        if (opened)
+            c->stats->cuda_handles_opened++;
+        else
+            c->stats->cuda_handle_cache_hits++; /* another context's open */
         c->stats->cuda_handles_open++;
     }
     *vb = (view_block){.generation = generation, .base = base, .ordinal = ordinal,
