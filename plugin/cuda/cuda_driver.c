@@ -870,7 +870,19 @@ int32_t rm_cuda_driver_pointer_ordinal(rm_cuda_driver *driver, CUdeviceptr point
 
 /* ---- virtual memory management (optional) ------------------------------------ */
 
+/* vmm_support[]: 0 not asked yet, VMM_YES, or 2 + the index in
+ * vmm_attributes of the attribute that said no. */
 enum { VMM_UNKNOWN = 0, VMM_YES = 1, VMM_NO = 2 };
+
+static const struct {
+    CUdevice_attribute attribute;
+    const char *name;
+} vmm_attributes[] = {
+    {CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED,
+     "CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED"},
+    {CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED,
+     "CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED"},
+};
 
 /* Whether `ordinal` supports VMM with POSIX descriptors, asked once
  * (cuDeviceGetAttribute needs no context); a failed question is not
@@ -884,32 +896,24 @@ static int32_t device_vmm_support(rm_cuda_driver *driver, int ordinal, bool *sup
     if (known != VMM_UNKNOWN) {
         *supported = known == VMM_YES;
         if (!*supported)
-            *attribute = "CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED or "
-                         "CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED";
+            *attribute = vmm_attributes[known - VMM_NO].name;
         return RM_OK;
     }
-    static const struct {
-        CUdevice_attribute attribute;
-        const char *name;
-    } asked[] = {
-        {CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED,
-         "CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED"},
-        {CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED,
-         "CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED"},
-    };
     *supported = true;
-    for (size_t i = 0; i < sizeof asked / sizeof asked[0] && *supported; i++) {
+    int answer = VMM_YES;
+    for (size_t i = 0; i < sizeof vmm_attributes / sizeof vmm_attributes[0] && *supported; i++) {
         int value = 0;
-        CUresult result =
-            driver->cu.cuDeviceGetAttribute(&value, asked[i].attribute, driver->devices[ordinal]);
+        CUresult result = driver->cu.cuDeviceGetAttribute(&value, vmm_attributes[i].attribute,
+                                                          driver->devices[ordinal]);
         if (result != CUDA_SUCCESS)
             return cu_failed(driver, owner, result, "cuDeviceGetAttribute");
         if (value == 0) {
             *supported = false;
-            *attribute = asked[i].name;
+            *attribute = vmm_attributes[i].name;
+            answer = VMM_NO + (int)i;
         }
     }
-    atomic_store(&driver->vmm_support[ordinal], *supported ? VMM_YES : VMM_NO);
+    atomic_store(&driver->vmm_support[ordinal], answer);
     return RM_OK;
 }
 
