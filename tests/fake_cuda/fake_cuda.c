@@ -33,7 +33,12 @@
  *   - an allocation beyond FAKE_CUDA_MEMORY_BYTES on the device, all
  *     processes together: OUT_OF_MEMORY;
  *   - cuGetProcAddress_v2("cuCtxSynchronize") from version 13000 gives
- *     cuCtxSynchronize_v2(CUcontext), as the driver does.
+ *     cuCtxSynchronize_v2(CUcontext), as the driver does;
+ *   - VMM (a memfd per allocation, see its section): sizes a multiple of
+ *     2 MiB, cuMemMap at offset 0 of a whole allocation, no access until
+ *     cuMemSetAccess (INVALID_VALUE), no write through READ
+ *     (ILLEGAL_ADDRESS, checked before touching memory); the memory lives
+ *     while any process holds a descriptor or mapping of it.
  *
  * Knobs (environment, read when used): FAKE_CUDA_STUB=1 (cuInit and
  * cuDriverGetVersion return CUDA_ERROR_STUB_LIBRARY, like NVIDIA's stub),
@@ -45,12 +50,16 @@
  * name>[,...] (cuGetProcAddress_v2 does not find it),
  * FAKE_CUDA_EVENT_DELAY_MS (a recorded event completes that much later;
  * cuEventQuery says NOT_READY until then, cuCtxSynchronize waits),
- * FAKE_CUDA_MEMORY_BYTES (each device's memory, default 80 GiB).
+ * FAKE_CUDA_MEMORY_BYTES (each device's memory, default 80 GiB),
+ * FAKE_CUDA_NO_VMM=1 (no VMM: the device attributes say 0,
+ * cuGetProcAddress_v2 does not find the VMM entry points, and calling them
+ * anyway gives NOT_SUPPORTED).
  *
  * fake_cuda_calls(name), found with dlsym, reads the per-process call
  * counters ("*" for all calls, "@legacy" for plain legacy symbols called,
  * "@after_fork", "@imports_mapped", "@imports_live", "@allocs_live",
- * "@events_live", "@streams_live").
+ * "@events_live", "@streams_live", "@vmm_live", "@vmm_handles",
+ * "@vmm_mapped", "@vmm_reserved").
  *
  * Built twice (tests/fake_cuda/meson.build): with cuGetProcAddress_v2, and
  * without it (FAKE_CUDA_NO_PROC_ADDRESS) for the loader's dlsym path. */
