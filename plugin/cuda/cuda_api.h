@@ -108,6 +108,69 @@ typedef int CUpointer_attribute;
 #define CU_POINTER_ATTRIBUTE_RANGE_SIZE 12
 #define CU_MEMORYTYPE_DEVICE 0x2u
 
+/* Virtual memory management (cuMemCreate and friends, CUDA 10.2): physical
+ * allocations named by an opaque 64-bit handle, mapped into address
+ * ranges the caller reserves, shared between processes as a POSIX file
+ * descriptor. The enums are ints in cuda.h; the structs below have
+ * cuda.h's layout exactly (check_cuda_api.py compiles both headers and
+ * compares sizes and offsets). */
+typedef unsigned long long CUmemGenericAllocationHandle;
+
+typedef int CUmemAllocationType;
+#define CU_MEM_ALLOCATION_TYPE_PINNED 0x1
+
+typedef int CUmemAllocationHandleType;
+#define CU_MEM_HANDLE_TYPE_NONE 0x0
+#define CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR 0x1
+#define CU_MEM_HANDLE_TYPE_FABRIC 0x8
+
+typedef int CUmemLocationType;
+#define CU_MEM_LOCATION_TYPE_DEVICE 0x1
+
+typedef int CUmemAccess_flags;
+#define CU_MEM_ACCESS_FLAGS_PROT_NONE 0x0
+#define CU_MEM_ACCESS_FLAGS_PROT_READ 0x1
+#define CU_MEM_ACCESS_FLAGS_PROT_READWRITE 0x3
+
+typedef int CUmemAllocationGranularity_flags;
+#define CU_MEM_ALLOC_GRANULARITY_MINIMUM 0x0
+#define CU_MEM_ALLOC_GRANULARITY_RECOMMENDED 0x1
+
+/* Where memory lives, or who may access it: for us always a device
+ * (type CU_MEM_LOCATION_TYPE_DEVICE, id its ordinal). */
+typedef struct CUmemLocation {
+    CUmemLocationType type;
+    int id;
+} CUmemLocation;
+
+/* What cuMemCreate makes: pinned device memory, exportable as the
+ * handle types requested. Fields we do not use must be zero. */
+typedef struct CUmemAllocationProp {
+    CUmemAllocationType type;
+    CUmemAllocationHandleType requestedHandleTypes;
+    CUmemLocation location;
+    void *win32HandleMetaData; /* Windows only */
+    struct {
+        unsigned char compressionType;
+        unsigned char gpuDirectRDMACapable;
+        unsigned short usage;
+        unsigned char reserved[4];
+    } allocFlags;
+} CUmemAllocationProp;
+
+/* One location's access to a mapped range (cuMemSetAccess). */
+typedef struct CUmemAccessDesc {
+    CUmemLocation location;
+    CUmemAccess_flags flags;
+} CUmemAccessDesc;
+
+_Static_assert(sizeof(CUmemGenericAllocationHandle) == 8, "a VMM handle is 64-bit");
+_Static_assert(sizeof(CUmemLocation) == 8, "CUmemLocation is 8 bytes");
+_Static_assert(sizeof(CUmemAllocationProp) == 32, "CUmemAllocationProp is 32 bytes");
+_Static_assert(offsetof(CUmemAllocationProp, location) == 8, "CUmemAllocationProp.location");
+_Static_assert(offsetof(CUmemAllocationProp, allocFlags) == 24, "CUmemAllocationProp.allocFlags");
+_Static_assert(sizeof(CUmemAccessDesc) == 12, "CUmemAccessDesc is 12 bytes");
+
 /* One function-pointer type per entry point, named after the symbol it
  * is bound to. */
 typedef CUresult (*PFN_cuInit)(unsigned int flags);
@@ -163,5 +226,35 @@ typedef CUresult (*PFN_cuStreamWaitEvent)(CUstream stream, CUevent event, unsign
 typedef CUresult (*PFN_cuStreamSynchronize)(CUstream stream);
 typedef CUresult (*PFN_cuStreamCreate)(CUstream *stream, unsigned int flags);
 typedef CUresult (*PFN_cuStreamDestroy_v2)(CUstream stream);
+
+/* Virtual memory management. None has a versioned symbol: cuda.h maps
+ * no plain name here, so the symbol is the base name. */
+typedef CUresult (*PFN_cuMemGetAllocationGranularity)(size_t *granularity,
+                                                      const CUmemAllocationProp *prop,
+                                                      CUmemAllocationGranularity_flags option);
+typedef CUresult (*PFN_cuMemCreate)(CUmemGenericAllocationHandle *handle, size_t size,
+                                    const CUmemAllocationProp *prop, unsigned long long flags);
+typedef CUresult (*PFN_cuMemRelease)(CUmemGenericAllocationHandle handle);
+typedef CUresult (*PFN_cuMemAddressReserve)(CUdeviceptr *pointer, size_t size, size_t alignment,
+                                            CUdeviceptr address, unsigned long long flags);
+typedef CUresult (*PFN_cuMemAddressFree)(CUdeviceptr pointer, size_t size);
+typedef CUresult (*PFN_cuMemMap)(CUdeviceptr pointer, size_t size, size_t offset,
+                                 CUmemGenericAllocationHandle handle, unsigned long long flags);
+typedef CUresult (*PFN_cuMemUnmap)(CUdeviceptr pointer, size_t size);
+typedef CUresult (*PFN_cuMemSetAccess)(CUdeviceptr pointer, size_t size,
+                                       const CUmemAccessDesc *desc, size_t count);
+/* For CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, `shareable` points to an
+ * int that receives a new descriptor, the caller's to close. */
+typedef CUresult (*PFN_cuMemExportToShareableHandle)(void *shareable,
+                                                     CUmemGenericAllocationHandle handle,
+                                                     CUmemAllocationHandleType type,
+                                                     unsigned long long flags);
+/* For a POSIX descriptor, `os_handle` is the descriptor's value cast to a
+ * pointer ((void *)(intptr_t)fd); the caller still owns (and closes) it. */
+typedef CUresult (*PFN_cuMemImportFromShareableHandle)(CUmemGenericAllocationHandle *handle,
+                                                       void *os_handle,
+                                                       CUmemAllocationHandleType type);
+typedef CUresult (*PFN_cuMemRetainAllocationHandle)(CUmemGenericAllocationHandle *handle,
+                                                    void *address);
 
 #endif

@@ -21,6 +21,8 @@
 #include "cuda_driver.h"
 
 #include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -81,9 +83,27 @@
     X(cuStreamCreate, cuStreamCreate, API_VERSION)                            \
     X(cuStreamDestroy, cuStreamDestroy_v2, API_VERSION)
 
+/* Virtual memory management, optional: a driver without them (hidden, or
+ * too old for one of them) still opens, for legacy IPC, and the vmm_*
+ * wrappers then say why they cannot work. All or none: one missing
+ * leaves VMM unavailable. Same columns as above. */
+#define RM_CUDA_VMM_ENTRY_POINT_LIST(X)                                       \
+    X(cuMemGetAllocationGranularity, cuMemGetAllocationGranularity, API_VERSION) \
+    X(cuMemCreate, cuMemCreate, API_VERSION)                                  \
+    X(cuMemRelease, cuMemRelease, API_VERSION)                                \
+    X(cuMemAddressReserve, cuMemAddressReserve, API_VERSION)                  \
+    X(cuMemAddressFree, cuMemAddressFree, API_VERSION)                        \
+    X(cuMemMap, cuMemMap, API_VERSION)                                        \
+    X(cuMemUnmap, cuMemUnmap, API_VERSION)                                    \
+    X(cuMemSetAccess, cuMemSetAccess, API_VERSION)                            \
+    X(cuMemExportToShareableHandle, cuMemExportToShareableHandle, API_VERSION) \
+    X(cuMemImportFromShareableHandle, cuMemImportFromShareableHandle, API_VERSION) \
+    X(cuMemRetainAllocationHandle, cuMemRetainAllocationHandle, API_VERSION)
+
 typedef struct entry_points {
 #define RM_CUDA_FIELD_(base, symbol, version) PFN_##symbol symbol;
     RM_CUDA_ENTRY_POINT_LIST(RM_CUDA_FIELD_)
+    RM_CUDA_VMM_ENTRY_POINT_LIST(RM_CUDA_FIELD_)
 #undef RM_CUDA_FIELD_
 } entry_points;
 
@@ -95,12 +115,13 @@ static const struct entry_point_name {
 } entry_point_names[] = {
 #define RM_CUDA_NAME_(base, symbol, version) {#base, #symbol, version, offsetof(entry_points, symbol)},
     RM_CUDA_ENTRY_POINT_LIST(RM_CUDA_NAME_)
+    RM_CUDA_VMM_ENTRY_POINT_LIST(RM_CUDA_NAME_)
 #undef RM_CUDA_NAME_
 };
 
 _Static_assert(sizeof entry_point_names / sizeof entry_point_names[0] ==
-                   RM_CUDA_DRIVER_ENTRY_POINTS,
-               "RM_CUDA_DRIVER_ENTRY_POINTS counts the list");
+                   RM_CUDA_DRIVER_ENTRY_POINTS + RM_CUDA_DRIVER_VMM_ENTRY_POINTS,
+               "RM_CUDA_DRIVER_ENTRY_POINTS and RM_CUDA_DRIVER_VMM_ENTRY_POINTS count the lists");
 
 #define LIBRARY_NAME_MAX 256
 #define MAX_LIBRARIES 8
@@ -115,7 +136,12 @@ struct rm_cuda_driver {
     int device_count;
     unsigned refs; /* under drivers_lock */
     entry_points cu;
+    /* The first VMM entry point not found (NULL: all bound), and how. */
+    const char *vmm_missing;
     CUdevice devices[RM_CUDA_DRIVER_MAX_DEVICES];
+    /* Per device, whether it supports VMM with POSIX descriptors: 0 not
+     * asked yet, VMM_YES or VMM_NO (asked once, on first use). */
+    _Atomic int vmm_support[RM_CUDA_DRIVER_MAX_DEVICES];
     uint8_t uuids[RM_CUDA_DRIVER_MAX_DEVICES][16];
     /* Retained on a device's first call, released with the last ref. */
     _Atomic(CUcontext) primary[RM_CUDA_DRIVER_MAX_DEVICES];
@@ -256,7 +282,8 @@ static int32_t bind_entry_points(rm_cuda_driver *driver, const void *owner)
     PFN_cuGetProcAddress_v2 get_proc_address = NULL;
     memcpy(&get_proc_address, &get_proc, sizeof get_proc_address);
     driver->proc_address = get_proc_address != NULL;
-    for (size_t i = 0; i < RM_CUDA_DRIVER_ENTRY_POINTS; i++) {
+    driver->vmm_missing = NULL;
+    for (size_t i = 0; i < RM_CUDA_DRIVER_ENTRY_POINTS + RM_CUDA_DRIVER_VMM_ENTRY_POINTS; i++) {
         const struct entry_point_name *entry = &entry_point_names[i];
         /* Never newer than the driver: it refuses versions it does not know. */
         int version = driver->version < entry->version ? driver->version : entry->version;
@@ -269,6 +296,12 @@ static int32_t bind_entry_points(rm_cuda_driver *driver, const void *owner)
                 pointer = NULL;
         } else {
             pointer = symbol_of(driver->dl, entry->symbol);
+        }
+        if (pointer == NULL && i >= RM_CUDA_DRIVER_ENTRY_POINTS) {
+            /* Optional: VMM is unavailable, the rest works. */
+            if (driver->vmm_missing == NULL)
+                driver->vmm_missing = entry->symbol;
+            continue;
         }
         if (pointer == NULL)
             return rm_error_set(owner, RM_E_FEATURE_UNAVAILABLE,
@@ -833,4 +866,277 @@ int32_t rm_cuda_driver_pointer_ordinal(rm_cuda_driver *driver, CUdeviceptr point
                         "pointer 0x%llx is memory of CUDA device %d, which is not one of the %d "
                         "devices this driver object records",
                         (unsigned long long)pointer, device, driver->device_count);
+}
+
+/* ---- virtual memory management (optional) ------------------------------------ */
+
+/* vmm_support[]: 0 not asked yet, VMM_YES, or 2 + the index in
+ * vmm_attributes of the attribute that said no. */
+enum { VMM_UNKNOWN = 0, VMM_YES = 1, VMM_NO = 2 };
+
+static const struct {
+    CUdevice_attribute attribute;
+    const char *name;
+} vmm_attributes[] = {
+    {CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED,
+     "CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED"},
+    {CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED,
+     "CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED"},
+};
+
+/* Whether `ordinal` supports VMM with POSIX descriptors, asked once
+ * (cuDeviceGetAttribute needs no context); a failed question is not
+ * remembered. On RM_OK *supported is set, and *attribute names the
+ * attribute that said no. */
+static int32_t device_vmm_support(rm_cuda_driver *driver, int ordinal, bool *supported,
+                                  const char **attribute, const void *owner)
+{
+    *attribute = NULL;
+    int known = atomic_load(&driver->vmm_support[ordinal]);
+    if (known != VMM_UNKNOWN) {
+        *supported = known == VMM_YES;
+        if (!*supported)
+            *attribute = vmm_attributes[known - VMM_NO].name;
+        return RM_OK;
+    }
+    *supported = true;
+    int answer = VMM_YES;
+    for (size_t i = 0; i < sizeof vmm_attributes / sizeof vmm_attributes[0] && *supported; i++) {
+        int value = 0;
+        CUresult result = driver->cu.cuDeviceGetAttribute(&value, vmm_attributes[i].attribute,
+                                                          driver->devices[ordinal]);
+        if (result != CUDA_SUCCESS)
+            return cu_failed(driver, owner, result, "cuDeviceGetAttribute");
+        if (value == 0) {
+            *supported = false;
+            *attribute = vmm_attributes[i].name;
+            answer = VMM_NO + (int)i;
+        }
+    }
+    atomic_store(&driver->vmm_support[ordinal], answer);
+    return RM_OK;
+}
+
+bool rm_cuda_driver_has_vmm(rm_cuda_driver *driver, int ordinal)
+{
+    if (driver == NULL || is_forked_copy(driver) || driver->vmm_missing != NULL || ordinal < 0 ||
+        ordinal >= driver->device_count)
+        return false;
+    bool supported = false;
+    const char *attribute;
+    int32_t rc = device_vmm_support(driver, ordinal, &supported, &attribute, NULL);
+    return rc == RM_OK && supported;
+}
+
+/* What every VMM wrapper checks before enter(): the entry points were
+ * bound and the device supports VMM with POSIX descriptors. */
+static int32_t vmm_available(rm_cuda_driver *driver, int ordinal, const char *call,
+                             const void *owner)
+{
+    if (driver == NULL)
+        return rm_error_set(owner, RM_E_INVALID_ARGUMENT, "%s: the driver object is NULL", call);
+    if (is_forked_copy(driver))
+        return forked_error(driver, call, owner);
+    if (ordinal < 0 || ordinal >= driver->device_count)
+        return rm_error_set(owner, RM_E_INVALID_ARGUMENT,
+                            "%s: CUDA device %d does not exist here (%d visible)", call, ordinal,
+                            driver->device_count);
+    if (driver->vmm_missing != NULL)
+        return rm_error_set(owner, RM_E_FEATURE_UNAVAILABLE,
+                            "%s: CUDA virtual memory management is unavailable: the CUDA driver "
+                            "%s (version %d.%d) has no %s (looked up %s); legacy IPC still "
+                            "works; update the NVIDIA driver for VMM",
+                            call, driver->library, driver->version / 1000,
+                            driver->version % 1000 / 10, driver->vmm_missing,
+                            driver->proc_address ? "with cuGetProcAddress_v2" : "with dlsym");
+    bool supported = false;
+    const char *attribute = NULL;
+    int32_t rc = device_vmm_support(driver, ordinal, &supported, &attribute, owner);
+    if (rc != RM_OK)
+        return rc;
+    if (!supported)
+        return rm_error_set(owner, RM_E_FEATURE_UNAVAILABLE,
+                            "%s: CUDA device %d does not support virtual memory management with "
+                            "POSIX file descriptors (%s is 0); legacy IPC still works",
+                            call, ordinal, attribute);
+    return RM_OK;
+}
+
+/* The allocation properties of every VMM allocation we make: pinned
+ * memory on the device, exportable as a POSIX descriptor. */
+static CUmemAllocationProp vmm_properties(const rm_cuda_driver *driver, int ordinal)
+{
+    CUmemAllocationProp prop;
+    memset(&prop, 0, sizeof prop);
+    prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+    prop.requestedHandleTypes = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+    prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    prop.location.id = driver->devices[ordinal];
+    return prop;
+}
+
+static CUmemAccessDesc vmm_access(const rm_cuda_driver *driver, int ordinal, bool writable)
+{
+    CUmemAccessDesc access;
+    memset(&access, 0, sizeof access);
+    access.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    access.location.id = driver->devices[ordinal];
+    access.flags = writable ? CU_MEM_ACCESS_FLAGS_PROT_READWRITE : CU_MEM_ACCESS_FLAGS_PROT_READ;
+    return access;
+}
+
+/* As CALL_IN_CONTEXT, after vmm_available(). */
+#define VMM_CALL_IN_CONTEXT(driver, ordinal, owner, symbol, ...)              \
+    do {                                                                      \
+        int32_t vmm_rc_ = vmm_available(driver, ordinal, #symbol, owner);     \
+        if (vmm_rc_ != RM_OK)                                                 \
+            return vmm_rc_;                                                   \
+        CALL_IN_CONTEXT(driver, ordinal, owner, symbol, __VA_ARGS__);         \
+    } while (0)
+
+int32_t rm_cuda_driver_vmm_granularity(rm_cuda_driver *driver, int ordinal, size_t *granularity,
+                                       const void *owner)
+{
+    REQUIRE(granularity != NULL, "cuMemGetAllocationGranularity", owner);
+    int32_t rc = vmm_available(driver, ordinal, "cuMemGetAllocationGranularity", owner);
+    if (rc != RM_OK)
+        return rc;
+    CUmemAllocationProp prop = vmm_properties(driver, ordinal);
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuMemGetAllocationGranularity, granularity, &prop,
+                    CU_MEM_ALLOC_GRANULARITY_MINIMUM);
+}
+
+int32_t rm_cuda_driver_vmm_create(rm_cuda_driver *driver, int ordinal, size_t size,
+                                  CUmemGenericAllocationHandle *handle, const void *owner)
+{
+    REQUIRE(handle != NULL, "cuMemCreate", owner);
+    int32_t rc = vmm_available(driver, ordinal, "cuMemCreate", owner);
+    if (rc != RM_OK)
+        return rc;
+    CUmemAllocationProp prop = vmm_properties(driver, ordinal);
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuMemCreate, handle, size, &prop, 0);
+}
+
+int32_t rm_cuda_driver_vmm_release(rm_cuda_driver *driver, int ordinal,
+                                   CUmemGenericAllocationHandle handle, const void *owner)
+{
+    VMM_CALL_IN_CONTEXT(driver, ordinal, owner, cuMemRelease, handle);
+}
+
+int32_t rm_cuda_driver_vmm_export_fd(rm_cuda_driver *driver, int ordinal,
+                                     CUmemGenericAllocationHandle handle, int *fd,
+                                     const void *owner)
+{
+    REQUIRE(fd != NULL, "cuMemExportToShareableHandle", owner);
+    int32_t rc = vmm_available(driver, ordinal, "cuMemExportToShareableHandle", owner);
+    if (rc != RM_OK)
+        return rc;
+    rc = enter(driver, ordinal, "cuMemExportToShareableHandle", owner);
+    if (rc != RM_OK)
+        return rc;
+    int exported = -1;
+    CUresult result = driver->cu.cuMemExportToShareableHandle(
+        &exported, handle, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0);
+    leave(driver);
+    if (result != CUDA_SUCCESS)
+        return cu_failed(driver, owner, result, "cuMemExportToShareableHandle");
+    /* A descriptor that leaks into an exec()ed child keeps the memory
+     * alive there: close-on-exec, whatever the driver set. */
+    int flags = fcntl(exported, F_GETFD);
+    if (flags < 0 || fcntl(exported, F_SETFD, flags | FD_CLOEXEC) != 0) {
+        int error = errno;
+        close(exported);
+        return rm_error_set(owner, RM_E_SYSTEM,
+                            "cuMemExportToShareableHandle gave descriptor %d, which cannot be "
+                            "made close-on-exec: %s",
+                            exported, strerror(error));
+    }
+    *fd = exported;
+    return RM_OK;
+}
+
+int32_t rm_cuda_driver_vmm_import_fd(rm_cuda_driver *driver, int ordinal, int fd,
+                                     CUmemGenericAllocationHandle *handle, const void *owner)
+{
+    REQUIRE(handle != NULL, "cuMemImportFromShareableHandle", owner);
+    if (fd < 0)
+        return rm_error_set(owner, RM_E_INVALID_ARGUMENT,
+                            "cuMemImportFromShareableHandle: descriptor %d is not valid", fd);
+    VMM_CALL_IN_CONTEXT(driver, ordinal, owner, cuMemImportFromShareableHandle, handle,
+                        (void *)(intptr_t)fd, CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+}
+
+int32_t rm_cuda_driver_vmm_retain(rm_cuda_driver *driver, int ordinal, CUdeviceptr pointer,
+                                  CUmemGenericAllocationHandle *handle, const void *owner)
+{
+    REQUIRE(handle != NULL, "cuMemRetainAllocationHandle", owner);
+    VMM_CALL_IN_CONTEXT(driver, ordinal, owner, cuMemRetainAllocationHandle, handle,
+                        (void *)(uintptr_t)pointer);
+}
+
+int32_t rm_cuda_driver_vmm_map(rm_cuda_driver *driver, int ordinal,
+                               CUmemGenericAllocationHandle handle, size_t size, bool writable,
+                               CUdeviceptr *pointer, const void *owner)
+{
+    REQUIRE(pointer != NULL, "cuMemMap", owner);
+    int32_t rc = vmm_available(driver, ordinal, "cuMemMap", owner);
+    if (rc != RM_OK)
+        return rc;
+    rc = enter(driver, ordinal, "cuMemAddressReserve", owner);
+    if (rc != RM_OK)
+        return rc;
+    /* Exactly `size` of address space (pytorch#186213: over-reserving per
+     * import ran out of it), mapped from offset 0, the only offset the
+     * driver accepts; then access for this device, as a mapping starts
+     * with none. Each step undone if a later one fails. */
+    CUdeviceptr address = 0;
+    const char *call = "cuMemAddressReserve";
+    CUresult result = driver->cu.cuMemAddressReserve(&address, size, 0, 0, 0);
+    if (result == CUDA_SUCCESS) {
+        call = "cuMemMap";
+        result = driver->cu.cuMemMap(address, size, 0, handle, 0);
+        if (result == CUDA_SUCCESS) {
+            call = "cuMemSetAccess";
+            CUmemAccessDesc access = vmm_access(driver, ordinal, writable);
+            result = driver->cu.cuMemSetAccess(address, size, &access, 1);
+            if (result != CUDA_SUCCESS)
+                (void)driver->cu.cuMemUnmap(address, size);
+        }
+        if (result != CUDA_SUCCESS)
+            (void)driver->cu.cuMemAddressFree(address, size);
+    }
+    leave(driver);
+    if (result != CUDA_SUCCESS)
+        return cu_failed(driver, owner, result, call);
+    *pointer = address;
+    return RM_OK;
+}
+
+int32_t rm_cuda_driver_vmm_set_access(rm_cuda_driver *driver, int ordinal, CUdeviceptr pointer,
+                                      size_t size, bool writable, const void *owner)
+{
+    int32_t rc = vmm_available(driver, ordinal, "cuMemSetAccess", owner);
+    if (rc != RM_OK)
+        return rc;
+    CUmemAccessDesc access = vmm_access(driver, ordinal, writable);
+    CALL_IN_CONTEXT(driver, ordinal, owner, cuMemSetAccess, pointer, size, &access, 1);
+}
+
+int32_t rm_cuda_driver_vmm_unmap(rm_cuda_driver *driver, int ordinal, CUdeviceptr pointer,
+                                 size_t size, const void *owner)
+{
+    int32_t rc = vmm_available(driver, ordinal, "cuMemUnmap", owner);
+    if (rc != RM_OK)
+        return rc;
+    rc = enter(driver, ordinal, "cuMemUnmap", owner);
+    if (rc != RM_OK)
+        return rc;
+    const char *call = "cuMemUnmap";
+    CUresult result = driver->cu.cuMemUnmap(pointer, size);
+    if (result == CUDA_SUCCESS) {
+        call = "cuMemAddressFree";
+        result = driver->cu.cuMemAddressFree(pointer, size);
+    }
+    leave(driver);
+    return result == CUDA_SUCCESS ? RM_OK : cu_failed(driver, owner, result, call);
 }

@@ -54,6 +54,10 @@
 /** How many entry points rm_cuda_driver_open() binds (all required). */
 #define RM_CUDA_DRIVER_ENTRY_POINTS 37
 
+/** How many virtual memory management entry points it binds besides
+ *  (optional: see rm_cuda_driver_has_vmm()). */
+#define RM_CUDA_DRIVER_VMM_ENTRY_POINTS 11
+
 /** Most devices a driver object records. */
 #define RM_CUDA_DRIVER_MAX_DEVICES 64
 
@@ -222,5 +226,86 @@ int32_t rm_cuda_driver_ctx_synchronize(rm_cuda_driver *driver, int ordinal,
  */
 int32_t rm_cuda_driver_pointer_ordinal(rm_cuda_driver *driver, CUdeviceptr pointer,
                                        int *ordinal, const void *error_owner);
+
+
+/* ---- virtual memory management (VMM) ------------------------------------------
+ *
+ * Physical allocations (cuMemCreate) named by a CUmemGenericAllocationHandle,
+ * shared between processes as POSIX file descriptors and mapped into
+ * address ranges each process reserves: the way to share memory that
+ * outlives its creator (legacy IPC memory dies with its exporter) and to
+ * map it read-only in hardware. The memory is freed only when every
+ * process released every handle to it (including imported ones), closed
+ * every descriptor exported for it and unmapped every mapping of it.
+ *
+ * Optional: a driver without the 11 entry points (hidden, or too old), or
+ * a device whose CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED or
+ * CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED is 0,
+ * still opens (legacy IPC works), and every vmm_* wrapper then returns
+ * RM_E_FEATURE_UNAVAILABLE with a message naming the missing entry point
+ * or the attribute. Otherwise they fail as the other wrappers, each in
+ * `ordinal`'s primary context. Sizes must be multiples of
+ * rm_cuda_driver_vmm_granularity() (CUDA_ERROR_INVALID_VALUE, so
+ * RM_E_INVALID_ARGUMENT, otherwise). */
+
+/** True when VMM with POSIX descriptors works on `ordinal`: the entry
+ *  points were bound and the device says it supports both (asked once). */
+bool rm_cuda_driver_has_vmm(rm_cuda_driver *driver, int ordinal);
+
+/** cuMemGetAllocationGranularity (MINIMUM) for the allocations
+ *  rm_cuda_driver_vmm_create() makes: 2 MiB on current GPUs. */
+int32_t rm_cuda_driver_vmm_granularity(rm_cuda_driver *driver, int ordinal, size_t *granularity,
+                                       const void *error_owner);
+
+/** cuMemCreate: `size` bytes of pinned memory on the device, exportable
+ *  as a POSIX descriptor. Not mapped anywhere yet. */
+int32_t rm_cuda_driver_vmm_create(rm_cuda_driver *driver, int ordinal, size_t size,
+                                  CUmemGenericAllocationHandle *handle, const void *error_owner);
+
+/** cuMemRelease: drops one reference to a handle (from create, import or
+ *  retain). The memory lives on while mapped or referenced elsewhere. */
+int32_t rm_cuda_driver_vmm_release(rm_cuda_driver *driver, int ordinal,
+                                   CUmemGenericAllocationHandle handle, const void *error_owner);
+
+/** cuMemExportToShareableHandle(POSIX_FD): a new descriptor for the
+ *  allocation, made close-on-exec; the caller's to send (SCM_RIGHTS) and
+ *  close. While it is open, the memory lives. */
+int32_t rm_cuda_driver_vmm_export_fd(rm_cuda_driver *driver, int ordinal,
+                                     CUmemGenericAllocationHandle handle, int *fd,
+                                     const void *error_owner);
+
+/** cuMemImportFromShareableHandle(POSIX_FD): a handle of this process to
+ *  the allocation behind `fd` (received from another process). `fd` stays
+ *  the caller's: close it once imported; the handle keeps the memory. */
+int32_t rm_cuda_driver_vmm_import_fd(rm_cuda_driver *driver, int ordinal, int fd,
+                                     CUmemGenericAllocationHandle *handle,
+                                     const void *error_owner);
+
+/** cuMemRetainAllocationHandle: the handle mapped at `pointer` (any
+ *  address inside a mapping), with a new reference to release. */
+int32_t rm_cuda_driver_vmm_retain(rm_cuda_driver *driver, int ordinal, CUdeviceptr pointer,
+                                  CUmemGenericAllocationHandle *handle, const void *error_owner);
+
+/**
+ * Maps a whole allocation: cuMemAddressReserve of exactly `size` bytes,
+ * cuMemMap at offset 0 (the only offset the driver accepts; `size` must be
+ * the allocation's), and cuMemSetAccess for this device, READWRITE when
+ * `writable`, READ otherwise (a write through a READ mapping faults on a
+ * GPU: keep readers' mappings READ). A failed step undoes the earlier
+ * ones; the message names it. Undo with rm_cuda_driver_vmm_unmap().
+ */
+int32_t rm_cuda_driver_vmm_map(rm_cuda_driver *driver, int ordinal,
+                               CUmemGenericAllocationHandle handle, size_t size, bool writable,
+                               CUdeviceptr *pointer, const void *error_owner);
+
+/** cuMemSetAccess of a mapped range for this device: READWRITE or READ
+ *  (sealing: a writer maps READWRITE, fills, synchronises, then READ). */
+int32_t rm_cuda_driver_vmm_set_access(rm_cuda_driver *driver, int ordinal, CUdeviceptr pointer,
+                                      size_t size, bool writable, const void *error_owner);
+
+/** cuMemUnmap, then cuMemAddressFree, of what rm_cuda_driver_vmm_map()
+ *  gave. Neither synchronises: finish the work that uses it first. */
+int32_t rm_cuda_driver_vmm_unmap(rm_cuda_driver *driver, int ordinal, CUdeviceptr pointer,
+                                 size_t size, const void *error_owner);
 
 #endif

@@ -13,11 +13,19 @@ needs one).
   that base name and version (the newest PFN_<base>_v<N> of
   cudaTypedefs.h with N <= version) takes the parameters our
   PFN_<symbol> declares. This is what catches a base name that a newer
-  CUDA gave a new signature without a #define (cuCtxSynchronize, 13.0)."""
+  CUDA gave a new signature without a #define (cuCtxSynchronize, 13.0).
+- The structs that cross the boundary by pointer (the VMM allocation
+  properties and access descriptors, the handles): a small program that
+  prints their sizes and field offsets is compiled once against cuda.h and
+  once against ours, and the outputs must be equal (skipped, with a note,
+  when no C compiler runs)."""
 import glob
 import os
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 
 SKIP = 77
 
@@ -38,6 +46,73 @@ def parameter_types(text):
         words = [{"cuuint64_t": "uint64_t", "cuuint32_t": "uint32_t"}.get(w, w) for w in words]
         types.append(" ".join(words).replace(" *", "*"))
     return types
+
+
+# The structs and fields whose layout must be cuda.h's.
+LAYOUTS = {
+    "CUmemGenericAllocationHandle": [],
+    "CUdeviceptr": [],
+    "CUuuid": [],
+    "CUipcMemHandle": [],
+    "CUipcEventHandle": [],
+    "CUmemLocation": ["type", "id"],
+    "CUmemAllocationProp": ["type", "requestedHandleTypes", "location", "location.type",
+                            "location.id", "win32HandleMetaData", "allocFlags",
+                            "allocFlags.compressionType", "allocFlags.gpuDirectRDMACapable",
+                            "allocFlags.usage", "allocFlags.reserved"],
+    "CUmemAccessDesc": ["location", "location.id", "flags"],
+}
+
+
+def layout_program(include):
+    lines = ["#include %s" % include, "#include <stddef.h>", "#include <stdio.h>",
+             "int main(void)", "{"]
+    for name, fields in LAYOUTS.items():
+        lines.append('    printf("sizeof %s %%zu\\n", sizeof(%s));' % (name, name))
+        for field in fields:
+            lines.append('    printf("offsetof %s.%s %%zu\\n", offsetof(%s, %s));'
+                         % (name, field, name, field))
+    lines += ["    return 0;", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def layout_of(compiler, include, include_dir, workdir, tag):
+    """The program's output, or None and why."""
+    source = os.path.join(workdir, tag + ".c")
+    binary = os.path.join(workdir, tag)
+    with open(source, "w") as out:
+        out.write(layout_program(include))
+    built = subprocess.run([compiler, "-std=gnu11", "-I", include_dir, "-o", binary, source],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        return None, built.stderr.strip()
+    ran = subprocess.run([binary], capture_output=True, text=True)
+    return ran.stdout, None
+
+
+def compare_layouts(ours_path, cuda_h_path, failures):
+    """Sizes and offsets from both headers; the number of checks made."""
+    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
+    if compiler is None:
+        print("no C compiler: struct layouts not compared")
+        return 0
+    with tempfile.TemporaryDirectory() as workdir:
+        theirs, why = layout_of(compiler, "<cuda.h>", os.path.dirname(cuda_h_path), workdir,
+                                "theirs")
+        if theirs is None:
+            print("cuda.h does not compile here (%s): struct layouts not compared" % why)
+            return 0
+        ours, why = layout_of(compiler, '"%s"' % os.path.basename(ours_path),
+                              os.path.dirname(os.path.abspath(ours_path)), workdir, "ours")
+        if ours is None:
+            failures.append("cuda_api.h does not compile alone: %s" % why)
+            return 1
+    theirs_lines = theirs.splitlines()
+    ours_lines = ours.splitlines()
+    for want, got in zip(theirs_lines, ours_lines):
+        if want != got:
+            failures.append("layout: cuda.h %s, ours %s" % (want, got))
+    return len(theirs_lines)
 
 
 def main():
@@ -122,6 +197,7 @@ def main():
             failures.append("%s asked for at version %d gets PFN_%s_v%d(%s), ours PFN_%s(%s)"
                             % (base, version, base, newest, ", ".join(parameter_types(params)),
                                symbol, ", ".join(declared[symbol])))
+    checked += compare_layouts(ours_path, theirs_path, failures)
     for failure in failures:
         print(failure)
     print("%d checks against %s%s, %d failed" % (

@@ -11,9 +11,24 @@
  *   event LIB HEX                 open an IPC event, wait for it, destroy it
  *   meminfo LIB                   print "free F total T" (cuMemGetInfo_v2 of
  *                                 device 0, as this process sees it)
+ *   vmm-export LIB SIZE SEED      cuMemCreate SIZE bytes, fill them through a
+ *                                 READWRITE mapping, seal it READ, send a
+ *                                 POSIX descriptor of it over the socket on
+ *                                 fd 3 (SCM_RIGHTS), print "exported"; end
+ *                                 of input unmaps, releases and exits
+ *   vmm-import LIB SIZE SEED [--write-fails] [--hold]
+ *                                 receive a descriptor on fd 3, import it,
+ *                                 close it, map it READ, check the bytes,
+ *                                 print "ready"; --write-fails: a copy, a
+ *                                 memset and a device copy into the mapping
+ *                                 must fail ("write-refused RC CURESULT");
+ *                                 --hold: then "check" lines re-check the
+ *                                 bytes ("read-ok") until "exit" or end of
+ *                                 input; then unmap, release, "done"
  *
  * Exit status: 0 as expected; otherwise the step that went wrong (see
  * the FAIL_* codes), with a line on stderr. */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -38,7 +53,11 @@ enum {
     FAIL_EVENT = 11,
     FAIL_NOT_FOUND = 12,
     FAIL_MEMINFO = 13,
+    FAIL_VMM = 14,
+    FAIL_WRITE_ALLOWED = 15,
 };
+
+#define VMM_SOCKET 3
 
 static const int owner_token;
 #define OWNER ((const void *)&owner_token)
@@ -220,6 +239,124 @@ static int run_meminfo(rm_cuda_driver *driver)
     return 0;
 }
 
+static int run_vmm_export(rm_cuda_driver *driver, size_t size, uint64_t seed)
+{
+    CUmemGenericAllocationHandle handle;
+    CUdeviceptr pointer;
+    if (rm_cuda_driver_vmm_create(driver, 0, size, &handle, OWNER) != RM_OK)
+        return fail(FAIL_VMM, "vmm_create");
+    if (rm_cuda_driver_vmm_map(driver, 0, handle, size, true, &pointer, OWNER) != RM_OK)
+        return fail(FAIL_VMM, "vmm_map READWRITE");
+    uint8_t *bytes = malloc(size);
+    if (bytes == NULL)
+        return fail(FAIL_VMM, "no memory");
+    for (size_t i = 0; i < size; i++)
+        bytes[i] = fake_cuda_pattern(seed, i);
+    int32_t rc = rm_cuda_driver_memcpy_htod(driver, 0, pointer, bytes, size, OWNER);
+    free(bytes);
+    if (rc != RM_OK || rm_cuda_driver_vmm_set_access(driver, 0, pointer, size, false, OWNER) != RM_OK)
+        return fail(FAIL_VMM, "fill or seal");
+    int fd;
+    if (rm_cuda_driver_vmm_export_fd(driver, 0, handle, &fd, OWNER) != RM_OK)
+        return fail(FAIL_VMM, "vmm_export_fd");
+    if (fake_cuda_send_fd(VMM_SOCKET, fd) != 0)
+        return fail(FAIL_VMM, "sending the descriptor: %s", strerror(errno));
+    close(fd);
+    printf("exported\n");
+    fflush(stdout);
+    char line[64];
+    while (fgets(line, sizeof line, stdin) != NULL)
+        ;
+    if (rm_cuda_driver_vmm_unmap(driver, 0, pointer, size, OWNER) != RM_OK ||
+        rm_cuda_driver_vmm_release(driver, 0, handle, OWNER) != RM_OK)
+        return fail(FAIL_VMM, "unmap or release");
+    return 0;
+}
+
+/* Every way to write into a READ mapping fails with an error code. */
+static int vmm_writes_refused(rm_cuda_driver *driver, CUdeviceptr pointer)
+{
+    uint8_t byte = 0xab;
+    int32_t rc = rm_cuda_driver_memcpy_htod(driver, 0, pointer + 1, &byte, 1, OWNER);
+    if (rc == RM_OK)
+        return fail(FAIL_WRITE_ALLOWED, "memcpy_htod into a READ mapping worked");
+    int32_t first_rc = rc;
+    CUresult first_result = rm_cuda_driver_last_result();
+    if (rm_cuda_driver_memset_d8(driver, 0, pointer, 0, 16, OWNER) == RM_OK)
+        return fail(FAIL_WRITE_ALLOWED, "memset_d8 into a READ mapping worked");
+    if (rm_cuda_driver_last_result() != first_result)
+        return fail(FAIL_VMM, "memset_d8 failed with %d, memcpy_htod with %d",
+                    rm_cuda_driver_last_result(), first_result);
+    CUdeviceptr local;
+    if (rm_cuda_driver_mem_alloc(driver, 0, 4096, &local, OWNER) != RM_OK)
+        return fail(FAIL_VMM, "mem_alloc");
+    rc = rm_cuda_driver_memcpy_dtod(driver, 0, pointer, local, 16, OWNER);
+    CUresult dtod_result = rm_cuda_driver_last_result();
+    /* Reading from it into local memory is allowed. */
+    int32_t read_rc = rm_cuda_driver_memcpy_dtod(driver, 0, local, pointer, 16, OWNER);
+    rm_cuda_driver_mem_free(driver, 0, local, OWNER);
+    if (rc == RM_OK)
+        return fail(FAIL_WRITE_ALLOWED, "memcpy_dtod into a READ mapping worked");
+    if (dtod_result != first_result)
+        return fail(FAIL_VMM, "memcpy_dtod failed with %d, memcpy_htod with %d", dtod_result,
+                    first_result);
+    if (read_rc != RM_OK)
+        return fail(FAIL_VMM, "memcpy_dtod out of a READ mapping failed");
+    printf("write-refused %d %d\n", first_rc, first_result);
+    fflush(stdout);
+    return 0;
+}
+
+static int run_vmm_import(rm_cuda_driver *driver, const char *library, int argc, char **argv)
+{
+    if (argc < 5)
+        return fail(FAIL_USAGE, "vmm-import LIB SIZE SEED [flags]");
+    size_t size = strtoull(argv[3], NULL, 10);
+    uint64_t seed = strtoull(argv[4], NULL, 10);
+    int fd = fake_cuda_recv_fd(VMM_SOCKET);
+    if (fd < 0)
+        return fail(FAIL_VMM, "receiving the descriptor: %s", strerror(errno));
+    CUmemGenericAllocationHandle handle;
+    int32_t rc = rm_cuda_driver_vmm_import_fd(driver, 0, fd, &handle, OWNER);
+    close(fd);
+    if (rc != RM_OK)
+        return fail(FAIL_VMM, "vmm_import_fd");
+    CUdeviceptr pointer;
+    if (rm_cuda_driver_vmm_map(driver, 0, handle, size, false, &pointer, OWNER) != RM_OK)
+        return fail(FAIL_VMM, "vmm_map READ");
+    int result = check_bytes(driver, pointer, size, seed);
+    if (result != 0)
+        return result;
+    if (has_flag(argc, argv, "--write-fails") && (result = vmm_writes_refused(driver, pointer)) != 0)
+        return result;
+    if ((result = check_bytes(driver, pointer, size, seed)) != 0)
+        return result;
+    printf("ready\n");
+    fflush(stdout);
+    if (has_flag(argc, argv, "--hold")) {
+        char line[64];
+        while (fgets(line, sizeof line, stdin) != NULL && strncmp(line, "exit", 4) != 0) {
+            if (strncmp(line, "check", 5) == 0) {
+                if ((result = check_bytes(driver, pointer, size, seed)) != 0)
+                    return result;
+                printf("read-ok\n");
+                fflush(stdout);
+            }
+        }
+    }
+    if (rm_cuda_driver_vmm_unmap(driver, 0, pointer, size, OWNER) != RM_OK ||
+        rm_cuda_driver_vmm_release(driver, 0, handle, OWNER) != RM_OK)
+        return fail(FAIL_VMM, "unmap or release");
+    if (fake_cuda_counter(library, "@vmm_live") != 0 ||
+        fake_cuda_counter(library, "@vmm_mapped") != 0 ||
+        fake_cuda_counter(library, "@vmm_reserved") != 0 || fake_cuda_vmm_memfds() != 0 ||
+        fake_cuda_counter(library, "@legacy") != 0)
+        return fail(FAIL_COUNTERS, "VMM memory left after unmap and release, or a legacy call");
+    printf("done\n");
+    fflush(stdout);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3)
@@ -240,6 +377,10 @@ int main(int argc, char **argv)
         rc = run_event(driver, argv[3]);
     else if (strcmp(mode, "meminfo") == 0 && argc == 3)
         rc = run_meminfo(driver);
+    else if (strcmp(mode, "vmm-export") == 0 && argc == 5)
+        rc = run_vmm_export(driver, strtoull(argv[3], NULL, 10), strtoull(argv[4], NULL, 10));
+    else if (strcmp(mode, "vmm-import") == 0)
+        rc = run_vmm_import(driver, library, argc, argv);
     else
         rc = fail(FAIL_USAGE, "unknown mode %s", mode);
     rm_cuda_driver_release(driver);

@@ -33,7 +33,12 @@
  *   - an allocation beyond FAKE_CUDA_MEMORY_BYTES on the device, all
  *     processes together: OUT_OF_MEMORY;
  *   - cuGetProcAddress_v2("cuCtxSynchronize") from version 13000 gives
- *     cuCtxSynchronize_v2(CUcontext), as the driver does.
+ *     cuCtxSynchronize_v2(CUcontext), as the driver does;
+ *   - VMM (a memfd per allocation, see its section): sizes a multiple of
+ *     2 MiB, cuMemMap at offset 0 of a whole allocation, no access until
+ *     cuMemSetAccess (INVALID_VALUE), no write through READ
+ *     (ILLEGAL_ADDRESS, checked before touching memory); the memory lives
+ *     while any process holds a descriptor or mapping of it.
  *
  * Knobs (environment, read when used): FAKE_CUDA_STUB=1 (cuInit and
  * cuDriverGetVersion return CUDA_ERROR_STUB_LIBRARY, like NVIDIA's stub),
@@ -45,12 +50,16 @@
  * name>[,...] (cuGetProcAddress_v2 does not find it),
  * FAKE_CUDA_EVENT_DELAY_MS (a recorded event completes that much later;
  * cuEventQuery says NOT_READY until then, cuCtxSynchronize waits),
- * FAKE_CUDA_MEMORY_BYTES (each device's memory, default 80 GiB).
+ * FAKE_CUDA_MEMORY_BYTES (each device's memory, default 80 GiB),
+ * FAKE_CUDA_NO_VMM=1 (no VMM: the device attributes say 0,
+ * cuGetProcAddress_v2 does not find the VMM entry points, and calling them
+ * anyway gives NOT_SUPPORTED).
  *
  * fake_cuda_calls(name), found with dlsym, reads the per-process call
  * counters ("*" for all calls, "@legacy" for plain legacy symbols called,
  * "@after_fork", "@imports_mapped", "@imports_live", "@allocs_live",
- * "@events_live", "@streams_live").
+ * "@events_live", "@streams_live", "@vmm_live", "@vmm_handles",
+ * "@vmm_mapped", "@vmm_reserved").
  *
  * Built twice (tests/fake_cuda/meson.build): with cuGetProcAddress_v2, and
  * without it (FAKE_CUDA_NO_PROC_ADDRESS) for the loader's dlsym path. */
@@ -97,7 +106,11 @@
     X(cuIpcOpenEventHandle) X(cuStreamWaitEvent) X(cuStreamSynchronize)      \
     X(cuCtxSynchronize) X(cuCtxSynchronize_v2) X(cuMemGetInfo_v2)             \
     X(cuMemcpyDtoD_v2) X(cuMemcpyDtoDAsync_v2) X(cuMemsetD8_v2)               \
-    X(cuEventQuery) X(cuStreamCreate) X(cuStreamDestroy_v2)
+    X(cuEventQuery) X(cuStreamCreate) X(cuStreamDestroy_v2)                  \
+    X(cuMemGetAllocationGranularity) X(cuMemCreate) X(cuMemRelease)           \
+    X(cuMemAddressReserve) X(cuMemAddressFree) X(cuMemMap) X(cuMemUnmap)      \
+    X(cuMemSetAccess) X(cuMemExportToShareableHandle)                         \
+    X(cuMemImportFromShareableHandle) X(cuMemRetainAllocationHandle)
 
 enum fake_function {
 #define FAKE_ENUM_(name) F_##name,
@@ -317,6 +330,12 @@ static bool env_flag(const char *name)
 {
     const char *value = getenv(name);
     return value != NULL && strcmp(value, "1") == 0;
+}
+
+/* FAKE_CUDA_NO_VMM=1: a driver without virtual memory management. */
+static bool vmm_disabled(void)
+{
+    return env_flag("FAKE_CUDA_NO_VMM");
 }
 
 static int driver_version(void)
@@ -561,8 +580,10 @@ EXPORT CUresult cuDeviceGetAttribute(int *value, CUdevice_attribute attribute, C
     case CU_DEVICE_ATTRIBUTE_UNIFIED_ADDRESSING: *value = 1; break;
     case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR: *value = 9; break;
     case CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR: *value = 0; break;
-    case CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED: *value = 0; break;
-    case CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED: *value = 0; break;
+    case CU_DEVICE_ATTRIBUTE_VIRTUAL_MEMORY_MANAGEMENT_SUPPORTED: *value = !vmm_disabled(); break;
+    case CU_DEVICE_ATTRIBUTE_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR_SUPPORTED:
+        *value = !vmm_disabled();
+        break;
     case CU_DEVICE_ATTRIBUTE_IPC_EVENT_SUPPORTED: *value = 1; break;
     default: return CUDA_ERROR_INVALID_VALUE;
     }
@@ -693,6 +714,20 @@ static uint64_t memory_total(void)
  * /dev/shm whose pid is alive (not a zombie either: a real driver frees a
  * process's memory when it exits, not when it is reaped). Objects of
  * killed processes stay until reaped but are not counted. */
+/* An inode seen among the VMM records (counted once). */
+static bool seen_before(uint64_t **seen, size_t *count, uint64_t inode)
+{
+    for (size_t i = 0; i < *count; i++)
+        if ((*seen)[i] == inode)
+            return true;
+    uint64_t *grown = realloc(*seen, (*count + 1) * sizeof **seen);
+    if (grown != NULL) {
+        *seen = grown;
+        grown[(*count)++] = inode;
+    }
+    return false;
+}
+
 static uint64_t device_memory_used(uint64_t key)
 {
     char suffix[24];
@@ -702,6 +737,8 @@ static uint64_t device_memory_used(uint64_t key)
     if (dir == NULL)
         return 0;
     uint64_t used = 0;
+    uint64_t *seen = NULL;
+    size_t seen_count = 0;
     for (const struct dirent *entry; (entry = readdir(dir)) != NULL;) {
         const char *name = entry->d_name;
         size_t length = strlen(name);
@@ -710,13 +747,20 @@ static uint64_t device_memory_used(uint64_t key)
             continue;
         char *end;
         long pid = strtol(name + 7, &end, 10);
-        if (pid <= 0 || strncmp(end, ".m", 2) != 0 || start_time_of((pid_t)pid) == 0)
+        bool vmm_record = strncmp(end, ".v", 2) == 0;
+        if (pid <= 0 || (strncmp(end, ".m", 2) != 0 && !vmm_record) ||
+            start_time_of((pid_t)pid) == 0)
+            continue;
+        /* A VMM allocation has a record in each process that holds it:
+         * counted once, by the memfd's inode. */
+        if (vmm_record && seen_before(&seen, &seen_count, strtoull(end + 2, NULL, 16)))
             continue;
         struct stat st;
         if (fstatat(dirfd(dir), name, &st, 0) == 0)
             used += (uint64_t)st.st_size;
     }
     closedir(dir);
+    free(seen);
     return used;
 }
 
@@ -727,6 +771,514 @@ static region *region_containing(uintptr_t address, size_t size)
             return r;
     }
     return NULL;
+}
+
+/* ---- virtual memory management ---------------------------------------------
+ *
+ * An allocation is a memfd ("fakecu.vmm.d<device key>"), so the kernel's
+ * reference count is the driver's: the memory lives while any process
+ * holds a descriptor of it (a handle here keeps one, an exported fd is
+ * one, one in flight in a socket is one) or a mapping of it, and goes
+ * with the last, whoever made it. A reservation is PROT_NONE address
+ * space; cuMemMap maps the memfd over it MAP_FIXED, with no access;
+ * cuMemSetAccess mprotect()s it to what the most permissive device got.
+ * Copies check the current device's access before touching a byte, so a
+ * write through a READ mapping is an error code, never a fault; a raw host
+ * write through one (the CUdeviceptr is a host address here) is SIGSEGV.
+ *
+ * Accounting: each process that holds an allocation keeps a record
+ * "fakecu.<pid>.v<inode>.d<device key>" in /dev/shm, empty but sized like
+ * the allocation (sparse: no pages), removed when it holds the allocation
+ * no longer; cuMemGetInfo_v2 counts each inode once among the records of
+ * living processes, so an allocation mapped by many processes counts once,
+ * survives its creator's SIGKILL, and stops counting with its last
+ * holder. An exported descriptor that no process imported yet is not
+ * counted (the driver would count it). */
+
+#define VMM_GRANULARITY ((size_t)2 << 20)
+#define VMM_MEMFD_PREFIX "fakecu.vmm.d"
+
+typedef struct vmm_alloc {
+    struct vmm_alloc *next;
+    CUmemGenericAllocationHandle handle;
+    int fd; /* our own descriptor of the memfd, until the struct goes */
+    ino_t inode;
+    size_t size;
+    int device;
+    uint64_t key;
+    unsigned handle_types;
+    unsigned refs;     /* handle references: create or import, retains */
+    unsigned mappings; /* live cuMemMap mappings of it */
+} vmm_alloc;
+
+typedef struct vmm_reservation {
+    struct vmm_reservation *next;
+    uintptr_t base;
+    size_t size;
+} vmm_reservation;
+
+typedef struct vmm_mapping {
+    struct vmm_mapping *next;
+    uintptr_t base;
+    size_t size;
+    vmm_alloc *alloc;
+    unsigned char access[MAX_DEVICES]; /* CU_MEM_ACCESS_FLAGS_PROT_* per device */
+} vmm_mapping;
+
+static vmm_alloc *vmm_allocs;
+static vmm_reservation *vmm_reservations;
+static vmm_mapping *vmm_mappings;
+
+/* BEGIN, then FAKE_CUDA_NO_VMM: a driver without VMM (only reachable by
+ * dlsym: cuGetProcAddress_v2 does not find these then). */
+#define VMM_BEGIN(function)                                                   \
+    do {                                                                      \
+        BEGIN(function, NEEDS_INIT);                                          \
+        if (vmm_disabled())                                                   \
+            return CUDA_ERROR_NOT_SUPPORTED;                                  \
+    } while (0)
+
+static void vmm_record_name(char *name, size_t size, pid_t pid, ino_t inode, uint64_t key)
+{
+    snprintf(name, size, "fakecu.%ld.v%016llx.d%016llx", (long)pid, (unsigned long long)inode,
+             (unsigned long long)key);
+}
+
+/* This process's record of `inode`: present while some allocation struct
+ * of it exists here, removed with the last (under `lock`). */
+static void vmm_sync_record(ino_t inode, uint64_t key, size_t size)
+{
+    bool held = false;
+    for (const vmm_alloc *a = vmm_allocs; a != NULL && !held; a = a->next)
+        held = a->inode == inode;
+    char name[80], path[96];
+    vmm_record_name(name, sizeof name, init_pid, inode, key);
+    snprintf(path, sizeof path, "/%s", name);
+    if (!held) {
+        shm_unlink(path);
+        return;
+    }
+    int fd = shm_open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        if (ftruncate(fd, (off_t)size) != 0)
+            fprintf(stderr, "fake libcuda: cannot size %s: %s\n", path, strerror(errno));
+        close(fd);
+    }
+}
+
+static vmm_alloc *vmm_find(CUmemGenericAllocationHandle handle)
+{
+    for (vmm_alloc *a = vmm_allocs; a != NULL; a = a->next)
+        if (a->handle == handle && a->refs > 0)
+            return a;
+    return NULL;
+}
+
+static void vmm_maybe_free(vmm_alloc *alloc)
+{
+    if (alloc->refs > 0 || alloc->mappings > 0)
+        return;
+    for (vmm_alloc **link = &vmm_allocs; *link != NULL; link = &(*link)->next) {
+        if (*link == alloc) {
+            *link = alloc->next;
+            break;
+        }
+    }
+    close(alloc->fd);
+    vmm_sync_record(alloc->inode, alloc->key, alloc->size);
+    free(alloc);
+}
+
+/* A mapping that holds [address, address + size), or NULL. */
+static vmm_mapping *vmm_mapping_containing(uintptr_t address, size_t size)
+{
+    for (vmm_mapping *m = vmm_mappings; m != NULL; m = m->next)
+        if (address >= m->base && address - m->base < m->size &&
+            size <= m->size - (address - m->base))
+            return m;
+    return NULL;
+}
+
+/* What a copy may do through a mapping, for the current device: nothing
+ * before cuMemSetAccess (INVALID_VALUE, as an address without memory),
+ * and no write through READ (ILLEGAL_ADDRESS, the fault a GPU takes). */
+static CUresult vmm_access_check(const vmm_mapping *m, bool write)
+{
+    unsigned access = m->access[current_context()->device];
+    if (access == CU_MEM_ACCESS_FLAGS_PROT_NONE)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (write && access != CU_MEM_ACCESS_FLAGS_PROT_READWRITE)
+        return CUDA_ERROR_ILLEGAL_ADDRESS;
+    return CUDA_SUCCESS;
+}
+
+/* The properties we emulate: pinned memory on a visible device. */
+static CUresult vmm_check_properties(const CUmemAllocationProp *prop)
+{
+    if (prop == NULL || prop->type != CU_MEM_ALLOCATION_TYPE_PINNED ||
+        prop->location.type != CU_MEM_LOCATION_TYPE_DEVICE || prop->win32HandleMetaData != NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (prop->location.id < 0 || prop->location.id >= device_count)
+        return CUDA_ERROR_INVALID_DEVICE;
+    return CUDA_SUCCESS;
+}
+
+EXPORT CUresult cuMemGetAllocationGranularity(size_t *granularity, const CUmemAllocationProp *prop,
+                                              CUmemAllocationGranularity_flags option)
+{
+    VMM_BEGIN(cuMemGetAllocationGranularity);
+    if (granularity == NULL || (option != CU_MEM_ALLOC_GRANULARITY_MINIMUM &&
+                                option != CU_MEM_ALLOC_GRANULARITY_RECOMMENDED))
+        return CUDA_ERROR_INVALID_VALUE;
+    CUresult result = vmm_check_properties(prop);
+    if (result == CUDA_SUCCESS)
+        *granularity = VMM_GRANULARITY;
+    return result;
+}
+
+EXPORT CUresult cuMemCreate(CUmemGenericAllocationHandle *handle, size_t size,
+                            const CUmemAllocationProp *prop, unsigned long long flags)
+{
+    VMM_BEGIN(cuMemCreate);
+    if (handle == NULL || flags != 0 || size == 0 || size % VMM_GRANULARITY != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    CUresult result = vmm_check_properties(prop);
+    if (result != CUDA_SUCCESS)
+        return result;
+    if ((prop->requestedHandleTypes & ~CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR) != 0)
+        return CUDA_ERROR_NOT_SUPPORTED; /* Windows and fabric handles */
+    int device = prop->location.id;
+    uint64_t used = device_memory_used(device_keys[device]);
+    if (used > memory_total() || size > memory_total() - used)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    vmm_alloc *alloc = calloc(1, sizeof *alloc);
+    if (alloc == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    char name[40];
+    snprintf(name, sizeof name, VMM_MEMFD_PREFIX "%016llx",
+             (unsigned long long)device_keys[device]);
+    int fd = memfd_create(name, MFD_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || ftruncate(fd, (off_t)size) != 0 || fstat(fd, &st) != 0) {
+        if (fd >= 0)
+            close(fd);
+        free(alloc);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    pthread_mutex_lock(&lock);
+    alloc->handle = ++next_id;
+    alloc->fd = fd;
+    alloc->inode = st.st_ino;
+    alloc->size = size;
+    alloc->device = device;
+    alloc->key = device_keys[device];
+    alloc->handle_types = (unsigned)prop->requestedHandleTypes;
+    alloc->refs = 1;
+    alloc->next = vmm_allocs;
+    vmm_allocs = alloc;
+    vmm_sync_record(alloc->inode, alloc->key, alloc->size);
+    *handle = alloc->handle;
+    pthread_mutex_unlock(&lock);
+    return CUDA_SUCCESS;
+}
+
+/* An unknown or already released handle is undefined behaviour for the
+ * driver; here INVALID_VALUE. */
+EXPORT CUresult cuMemRelease(CUmemGenericAllocationHandle handle)
+{
+    VMM_BEGIN(cuMemRelease);
+    pthread_mutex_lock(&lock);
+    vmm_alloc *alloc = vmm_find(handle);
+    if (alloc != NULL) {
+        alloc->refs--;
+        vmm_maybe_free(alloc);
+    }
+    pthread_mutex_unlock(&lock);
+    return alloc != NULL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+}
+
+EXPORT CUresult cuMemAddressReserve(CUdeviceptr *pointer, size_t size, size_t alignment,
+                                    CUdeviceptr address, unsigned long long flags)
+{
+    VMM_BEGIN(cuMemAddressReserve);
+    (void)address; /* a hint */
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    if (pointer == NULL || size == 0 || size % page != 0 || flags != 0 ||
+        (alignment & (alignment - 1)) != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    size_t align = alignment > VMM_GRANULARITY ? alignment : VMM_GRANULARITY;
+    vmm_reservation *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    size_t span = size + align;
+    void *raw = mmap(NULL, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (raw == MAP_FAILED) {
+        free(r);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    uintptr_t start = (uintptr_t)raw, base = (start + align - 1) & ~(uintptr_t)(align - 1);
+    if (base > start)
+        munmap(raw, base - start);
+    if (start + span > base + size)
+        munmap((void *)(base + size), start + span - (base + size));
+    r->base = base;
+    r->size = size;
+    pthread_mutex_lock(&lock);
+    r->next = vmm_reservations;
+    vmm_reservations = r;
+    pthread_mutex_unlock(&lock);
+    *pointer = (CUdeviceptr)base;
+    return CUDA_SUCCESS;
+}
+
+/* Exactly a reservation, with nothing mapped in it any more. */
+EXPORT CUresult cuMemAddressFree(CUdeviceptr pointer, size_t size)
+{
+    VMM_BEGIN(cuMemAddressFree);
+    pthread_mutex_lock(&lock);
+    CUresult result = CUDA_ERROR_INVALID_VALUE;
+    for (vmm_reservation **link = &vmm_reservations; *link != NULL; link = &(*link)->next) {
+        vmm_reservation *r = *link;
+        if (r->base != (uintptr_t)pointer || r->size != size)
+            continue;
+        bool mapped = false;
+        for (const vmm_mapping *m = vmm_mappings; m != NULL && !mapped; m = m->next)
+            mapped = m->base >= r->base && m->base - r->base < r->size;
+        if (!mapped) {
+            *link = r->next;
+            munmap((void *)r->base, r->size);
+            free(r);
+            result = CUDA_SUCCESS;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&lock);
+    return result;
+}
+
+/* The driver's rules: offset 0, a size equal to the allocation's (the
+ * fake maps whole allocations only), an address aligned to the
+ * granularity inside one reservation, over nothing mapped yet. The new
+ * mapping has no access. */
+EXPORT CUresult cuMemMap(CUdeviceptr pointer, size_t size, size_t offset,
+                         CUmemGenericAllocationHandle handle, unsigned long long flags)
+{
+    VMM_BEGIN(cuMemMap);
+    if (flags != 0 || offset != 0 || (uintptr_t)pointer % VMM_GRANULARITY != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    uintptr_t base = (uintptr_t)pointer;
+    pthread_mutex_lock(&lock);
+    CUresult result = CUDA_ERROR_INVALID_VALUE;
+    vmm_alloc *alloc = vmm_find(handle);
+    const vmm_reservation *r = vmm_reservations;
+    for (; r != NULL; r = r->next)
+        if (base >= r->base && base - r->base < r->size && size <= r->size - (base - r->base))
+            break;
+    bool overlaps = false;
+    for (const vmm_mapping *m = vmm_mappings; m != NULL && !overlaps; m = m->next)
+        overlaps = base < m->base + m->size && m->base < base + size;
+    vmm_mapping *mapping = NULL;
+    if (alloc != NULL && size == alloc->size && r != NULL && !overlaps) {
+        mapping = calloc(1, sizeof *mapping);
+        result = CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    if (mapping != NULL && mmap((void *)base, size, PROT_NONE, MAP_SHARED | MAP_FIXED, alloc->fd,
+                                0) != MAP_FAILED) {
+        mapping->base = base;
+        mapping->size = size;
+        mapping->alloc = alloc;
+        mapping->next = vmm_mappings;
+        vmm_mappings = mapping;
+        alloc->mappings++;
+        result = CUDA_SUCCESS;
+    } else {
+        free(mapping);
+    }
+    pthread_mutex_unlock(&lock);
+    return result;
+}
+
+/* Exactly one whole mapping; the range becomes reserved address space
+ * again. */
+EXPORT CUresult cuMemUnmap(CUdeviceptr pointer, size_t size)
+{
+    VMM_BEGIN(cuMemUnmap);
+    pthread_mutex_lock(&lock);
+    CUresult result = CUDA_ERROR_INVALID_VALUE;
+    for (vmm_mapping **link = &vmm_mappings; *link != NULL; link = &(*link)->next) {
+        vmm_mapping *m = *link;
+        if (m->base != (uintptr_t)pointer || m->size != size)
+            continue;
+        *link = m->next;
+        if (mmap((void *)m->base, m->size, PROT_NONE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0) == MAP_FAILED)
+            fprintf(stderr, "fake libcuda: cuMemUnmap: %s\n", strerror(errno));
+        m->alloc->mappings--;
+        vmm_maybe_free(m->alloc);
+        free(m);
+        result = CUDA_SUCCESS;
+        break;
+    }
+    pthread_mutex_unlock(&lock);
+    return result;
+}
+
+/* The range must be whole mappings, back to back. */
+EXPORT CUresult cuMemSetAccess(CUdeviceptr pointer, size_t size, const CUmemAccessDesc *desc,
+                               size_t count)
+{
+    VMM_BEGIN(cuMemSetAccess);
+    if (desc == NULL || count == 0 || size == 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    for (size_t i = 0; i < count; i++) {
+        if (desc[i].location.type != CU_MEM_LOCATION_TYPE_DEVICE ||
+            (desc[i].flags != CU_MEM_ACCESS_FLAGS_PROT_NONE &&
+             desc[i].flags != CU_MEM_ACCESS_FLAGS_PROT_READ &&
+             desc[i].flags != CU_MEM_ACCESS_FLAGS_PROT_READWRITE))
+            return CUDA_ERROR_INVALID_VALUE;
+        if (desc[i].location.id < 0 || desc[i].location.id >= device_count)
+            return CUDA_ERROR_INVALID_DEVICE;
+    }
+    uintptr_t start = (uintptr_t)pointer, end = start + size;
+    pthread_mutex_lock(&lock);
+    CUresult result = CUDA_SUCCESS;
+    for (uintptr_t at = start; at < end && result == CUDA_SUCCESS;) {
+        vmm_mapping *m = vmm_mappings;
+        while (m != NULL && m->base != at)
+            m = m->next;
+        if (m == NULL || m->size > end - at)
+            result = CUDA_ERROR_INVALID_VALUE;
+        else
+            at += m->size;
+    }
+    for (uintptr_t at = start; at < end && result == CUDA_SUCCESS;) {
+        vmm_mapping *m = vmm_mappings;
+        while (m->base != at)
+            m = m->next;
+        for (size_t i = 0; i < count; i++)
+            m->access[desc[i].location.id] = (unsigned char)desc[i].flags;
+        unsigned widest = 0;
+        for (int d = 0; d < MAX_DEVICES; d++)
+            widest |= m->access[d];
+        int prot = widest == CU_MEM_ACCESS_FLAGS_PROT_READWRITE ? PROT_READ | PROT_WRITE
+                   : widest != 0                                ? PROT_READ
+                                                                : PROT_NONE;
+        mprotect((void *)m->base, m->size, prot);
+        at += m->size;
+    }
+    pthread_mutex_unlock(&lock);
+    return result;
+}
+
+/* A new descriptor of the memfd (not close-on-exec, as we assume the
+ * driver's is not), the caller's to close. Only for allocations made
+ * exportable as POSIX descriptors (imports are: re-export is allowed here,
+ * which a GPU has to confirm). */
+EXPORT CUresult cuMemExportToShareableHandle(void *shareable, CUmemGenericAllocationHandle handle,
+                                             CUmemAllocationHandleType type,
+                                             unsigned long long flags)
+{
+    VMM_BEGIN(cuMemExportToShareableHandle);
+    if (shareable == NULL || flags != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
+        return CUDA_ERROR_NOT_SUPPORTED;
+    pthread_mutex_lock(&lock);
+    CUresult result = CUDA_ERROR_INVALID_VALUE;
+    vmm_alloc *alloc = vmm_find(handle);
+    if (alloc != NULL && (alloc->handle_types & CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)) {
+        int fd = fcntl(alloc->fd, F_DUPFD, 0);
+        if (fd >= 0) {
+            memcpy(shareable, &fd, sizeof fd);
+            result = CUDA_SUCCESS;
+        } else {
+            result = CUDA_ERROR_OUT_OF_MEMORY;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return result;
+}
+
+/* The device key of a descriptor of one of the fake's memfds (its name in
+ * /proc/self/fd), or false. */
+static bool vmm_descriptor_key(int fd, uint64_t *key)
+{
+    char path[64], target[128];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    ssize_t length = readlink(path, target, sizeof target - 1);
+    if (length <= 0)
+        return false;
+    target[length] = '\0';
+    static const char prefix[] = "/memfd:" VMM_MEMFD_PREFIX;
+    if (strncmp(target, prefix, sizeof prefix - 1) != 0)
+        return false;
+    char *end;
+    *key = strtoull(target + sizeof prefix - 1, &end, 16);
+    return end == target + sizeof prefix - 1 + 16;
+}
+
+/* `os_handle` is the descriptor's value; the caller keeps (and closes)
+ * it: the handle holds a descriptor of its own. A descriptor that is not
+ * the fake's VMM memory: INVALID_VALUE; memory of a device this process
+ * does not see: INVALID_DEVICE. */
+EXPORT CUresult cuMemImportFromShareableHandle(CUmemGenericAllocationHandle *handle,
+                                               void *os_handle, CUmemAllocationHandleType type)
+{
+    VMM_BEGIN(cuMemImportFromShareableHandle);
+    if (handle == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    if (type != CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR)
+        return CUDA_ERROR_NOT_SUPPORTED;
+    int fd = (int)(intptr_t)os_handle;
+    uint64_t key;
+    struct stat st;
+    if (fd < 0 || !vmm_descriptor_key(fd, &key) || fstat(fd, &st) != 0 || st.st_size <= 0 ||
+        (size_t)st.st_size % VMM_GRANULARITY != 0)
+        return CUDA_ERROR_INVALID_VALUE;
+    int device = -1;
+    for (int i = 0; i < device_count && device < 0; i++)
+        if (device_keys[i] == key)
+            device = i;
+    if (device < 0)
+        return CUDA_ERROR_INVALID_DEVICE;
+    vmm_alloc *alloc = calloc(1, sizeof *alloc);
+    if (alloc == NULL)
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    alloc->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (alloc->fd < 0) {
+        free(alloc);
+        return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    pthread_mutex_lock(&lock);
+    alloc->handle = ++next_id;
+    alloc->inode = st.st_ino;
+    alloc->size = (size_t)st.st_size;
+    alloc->device = device;
+    alloc->key = key;
+    alloc->handle_types = CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR;
+    alloc->refs = 1;
+    alloc->next = vmm_allocs;
+    vmm_allocs = alloc;
+    vmm_sync_record(alloc->inode, alloc->key, alloc->size);
+    *handle = alloc->handle;
+    pthread_mutex_unlock(&lock);
+    return CUDA_SUCCESS;
+}
+
+/* The handle mapped at any address of a mapping, one more reference. */
+EXPORT CUresult cuMemRetainAllocationHandle(CUmemGenericAllocationHandle *handle, void *address)
+{
+    VMM_BEGIN(cuMemRetainAllocationHandle);
+    if (handle == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    pthread_mutex_lock(&lock);
+    vmm_mapping *m = vmm_mapping_containing((uintptr_t)address, 1);
+    if (m != NULL) {
+        m->alloc->refs++;
+        *handle = m->alloc->handle;
+    }
+    pthread_mutex_unlock(&lock);
+    return m != NULL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
 }
 
 EXPORT CUresult cuMemAlloc_v2(CUdeviceptr *pointer, size_t size)
@@ -796,23 +1348,38 @@ EXPORT CUresult cuMemGetAddressRange_v2(CUdeviceptr *base, size_t *size, CUdevic
     BEGIN(cuMemGetAddressRange_v2, NEEDS_CONTEXT);
     pthread_mutex_lock(&lock);
     region *r = region_containing((uintptr_t)pointer, 1);
-    if (r != NULL) {
+    const vmm_mapping *m = r == NULL ? vmm_mapping_containing((uintptr_t)pointer, 1) : NULL;
+    if (r != NULL || m != NULL) {
         if (base != NULL)
-            *base = (CUdeviceptr)r->base;
+            *base = (CUdeviceptr)(r != NULL ? r->base : m->base);
         if (size != NULL)
-            *size = r->size;
+            *size = r != NULL ? r->size : m->size;
     }
     pthread_mutex_unlock(&lock);
-    return r != NULL ? CUDA_SUCCESS : CUDA_ERROR_NOT_FOUND;
+    return r != NULL || m != NULL ? CUDA_SUCCESS : CUDA_ERROR_NOT_FOUND;
+}
+
+/* A range inside one VMM mapping that gives the current device the
+ * access needed, or INVALID_VALUE. */
+static CUresult vmm_range(CUdeviceptr pointer, size_t size, bool write, void **host)
+{
+    vmm_mapping *m = vmm_mapping_containing((uintptr_t)pointer, size);
+    if (m == NULL)
+        return CUDA_ERROR_INVALID_VALUE;
+    CUresult result = vmm_access_check(m, write);
+    if (result == CUDA_SUCCESS)
+        *host = (void *)(uintptr_t)pointer;
+    return result;
 }
 
 /* The range a copy touches: inside one region, and for an import, still
- * backed by a living exporter's allocation. */
-static CUresult device_range(CUdeviceptr pointer, size_t size, void **host)
+ * backed by a living exporter's allocation; or inside one VMM mapping
+ * that gives the current device the access needed. */
+static CUresult device_range(CUdeviceptr pointer, size_t size, bool write, void **host)
 {
     region *r = region_containing((uintptr_t)pointer, size);
     if (r == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
+        return vmm_range(pointer, size, write, host);
     if (r->imported && (!exporter_alive(r->exporter, r->exporter_start) ||
                         !object_present(r->name, r->inode)))
         return CUDA_ERROR_ILLEGAL_ADDRESS;
@@ -829,7 +1396,7 @@ EXPORT CUresult cuMemcpyHtoD_v2(CUdeviceptr destination, const void *source, siz
         return CUDA_ERROR_INVALID_VALUE;
     pthread_mutex_lock(&lock);
     void *host;
-    CUresult result = device_range(destination, size, &host);
+    CUresult result = device_range(destination, size, true, &host);
     if (result == CUDA_SUCCESS)
         memcpy(host, source, size);
     pthread_mutex_unlock(&lock);
@@ -845,7 +1412,7 @@ EXPORT CUresult cuMemcpyDtoH_v2(void *destination, CUdeviceptr source, size_t si
         return CUDA_ERROR_INVALID_VALUE;
     pthread_mutex_lock(&lock);
     void *host;
-    CUresult result = device_range(source, size, &host);
+    CUresult result = device_range(source, size, false, &host);
     if (result == CUDA_SUCCESS)
         memcpy(destination, host, size);
     pthread_mutex_unlock(&lock);
@@ -855,8 +1422,9 @@ EXPORT CUresult cuMemcpyDtoH_v2(void *destination, CUdeviceptr source, size_t si
 /* What the device-to-device calls touch: a range inside one allocation or
  * import of the current context (a copy through another context's
  * pointer is a bug the fake makes loud), and for an import, still backed
- * by a living exporter's allocation. */
-static CUresult context_range(CUdeviceptr pointer, size_t size, void **host)
+ * by a living exporter's allocation; or a VMM mapping (process-wide, as
+ * on a GPU) with the access needed for the current device. */
+static CUresult context_range(CUdeviceptr pointer, size_t size, bool write, void **host)
 {
     struct CUctx_st *context = current_context();
     region *r;
@@ -867,7 +1435,7 @@ static CUresult context_range(CUdeviceptr pointer, size_t size, void **host)
             break;
     }
     if (r == NULL)
-        return CUDA_ERROR_INVALID_VALUE;
+        return vmm_range(pointer, size, write, host);
     if (r->imported && (!exporter_alive(r->exporter, r->exporter_start) ||
                         !object_present(r->name, r->inode)))
         return CUDA_ERROR_ILLEGAL_ADDRESS;
@@ -882,7 +1450,7 @@ EXPORT CUresult cuMemsetD8_v2(CUdeviceptr destination, unsigned char value, size
         return CUDA_SUCCESS;
     pthread_mutex_lock(&lock);
     void *host;
-    CUresult result = context_range(destination, count, &host);
+    CUresult result = context_range(destination, count, true, &host);
     if (result == CUDA_SUCCESS)
         memset(host, value, count);
     pthread_mutex_unlock(&lock);
@@ -896,9 +1464,9 @@ static CUresult copy_device_to_device(CUdeviceptr destination, CUdeviceptr sourc
         return CUDA_SUCCESS;
     pthread_mutex_lock(&lock);
     void *to, *from;
-    CUresult result = context_range(destination, size, &to);
+    CUresult result = context_range(destination, size, true, &to);
     if (result == CUDA_SUCCESS)
-        result = context_range(source, size, &from);
+        result = context_range(source, size, false, &from);
     if (result == CUDA_SUCCESS)
         memmove(to, from, size);
     pthread_mutex_unlock(&lock);
@@ -944,8 +1512,21 @@ EXPORT CUresult cuPointerGetAttribute(void *data, CUpointer_attribute attribute,
         return CUDA_ERROR_INVALID_VALUE;
     pthread_mutex_lock(&lock);
     region *r = region_containing((uintptr_t)pointer, 1);
-    CUresult result = r != NULL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
-    if (r != NULL) {
+    const vmm_mapping *m = r == NULL ? vmm_mapping_containing((uintptr_t)pointer, 1) : NULL;
+    CUresult result = r != NULL || m != NULL ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+    if (m != NULL) {
+        /* A VMM mapping: memory of its allocation's device. */
+        switch (attribute) {
+        case CU_POINTER_ATTRIBUTE_CONTEXT: *(CUcontext *)data = &primary[m->alloc->device]; break;
+        case CU_POINTER_ATTRIBUTE_MEMORY_TYPE: *(unsigned int *)data = CU_MEMORYTYPE_DEVICE; break;
+        case CU_POINTER_ATTRIBUTE_BUFFER_ID: *(unsigned long long *)data = m->alloc->handle; break;
+        case CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL: *(int *)data = m->alloc->device; break;
+        case CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE: *(int *)data = 0; break;
+        case CU_POINTER_ATTRIBUTE_RANGE_START_ADDR: *(CUdeviceptr *)data = m->base; break;
+        case CU_POINTER_ATTRIBUTE_RANGE_SIZE: *(size_t *)data = m->size; break;
+        default: result = CUDA_ERROR_INVALID_VALUE;
+        }
+    } else if (r != NULL) {
         switch (attribute) {
         case CU_POINTER_ATTRIBUTE_CONTEXT: *(CUcontext *)data = r->context; break;
         case CU_POINTER_ATTRIBUTE_MEMORY_TYPE: *(unsigned int *)data = CU_MEMORYTYPE_DEVICE; break;
@@ -1512,8 +2093,33 @@ static const struct {
     PROC_(cuStreamSynchronize, cuStreamSynchronize, 2000, NULL)
     PROC_(cuStreamCreate, cuStreamCreate, 2000, NULL)
     PROC_(cuStreamDestroy, cuStreamDestroy_v2, 4000, (any_function)cuStreamDestroy)
+    /* Virtual memory management: not found under FAKE_CUDA_NO_VMM. */
+    PROC_(cuMemGetAllocationGranularity, cuMemGetAllocationGranularity, 10020, NULL)
+    PROC_(cuMemCreate, cuMemCreate, 10020, NULL)
+    PROC_(cuMemRelease, cuMemRelease, 10020, NULL)
+    PROC_(cuMemAddressReserve, cuMemAddressReserve, 10020, NULL)
+    PROC_(cuMemAddressFree, cuMemAddressFree, 10020, NULL)
+    PROC_(cuMemMap, cuMemMap, 10020, NULL)
+    PROC_(cuMemUnmap, cuMemUnmap, 10020, NULL)
+    PROC_(cuMemSetAccess, cuMemSetAccess, 10020, NULL)
+    PROC_(cuMemExportToShareableHandle, cuMemExportToShareableHandle, 10020, NULL)
+    PROC_(cuMemImportFromShareableHandle, cuMemImportFromShareableHandle, 10020, NULL)
+    PROC_(cuMemRetainAllocationHandle, cuMemRetainAllocationHandle, 11000, NULL)
 #undef PROC_
 };
+
+static bool is_vmm_entry(const char *base)
+{
+    static const char *const names[] = {
+        "cuMemGetAllocationGranularity", "cuMemCreate", "cuMemRelease", "cuMemAddressReserve",
+        "cuMemAddressFree", "cuMemMap", "cuMemUnmap", "cuMemSetAccess",
+        "cuMemExportToShareableHandle", "cuMemImportFromShareableHandle",
+        "cuMemRetainAllocationHandle"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(names[i], base) == 0)
+            return true;
+    return false;
+}
 
 static bool hidden(const char *base)
 {
@@ -1540,7 +2146,8 @@ EXPORT CUresult cuGetProcAddress_v2(const char *symbol, void **pfn, int cuda_ver
     *pfn = NULL;
     CUdriverProcAddressQueryResult found = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
     for (size_t i = 0; i < sizeof proc_table / sizeof proc_table[0]; i++) {
-        if (strcmp(proc_table[i].base, symbol) != 0 || hidden(symbol))
+        if (strcmp(proc_table[i].base, symbol) != 0 || hidden(symbol) ||
+            (vmm_disabled() && is_vmm_entry(symbol)))
             continue;
         any_function function = cuda_version >= proc_table[i].since ? proc_table[i].current
                                                                      : proc_table[i].legacy;
@@ -1577,6 +2184,26 @@ EXPORT long long fake_cuda_calls(const char *name)
         return atomic_load(&after_fork_calls);
     if (strcmp(name, "@imports_mapped") == 0)
         return atomic_load(&imports_mapped);
+    if (strcmp(name, "@vmm_live") == 0 || strcmp(name, "@vmm_mapped") == 0 ||
+        strcmp(name, "@vmm_reserved") == 0 || strcmp(name, "@vmm_handles") == 0) {
+        long long count = 0;
+        pthread_mutex_lock(&lock);
+        if (strcmp(name, "@vmm_live") == 0) {
+            for (const vmm_alloc *a = vmm_allocs; a != NULL; a = a->next)
+                count++;
+        } else if (strcmp(name, "@vmm_handles") == 0) {
+            for (const vmm_alloc *a = vmm_allocs; a != NULL; a = a->next)
+                count += a->refs;
+        } else if (strcmp(name, "@vmm_mapped") == 0) {
+            for (const vmm_mapping *m = vmm_mappings; m != NULL; m = m->next)
+                count++;
+        } else {
+            for (const vmm_reservation *r = vmm_reservations; r != NULL; r = r->next)
+                count++;
+        }
+        pthread_mutex_unlock(&lock);
+        return count;
+    }
     if (strcmp(name, "@imports_live") == 0 || strcmp(name, "@allocs_live") == 0 ||
         strcmp(name, "@events_live") == 0 || strcmp(name, "@streams_live") == 0) {
         long long count = 0;
@@ -1621,5 +2248,12 @@ __attribute__((destructor)) static void remove_objects_at_exit(void)
             snprintf(path, sizeof path, "/%s", e->name);
             shm_unlink(path);
         }
+    }
+    /* The memfds go with the process; their records must too. */
+    for (const vmm_alloc *a = vmm_allocs; a != NULL; a = a->next) {
+        char name[80], path[96];
+        vmm_record_name(name, sizeof name, init_pid, a->inode, a->key);
+        snprintf(path, sizeof path, "/%s", name);
+        shm_unlink(path);
     }
 }

@@ -1,6 +1,7 @@
 /* The test side of the fake CUDA driver (tests/fake_cuda): where it is,
- * its call counters, IPC handles as text, and removing what killed
- * processes left in /dev/shm.
+ * its call counters, IPC handles as text, removing what killed processes
+ * left in /dev/shm, and passing VMM descriptors between processes
+ * (SCM_RIGHTS: the fake does not do that part, as the driver does not).
  *
  * Nothing here asserts: cuda_peer (no Criterion) and suite finis use it. */
 #ifndef RM_TEST_FAKE_CUDA_H
@@ -15,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -151,6 +153,92 @@ static inline long fake_cuda_open_fds(void)
         count += entry->d_name[0] != '.';
     closedir(dir);
     return count - 1; /* the directory's own descriptor */
+}
+
+/* Sends descriptor `fd` over the Unix socket `socket` (SCM_RIGHTS, one
+ * byte of data); 0, or -1 with errno. */
+static inline int fake_cuda_send_fd(int socket, int fd)
+{
+    char byte = 'F';
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        struct cmsghdr header;
+        char space[CMSG_SPACE(sizeof(int))];
+    } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr message = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+                             .msg_controllen = sizeof control.space};
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(header), &fd, sizeof fd);
+    for (;;) {
+        ssize_t sent = sendmsg(socket, &message, MSG_NOSIGNAL);
+        if (sent == 1)
+            return 0;
+        if (sent < 0 && errno == EINTR)
+            continue;
+        return -1;
+    }
+}
+
+/* The descriptor the other end sent (close-on-exec here), or -1 with
+ * errno (EPROTO: a message without one). Blocks. */
+static inline int fake_cuda_recv_fd(int socket)
+{
+    char byte;
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        struct cmsghdr header;
+        char space[CMSG_SPACE(sizeof(int))];
+    } control;
+    struct msghdr message = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space,
+                             .msg_controllen = sizeof control.space};
+    ssize_t got;
+    while ((got = recvmsg(socket, &message, MSG_CMSG_CLOEXEC)) < 0 && errno == EINTR)
+        ;
+    if (got <= 0)
+        return -1;
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    if (header == NULL || header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS ||
+        header->cmsg_len != CMSG_LEN(sizeof(int))) {
+        errno = EPROTO;
+        return -1;
+    }
+    int fd;
+    memcpy(&fd, CMSG_DATA(header), sizeof fd);
+    return fd;
+}
+
+/* How many of this process's descriptors and mappings are the fake's VMM
+ * memory (memfds named "fakecu.vmm.*"): 0 once everything is released
+ * and unmapped; -1 if /proc is unreadable. */
+static inline long fake_cuda_vmm_memfds(void)
+{
+    static const char name[] = "memfd:fakecu.vmm.";
+    long count = 0;
+    DIR *dir = opendir("/proc/self/fd");
+    if (dir == NULL)
+        return -1;
+    for (const struct dirent *entry; (entry = readdir(dir)) != NULL;) {
+        char path[300], target[256];
+        snprintf(path, sizeof path, "/proc/self/fd/%s", entry->d_name);
+        ssize_t length = readlink(path, target, sizeof target - 1);
+        if (length > 0) {
+            target[length] = '\0';
+            count += strstr(target, name) != NULL;
+        }
+    }
+    closedir(dir);
+    FILE *maps = fopen("/proc/self/maps", "re");
+    if (maps == NULL)
+        return -1;
+    char line[512];
+    while (fgets(line, sizeof line, maps) != NULL)
+        count += strstr(line, name) != NULL;
+    fclose(maps);
+    return count;
 }
 
 #endif

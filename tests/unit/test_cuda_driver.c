@@ -246,7 +246,9 @@ Test(cuda_driver, binds_every_entry_point_through_cuGetProcAddress_v2)
     setenv("FAKE_CUDA_MEMORY_BYTES", "1073741824", 1);
     rm_cuda_driver *driver = open_fake(library);
     cr_expect(rm_cuda_driver_uses_proc_address(driver));
-    cr_expect_eq(fake_cuda_counter(library, "cuGetProcAddress_v2"), RM_CUDA_DRIVER_ENTRY_POINTS);
+    cr_expect_eq(fake_cuda_counter(library, "cuGetProcAddress_v2"),
+                 RM_CUDA_DRIVER_ENTRY_POINTS + RM_CUDA_DRIVER_VMM_ENTRY_POINTS);
+    cr_expect(rm_cuda_driver_has_vmm(driver, 0), "%s", rm_error_last(NULL));
     cr_expect_eq(rm_cuda_driver_version(driver), 13000);
     cr_expect_eq(rm_cuda_driver_device_count(driver), 1);
     cr_expect_str_eq(rm_cuda_driver_library(driver), library);
