@@ -84,6 +84,13 @@ pub(crate) struct Inner {
     last_ns: AtomicU64,
 }
 
+// Plugin and Context stay unwind-safe with services: the closures are only
+// ever called (never left half-updated by the crate), each call behind
+// catch_unwind, and a closure's own shared state is the host's to guard
+// (a Mutex poisons).
+impl std::panic::RefUnwindSafe for Inner {}
+impl std::panic::UnwindSafe for Inner {}
+
 /// What a host lends the plugin at negotiation: a log sink and a clock,
 /// either optional. Given to [`crate::PluginLoader::host_services`]; see
 /// the module notes above for when the plugin calls them and how long they

@@ -15,6 +15,15 @@ use rm_plugin::{Error, HostServices, LogLevel, Plugin, PluginLoader};
 
 type Lines = Arc<Mutex<Vec<(LogLevel, String)>>>;
 
+/// The tests negotiate in turn: which services are the loaded object's
+/// current ones is what some of them check.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The plugin under test, loaded again with a sink that collects lines.
 fn with_sink(plugin: &Plugin) -> (Plugin, Lines) {
     let lines: Lines = Arc::default();
@@ -36,6 +45,7 @@ fn bad_context(plugin: &Plugin, ns: &str, value: &str) -> Error {
 
 #[test]
 fn a_failing_context_create_reaches_the_sink() {
+    let _serial = serial(); // before plugin_or_skip, which negotiates
     let plugin = plugin_or_skip!();
     let (logged, lines) = with_sink(&plugin);
     let ns = common::namespace("sink");
@@ -61,6 +71,7 @@ fn a_failing_context_create_reaches_the_sink() {
 
 #[test]
 fn each_context_gets_the_services_of_its_plugin() {
+    let _serial = serial(); // before plugin_or_skip, which negotiates
     let plugin = plugin_or_skip!();
     let (first, first_lines) = with_sink(&plugin);
     let (second, second_lines) = with_sink(&plugin);
@@ -117,6 +128,7 @@ impl Drop for DropFlag {
 
 #[test]
 fn the_sink_lives_while_the_plugin_may_call_it() {
+    let _serial = serial(); // before plugin_or_skip, which negotiates
     let plugin = plugin_or_skip!();
     let dropped = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicUsize::new(0));
@@ -159,6 +171,7 @@ fn the_sink_lives_while_the_plugin_may_call_it() {
 
 #[test]
 fn a_sink_that_calls_into_the_plugin_is_stopped() {
+    let _serial = serial(); // before plugin_or_skip, which negotiates
     let plugin = plugin_or_skip!();
     let entered = Arc::new(AtomicUsize::new(0));
     let returned = Arc::new(AtomicUsize::new(0));
@@ -192,6 +205,7 @@ fn a_sink_that_calls_into_the_plugin_is_stopped() {
 
 #[test]
 fn a_host_clock_times_the_registry_and_never_goes_back() {
+    let _serial = serial(); // before plugin_or_skip, which negotiates
     let plugin = plugin_or_skip!();
     let now = Arc::new(AtomicU64::new(5_000_000_000));
     let clock = now.clone();
