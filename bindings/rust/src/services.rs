@@ -90,6 +90,8 @@ pub(crate) struct Inner {
 // (a Mutex poisons).
 impl std::panic::RefUnwindSafe for Inner {}
 impl std::panic::UnwindSafe for Inner {}
+impl std::panic::RefUnwindSafe for HostServices {}
+impl std::panic::UnwindSafe for HostServices {}
 
 /// What a host lends the plugin at negotiation: a log sink and a clock,
 /// either optional. Given to [`crate::PluginLoader::host_services`]; see
