@@ -35,6 +35,9 @@ use crate::sys::{self, AbiStruct};
 pub struct Context {
     plugin: Plugin,
     raw: NonNull<sys::RmContext>,
+    /// The host services the plugin copied into the context at creation,
+    /// kept alive until after `context_destroy`.
+    services: Option<std::sync::Arc<crate::services::Inner>>,
 }
 
 // SAFETY: the plugin's members are thread-safe on one context (REF:
@@ -125,13 +128,19 @@ impl ContextBuilder {
             .context_create
             .expect("checked at load");
         let mut raw = ptr::null_mut();
-        // SAFETY: options made with RM_STRUCT_INIT whose strings and entries
-        // outlive the call (the plugin copies them), and a valid output.
-        let code = unsafe { create(&options, &mut raw) };
+        // The plugin copies the loaded object's current host services into
+        // the context: make them this plugin's, and keep them with it.
+        let (code, services) = self.plugin.with_own_services(|| {
+            // SAFETY: options made with RM_STRUCT_INIT whose strings and
+            // entries outlive the call (the plugin copies them), and a valid
+            // output.
+            unsafe { create(&options, &mut raw) }
+        })?;
         match NonNull::new(raw) {
             Some(raw) if code == sys::RM_OK => Ok(Context {
                 plugin: self.plugin,
                 raw,
+                services,
             }),
             _ => Err(self
                 .plugin
@@ -271,6 +280,13 @@ impl Context {
 
 impl Drop for Context {
     fn drop(&mut self) {
+        if crate::services::in_service() {
+            // Dropped inside a host service, which must not call into the
+            // plugin: leak the context, and with it what it uses.
+            std::mem::forget(self.services.take());
+            std::mem::forget(self.plugin.clone());
+            return;
+        }
         let destroy = self
             .plugin
             .vtable()

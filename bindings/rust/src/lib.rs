@@ -39,6 +39,8 @@
 //!   [`Context::reclaim_tensors`].
 //! - CUDA (ABI 1.3): [`Context::cuda_info`], `TensorSpec::device`,
 //!   [`Context::wrap_device`], [`Tensor::record`], [`Tensor::wait`].
+//! - Host services: [`HostServices`] (a log sink and clock) through
+//!   [`PluginLoader::host_services`].
 //! - Errors: [`Error`], one variant per plugin code.
 //!
 //! Threads: [`Plugin`], [`Context`], [`ModelHandle`], [`Tensor`] and the
@@ -55,6 +57,7 @@ mod cuda;
 mod error;
 mod plugin;
 mod registry;
+mod services;
 pub mod sys;
 mod tensor;
 
@@ -65,6 +68,7 @@ pub use plugin::{install_dirs, AbiVersion, Features, Plugin, PluginLoader, PLUGI
 pub use registry::{
     ModelHandle, ModelInfo, ModelLoad, ModelState, RegistryMetrics, RegistryReclaimReport, Scope,
 };
+pub use services::{HostServices, LogLevel};
 pub use tensor::{
     Access, DType, Descriptor, Device, DlPack, DlPackVersioned, Element, Memory, PoolStats,
     ReclaimReport, ShmPoolInfo, Tensor, TensorInfo, TensorSpec,

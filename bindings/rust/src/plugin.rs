@@ -8,6 +8,7 @@ use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::services::{self, HostServices};
 use crate::sys::{self, AbiStruct, RmPluginV1, RmPluginV1Base};
 
 #[link(name = "dl")]
@@ -118,6 +119,11 @@ struct Library {
     vtable: NonNull<RmPluginV1>,
     abi_version: AbiVersion,
     path: PathBuf,
+    /// The entry point and what was asked of it, to negotiate again before
+    /// creating a context when another negotiation replaced the services.
+    negotiate: sys::RmPluginNegotiateFn,
+    range: (AbiVersion, AbiVersion),
+    services: Option<Arc<services::Inner>>,
 }
 
 impl Drop for Library {
@@ -185,9 +191,11 @@ pub struct PluginLoader {
     dirs: Option<Vec<PathBuf>>,
     min: AbiVersion,
     max: AbiVersion,
+    services: HostServices,
 }
 
 impl Default for PluginLoader {
+    /// As [`PluginLoader::new`].
     fn default() -> Self {
         PluginLoader::new()
     }
@@ -202,7 +210,17 @@ impl PluginLoader {
             dirs: None,
             min: AbiVersion::V1_0,
             max: AbiVersion::CURRENT,
+            services: HostServices::new(),
         }
+    }
+
+    /// Lends the plugin a log sink and/or clock (`rm_host_services`):
+    /// every context created from the loaded [`Plugin`] (and its clones)
+    /// uses them, and keeps them alive until it is dropped (see
+    /// [`HostServices`]). Without this, the plugin logs to stderr.
+    pub fn host_services(mut self, services: HostServices) -> PluginLoader {
+        self.services = services;
+        self
     }
 
     /// Opens this file instead of searching.
@@ -277,7 +295,12 @@ impl PluginLoader {
                 }
             }
         };
-        open_and_negotiate(&path, self.min, self.max)
+        open_and_negotiate(
+            &path,
+            self.min,
+            self.max,
+            self.services.clone().into_inner(),
+        )
     }
 }
 
@@ -320,7 +343,42 @@ fn dl_error() -> String {
     }
 }
 
-fn open_and_negotiate(path: &Path, min: AbiVersion, max: AbiVersion) -> Result<Plugin> {
+/// One call of the entry point: the version and vtable, or the code and
+/// the plugin's reason. The caller holds the services table for writing
+/// and records the services on success.
+fn negotiate_once(
+    negotiate: sys::RmPluginNegotiateFn,
+    min: AbiVersion,
+    max: AbiVersion,
+    services: Option<&Arc<services::Inner>>,
+) -> (i32, u32, *const RmPluginV1, String) {
+    let raw_services = services.map(services::raw_services);
+    let mut reason = [0 as c_char; 512];
+    let mut request = sys::RmNegotiateRequest::init();
+    request.min_abi_version = min.raw();
+    request.max_abi_version = max.raw();
+    request.services = raw_services
+        .as_ref()
+        .map_or(ptr::null(), |s| s as *const sys::RmHostServices);
+    request.error_buffer = reason.as_mut_ptr();
+    request.error_buffer_size = reason.len() as u64;
+    let mut picked = 0u32;
+    let mut vtable: *const RmPluginV1 = ptr::null();
+    // SAFETY: a request made with RM_STRUCT_INIT whose services struct and
+    // error buffer outlive the call, and two valid output pointers. The
+    // services' user pointer (the Arc) is kept alive by the caller's table
+    // and by the contexts created with it.
+    let code = unsafe { negotiate(&request, &mut picked, &mut vtable) };
+    (code, picked, vtable, crate::cstr_array(&reason))
+}
+
+fn open_and_negotiate(
+    path: &Path,
+    min: AbiVersion,
+    max: AbiVersion,
+    host_services: Option<Arc<services::Inner>>,
+) -> Result<Plugin> {
+    services::forbid_reentry();
     let c_path = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| Error::Load(format!("{}: the path holds a NUL byte", path.display())))?;
     // SAFETY: a NUL-terminated path; the handle is owned by Library, which
@@ -349,27 +407,27 @@ fn open_and_negotiate(path: &Path, min: AbiVersion, max: AbiVersion) -> Result<P
     // SAFETY: the header declares the entry point as rm_plugin_negotiate_fn;
     // POSIX allows converting dlsym's result to a function pointer.
     let negotiate: sys::RmPluginNegotiateFn = unsafe { std::mem::transmute(symbol) };
-    let mut reason = [0 as c_char; 512];
-    let mut request = sys::RmNegotiateRequest::init();
-    request.min_abi_version = min.raw();
-    request.max_abi_version = max.raw();
-    request.error_buffer = reason.as_mut_ptr();
-    request.error_buffer_size = reason.len() as u64;
-    let mut picked = 0u32;
-    let mut vtable: *const RmPluginV1 = ptr::null();
-    // SAFETY: a request made with RM_STRUCT_INIT whose error buffer outlives
-    // the call, and two valid output pointers.
-    let code = unsafe { negotiate(&request, &mut picked, &mut vtable) };
+    let mut table = services::write_table();
+    let (code, picked, vtable, message) =
+        negotiate_once(negotiate, min, max, host_services.as_ref());
     let vtable = NonNull::new(vtable as *mut RmPluginV1);
+    if vtable.is_some() && code == sys::RM_OK {
+        // The plugin now points at these services (or none) for contexts
+        // created from here on.
+        services::set_current(&mut table, handle.as_ptr() as usize, host_services.clone());
+    }
+    drop(table);
     let library = match vtable {
         Some(vtable) if code == sys::RM_OK => Library {
             handle,
             vtable,
             abi_version: AbiVersion::from_raw(picked),
             path: path.to_path_buf(),
+            negotiate,
+            range: (min, max),
+            services: host_services,
         },
         _ => {
-            let message = crate::cstr_array(&reason);
             // SAFETY: the handle is live and not used again (no vtable escaped).
             unsafe { dlclose(handle.as_ptr()) };
             let code = if code == sys::RM_OK { -1 } else { code };
@@ -439,7 +497,12 @@ impl Plugin {
     }
 
     /// The 1.0 members of the vtable, which every plugin has.
+    ///
+    /// # Panics
+    /// Inside a host service (log sink or clock), which must not call back
+    /// into the plugin.
     pub fn vtable(&self) -> &RmPluginV1Base {
+        services::forbid_reentry();
         // SAFETY: the vtable is static while the library is open (self holds
         // it open), and load checked that it is at least as long as the 1.0
         // part, so the prefix is a valid RmPluginV1Base.
@@ -451,6 +514,46 @@ impl Plugin {
     /// (check as `RM_PLUGIN_HAS` does before reading one).
     pub fn raw_vtable(&self) -> *const RmPluginV1 {
         self.library.vtable.as_ptr()
+    }
+
+    /// Makes the loaded object's current services this plugin's (negotiating
+    /// again with its range if another negotiation replaced them), then
+    /// runs `create` while no negotiation can change them, and returns its
+    /// result with the services the created context keeps alive.
+    pub(crate) fn with_own_services<T>(
+        &self,
+        create: impl FnOnce() -> T,
+    ) -> Result<(T, Option<Arc<services::Inner>>)> {
+        let lib = &self.library;
+        let handle = lib.handle.as_ptr() as usize;
+        {
+            let table = services::read_table();
+            if services::is_current(&table, handle, &lib.services) {
+                return Ok((create(), lib.services.clone()));
+            }
+        }
+        let mut table = services::write_table();
+        if !services::is_current(&table, handle, &lib.services) {
+            let (code, picked, vtable, message) = negotiate_once(
+                lib.negotiate,
+                lib.range.0,
+                lib.range.1,
+                lib.services.as_ref(),
+            );
+            if code != sys::RM_OK || vtable.is_null() || picked != lib.abi_version.raw() {
+                let code = if code == sys::RM_OK { -2 } else { code };
+                return Err(Error::from_code(
+                    code,
+                    Error::code_name(code).unwrap_or("UNKNOWN"),
+                    format!(
+                        "negotiating again with {} for its host services: {message}",
+                        self.path().display()
+                    ),
+                ));
+            }
+            services::set_current(&mut table, handle, lib.services.clone());
+        }
+        Ok((create(), lib.services.clone()))
     }
 
     /// The ABI version negotiated: the newest both sides implement.

@@ -257,6 +257,9 @@ impl ModelHandle<'_> {
 
 impl Drop for ModelHandle<'_> {
     fn drop(&mut self) {
+        if crate::services::in_service() {
+            return; // leaked: a host service must not call into the plugin
+        }
         let release = self
             .ctx
             .plugin()

@@ -799,6 +799,9 @@ impl<'ctx> Tensor<'ctx> {
 
 impl Drop for Tensor<'_> {
     fn drop(&mut self) {
+        if crate::services::in_service() {
+            return; // leaked: a host service must not call into the plugin
+        }
         if let Ok(release) = member!(self.ctx.plugin(), tensor_release, 1, 1) {
             // SAFETY: a live handle of this context, released once; nothing
             // borrows it any more.
@@ -879,6 +882,9 @@ impl DlPack<'_> {
 
 impl Drop for DlPack<'_> {
     fn drop(&mut self) {
+        if crate::services::in_service() {
+            return; // leaked: a host service must not call into the plugin
+        }
         // SAFETY: the plugin's managed tensor; its deleter runs exactly once,
         // here, before the borrowed context can be destroyed.
         unsafe {
@@ -952,6 +958,9 @@ impl DlPackVersioned<'_> {
 
 impl Drop for DlPackVersioned<'_> {
     fn drop(&mut self) {
+        if crate::services::in_service() {
+            return; // leaked: a host service must not call into the plugin
+        }
         // SAFETY: as for DlPack.
         unsafe {
             if let Some(deleter) = self.raw.as_ref().deleter {

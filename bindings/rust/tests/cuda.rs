@@ -225,3 +225,81 @@ fn the_fake_driver_gives_device_tensors() {
     }
     common::assert_no_leftovers(&ns);
 }
+
+#[test]
+fn wrap_device_shares_host_allocated_memory_and_calls_back_once() {
+    let plugin = plugin_or_skip!();
+    // The driver API is used only with the fake library, named explicitly.
+    let Some(fake) = std::env::var_os("FAKE_CUDA_LIBRARY") else {
+        eprintln!("skipped: FAKE_CUDA_LIBRARY is not set");
+        return;
+    };
+    let fake = std::path::PathBuf::from(fake);
+    let driver = common::driver::Driver::open(&fake);
+    let driver_path = fake.to_string_lossy().into_owned();
+    let ns = common::namespace("wrap");
+    let memory = driver.alloc(4096);
+    driver.upload(memory, &[9u8; 4096]);
+    let released = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    {
+        let owner = common::context(&plugin, &ns, &[("cuda.driver", &driver_path)]);
+        let reader = common::context(&plugin, &ns, &[("cuda.driver", &driver_path)]);
+        let seen = released.clone();
+        let spec = TensorSpec::new(DType::F32, &[1024]).device("cuda:0");
+        // SAFETY: `memory` is a cuMemAlloc allocation of device 0 with 4096
+        // bytes, the span the spec describes; it stays allocated until the
+        // callback runs (which records it; it is freed after the check).
+        let wrapped = unsafe {
+            owner.wrap_device(
+                &spec,
+                memory,
+                Some(Box::new(move |pointer| {
+                    seen.lock().unwrap().push(pointer as usize)
+                })),
+            )
+        }
+        .unwrap();
+        let info = wrapped.info().unwrap();
+        assert_eq!((info.device, info.data), (Device::Cuda(0), memory));
+        assert_eq!(info.nbytes, 4096);
+        assert!(info.owned && info.shareable);
+        // Order through a stream of the host's own.
+        let stream = driver.stream();
+        // SAFETY: a live stream of device 0's primary context, destroyed
+        // after its last use below.
+        let stream = unsafe { CudaStream::from_raw(stream) };
+        driver.upload(memory, &[1, 0, 0, 0]);
+        wrapped.record(stream).unwrap();
+
+        let view = reader
+            .import(&wrapped.export().unwrap(), Access::ReadOnly)
+            .unwrap();
+        view.wait(Wait::Stream(stream)).unwrap();
+        view.wait(Wait::Host).unwrap();
+        let vi = view.info().unwrap();
+        assert_eq!(
+            (vi.device, vi.imported, vi.nbytes),
+            (Device::Cuda(0), true, 4096)
+        );
+        assert_eq!(vi.device_uuid, info.device_uuid);
+        assert_eq!(driver.download(vi.data, 4), [1, 0, 0, 0]);
+        assert_eq!(driver.download(vi.data, 4096)[4..], [9u8; 4092][..]);
+        let dl = view.to_dlpack().unwrap();
+        assert_eq!((dl.device(), dl.shape()), (Device::Cuda(0), &[1024i64][..]));
+
+        // Still held by the view and its DLPack export: no callback yet.
+        drop(wrapped);
+        owner.reclaim_tensors().unwrap();
+        assert!(released.lock().unwrap().is_empty());
+        drop((dl, view));
+        reader.reclaim_tensors().unwrap();
+        owner.reclaim_tensors().unwrap();
+        driver.destroy_stream(stream.as_raw());
+        drop(reader);
+        drop(owner);
+        // Exactly once, with the pointer wrapped, at the latest by now.
+        assert_eq!(*released.lock().unwrap(), [memory as usize]);
+    }
+    driver.free(memory);
+    common::assert_no_leftovers(&ns);
+}

@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use rm_plugin::{Access, DType, Descriptor, TensorSpec};
+use rm_plugin::{Access, CudaStream, DType, Descriptor, Device, TensorSpec, Wait};
 
 const ROLE: &str = "RM_RUST_CHILD_ROLE";
 
@@ -73,8 +73,42 @@ fn child_role() {
     } else {
         &[]
     };
-    let ctx = common::context(&plugin, &ns, node);
+    let driver_pair;
+    let cuda: &[(&str, &str)] = if role == "device-consume" {
+        driver_pair = [("cuda.driver", std::env::var("RM_CHILD_DRIVER").unwrap())];
+        &[(driver_pair[0].0, driver_pair[0].1.as_str())]
+    } else {
+        node
+    };
+    let ctx = common::context(&plugin, &ns, cuda);
     match role.as_str() {
+        "device-consume" => {
+            // Exec'd, not forked: CUDA is initialised here for the first time.
+            let text = std::env::var("RM_CHILD_TEXT").unwrap();
+            let view = ctx.import_text(&text, Access::ReadOnly).unwrap();
+            view.wait(Wait::Host).unwrap();
+            let info = view.info().unwrap();
+            assert_eq!(info.device, Device::Cuda(0));
+            assert!(info.imported && !info.writable && !info.owned);
+            assert_eq!(info.shape, [64]);
+            let cuda = ctx.cuda_info().unwrap();
+            assert_eq!(info.device_uuid, cuda.devices[0].uuid);
+            println!("uuid={}", hex(&info.device_uuid));
+            let dl = view.to_dlpack_versioned().unwrap();
+            assert_eq!(dl.device(), Device::Cuda(0));
+            assert!(dl.read_only());
+            let dl_old = view.to_dlpack().unwrap();
+            println!("dlpack={:?}/{:?}", dl.device(), dl_old.device());
+            // Bytes only through the driver API, and only with the fake.
+            if let Some(fake) = std::env::var_os("FAKE_CUDA_LIBRARY") {
+                let driver = common::driver::Driver::open(std::path::Path::new(&fake));
+                let bytes = driver.download(info.data, info.nbytes as usize);
+                println!("bytes={}", hex(&bytes[..8]));
+                drop(driver);
+            }
+            drop((dl, dl_old, view));
+            println!("released=1");
+        }
         "consume" => {
             let descriptor =
                 Descriptor::from_bytes(&unhex(&std::env::var("RM_CHILD_DESCRIPTOR").unwrap()))
@@ -245,4 +279,67 @@ fn the_readme_example_runs() {
     );
     assert!(source.lines().count() < 60);
     assert!(!source.contains("unsafe"));
+}
+
+#[test]
+fn a_device_tensor_crosses_to_another_process() {
+    let plugin = plugin_or_skip!();
+    let Some(fake) = common::fake_cuda() else {
+        eprintln!("skipped: no fake CUDA driver (build tests/fake_cuda with meson)");
+        return;
+    };
+    let driver_path = fake.to_string_lossy().into_owned();
+    let ns = common::namespace("xdev");
+    {
+        let ctx = common::context(&plugin, &ns, &[("cuda.driver", &driver_path)]);
+        assert!(ctx.cuda_info().unwrap().is_usable());
+        let t = ctx
+            .allocate(&TensorSpec::new(DType::U8, &[64]).device("cuda:0").zeroed())
+            .unwrap();
+        let info = t.info().unwrap();
+        assert_eq!(info.device, Device::Cuda(0));
+        let driver = std::env::var_os("FAKE_CUDA_LIBRARY")
+            .map(|fake| common::driver::Driver::open(std::path::Path::new(&fake)));
+        match &driver {
+            Some(driver) => {
+                // Write through the driver on a stream of our own, then record
+                // on that stream: the consumer's wait orders after it.
+                driver.upload(info.data, &[1, 2, 3, 4, 5, 6, 7, 8]);
+                let stream = driver.stream();
+                // SAFETY: a live stream of device 0's primary context,
+                // destroyed below after its last use.
+                let stream = unsafe { CudaStream::from_raw(stream) };
+                t.record(stream).unwrap();
+                driver.destroy_stream(stream.as_raw());
+            }
+            None => t.record(CudaStream::LEGACY_DEFAULT).unwrap(),
+        }
+        let output = child(
+            "device-consume",
+            &ns,
+            &[
+                ("RM_CHILD_TEXT", &t.export_text().unwrap()),
+                ("RM_CHILD_DRIVER", &driver_path),
+            ],
+        );
+        assert_eq!(child_said(&output, "uuid"), hex(&info.device_uuid));
+        assert_eq!(child_said(&output, "dlpack"), "Cuda(0)/Cuda(0)");
+        assert_eq!(child_said(&output, "released"), "1");
+        if driver.is_some() {
+            assert_eq!(child_said(&output, "bytes"), "0102030405060708");
+        }
+        let stats = ctx.pool_stats().unwrap();
+        assert_eq!((stats.cuda_tensors, stats.cuda_bytes), (1, 64));
+        drop(t);
+        let stats = ctx.pool_stats().unwrap();
+        assert_eq!((stats.cuda_tensors, stats.cuda_bytes), (0, 0), "{stats:?}");
+        let report = ctx.reclaim_tensors().unwrap();
+        assert_eq!(
+            report.dead_holders, 0,
+            "the child released before it exited"
+        );
+        drop(ctx);
+        drop(driver);
+    }
+    common::assert_no_leftovers(&ns);
 }

@@ -97,3 +97,151 @@ pub fn fake_cuda() -> Option<PathBuf> {
     ));
     in_tree.is_file().then_some(in_tree)
 }
+
+/// The CUDA driver API of the test-only fake library, through `dlsym`: for
+/// tests only, to make and read device memory without a GPU. (The fake's
+/// device memory happens to be host memory; these tests never rely on it.)
+pub mod driver {
+    use std::ffi::{c_char, c_int, c_void, CString};
+    use std::path::Path;
+
+    #[link(name = "dl")]
+    extern "C" {
+        fn dlopen(filename: *const c_char, flags: c_int) -> *mut c_void;
+        fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
+    }
+
+    type Status = c_int;
+
+    /// The driver, initialised, with device 0's primary context current on
+    /// the thread that opened it (use it from that thread).
+    pub struct Driver {
+        handle: *mut c_void,
+        context: *mut c_void,
+    }
+
+    macro_rules! call {
+        ($driver:expr, $name:literal, fn($($t:ty),*), $($arg:expr),*) => {{
+            let f: unsafe extern "C" fn($($t),*) -> Status = $driver.symbol($name);
+            // SAFETY: the symbol has this C signature in the driver API, and
+            // the arguments are what it expects (checked by each caller).
+            let status = unsafe { f($($arg),*) };
+            assert_eq!(status, 0, "{} failed: CUresult {status}", $name);
+        }};
+    }
+
+    impl Driver {
+        /// Opens `library` (the plugin's `cuda.driver`, so both share it)
+        /// and makes device 0's primary context current.
+        pub fn open(library: &Path) -> Driver {
+            let path = CString::new(library.to_string_lossy().as_bytes()).unwrap();
+            // SAFETY: a NUL-terminated path; the handle is never closed.
+            let handle = unsafe { dlopen(path.as_ptr(), 2) };
+            assert!(!handle.is_null(), "dlopen {}", library.display());
+            let mut driver = Driver {
+                handle,
+                context: std::ptr::null_mut(),
+            };
+            call!(driver, "cuInit", fn(u32), 0);
+            let mut device: c_int = -1;
+            call!(driver, "cuDeviceGet", fn(*mut c_int, c_int), &mut device, 0);
+            let mut context = std::ptr::null_mut();
+            call!(
+                driver,
+                "cuDevicePrimaryCtxRetain",
+                fn(*mut *mut c_void, c_int),
+                &mut context,
+                device
+            );
+            call!(driver, "cuCtxPushCurrent_v2", fn(*mut c_void), context);
+            driver.context = context;
+            driver
+        }
+
+        fn symbol<F: Copy>(&self, name: &str) -> F {
+            let c_name = CString::new(name).unwrap();
+            // SAFETY: a live handle and a NUL-terminated name.
+            let symbol = unsafe { dlsym(self.handle, c_name.as_ptr()) };
+            assert!(!symbol.is_null(), "no {name} in the driver");
+            assert_eq!(std::mem::size_of::<F>(), std::mem::size_of::<*mut c_void>());
+            // SAFETY: F is the function pointer type the caller names for
+            // this symbol, of pointer size (checked).
+            unsafe { std::mem::transmute_copy(&symbol) }
+        }
+
+        /// `cuMemAlloc_v2`.
+        pub fn alloc(&self, bytes: usize) -> *mut c_void {
+            let mut pointer: u64 = 0;
+            call!(
+                self,
+                "cuMemAlloc_v2",
+                fn(*mut u64, usize),
+                &mut pointer,
+                bytes
+            );
+            pointer as usize as *mut c_void
+        }
+
+        /// `cuMemFree_v2`.
+        pub fn free(&self, pointer: *mut c_void) {
+            call!(self, "cuMemFree_v2", fn(u64), pointer as usize as u64);
+        }
+
+        /// `cuMemcpyHtoD_v2`.
+        pub fn upload(&self, device: *mut c_void, bytes: &[u8]) {
+            call!(
+                self,
+                "cuMemcpyHtoD_v2",
+                fn(u64, *const c_void, usize),
+                device as usize as u64,
+                bytes.as_ptr() as *const c_void,
+                bytes.len()
+            );
+        }
+
+        /// `cuMemcpyDtoH_v2`.
+        pub fn download(&self, device: *mut c_void, len: usize) -> Vec<u8> {
+            let mut out = vec![0u8; len];
+            call!(
+                self,
+                "cuMemcpyDtoH_v2",
+                fn(*mut c_void, u64, usize),
+                out.as_mut_ptr() as *mut c_void,
+                device as usize as u64,
+                len
+            );
+            out
+        }
+
+        /// `cuStreamCreate` (default flags).
+        pub fn stream(&self) -> *mut c_void {
+            let mut stream = std::ptr::null_mut();
+            call!(
+                self,
+                "cuStreamCreate",
+                fn(*mut *mut c_void, u32),
+                &mut stream,
+                0
+            );
+            stream
+        }
+
+        /// `cuStreamDestroy_v2`.
+        pub fn destroy_stream(&self, stream: *mut c_void) {
+            call!(self, "cuStreamDestroy_v2", fn(*mut c_void), stream);
+        }
+    }
+
+    impl Drop for Driver {
+        fn drop(&mut self) {
+            let mut popped = std::ptr::null_mut();
+            call!(
+                self,
+                "cuCtxPopCurrent_v2",
+                fn(*mut *mut c_void),
+                &mut popped
+            );
+            call!(self, "cuDevicePrimaryCtxRelease_v2", fn(c_int), 0);
+        }
+    }
+}
