@@ -16,6 +16,9 @@ side, per frame; medians over repeated batches.
   pipe copy               the frame's bytes through the pipe
   notification only       a 1-byte message and its ack: the floor
 
+Last, the package's own cost without a process switch: the same round with
+two contexts of one process.
+
 Every method notifies over the same kind of pipe (multiprocessing.Pipe),
 except torch.multiprocessing, which uses its own queue.
 
@@ -144,6 +147,39 @@ def measure(method, shape, batches, per_batch, mp_context):
     return statistics.median(medians), quartiles[0], quartiles[-1]
 
 
+def in_process_round(batches, per_batch):
+    """The Python package's own cost, without a process switch: one 4 KiB
+    frame allocated, written through numpy, exported, imported by a second
+    context of this process, read through numpy and released by both.
+    Median and quartiles (µs) of the batch medians."""
+    namespace = "bench-py-" + uuid.uuid4().hex[:8]
+    config = {"shm.namespace": namespace}
+    with rm_plugin.Context(config, ignore_env=True) as producer, \
+            rm_plugin.Context(config, ignore_env=True) as consumer:
+        def one(index):
+            frame = producer.allocate((1024,), "float32", session=1)
+            frame.numpy().flat[0] = index
+            descriptor = frame.export()
+            with consumer.import_tensor(descriptor) as view:
+                array = view.numpy()
+                value = array.flat[0]
+                del array
+            frame.close()
+            return value
+        for index in range(per_batch):  # warm-up
+            one(index)
+        medians = []
+        for _ in range(batches):
+            times = []
+            for index in range(per_batch):
+                start = time.perf_counter_ns()
+                one(index)
+                times.append(time.perf_counter_ns() - start)
+            medians.append(statistics.median(times) / 1000.0)
+    quartiles = statistics.quantiles(medians, n=4) if len(medians) > 1 else medians * 3
+    return statistics.median(medians), quartiles[0], quartiles[-1]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true", help="one JSON object per figure")
@@ -184,6 +220,16 @@ def main():
             else:
                 print("%-22s %-24s %12.1f %22s %10.2f" % (
                     label, method, median, "[%.1f, %.1f]" % (q1, q3), median / base))
+
+
+    median, q1, q3 = in_process_round(args.batches, args.per_batch)
+    if args.json:
+        print(json.dumps({"bench": "python_in_process_round", "frame": "4 KiB",
+                          "median_us": round(median, 2), "q1_us": round(q1, 2),
+                          "q3_us": round(q3, 2)}))
+    else:
+        print("in one process (two contexts, no process switch): 4 KiB round %.1f µs "
+              "[%.1f, %.1f]" % (median, q1, q3))
 
 
 if __name__ == "__main__":
