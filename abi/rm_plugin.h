@@ -932,10 +932,11 @@ typedef struct rm_registry_reclaim_report {
  * event are: so a forged descriptor can name only what the exporter
  * published, and is checked like a pool descriptor. The importer maps the
  * UUID to its own ordinal (processes may see different
- * CUDA_VISIBLE_DEVICES), opens the block's handle once, caches it for
+ * CUDA_VISIBLE_DEVICES), opens the block's handle once per process
+ * (every context of the process shares the open handle), keeps it for
  * every later tensor of that block, and closes it lazily (when the
- * exporter asks for the block back, retires or dies, at tensor_reclaim and
- * at context_destroy). A descriptor exported by another context of the
+ * exporter asks for the block back, retires or dies, beyond 64 unused
+ * blocks per exporter, at tensor_reclaim and at context_destroy). A descriptor exported by another context of the
  * same process is imported as the exporter's own pointer (the driver
  * refuses to open a process's own handle). Imports need a device with
  * that UUID; without one it is RM_E_DEVICE_UNAVAILABLE.
