@@ -9,7 +9,8 @@
 #                                 executions ($RM_FUZZ_RUNS), at most 4 h each
 #   scripts/fuzz.sh SECONDS       each target for SECONDS (scripts/test.sh: 30)
 #   scripts/fuzz.sh SECONDS NAME...   only these targets (config, model_key,
-#                                 node_table, descriptor, control_segment)
+#                                 node_table, descriptor, control_segment,
+#                                 device_table)
 #   scripts/fuzz.sh --seeds       rewrites the generated seeds in
 #                                 tests/fuzz/corpus/<target>/ (regress-* stay)
 #
@@ -72,7 +73,8 @@ fi
 tag="s$$"
 work=$(mktemp -d)
 remove_leftovers() {
-    for leftover in /dev/shm/rm.fz-"$tag"-* /dev/shm/rmreg.fz-"$tag"-*; do
+    for leftover in /dev/shm/rm.fz-"$tag"-* /dev/shm/rmreg.fz-"$tag"-* \
+        /dev/shm/rmcu.fz-"$tag"-*; do
         [ -e "$leftover" ] && rm -f "$leftover"
     done
     rm -rf "$work"

@@ -97,6 +97,7 @@ typedef struct device_slot {
 typedef struct view_block {
     uint32_t generation;
     CUdeviceptr base;
+    uint64_t size;    /* the bytes the driver says are behind `base` */
     int32_t ordinal;
     uint32_t holds;
     bool open;
@@ -122,6 +123,7 @@ typedef struct cuda_view {
     uint32_t block_capacity;
     uint32_t holder_index;
     uint32_t *slot_holds;
+    uint32_t *slot_blocks; /* the block each held slot was imported from */
     view_block *blocks;
     uint32_t holds;
     uint32_t open_blocks; /* blocks whose handle is open here */
@@ -1002,6 +1004,7 @@ static void close_view(cuda_backend *c, cuda_view *view, bool release_holds)
     pthread_mutex_destroy(&view->events_lock);
     free(view->events);
     free(view->slot_holds);
+    free(view->slot_blocks);
     free(view->blocks);
     free(view);
 }
@@ -1126,8 +1129,9 @@ static int32_t open_view(cuda_backend *c, const rm_descriptor *d, cuda_view **ou
         rc = map_table(c, view, d);
     if (rc == RM_OK) {
         view->slot_holds = calloc(view->control.slot_count, sizeof *view->slot_holds);
+        view->slot_blocks = calloc(view->control.slot_count, sizeof *view->slot_blocks);
         view->blocks = calloc(view->block_capacity, sizeof *view->blocks);
-        if (view->slot_holds == NULL || view->blocks == NULL)
+        if (view->slot_holds == NULL || view->slot_blocks == NULL || view->blocks == NULL)
             rc = rm_error_set(c->env.error_owner, RM_E_NO_MEMORY, "no memory for a view");
     }
     if (rc == RM_OK && !view->same_process) {
@@ -1202,6 +1206,13 @@ static int32_t open_block(cuda_backend *c, cuda_view *view, uint32_t b)
         c->stats->cuda_handle_cache_hits++;
         return RM_OK;
     }
+    if (vb->open && vb->holds != 0)
+        /* The owner reuses a row only when nobody holds a tensor of it:
+         * tensors of the open block are still held here, so the row was
+         * written by someone else. Closing would pull their memory. */
+        return rm_error_set(c->env.error_owner, RM_E_INVALID_DESCRIPTOR,
+                            "block %u of device table %s changed while tensors of it are held",
+                            b, view->table_name);
     if (vb->open)
         view_close_block(c, view, b); /* the row was reused: the old handle is dead */
     int ordinal = 0;
@@ -1239,8 +1250,27 @@ static int32_t open_block(cuda_backend *c, cuda_view *view, uint32_t b)
             c->stats->cuda_handle_cache_hits++; /* another context's open */
         c->stats->cuda_handles_open++;
     }
-    *vb = (view_block){.generation = generation, .base = base, .ordinal = ordinal,
-                       .holds = 0, .open = true};
+    /* The row's size and (same process) address are only what the table
+     * says: the extent is checked against what the driver has there. */
+    CUdeviceptr found = 0;
+    size_t found_size = 0;
+    rc = rm_cuda_driver_mem_address_range(c->driver, ordinal, base, &found, &found_size,
+                                          c->env.error_owner);
+    if (rc != RM_OK || found != base) {
+        if (!view->same_process) {
+            mapping_release(c, ordinal, base);
+            c->stats->cuda_handles_open--;
+            atomic_fetch_and_explicit(&view->table.blocks[b].openers,
+                                      ~((uint32_t)1 << view->holder_index),
+                                      memory_order_acq_rel);
+        }
+        return rm_error_set(c->env.error_owner, RM_E_INVALID_DESCRIPTOR,
+                            "block %u of device table %s names no device allocation of its "
+                            "own here (address 0x%llx)",
+                            b, view->table_name, (unsigned long long)base);
+    }
+    *vb = (view_block){.generation = generation, .base = base, .size = found_size,
+                       .ordinal = ordinal, .holds = 0, .open = true};
     view->open_blocks++;
     return RM_OK;
 }
@@ -1278,14 +1308,26 @@ static int32_t cuda_import(rm_mem_backend *backend, rm_descriptor *d, const uint
         return rc;
     uint32_t b = 0;
     rc = held_block(c, view, d, &b);
+    if (rc == RM_OK && held != 0 && view->slot_blocks[d->slot] != b)
+        rc = rm_error_set(c->env.error_owner, RM_E_INVALID_DESCRIPTOR,
+                          "slot %u of device table %s names block %u, but its tensor held "
+                          "here is in block %u",
+                          d->slot, view->table_name, b, view->slot_blocks[d->slot]);
     if (rc == RM_OK)
         rc = open_block(c, view, b);
+    if (rc == RM_OK &&
+        (d->offset > view->blocks[b].size || d->nbytes > view->blocks[b].size - d->offset))
+        rc = rm_error_set(c->env.error_owner, RM_E_INVALID_DESCRIPTOR,
+                          "extent (offset %" PRIu64 ", %" PRIu64 " bytes) lies outside the "
+                          "device allocation of its block (%" PRIu64 " bytes)",
+                          d->offset, d->nbytes, view->blocks[b].size);
     if (rc != RM_OK) {
         if (held == 0)
             (void)rm_control_drop(&view->control, d->slot, bit, true);
         return rc;
     }
     view->slot_holds[d->slot]++;
+    view->slot_blocks[d->slot] = b;
     view->blocks[b].holds++;
     view->holds++;
     block->home = view;
@@ -1336,7 +1378,9 @@ static void cuda_release(rm_mem_backend *backend, rm_mem_block *block)
             free_slot_if_dead(c, index);
         return;
     }
-    uint32_t b = atomic_load_explicit(&view->table.slots[index].block, memory_order_acquire);
+    /* The block the tensor was imported from, not what the shared row
+     * says now: another process may have written it. */
+    uint32_t b = view->slot_blocks[index];
     if (b < view->block_capacity && view->blocks[b].holds > 0)
         view->blocks[b].holds--;
     view->holds--;
