@@ -1987,6 +1987,8 @@ typedef struct rm_plugin_v1 {
  * @return
  *   RM_OK
  *   RM_E_NO_MEMORY         no memory for the managed tensor.
+ *   RM_E_STALE_DESCRIPTOR  a device tensor (1.3) whose exporter died or
+ *                          destroyed its context.
  *   RM_E_INVALID_ARGUMENT, RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE,
  *   RM_E_FEATURE_DISABLED  the context checks ("shared-memory"); NULL
  *                          tensor or out.
@@ -2007,6 +2009,8 @@ typedef struct rm_plugin_v1 {
  * @return
  *   RM_OK
  *   RM_E_NO_MEMORY         no memory for the managed tensor.
+ *   RM_E_STALE_DESCRIPTOR  a device tensor (1.3) whose exporter died or
+ *                          destroyed its context.
  *   RM_E_INVALID_ARGUMENT, RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE,
  *   RM_E_FEATURE_DISABLED  the context checks ("shared-memory"); NULL
  *                          tensor or out.

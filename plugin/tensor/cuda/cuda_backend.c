@@ -205,6 +205,55 @@ typedef struct process_mapping {
 static pthread_mutex_t mappings_lock = PTHREAD_MUTEX_INITIALIZER;
 static process_mapping *mappings;
 
+/* The interprocess events this process's contexts made and have not
+ * destroyed. A same-process importer finds a tensor's event as a CUevent
+ * value in the exporter's table, which any process of the user can
+ * write: it is passed to the driver only if it is one of these (a forged
+ * value would be a wild pointer in the driver). */
+static pthread_mutex_t events_lock = PTHREAD_MUTEX_INITIALIZER;
+static CUevent *live_events;
+static size_t live_event_count, live_event_capacity;
+
+static bool event_remember(CUevent event)
+{
+    pthread_mutex_lock(&events_lock);
+    bool ok = true;
+    if (live_event_count == live_event_capacity) {
+        size_t grown = live_event_capacity == 0 ? 64 : 2 * live_event_capacity;
+        CUevent *bigger = realloc(live_events, grown * sizeof *bigger);
+        if (bigger == NULL)
+            ok = false;
+        else
+            live_events = bigger, live_event_capacity = grown;
+    }
+    if (ok)
+        live_events[live_event_count++] = event;
+    pthread_mutex_unlock(&events_lock);
+    return ok;
+}
+
+static void event_forget(CUevent event)
+{
+    pthread_mutex_lock(&events_lock);
+    for (size_t i = 0; i < live_event_count; i++) {
+        if (live_events[i] == event) {
+            live_events[i] = live_events[--live_event_count];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&events_lock);
+}
+
+static bool event_known(CUevent event)
+{
+    bool known = false;
+    pthread_mutex_lock(&events_lock);
+    for (size_t i = 0; i < live_event_count && !known; i++)
+        known = live_events[i] == event;
+    pthread_mutex_unlock(&events_lock);
+    return known;
+}
+
 static pthread_mutex_t limbo_lock = PTHREAD_MUTEX_INITIALIZER;
 static orphan *limbo;
 static _Atomic uint64_t limbo_count;
@@ -292,10 +341,13 @@ static void free_device_state(rm_cuda_driver *driver, device_block *blocks,
                               uint32_t block_count, device_slot *slots, uint32_t slot_count,
                               bool call_driver)
 {
-    for (uint32_t s = 0; s < slot_count; s++)
-        if (slots[s].event != NULL && call_driver)
+    for (uint32_t s = 0; s < slot_count; s++) {
+        if (slots[s].event != NULL && call_driver) {
+            event_forget(slots[s].event);
             (void)rm_cuda_driver_event_destroy(driver, slots[s].event_ordinal, slots[s].event,
                                                NULL);
+        }
+    }
     for (uint32_t b = 0; b < block_count; b++) {
         if (blocks[b].live && !blocks[b].borrowed && call_driver)
             (void)rm_cuda_driver_mem_free(driver, blocks[b].ordinal, blocks[b].base, NULL);
@@ -1256,6 +1308,14 @@ static int32_t open_block(cuda_backend *c, cuda_view *view, uint32_t b)
     size_t found_size = 0;
     rc = rm_cuda_driver_mem_address_range(c->driver, ordinal, base, &found, &found_size,
                                           c->env.error_owner);
+    if (rc != RM_OK && !view->same_process) {
+        /* Whether every driver answers for an IPC mapping is for a GPU to
+         * show; if one does not, the mapping is the handle's whole
+         * allocation and the row's size is the exporter's word for it. */
+        found = base;
+        found_size = (size_t)row->size;
+        rc = RM_OK;
+    }
     if (rc != RM_OK || found != base) {
         if (!view->same_process) {
             mapping_release(c, ordinal, base);
@@ -1453,6 +1513,7 @@ static int32_t cuda_record(rm_mem_backend *backend, rm_mem_block *block, void *s
          * recorded only on streams of its own device. Nobody holds the old
          * tensor any more (the slot was reused), so nobody waits on it. */
         atomic_store_explicit(&row->event_ready, 0, memory_order_release);
+        event_forget(slot->event);
         (void)rm_cuda_driver_event_destroy(c->driver, slot->event_ordinal, slot->event, NULL);
         slot->event = NULL;
     }
@@ -1466,6 +1527,8 @@ static int32_t cuda_record(rm_mem_backend *backend, rm_mem_block *block, void *s
         CUipcEventHandle handle;
         rc = rm_cuda_driver_ipc_get_event_handle(c->driver, block->device, event, &handle,
                                                  c->env.error_owner);
+        if (rc == RM_OK && !event_remember(event))
+            rc = rm_error_set(c->env.error_owner, RM_E_NO_MEMORY, "no memory for an event");
         if (rc != RM_OK) {
             (void)rm_cuda_driver_event_destroy(c->driver, block->device, event, NULL);
             return rc;
@@ -1547,8 +1610,21 @@ static int32_t cuda_wait(rm_mem_backend *backend, rm_mem_block *block, void *str
     if (atomic_load_explicit(&row->event_ready, memory_order_acquire) == 0)
         return RM_OK; /* never recorded: nothing to order */
     int32_t ordinal = block->device;
-    CUevent event = (CUevent)(uintptr_t)row->owner_event;
-    if (view != NULL && !view->same_process) {
+    CUevent event = NULL;
+    if (view == NULL) {
+        /* The owner's own tensor: its private record of the event, never
+         * the shared row's copy. */
+        event = c->slots[block->where.slot].event;
+        if (event == NULL)
+            return RM_OK;
+    } else if (view->same_process) {
+        event = (CUevent)(uintptr_t)row->owner_event;
+        if (!event_known(event))
+            return rm_error_set(c->env.error_owner, RM_E_INVALID_DESCRIPTOR,
+                                "slot %u of device table %s names an event this process does "
+                                "not have: the table was written by someone else",
+                                block->where.slot, view->table_name);
+    } else {
         int32_t rc = opened_event(c, view, block->where.slot, ordinal, &event);
         if (rc != RM_OK)
             return exporter_gone(view) ? stale(c, view) : rc;
