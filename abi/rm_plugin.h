@@ -2243,7 +2243,11 @@ typedef struct rm_plugin_v1 {
  *   RM_E_STALE_DESCRIPTOR    the exporting process died or its context was
  *                            destroyed: the data is gone or going.
  *   RM_E_INVALID_ARGUMENT    unknown flags, or a stream the driver refuses.
- *   RM_E_DEVICE_UNAVAILABLE, RM_E_SYSTEM  the driver failed (message).
+ *   RM_E_INVALID_DESCRIPTOR  the exporter's device table names an event
+ *                            that is not the exporter's (another process of
+ *                            the user wrote it).
+ *   RM_E_DEVICE_UNAVAILABLE, RM_E_SYSTEM, RM_E_NO_MEMORY  the driver failed,
+ *                            or no memory for the opened event (message).
  *   RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE, RM_E_FEATURE_DISABLED
  *                            the context checks ("shared-memory").
  * @threads    Thread-safe.

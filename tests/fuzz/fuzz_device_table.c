@@ -134,9 +134,10 @@ static const int32_t ok_codes[] = {RM_OK, 1};
 static const int32_t record_codes[] = {RM_OK, RM_E_INVALID_ARGUMENT, RM_E_DEVICE_UNAVAILABLE,
                                        RM_E_SYSTEM, RM_E_NO_MEMORY, 1};
 static const int32_t wait_codes[] = {RM_OK, RM_E_STALE_DESCRIPTOR, RM_E_INVALID_ARGUMENT,
-                                     RM_E_DEVICE_UNAVAILABLE, RM_E_SYSTEM, 1};
-/* The header lists RM_E_NO_MEMORY; docs/cuda.md adds STALE_DESCRIPTOR for
- * device tensors whose exporter is gone. */
+                                     RM_E_INVALID_DESCRIPTOR, RM_E_DEVICE_UNAVAILABLE,
+                                     RM_E_SYSTEM, RM_E_NO_MEMORY, 1};
+/* The header lists RM_E_NO_MEMORY, and STALE_DESCRIPTOR for device tensors
+ * whose exporter is gone. */
 static const int32_t dlpack_codes[] = {RM_OK, RM_E_NO_MEMORY, RM_E_STALE_DESCRIPTOR, 1};
 static const int32_t reclaim_codes[] = {RM_OK, RM_E_SYSTEM, 1};
 static const int32_t list_codes[] = {RM_OK, RM_E_BUFFER_TOO_SMALL, RM_E_SYSTEM,
