@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 int parse_options(int argc, char **argv, int max_positional,
                   void (*usage)(void), bench_options *out)
@@ -92,6 +93,41 @@ void *checked_calloc(size_t count, size_t size)
     if (memory == NULL)
         die("out of memory");
     return memory;
+}
+
+void write_full(int fd, const void *buffer, size_t bytes)
+{
+    const char *at = buffer;
+    while (bytes > 0) {
+        ssize_t done = write(fd, at, bytes);
+        if (done < 0 && errno == EINTR)
+            continue;
+        if (done <= 0)
+            die_errno("pipe write (did the other process die?)");
+        at += done;
+        bytes -= (size_t)done;
+    }
+}
+
+bool read_full(int fd, void *buffer, size_t bytes)
+{
+    char *at = buffer;
+    size_t left = bytes;
+    while (left > 0) {
+        ssize_t done = read(fd, at, left);
+        if (done < 0 && errno == EINTR)
+            continue;
+        if (done < 0)
+            die_errno("pipe read");
+        if (done == 0) {
+            if (left == bytes)
+                return false;
+            die("pipe closed in the middle of a message");
+        }
+        at += done;
+        left -= (size_t)done;
+    }
+    return true;
 }
 
 static int compare_doubles(const void *a, const void *b)

@@ -63,6 +63,13 @@ _Noreturn void die_status(const rm_plugin_v1 *vt, rm_context *context,
 void *checked_malloc(size_t bytes);
 void *checked_calloc(size_t count, size_t size);
 
+/* The pipes between a benchmark's processes. write_full writes all of
+ * `bytes` or dies (the other process died); read_full reads exactly
+ * `bytes`, false on end of file before the first byte, dying on one in
+ * the middle of a message. Both retry on EINTR. */
+void write_full(int fd, const void *buffer, size_t bytes);
+bool read_full(int fd, void *buffer, size_t bytes);
+
 /* ---- statistics --------------------------------------------------------- */
 
 typedef struct latency_figure {

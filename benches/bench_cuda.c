@@ -128,41 +128,6 @@ typedef struct tensor_api {
     rm_context *context;
 } tensor_api;
 
-static void write_full(int fd, const void *buffer, size_t bytes)
-{
-    const char *at = buffer;
-    while (bytes > 0) {
-        ssize_t done = write(fd, at, bytes);
-        if (done < 0 && errno == EINTR)
-            continue;
-        if (done <= 0)
-            die_errno("pipe write (did the other process die?)");
-        at += done;
-        bytes -= (size_t)done;
-    }
-}
-
-static bool read_full(int fd, void *buffer, size_t bytes)
-{
-    char *at = buffer;
-    size_t left = bytes;
-    while (left > 0) {
-        ssize_t done = read(fd, at, left);
-        if (done < 0 && errno == EINTR)
-            continue;
-        if (done < 0)
-            die_errno("pipe read");
-        if (done == 0) {
-            if (left == bytes)
-                return false;
-            die("pipe closed in the middle of a message");
-        }
-        at += done;
-        left -= (size_t)done;
-    }
-    return true;
-}
-
 /* A context as a host creates one, in the run's own namespace, with the
  * run's driver; `block_bytes` and `pool_bytes` may be NULL (defaults). */
 static tensor_api create_context(const rm_plugin_v1 *vt, const char *block_bytes,

@@ -140,42 +140,6 @@ static _Noreturn void fail(const tensor_api *api, const char *what,
     die_status(api->vt, api->context, what, status);
 }
 
-static void write_full(int fd, const void *buffer, size_t bytes)
-{
-    const char *at = buffer;
-    while (bytes > 0) {
-        ssize_t done = write(fd, at, bytes);
-        if (done < 0 && errno == EINTR)
-            continue;
-        if (done <= 0)
-            die_errno("pipe write (did the consumer die?)");
-        at += done;
-        bytes -= (size_t)done;
-    }
-}
-
-/* Reads exactly `bytes`; false on end of file before the first byte. */
-static bool read_full(int fd, void *buffer, size_t bytes)
-{
-    char *at = buffer;
-    size_t left = bytes;
-    while (left > 0) {
-        ssize_t done = read(fd, at, left);
-        if (done < 0 && errno == EINTR)
-            continue;
-        if (done < 0)
-            die_errno("pipe read");
-        if (done == 0) {
-            if (left == bytes)
-                return false;
-            die("pipe closed in the middle of a message");
-        }
-        at += done;
-        left -= (size_t)done;
-    }
-    return true;
-}
-
 /* ---- plugin setup ------------------------------------------------------- */
 
 static const rm_plugin_v1 *open_plugin(const char *path,
