@@ -125,6 +125,30 @@ static inline void fuzz_remove_namespace(const char *ns)
 
 /* A refusal must carry a non-empty message for its context (NULL for
  * context-less calls), so that a host operator can tell what was wrong. */
+/* An input read as a script of little-endian numbers: what runs out
+ * reads as zeros, so every input is a whole script. */
+typedef struct fuzz_script {
+    const uint8_t *at;
+    size_t left;
+} fuzz_script;
+
+static inline uint8_t fuzz_take8(fuzz_script *s)
+{
+    if (s->left == 0)
+        return 0;
+    s->left--;
+    return *s->at++;
+}
+
+/* The next `bytes` (at most 8) bytes as a little-endian number. */
+static inline uint64_t fuzz_take(fuzz_script *s, size_t bytes)
+{
+    uint64_t value = 0;
+    for (size_t i = 0; i < bytes; i++)
+        value |= (uint64_t)fuzz_take8(s) << (8 * i);
+    return value;
+}
+
 static inline void fuzz_check_message(const rm_context *context, int32_t rc, const char *call)
 {
     const char *message = fuzz_vtable()->context_last_error(context);

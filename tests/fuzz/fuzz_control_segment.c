@@ -368,27 +368,6 @@ static void list(rm_context *context)
 
 /* ---- the scribbler ---------------------------------------------------- */
 
-typedef struct script {
-    const uint8_t *at;
-    size_t left;
-} script;
-
-static uint8_t take8(script *s)
-{
-    if (s->left == 0)
-        return 0;
-    s->left--;
-    return *s->at++;
-}
-
-static uint64_t take(script *s, int bytes)
-{
-    uint64_t value = 0;
-    for (int i = 0; i < bytes; i++)
-        value |= (uint64_t)take8(s) << (8 * i);
-    return value;
-}
-
 /* Changes the 8-byte word at `offset` of the segment the way `how` says.
  * Plain stores: the harness is single-threaded, and another process
  * would not use the plugin's atomics either. */
@@ -418,44 +397,44 @@ static void scribble_bytes(size_t offset, const uint8_t *bytes, size_t length)
     memcpy((uint8_t *)control.header + offset, bytes, length);
 }
 
-static void run_script(script *s)
+static void run_script(fuzz_script *s)
 {
     uint8_t chunk[16];
     for (int n = 0; n < MAX_OPERATIONS && s->left > 0; n++) {
-        uint8_t op = take8(s) % 16;
+        uint8_t op = fuzz_take8(s) % 16;
         scribbled = scribbled || op <= 4;
         switch (op) {
         case 0: {
-            size_t offset = (size_t)take(s, 2) % control.mapped_bytes;
-            size_t length = take8(s) % 16 + 1;
+            size_t offset = (size_t)fuzz_take(s, 2) % control.mapped_bytes;
+            size_t length = fuzz_take8(s) % 16 + 1;
             for (size_t i = 0; i < length; i++)
-                chunk[i] = take8(s);
+                chunk[i] = fuzz_take8(s);
             scribble_bytes(offset, chunk, length);
             break;
         }
         case 1: {
-            size_t slot = take8(s) % 8, word = take8(s) % 8;
-            uint8_t how = take8(s);
+            size_t slot = fuzz_take8(s) % 8, word = fuzz_take8(s) % 8;
+            uint8_t how = fuzz_take8(s);
             scribble_word((size_t)((uint8_t *)&control.slots[slot] -
                                    (uint8_t *)control.header) + 8 * word,
-                          how, take(s, 8));
+                          how, fuzz_take(s, 8));
             break;
         }
         case 2: {
-            size_t word = take8(s);
-            uint8_t how = take8(s);
+            size_t word = fuzz_take8(s);
+            uint8_t how = fuzz_take8(s);
             /* Words 0..255 cover the fields and the holder table. */
-            scribble_word(8 * word, how, take(s, 8));
+            scribble_word(8 * word, how, fuzz_take(s, 8));
             break;
         }
         case 3: {
-            uint32_t slot = take8(s) % SLOTS;
+            uint32_t slot = fuzz_take8(s) % SLOTS;
             atomic_fetch_or(&control.pending_bits[slot / 64], (uint64_t)1 << (slot % 64));
             atomic_fetch_add(&control.header->pending, 1);
             break;
         }
         case 4: {
-            size_t offset = (size_t)take(s, 2), length = (size_t)take(s, 2);
+            size_t offset = (size_t)fuzz_take(s, 2), length = (size_t)fuzz_take(s, 2);
             if (length > s->left)
                 length = s->left;
             scribble_bytes(offset, s->at, length);
@@ -463,30 +442,30 @@ static void run_script(script *s)
             s->left -= length;
             break;
         }
-        case 5: owner_allocate(take8(s), false); break;
-        case 6: release_from(owner, owner_handles, &owner_count, take8(s)); break;
+        case 5: owner_allocate(fuzz_take8(s), false); break;
+        case 6: release_from(owner, owner_handles, &owner_count, fuzz_take8(s)); break;
         case 7: {
-            uint8_t which = take8(s);
-            import_into(owner, owner_handles, &owner_count, which, take8(s) & 2, false);
+            uint8_t which = fuzz_take8(s);
+            import_into(owner, owner_handles, &owner_count, which, fuzz_take8(s) & 2, false);
             break;
         }
         case 8: {
-            uint8_t which = take8(s);
-            import_into(importer, importer_handles, &importer_count, which, take8(s), false);
+            uint8_t which = fuzz_take8(s);
+            import_into(importer, importer_handles, &importer_count, which, fuzz_take8(s), false);
             break;
         }
-        case 9: release_from(importer, importer_handles, &importer_count, take8(s)); break;
+        case 9: release_from(importer, importer_handles, &importer_count, fuzz_take8(s)); break;
         case 10: reclaim(owner); break;
         case 11: reclaim(importer); break;
         case 12: {
-            uint8_t which = take8(s);
+            uint8_t which = fuzz_take8(s);
             stats_of(owner, owner_handles, owner_count, which);
             stats_of(importer, importer_handles, importer_count, which);
             break;
         }
-        case 13: touch(importer, importer_handles, importer_count, take8(s), false); break;
-        case 14: touch(owner, owner_handles, owner_count, take8(s), true); break;
-        case 15: list(take8(s) & 1 ? importer : owner); break;
+        case 13: touch(importer, importer_handles, importer_count, fuzz_take8(s), false); break;
+        case 14: touch(owner, owner_handles, owner_count, fuzz_take8(s), true); break;
+        case 15: list(fuzz_take8(s) & 1 ? importer : owner); break;
         }
     }
 }
@@ -789,7 +768,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     inputs++;
     prepare();
-    script s = {.at = data, .left = size};
+    fuzz_script s = {.at = data, .left = size};
     run_script(&s);
     if (!settle())
         rebuild();

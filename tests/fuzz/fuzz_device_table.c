@@ -575,27 +575,6 @@ static void settle(void)
 
 /* ---- the scribbler ------------------------------------------------------ */
 
-typedef struct script {
-    const uint8_t *at;
-    size_t left;
-} script;
-
-static uint8_t take8(script *s)
-{
-    if (s->left == 0)
-        return 0;
-    s->left--;
-    return *s->at++;
-}
-
-static uint64_t take(script *s, int bytes)
-{
-    uint64_t value = 0;
-    for (int i = 0; i < bytes; i++)
-        value |= (uint64_t)take8(s) << (8 * i);
-    return value;
-}
-
 /* Changes the `width`-byte field at `at` the way `how` says (plain
  * stores, as another process would make). */
 static void scribble(void *at, size_t width, uint8_t how, uint64_t value)
@@ -699,53 +678,53 @@ static void dlpack(uint8_t who, uint8_t which)
         managed[managed_count++] = m;
 }
 
-static void run_script(script *s)
+static void run_script(fuzz_script *s)
 {
     for (int n = 0; n < MAX_OPERATIONS && s->left > 0; n++) {
-        uint8_t op = take8(s) % 20;
+        uint8_t op = fuzz_take8(s) % 20;
         switch (op) {
         case 0: {
-            size_t offset = (size_t)take(s, 2) % table.mapped_bytes;
-            size_t length = take8(s) % 16 + 1;
+            size_t offset = (size_t)fuzz_take(s, 2) % table.mapped_bytes;
+            size_t length = fuzz_take8(s) % 16 + 1;
             for (size_t i = 0; i < length; i++) {
-                uint8_t byte = take8(s);
+                uint8_t byte = fuzz_take8(s);
                 if (offset + i < table.mapped_bytes)
                     ((uint8_t *)table.header)[offset + i] = byte;
             }
             break;
         }
         case 1: {
-            uint8_t row = take8(s), field = take8(s), how = take8(s);
-            scribble_block_row(row, field, how, take(s, 8));
+            uint8_t row = fuzz_take8(s), field = fuzz_take8(s), how = fuzz_take8(s);
+            scribble_block_row(row, field, how, fuzz_take(s, 8));
             break;
         }
         case 2: {
-            uint8_t slot = take8(s), field = take8(s), how = take8(s);
-            scribble_slot_row(slot, field, how, take(s, 8));
+            uint8_t slot = fuzz_take8(s), field = fuzz_take8(s), how = fuzz_take8(s);
+            scribble_slot_row(slot, field, how, fuzz_take(s, 8));
             break;
         }
         case 3: {
-            uint8_t word = take8(s) % 4, how = take8(s);
-            scribble((uint8_t *)table.header + 8 * word, 8, how, take(s, 8));
+            uint8_t word = fuzz_take8(s) % 4, how = fuzz_take8(s);
+            scribble((uint8_t *)table.header + 8 * word, 8, how, fuzz_take(s, 8));
             break;
         }
         case 4: {
-            uint8_t slot = take8(s) % SLOTS, word = take8(s) % 8, how = take8(s);
-            scribble((uint8_t *)&control.slots[slot] + 8 * word, 8, how, take(s, 8));
+            uint8_t slot = fuzz_take8(s) % SLOTS, word = fuzz_take8(s) % 8, how = fuzz_take8(s);
+            scribble((uint8_t *)&control.slots[slot] + 8 * word, 8, how, fuzz_take(s, 8));
             break;
         }
         case 5: {
-            uint8_t word = take8(s), how = take8(s);
+            uint8_t word = fuzz_take8(s), how = fuzz_take8(s);
             if (8 * (size_t)word + 8 <= RM_CONTROL_HEADER_BYTES)
-                scribble((uint8_t *)control.header + 8 * word, 8, how, take(s, 8));
+                scribble((uint8_t *)control.header + 8 * word, 8, how, fuzz_take(s, 8));
             else
-                (void)take(s, 8);
+                (void)fuzz_take(s, 8);
             break;
         }
-        case 6: owner_allocate(take8(s)); break;
+        case 6: owner_allocate(fuzz_take8(s)); break;
         case 7:
             if (owner_count > 0) {
-                size_t i = take8(s) % owner_count;
+                size_t i = fuzz_take8(s) % owner_count;
                 checked(owner, vt->tensor_release(owner, owner_handles[i]), ok_codes,
                         "tensor_release");
                 owner_handles[i] = owner_handles[--owner_count];
@@ -754,11 +733,11 @@ static void run_script(script *s)
         case 8:
             if (owner_count > 0)
                 checked(owner,
-                        vt->tensor_record(owner, owner_handles[take8(s) % owner_count], NULL),
+                        vt->tensor_record(owner, owner_handles[fuzz_take8(s) % owner_count], NULL),
                         record_codes, "tensor_record");
             break;
         case 9: {
-            uint8_t which = take8(s), flags = take8(s);
+            uint8_t which = fuzz_take8(s), flags = fuzz_take8(s);
             if (importer_count >= MAX_HANDLES)
                 break;
             rm_tensor *tensor = NULL;
@@ -781,14 +760,14 @@ static void run_script(script *s)
         }
         case 10:
             if (importer_count > 0) {
-                size_t i = take8(s) % importer_count;
+                size_t i = fuzz_take8(s) % importer_count;
                 checked(importer, vt->tensor_release(importer, importer_handles[i]), ok_codes,
                         "tensor_release");
                 importer_handles[i] = importer_handles[--importer_count];
             }
             break;
         case 11: {
-            uint8_t which = take8(s), host = take8(s);
+            uint8_t which = fuzz_take8(s), host = fuzz_take8(s);
             if (importer_count > 0)
                 checked(importer,
                         vt->tensor_wait(importer, importer_handles[which % importer_count],
@@ -797,28 +776,28 @@ static void run_script(script *s)
             break;
         }
         case 12: {
-            uint8_t which = take8(s), flags = take8(s);
+            uint8_t which = fuzz_take8(s), flags = fuzz_take8(s);
             child_import(descriptors[which % descriptor_count], flags);
             break;
         }
         case 13:
             if (child_count > 0) {
-                child_call(C_RELEASE, take8(s), 0, NULL);
+                child_call(C_RELEASE, fuzz_take8(s), 0, NULL);
                 child_count--;
             }
             break;
         case 14: {
-            uint8_t which = take8(s), host = take8(s);
+            uint8_t which = fuzz_take8(s), host = fuzz_take8(s);
             child_call(C_WAIT, which, host, NULL);
             break;
         }
         case 15: {
-            uint8_t who = take8(s);
-            dlpack(who, take8(s));
+            uint8_t who = fuzz_take8(s);
+            dlpack(who, fuzz_take8(s));
             break;
         }
         case 16: {
-            uint8_t which = take8(s);
+            uint8_t which = fuzz_take8(s);
             if (importer_count > 0) {
                 check_handle(importer, importer_handles[which % importer_count], "importer",
                              &importer_errors);
@@ -828,15 +807,15 @@ static void run_script(script *s)
             break;
         }
         case 17: {
-            uint8_t who = take8(s) % 3;
+            uint8_t who = fuzz_take8(s) % 3;
             reclaim(who == 0 ? owner : importer, who == 2);
             break;
         }
-        case 18: stats_of(take8(s) & 1 ? importer : owner); break;
+        case 18: stats_of(fuzz_take8(s) & 1 ? importer : owner); break;
         case 19: {
-            uint8_t which = take8(s);
-            uint16_t delta = (uint16_t)take(s, 2);
-            uint8_t who = take8(s);
+            uint8_t which = fuzz_take8(s);
+            uint16_t delta = (uint16_t)fuzz_take(s, 2);
+            uint8_t who = fuzz_take8(s);
             uint8_t forged[RM_TENSOR_DESCRIPTOR_SIZE];
             forge(which, delta, forged);
             if (who & 1) {
@@ -1013,7 +992,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     inputs++;
     prepare();
-    script s = {.at = data, .left = size};
+    fuzz_script s = {.at = data, .left = size};
     run_script(&s);
     settle();
     return 0;

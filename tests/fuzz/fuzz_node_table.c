@@ -74,25 +74,6 @@ static uint64_t table_device, table_inode;
 
 static const char *const keys[KEYS] = {"held@cpu", "k1@cpu", "k2@cuda:0", "k3@cpu"};
 
-typedef struct script {
-    const uint8_t *at;
-    size_t left;
-} script;
-
-static uint64_t take(script *s, size_t bytes)
-{
-    uint64_t value = 0;
-    for (size_t i = 0; i < bytes; i++) {
-        uint8_t byte = 0;
-        if (s->left > 0) {
-            byte = *s->at++;
-            s->left--;
-        }
-        value |= (uint64_t)byte << (8 * i);
-    }
-    return value;
-}
-
 /* ---- the loader --------------------------------------------------------- */
 
 typedef struct plan {
@@ -239,12 +220,12 @@ static void b_list_and_read(void)
     }
 }
 
-static void b_get(script *s)
+static void b_get(fuzz_script *s)
 {
     if (b == NULL || handle_count == MAX_HANDLES)
         return;
-    const char *key = keys[take(s, 1) % KEYS];
-    plan p = {.how = (uint8_t)take(s, 1)};
+    const char *key = keys[fuzz_take(s, 1) % KEYS];
+    plan p = {.how = (uint8_t)fuzz_take(s, 1)};
     rm_model_handle *handle = NULL;
     void *model = NULL;
     int32_t rc = checked(b, vt->model_get_or_load(b, key, fuzz_loader, &p, &handle, &model),
@@ -275,42 +256,42 @@ static rm_node_entry *entry_at(uint32_t index)
     return (rm_node_entry *)(void *)(table + offset);
 }
 
-static void run(script *s)
+static void run(fuzz_script *s)
 {
     for (int op = 0; op < MAX_OPERATIONS && s->left > 0; op++) {
-        switch (take(s, 1) % 12) {
+        switch (fuzz_take(s, 1) % 12) {
         case 0: {
-            size_t offset = (size_t)(take(s, 2) % table_bytes);
-            size_t length = (size_t)(take(s, 1) % 16 + 1);
+            size_t offset = (size_t)(fuzz_take(s, 2) % table_bytes);
+            size_t length = (size_t)(fuzz_take(s, 1) % 16 + 1);
             for (size_t i = 0; i < length && offset + i < table_bytes; i++)
-                table[offset + i] = (uint8_t)take(s, 1);
+                table[offset + i] = (uint8_t)fuzz_take(s, 1);
             break;
         }
         case 1: {
-            rm_node_entry *entry = entry_at((uint32_t)(take(s, 1) % ENTRIES));
+            rm_node_entry *entry = entry_at((uint32_t)(fuzz_take(s, 1) % ENTRIES));
             size_t words = sizeof *entry / 8;
-            uint64_t *word = (uint64_t *)(void *)entry + take(s, 1) % words;
-            uint64_t how = take(s, 1);
-            apply(word, how, take(s, 8));
+            uint64_t *word = (uint64_t *)(void *)entry + fuzz_take(s, 1) % words;
+            uint64_t how = fuzz_take(s, 1);
+            apply(word, how, fuzz_take(s, 8));
             break;
         }
         case 2: {
-            uint64_t *word = (uint64_t *)(void *)table + take(s, 1) % 32;
-            uint64_t how = take(s, 1);
-            apply(word, how, take(s, 8));
+            uint64_t *word = (uint64_t *)(void *)table + fuzz_take(s, 1) % 32;
+            uint64_t how = fuzz_take(s, 1);
+            apply(word, how, fuzz_take(s, 8));
             break;
         }
         case 3: {
             uint64_t *word = (uint64_t *)(void *)(table + RM_NODE_TABLE_HEADER_BYTES) +
-                             take(s, 1) % 16;
-            uint64_t how = take(s, 1);
-            apply(word, how, take(s, 8));
+                             fuzz_take(s, 1) % 16;
+            uint64_t how = fuzz_take(s, 1);
+            apply(word, how, fuzz_take(s, 8));
             break;
         }
         case 4:
             /* Costly (everything is made again after the input): only on
              * an explicit request. */
-            if (take(s, 1) == RECREATE) {
+            if (fuzz_take(s, 1) == RECREATE) {
                 b_create();
                 b_recreated = true;
             }
@@ -318,7 +299,7 @@ static void run(script *s)
         case 5: b_get(s); break;
         case 6:
             if (b != NULL && handle_count > 0) {
-                size_t i = (size_t)(take(s, 1) % handle_count);
+                size_t i = (size_t)(fuzz_take(s, 1) % handle_count);
                 checked(b, vt->model_release(b, handles[i]), release_codes, "model_release");
                 handles[i] = handles[--handle_count];
             }
@@ -342,13 +323,13 @@ static void run(script *s)
             break;
         case 10:
             if (b != NULL) {
-                uint64_t which = take(s, 1) % (KEYS + 1);
+                uint64_t which = fuzz_take(s, 1) % (KEYS + 1);
                 checked(b, vt->model_evict(b, which == KEYS ? NULL : keys[which]), evict_codes,
                         "model_evict");
             }
             break;
         default:
-            if (take(s, 1) == RECREATE)
+            if (fuzz_take(s, 1) == RECREATE)
                 b_destroy();
             break;
         }
@@ -610,7 +591,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     inputs++;
     scans = 0;
-    script s = {.at = data, .left = size};
+    fuzz_script s = {.at = data, .left = size};
     run(&s);
     /* B stays for the next input (making a context per input was nearly
      * all of the time); it gives back what it holds, and the table is put
