@@ -26,6 +26,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1307,6 +1308,25 @@ Test(cuda_tensors, wait_orders_after_the_record)
                 "tensor_record on an imported tensor");
     expect_code(vt->tensor_wait(context, recorded, NULL, (uint64_t)1 << 7),
                 RM_E_INVALID_ARGUMENT, context, "tensor_wait with an unknown flag");
+    /* Bad arguments of the 1.3 members: a code, and a message naming them. */
+    expect_code(vt->tensor_record(context, NULL, NULL), RM_E_INVALID_ARGUMENT, context,
+                "tensor_record of a NULL tensor");
+    cr_expect(strstr(vt->context_last_error(context), "tensor_record") != NULL, "%s",
+              vt->context_last_error(context));
+    expect_code(vt->tensor_wait(context, NULL, NULL, 0), RM_E_INVALID_ARGUMENT, context,
+                "tensor_wait of a NULL tensor");
+    cr_expect(strstr(vt->context_last_error(context), "tensor_wait") != NULL, "%s",
+              vt->context_last_error(context));
+    expect_code(vt->cuda_info(context, NULL), RM_E_INVALID_ARGUMENT, context,
+                "cuda_info without a struct");
+    cr_expect(strstr(vt->context_last_error(context), "cuda_info") != NULL, "%s",
+              vt->context_last_error(context));
+    rm_cuda_info small = RM_STRUCT_INIT(rm_cuda_info);
+    small.struct_size = (uint32_t)offsetof(rm_cuda_info, devices);
+    expect_code(vt->cuda_info(context, &small), RM_E_STRUCT_SIZE, context,
+                "cuda_info with a struct below the 1.3 size");
+    cr_expect(strstr(vt->context_last_error(context), "rm_cuda_info") != NULL, "%s",
+              vt->context_last_error(context));
     rm_tensor *host = alloc(context, "cpu", 4 * KiB);
     expect_ok(vt->tensor_record(context, host, NULL), context, "tensor_record of a host tensor");
     expect_ok(vt->tensor_wait(context, host, NULL, RM_TENSOR_WAIT_HOST), context,
