@@ -30,7 +30,9 @@
  *   REF: context        rm_context, rm_context_info
  *   REF: model-keys     the "name@device" grammar, rm_model_handle
  *   REF: node-scope     what registry.scope = node promises
- *   REF: loaders        rm_loaded_model (@fn alloc_buffer),
+ *   REF: gpu-weights    model weights in device memory (1.4)
+ *   REF: loaders        rm_loaded_model (@fn alloc_buffer,
+ *                       @fn alloc_device_buffer),
  *                       rm_model_loader_fn (@fn loader)
  *   REF: registry-rows  rm_model_info, rm_registry_metrics,
  *                       rm_registry_reclaim_report
@@ -54,6 +56,7 @@
  *          tensor_pool_stats tensor_session_bytes tensor_reclaim shm_list
  *     1.2  registry_reclaim
  *     1.3  tensor_wrap_device tensor_record tensor_wait cuda_info
+ *     1.4  model_to_dlpack
  *   REF: plugin-has     RM_PLUGIN_HAS
  *
  * Not contract, and documented apart in docs/internals.md (in the source
@@ -99,8 +102,11 @@
  * rm_tensor_pool_stats, rm_reclaim_report and rm_shm_pool_info, the
  * feature "cuda-ipc", error code -25 (RM_E_DEVICE_UNAVAILABLE), config
  * keys cuda.driver, cuda.pool_bytes, cuda.block_bytes.
- * Planned minor versions (not yet part of the ABI, listed so that hosts know
- * where capabilities will arrive): GPU-resident model weights.
+ * 1.4 GPU-resident model weights (plugin 0.5.0): loader device buffers
+ * (rm_loaded_model.alloc_device_buffer), one copy per GPU for every
+ * process in node scope (REF: gpu-weights), rows that say where a model
+ * lives (rm_model_info.memory, device_ordinal, device_uuid,
+ * device_bytes), model_to_dlpack.
  *
  * ===========================================================================
  * REF: loading
@@ -224,7 +230,7 @@ extern "C" {
 
 /** The ABI version this header describes. */
 #define RM_ABI_MAJOR 1
-#define RM_ABI_MINOR 3
+#define RM_ABI_MINOR 4
 #define RM_ABI_VERSION_CURRENT RM_ABI_VERSION(RM_ABI_MAJOR, RM_ABI_MINOR)
 
 /** The project (not ABI) version; the build reads it from here. */
@@ -634,6 +640,57 @@ typedef struct rm_model_handle rm_model_handle;
 /** Processes that can hold one model of a node table at once. */
 #define RM_NODE_MAX_HOLDER_PROCESSES 64
 
+/*
+ * REF: gpu-weights
+ * Model weights in device memory (1.4, feature "cuda-ipc" enabled). A
+ * loader for a key "name@cuda:N" may ask for a device buffer
+ * (rm_loaded_model.alloc_device_buffer) instead of a host one; every
+ * caller then gets a device pointer (a CUdeviceptr cast to void *) as
+ * its model, valid in every CUDA context of the process (unified
+ * addressing), and model_to_dlpack() describes it as kDLCUDA bytes.
+ *  - Process scope: private device memory (cuMemAlloc) in device N's
+ *    primary context, freed when the model is evicted.
+ *  - Node scope: one copy per GPU for every process of the namespace.
+ *    The buffer is exportable device memory (cuMemCreate with POSIX file
+ *    descriptor handles, rounded up to the allocation granularity, 2 MiB
+ *    on current GPUs). When the loader returns, the plugin waits for the
+ *    device's work and seals the buffer: every process, the loader's
+ *    included, maps it read-only (access READ: a write through it is an
+ *    error of the copy or kernel that tries, never a silent change).
+ *    Another process attaches without a loader call: it receives a
+ *    descriptor of the memory from a live process that has it mapped, over
+ *    a Unix socket (SCM_RIGHTS; both ends check that the other runs as
+ *    the same user), maps it and reads the same device memory. No ptrace
+ *    rights are needed (no pidfd_getfd).
+ *  - Devices are matched by UUID: the table stores "name@cuda:N" as
+ *    "name@cuda:GPU-<uuid of local device N>", so processes with different
+ *    CUDA_VISIBLE_DEVICES meet on one entry; rows show that key and this
+ *    process's ordinal of the device (device_ordinal). A process whose
+ *    driver cannot be loaded, or whose "cuda-ipc" is disabled, keeps the
+ *    key as "name@cuda:N" (and its loader cannot ask for a device buffer).
+ *  - Lifetime. The memory lives while a process has it mapped. A process
+ *    keeps a model it got mapped after its last handle is released, while
+ *    the model stays in the table (idle, subject to registry.ttl_s and
+ *    the budgets like any node model), until one of its node-scope
+ *    contexts of the namespace sees the entry evicted (within a second,
+ *    at its background sweep) or its last context of the namespace is
+ *    destroyed, or it exits. When no live process has the weights any
+ *    more (the last one exited or was killed), the memory is gone: the
+ *    entry is removed at the next sweep or get, and the next get loads
+ *    again. So a TTL on a GPU means "keep the weights for that long while
+ *    some process of the namespace is alive", not "keep them after every
+ *    process has gone" (that would need a holder process, which this
+ *    version does not run). The loader's process exiting or being killed
+ *    after the load loses nothing while other processes have the weights.
+ *  - Everything else is the node scope of CPU models: single flight, the
+ *    takeover of a dead loader (its half-made memory dies with it),
+ *    failure propagation, holders, eviction, rows and counters.
+ *  - Limits of this version: the socket is in the abstract namespace
+ *    ("\0rm_plugin.weights.<pid>.<start time>"), so processes that share
+ *    weights must share a network namespace as well as a PID namespace;
+ *    a model must fit in one allocation of the device.
+ */
+
 /* ========================================================================
  * REF: loaders
  * Loaders
@@ -655,8 +712,11 @@ typedef struct rm_model_handle rm_model_handle;
  *    `bytes` and optionally `destroy`. In node scope such a load fails
  *    with RM_E_NOT_SHAREABLE (its destroy callback, if any, is called
  *    first, so nothing leaks).
+ *  - With a device buffer (1.4, keys "name@cuda:N", both scopes): as with
+ *    a buffer, through alloc_device_buffer() (REF: gpu-weights).
  * A loader built against 1.2 runs on a 1.1 plugin only without a buffer:
- * test RM_LOADED_MODEL_HAS_BUFFER(out) first.
+ * test RM_LOADED_MODEL_HAS_BUFFER(out) first (and
+ * RM_LOADED_MODEL_HAS_DEVICE_BUFFER(out) for a device buffer).
  */
 typedef struct rm_loaded_model {
     uint32_t struct_size;
@@ -706,6 +766,51 @@ typedef struct rm_loaded_model {
                             void **out_buffer);
     /** The plugin's own; the loader leaves it alone. */
     void *plugin_private;
+
+    /* ---- 1.4, set by the plugin before the loader runs ---------------- */
+    /*
+     * @fn alloc_device_buffer
+     * Gives the loader a writable device buffer of `bytes` bytes on the
+     * key's device (REF: gpu-weights), zero-filled; at most one buffer
+     * (host or device) per load. The loader fills it by copying from the
+     * host or with its own kernels, in device N's primary context (the
+     * one the CUDA runtime and PyTorch use), on `*out_stream` or any
+     * stream of that context.
+     *
+     * @param self                the struct the loader was given; not NULL.
+     *                            Valid only while the loader runs.
+     * @param bytes               1 to 2^48.
+     * @param out_device_pointer  not NULL; receives the buffer's address
+     *                            (a CUdeviceptr), 0 on error.
+     * @param out_stream          may be NULL; receives a CUstream the
+     *                            plugin made for this load (NULL on error).
+     *                            The plugin destroys it after the loader.
+     * @ownership  The plugin owns the buffer: the loader writes it until it
+     *             returns; the plugin then synchronises device N's primary
+     *             context (work the loader queued on any stream ends
+     *             first), seals the buffer read-only (node scope), hands
+     *             it to every caller as the model and frees it at eviction
+     *             (at once if the load fails). `bytes` is the model's size;
+     *             rm_model_info.device_bytes is what the device holds.
+     * @return
+     *   RM_OK                    *out_device_pointer is set.
+     *   RM_E_INVALID_ARGUMENT    NULL self/out_device_pointer, bytes 0 or
+     *                            too large, a second buffer, or a key whose
+     *                            device is not "cuda:N".
+     *   RM_E_FEATURE_UNAVAILABLE / RM_E_FEATURE_DISABLED  "cuda-ipc" not
+     *                            built / not enabled in this context.
+     *   RM_E_DEVICE_UNAVAILABLE  no usable driver or no device N, or (node
+     *                            scope) the device cannot export memory as
+     *                            POSIX descriptors (the message says which).
+     *   RM_E_NO_MEMORY           the device cannot hold `bytes`.
+     *   RM_E_SYSTEM              another driver failure (named).
+     *   On error the loader should return the code.
+     * @threads    Only while the loader runs, and not concurrently with itself.
+     * @callbacks  None.
+     * @since 1.4
+     */
+    int32_t (*alloc_device_buffer)(struct rm_loaded_model *self, uint64_t bytes,
+                                   uint64_t *out_device_pointer, void **out_stream);
 } rm_loaded_model;
 
 /** True when the plugin offers loader buffers (1.2) in `m`. */
@@ -713,6 +818,12 @@ typedef struct rm_loaded_model {
     ((m)->struct_size >= offsetof(rm_loaded_model, plugin_private) +        \
                              sizeof(void *) &&                              \
      (m)->alloc_buffer != NULL)
+
+/** True when the plugin offers device buffers (1.4) in `m`. */
+#define RM_LOADED_MODEL_HAS_DEVICE_BUFFER(m)                                \
+    ((m)->struct_size >= offsetof(rm_loaded_model, alloc_device_buffer) +   \
+                             sizeof(void *) &&                              \
+     (m)->alloc_device_buffer != NULL)
 
 /*
  * @fn loader
@@ -774,7 +885,25 @@ typedef struct rm_model_info {
     /** Nanoseconds since last_used_ns while no reference is held; 0 while
      *  held or loading. */
     uint64_t idle_ns;
+    /* ---- 1.4 ---- */
+    /** Where the model lives: RM_MODEL_MEMORY_HOST (the loader's own
+     *  pointer, or a private buffer), RM_MEMORY_SHM (a sealed shared
+     *  segment, node scope) or RM_MEMORY_CUDA (a device buffer); for a
+     *  LOADING row, what is known so far (HOST until the buffer exists). */
+    uint32_t memory;
+    /** RM_MEMORY_CUDA: this process's ordinal of the device, -1 when it
+     *  does not see the device; else -1. */
+    int32_t device_ordinal;
+    /** RM_MEMORY_CUDA: the device's UUID (in node scope the key names it
+     *  too); else zero. */
+    uint8_t device_uuid[16];
+    /** RM_MEMORY_CUDA: the bytes allocated on the device (`bytes` rounded
+     *  up to the allocation granularity in node scope); else 0. */
+    uint64_t device_bytes;
 } rm_model_info;
+
+/** rm_model_info.memory: private host memory of the process. */
+#define RM_MODEL_MEMORY_HOST 0u
 
 #define RM_REGISTRY_SCOPE_PROCESS 0u
 #define RM_REGISTRY_SCOPE_NODE 1u
@@ -1307,6 +1436,8 @@ typedef struct rm_plugin_v1 {
     int32_t (*tensor_record)(rm_context *context, rm_tensor *tensor, void *stream);
     int32_t (*tensor_wait)(rm_context *context, rm_tensor *tensor, void *stream, uint64_t flags);
     int32_t (*cuda_info)(rm_context *context, rm_cuda_info *out);
+    /* ---- 1.4 ---- */
+    int32_t (*model_to_dlpack)(rm_context *context, rm_model_handle *handle, rm_dl_managed_tensor_versioned **out);
 } rm_plugin_v1;
 
 /* ========================================================================
@@ -1543,7 +1674,8 @@ typedef struct rm_plugin_v1 {
  * @param out_handle   not NULL; receives a reference, NULL on error.
  * @param out_model    not NULL; receives the model, NULL on error: the
  *                     loader's model pointer, or its buffer (the start of
- *                     this process's read-only mapping in node scope).
+ *                     this process's read-only mapping in node scope);
+ *                     a device pointer for a device buffer (1.4).
  * @ownership  *out_handle is one reference, the caller's until it gives it
  *             back with model_release(). *out_model is valid while the
  *             context holds a handle on the model. The key is copied. A
@@ -1584,6 +1716,14 @@ typedef struct rm_plugin_v1 {
  *                             could not see this one alive).
  *   RM_E_NO_MEMORY, RM_E_SYSTEM  mapping the model failed.
  *   table codes               REF: node-scope.
+ *   Device weights (1.4, REF: gpu-weights), also:
+ *   RM_E_DEVICE_UNAVAILABLE   the weights are ready on a device this
+ *                             process cannot map them on (the driver
+ *                             lacks POSIX-descriptor VMM, say).
+ *   RM_E_SYSTEM               no live process that has the weights
+ *                             answered with a descriptor (the message
+ *                             names each one tried and why), or mapping
+ *                             them failed (the driver call is named).
  *   A loader failure in another process reaches this caller with the
  *   loader's code (when it was waiting for that load).
  * @threads    Thread-safe. Callers of one key in any threads, contexts (and,
@@ -2274,6 +2414,37 @@ typedef struct rm_plugin_v1 {
  * @threads    Thread-safe.
  * @callbacks  None.
  * @since 1.3
+ */
+
+/* ---- 1.4 ---------------------------------------------------------------- */
+
+/**
+ * @fn model_to_dlpack
+ * Describes a model loaded into a buffer (host or device) as DLPack 1.0:
+ * a 1-D uint8 tensor of the model's `bytes` bytes at the model pointer,
+ * on kDLCUDA (this process's ordinal of the device) for a device buffer,
+ * else kDLCPU, with RM_DLPACK_FLAG_READ_ONLY set (a sealed buffer is
+ * read-only). The view holds a reference of its own: the model stays
+ * loaded until the deleter runs, even after `handle` is released.
+ *
+ * @param context  the handle's context.
+ * @param handle   not NULL; a live handle of this context.
+ * @param out      not NULL; receives the managed tensor, NULL on error.
+ * @ownership  The caller (or the consumer it hands the tensor to) calls
+ *             out->deleter(out) exactly once, on any thread, before the
+ *             context is destroyed; the deleter releases the view's
+ *             reference.
+ * @return
+ *   RM_OK
+ *   RM_E_NOT_SHAREABLE     the loader returned its own pointer, not a
+ *                          buffer: the plugin does not know its bytes.
+ *   RM_E_NO_MEMORY         no memory for the managed tensor.
+ *   RM_E_INVALID_ARGUMENT, RM_E_FORKED, RM_E_FEATURE_UNAVAILABLE,
+ *   RM_E_FEATURE_DISABLED  the context checks ("model-registry"); NULL
+ *                          handle or out.
+ * @threads    Thread-safe.
+ * @callbacks  None (the deleter is the plugin's; the consumer calls it).
+ * @since 1.4
  */
 
 /* ========================================================================

@@ -86,6 +86,23 @@ _Static_assert(sizeof(void *) == 8 && _Alignof(uint64_t) == 8,
 #define RM_CUDA_INFO_SIZE_V1_3 ((size_t)1944)
 #define RM_PLUGIN_V1_SIZE_V1_3 ((size_t)296)
 
+/* ---- 1.4: GPU weights ---------------------------------------------------- */
+#define RM_HOST_SERVICES_SIZE_V1_4 ((size_t)32)
+#define RM_NEGOTIATE_REQUEST_SIZE_V1_4 ((size_t)72)
+#define RM_CONTEXT_OPTIONS_SIZE_V1_4 ((size_t)72)
+#define RM_CONTEXT_INFO_SIZE_V1_4 ((size_t)136)
+#define RM_LOADED_MODEL_SIZE_V1_4 ((size_t)64)
+#define RM_MODEL_INFO_SIZE_V1_4 ((size_t)384)
+#define RM_REGISTRY_METRICS_SIZE_V1_4 ((size_t)136)
+#define RM_REGISTRY_RECLAIM_REPORT_SIZE_V1_4 ((size_t)48)
+#define RM_TENSOR_SPEC_SIZE_V1_4 ((size_t)216)
+#define RM_TENSOR_INFO_SIZE_V1_4 ((size_t)216)
+#define RM_TENSOR_POOL_STATS_SIZE_V1_4 ((size_t)312)
+#define RM_RECLAIM_REPORT_SIZE_V1_4 ((size_t)64)
+#define RM_SHM_POOL_INFO_SIZE_V1_4 ((size_t)176)
+#define RM_CUDA_INFO_SIZE_V1_4 ((size_t)1944)
+#define RM_PLUGIN_V1_SIZE_V1_4 ((size_t)304)
+
 /* ---- checks ------------------------------------------------------------- */
 
 /* What sizeof() gave a host whose header ended `type` at `field`: the end
@@ -156,9 +173,26 @@ RM_ABI_CHECK_SIZE_(RM_SHM_POOL_INFO_SIZE_V1_3, rm_shm_pool_info, device_blocks);
 RM_ABI_CHECK_SIZE_(RM_CUDA_INFO_SIZE_V1_3, rm_cuda_info, devices);
 RM_ABI_CHECK_SIZE_(RM_PLUGIN_V1_SIZE_V1_3, rm_plugin_v1, cuda_info);
 
+RM_ABI_CHECK_SIZE_(RM_HOST_SERVICES_SIZE_V1_4, rm_host_services, monotonic_ns);
+RM_ABI_CHECK_SIZE_(RM_NEGOTIATE_REQUEST_SIZE_V1_4, rm_negotiate_request, reserved);
+RM_ABI_CHECK_SIZE_(RM_CONTEXT_OPTIONS_SIZE_V1_4, rm_context_options, reserved);
+RM_ABI_CHECK_SIZE_(RM_CONTEXT_INFO_SIZE_V1_4, rm_context_info, reserved1);
+RM_ABI_CHECK_SIZE_(RM_LOADED_MODEL_SIZE_V1_4, rm_loaded_model, alloc_device_buffer);
+RM_ABI_CHECK_SIZE_(RM_MODEL_INFO_SIZE_V1_4, rm_model_info, device_bytes);
+RM_ABI_CHECK_SIZE_(RM_REGISTRY_METRICS_SIZE_V1_4, rm_registry_metrics, lock_recoveries);
+RM_ABI_CHECK_SIZE_(RM_REGISTRY_RECLAIM_REPORT_SIZE_V1_4, rm_registry_reclaim_report,
+                   bytes_unlinked);
+RM_ABI_CHECK_SIZE_(RM_TENSOR_SPEC_SIZE_V1_4, rm_tensor_spec, device);
+RM_ABI_CHECK_SIZE_(RM_TENSOR_INFO_SIZE_V1_4, rm_tensor_info, device_uuid);
+RM_ABI_CHECK_SIZE_(RM_TENSOR_POOL_STATS_SIZE_V1_4, rm_tensor_pool_stats, cuda_blocks_orphaned);
+RM_ABI_CHECK_SIZE_(RM_RECLAIM_REPORT_SIZE_V1_4, rm_reclaim_report, cuda_blocks_freed);
+RM_ABI_CHECK_SIZE_(RM_SHM_POOL_INFO_SIZE_V1_4, rm_shm_pool_info, device_blocks);
+RM_ABI_CHECK_SIZE_(RM_CUDA_INFO_SIZE_V1_4, rm_cuda_info, devices);
+RM_ABI_CHECK_SIZE_(RM_PLUGIN_V1_SIZE_V1_4, rm_plugin_v1, model_to_dlpack);
+
 /* A header of a newer minor has sizes this table lacks: publishing it
  * without them would leave its structs' sizes to sizeof() again. */
-_Static_assert(RM_ABI_VERSION_CURRENT == RM_ABI_VERSION(1, 3),
-               "abi_sizes.h lists the sizes up to ABI 1.3: add those of the new version");
+_Static_assert(RM_ABI_VERSION_CURRENT == RM_ABI_VERSION(1, 4),
+               "abi_sizes.h lists the sizes up to ABI 1.4: add those of the new version");
 
 #endif
