@@ -234,7 +234,7 @@ extern "C" {
 #define RM_ABI_VERSION_CURRENT RM_ABI_VERSION(RM_ABI_MAJOR, RM_ABI_MINOR)
 
 /** The project (not ABI) version; the build reads it from here. */
-#define RM_PLUGIN_VERSION_STRING "0.4.0"
+#define RM_PLUGIN_VERSION_STRING "0.5.0"
 
 /** The only symbol the shared object exports. */
 #define RM_PLUGIN_ENTRY_POINT "rm_plugin_negotiate"
