@@ -1,0 +1,1434 @@
+/* GPU-resident model weights (ABI 1.4, REF: gpu-weights) across real
+ * processes: this process loads the real rm_plugin.so and forks + execs
+ * gpu_weights_peer ($RM_GPU_WEIGHTS_PEER), a small host that gets, checks,
+ * writes into, holds and releases device models on command (protocol at
+ * the top of gpu_weights_peer.c).
+ *
+ * Covered: 8 processes racing one "name@cuda:0" key run one loader and
+ * all read its bytes; a loader SIGKILLed mid-load is taken over by one
+ * waiter; the loader's process ending (context destroyed, plain exit,
+ * SIGKILL) loses nothing while another process has the weights, and a
+ * newcomer still attaches; a write through the sealed weights fails, in
+ * the loader's process too; ten processes holding a 64 MiB model use one
+ * copy of device memory; processes that list the devices in opposite
+ * orders meet on one entry keyed by UUID; rows and model_to_dlpack of a
+ * device model, whose view outlives its handle; eviction (explicit and
+ * TTL) gives the device memory back and the next get loads again;
+ * process-scope device buffers; and the errors of alloc_device_buffer.
+ *
+ * One binary, two suites (tests/meson.build), as test_cuda_tensors:
+ * "cuda" against the fake driver (FAKE_CUDA_LIBRARY, named to the plugin
+ * by cuda.driver), "gpu" against the real driver, where main() exits 77
+ * when cuda_info() finds no usable device. Device memory is read and
+ * written only through the driver in the device's primary context
+ * (cuda_tensor_common.h), so the tests run unchanged on a GPU; the checks
+ * that need the fake (its counters, its knobs, exact device memory
+ * figures) are skipped there.
+ *
+ * Every test uses its own node namespace ("gw<pid><tag>"); the tests that
+ * read cuMemGetInfo_v2 use a fake device of their own (a UUID no other
+ * process uses), so tests running beside them do not change the figures.
+ * The suite's fini kills and reaps the peers still running, prints what
+ * they said when the test did not reach its end, destroys the contexts
+ * left, and unlinks what the namespaces, the counter files and dead
+ * processes left. Peers also die with this process (PR_SET_PDEATHSIG).
+ *
+ * No sleep stands in for synchronisation: start barriers are pipes, and a
+ * condition that the plugin reaches in the background (a sweep) is polled
+ * with a deadline. Run time (2 cores): a few seconds. */
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fake_cuda.h"
+#include "gpu_weights_common.h"
+#include "peer_process.h"
+#include "plugin_fixture.h"
+#include "shm_cleanup.h"
+
+#define KiB ((uint64_t)1 << 10)
+#define MiB ((uint64_t)1 << 20)
+
+#define REPLY_MS 20000   /* a peer that says nothing for this long is stuck */
+#define SWEEP_MS 10000   /* what a background sweep may take, with room */
+#define MAX_PEERS 16
+#define MAX_NAMESPACES 4
+#define TRANSCRIPT_BYTES 8192
+#define MAX_ROWS 8
+
+/* ------------------------------------------------------------------------ */
+/* Bookkeeping                                                              */
+/* ------------------------------------------------------------------------ */
+
+typedef struct peer {
+    char label[32];
+    pid_t pid;
+    peer_io io;
+    bool reaped;
+    int status;
+    char reply[PEER_LINE_BYTES];       /* the last line asked for */
+    char transcript[TRANSCRIPT_BYTES]; /* every line it printed */
+    size_t transcript_used;
+} peer;
+
+static const char *peer_path;
+static peer *peers[MAX_PEERS];
+static int peer_count;
+static char namespaces[MAX_NAMESPACES][33];
+static int namespace_count;
+static char counters[MAX_NAMESPACES][64];
+static int counter_count;
+static td_driver test_driver;
+static bool test_driver_open;
+static bool test_finished;
+
+static void suite_init(void)
+{
+    fixture_load();
+    peer_path = getenv("RM_GPU_WEIGHTS_PEER");
+    cr_assert_not_null(peer_path, "RM_GPU_WEIGHTS_PEER must name gpu_weights_peer");
+    test_finished = false;
+}
+
+static void suite_fini(void)
+{
+    for (int i = 0; i < peer_count; i++) {
+        peer *p = peers[i];
+        if (!p->reaped && p->pid > 0) {
+            kill(p->pid, SIGKILL);
+            p->status = peer_reap(p->pid, 10000, NULL);
+            p->reaped = true;
+        }
+        while (p->io.from >= 0 && peer_read_line(&p->io, 0) != NULL) {
+            /* what it printed last goes into the story below */
+            size_t length = strlen(p->io.line);
+            if (p->transcript_used + length + 2 < sizeof p->transcript) {
+                memcpy(p->transcript + p->transcript_used, p->io.line, length);
+                p->transcript_used += length;
+                p->transcript[p->transcript_used++] = '\n';
+                p->transcript[p->transcript_used] = '\0';
+            }
+        }
+        if (!test_finished)
+            fprintf(stderr, "---- %s, pid %d, wait status %#x, stdout:\n%s", p->label,
+                    (int)p->pid, p->status, p->transcript);
+        peer_io_close(&p->io);
+        free(p);
+        peers[i] = NULL;
+    }
+    peer_count = 0;
+    fixture_close_all();
+    for (int i = 0; i < namespace_count; i++) {
+        char prefix[64];
+        snprintf(prefix, sizeof prefix, "rmreg.%.32s.", namespaces[i]);
+        (void)shm_unlink_prefix(prefix);
+    }
+    for (int i = 0; i < counter_count; i++)
+        unlink(counters[i]);
+    if (test_driver_open)
+        td_close(&test_driver);
+    test_driver_open = false;
+    fake_cuda_reap_dead();
+    fixture_unload();
+}
+
+TestSuite(gpu_weights, .init = suite_init, .fini = suite_fini, .timeout = 120);
+
+/* A node namespace for this test, "gw<pid><tag>", cleaned up by the fini. */
+static const char *make_namespace(const char *tag)
+{
+    cr_assert_lt(namespace_count, MAX_NAMESPACES);
+    char *name = namespaces[namespace_count++];
+    snprintf(name, sizeof namespaces[0], "gw%ld%s", (long)getpid(), tag);
+    return name;
+}
+
+/* An empty file whose size counts the loader calls of every peer given it
+ * (--counter), removed by the fini. */
+static const char *make_counter(const char *tag)
+{
+    cr_assert_lt(counter_count, MAX_NAMESPACES);
+    char *path = counters[counter_count++];
+    snprintf(path, sizeof counters[0], "/tmp/gw-%ld-%s.count", (long)getpid(), tag);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    cr_assert_geq(fd, 0, "%s: %s", path, strerror(errno));
+    close(fd);
+    return path;
+}
+
+static long long loader_calls_in(const char *counter)
+{
+    struct stat st;
+    cr_assert_eq(stat(counter, &st), 0, "%s: %s", counter, strerror(errno));
+    return (long long)st.st_size;
+}
+
+/* The driver as this process's host code reaches it. */
+static td_driver *driver(void)
+{
+    if (!test_driver_open)
+        cr_assert_eq(td_open(&test_driver), 0, "the CUDA driver for the test: %s",
+                     test_driver.why);
+    test_driver_open = true;
+    return &test_driver;
+}
+
+static void fake_only(const char *what)
+{
+    if (!td_is_fake())
+        cr_skip_test("%s needs the fake driver", what);
+}
+
+/* Makes this test's device 0 (and its peers', who inherit the variable) a
+ * fake device no other process uses, so that cuMemGetInfo_v2 counts this
+ * test's memory alone. Nothing on a real GPU. */
+static void private_device(void)
+{
+    if (td_is_fake())
+        fake_cuda_use_private_device();
+}
+
+/* ------------------------------------------------------------------------ */
+/* Peers                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void transcript_add(peer *p, const char *text)
+{
+    size_t length = strlen(text);
+    if (p->transcript_used + length + 2 >= sizeof p->transcript)
+        return;
+    memcpy(p->transcript + p->transcript_used, text, length);
+    p->transcript_used += length;
+    p->transcript[p->transcript_used++] = '\n';
+    p->transcript[p->transcript_used] = '\0';
+}
+
+/* Starts gpu_weights_peer in namespace `ns` with this test's driver, the
+ * counter file (or NULL), descriptor `barrier_fd` as its descriptor 3 (or
+ * -1) and the extra "KEY=VALUE" settings (NULL-terminated); waits for
+ * "ready". It gets this process's environment as it is now (FAKE_CUDA_*
+ * knobs included). */
+static peer *start_peer(const char *label, const char *ns, const char *counter, int barrier_fd,
+                        ...)
+{
+    cr_assert_lt(peer_count, MAX_PEERS);
+    peer *p = calloc(1, sizeof *p);
+    cr_assert_not_null(p);
+    p->io.to = p->io.from = -1;
+    peers[peer_count++] = p;
+    snprintf(p->label, sizeof p->label, "%s", label);
+
+    const char *argv[48];
+    int argc = 0;
+    argv[argc++] = peer_path;
+    argv[argc++] = "--ns";
+    argv[argc++] = ns;
+    char driver_setting[PATH_MAX + 16];
+    if (td_is_fake()) {
+        snprintf(driver_setting, sizeof driver_setting, "cuda.driver=%s", td_library());
+        argv[argc++] = "--set";
+        argv[argc++] = driver_setting;
+    }
+    if (counter != NULL) {
+        argv[argc++] = "--counter";
+        argv[argc++] = counter;
+    }
+    va_list args;
+    va_start(args, barrier_fd);
+    for (const char *setting; argc < 44 && (setting = va_arg(args, const char *)) != NULL;) {
+        argv[argc++] = "--set";
+        argv[argc++] = setting;
+    }
+    va_end(args);
+    argv[argc] = NULL;
+    /* Out of the way of 0..3, so that no dup2 in the child clobbers it. */
+    int fd_map[3] = {-1, -1, -1};
+    if (barrier_fd >= 0) {
+        fd_map[0] = fcntl(barrier_fd, F_DUPFD_CLOEXEC, 10);
+        fd_map[1] = 3;
+        cr_assert_geq(fd_map[0], 0, "dup: %s", strerror(errno));
+    }
+    p->pid = peer_spawn((char *const *)argv, NULL, -1, fd_map, &p->io);
+    int spawn_errno = errno;
+    if (fd_map[0] >= 0)
+        close(fd_map[0]);
+    cr_assert_gt(p->pid, 0, "cannot start %s: %s", peer_path, strerror(spawn_errno));
+    const char *line = peer_read_line(&p->io, REPLY_MS);
+    if (line != NULL)
+        transcript_add(p, line);
+    cr_assert(peer_starts_with(line, "ready "), "%s (pid %d) did not start: %s", label,
+              (int)p->pid, line != NULL ? line : p->io.why);
+    return p;
+}
+
+/* Reads until a line that starts with `prefix` (the lines before it stay in
+ * the transcript) and returns a copy (p->reply, until the next read).
+ * Fails the test on the end of its output, a timeout, or a "fail" line. */
+static const char *expect_line(peer *p, const char *prefix, int timeout_ms)
+{
+    uint64_t deadline = peer_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        uint64_t now = peer_now_ms();
+        const char *line = peer_read_line(&p->io, now >= deadline ? 0 : (int)(deadline - now));
+        cr_assert_not_null(line, "%s (pid %d): no \"%s\" line: %s; it printed:\n%s", p->label,
+                           (int)p->pid, prefix, p->io.why, p->transcript);
+        transcript_add(p, line);
+        cr_assert(!peer_starts_with(line, "fail "), "%s (pid %d): %s; it printed:\n%s",
+                  p->label, (int)p->pid, line, p->transcript);
+        if (peer_starts_with(line, prefix)) {
+            snprintf(p->reply, sizeof p->reply, "%s", line);
+            return p->reply;
+        }
+    }
+}
+
+/* A command's reply: the next "ok" or "err" line (the loader's lines before
+ * it stay in the transcript). */
+static const char *reply_of(peer *p, int timeout_ms)
+{
+    uint64_t deadline = peer_now_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        uint64_t now = peer_now_ms();
+        const char *line = peer_read_line(&p->io, now >= deadline ? 0 : (int)(deadline - now));
+        cr_assert_not_null(line, "%s (pid %d): no reply: %s; it printed:\n%s", p->label,
+                           (int)p->pid, p->io.why, p->transcript);
+        transcript_add(p, line);
+        cr_assert(!peer_starts_with(line, "fail "), "%s (pid %d): %s; it printed:\n%s",
+                  p->label, (int)p->pid, line, p->transcript);
+        if (peer_starts_with(line, "ok") || peer_starts_with(line, "err ")) {
+            snprintf(p->reply, sizeof p->reply, "%s", line);
+            return p->reply;
+        }
+    }
+}
+
+static void send_line(peer *p, const char *line)
+{
+    char shown[PEER_LINE_BYTES];
+    snprintf(shown, sizeof shown, "> %s", line);
+    transcript_add(p, shown);
+    cr_assert_eq(peer_send_line(&p->io, line), 0, "%s (pid %d): %s", p->label, (int)p->pid,
+                 p->io.why);
+}
+
+__attribute__((format(printf, 2, 3))) static void send_to(peer *p, const char *format, ...)
+{
+    char line[PEER_LINE_BYTES];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(line, sizeof line, format, args);
+    va_end(args);
+    send_line(p, line);
+}
+
+/* A command whose reply must start with "ok"; the reply. */
+__attribute__((format(printf, 2, 3))) static const char *call_ok(peer *p, const char *format,
+                                                                 ...)
+{
+    char line[PEER_LINE_BYTES];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(line, sizeof line, format, args);
+    va_end(args);
+    send_line(p, line);
+    const char *reply = reply_of(p, REPLY_MS);
+    cr_assert(peer_starts_with(reply, "ok"), "%s (pid %d), `%s` answered: %s", p->label,
+              (int)p->pid, line, reply);
+    return reply;
+}
+
+/* "get KEY SEED BYTES [options]" that must succeed: the reply. */
+static const char *peer_get(peer *p, const char *key, uint64_t seed, uint64_t bytes,
+                            const char *options)
+{
+    send_to(p, "get %s %" PRIu64 " %" PRIu64 " %s", key, seed, bytes,
+            options != NULL ? options : "");
+    const char *reply = reply_of(p, REPLY_MS);
+    cr_assert(peer_starts_with(reply, "ok"), "%s (pid %d): get %s: %s", p->label, (int)p->pid,
+              key, reply);
+    return reply;
+}
+
+static int id_of(const char *reply)
+{
+    int64_t id = gw_field_int(reply, "id", -1);
+    cr_assert_geq(id, 0, "no id in %s", reply);
+    return (int)id;
+}
+
+/* The peer reads model `id` back: every byte is the loader's pattern. */
+static void expect_peer_bytes(peer *p, int id, uint64_t bytes)
+{
+    const char *reply = call_ok(p, "check %d", id);
+    cr_assert_eq(gw_field_u64(reply, "checked", 0), bytes, "%s: %s", p->label, reply);
+}
+
+static long long peer_counter(peer *p, const char *name)
+{
+    const char *reply = call_ok(p, "counter %s", name);
+    long long value = -9999;
+    cr_assert(sscanf(reply, "ok %lld", &value) == 1, "not a number: %s", reply);
+    return value;
+}
+
+/* (total - free) of the peer's device `ordinal`. */
+static uint64_t peer_used(peer *p, int ordinal)
+{
+    const char *reply = call_ok(p, "meminfo %d", ordinal);
+    uint64_t used = gw_field_u64(reply, "used", UINT64_MAX);
+    cr_assert_neq(used, UINT64_MAX, "%s", reply);
+    return used;
+}
+
+/* The peer's registry rows, each line copied into rows[0..capacity); the
+ * count. */
+static int peer_rows(peer *p, char (*rows)[1024], int capacity)
+{
+    const char *reply = call_ok(p, "rows");
+    int count = (int)gw_field_int(reply, "count", -1);
+    cr_assert_geq(count, 0, "%s", reply);
+    for (int i = 0; i < count; i++) {
+        const char *row = expect_line(p, "row ", REPLY_MS);
+        if (i < capacity)
+            snprintf(rows[i], sizeof rows[i], "%s", row);
+    }
+    return count;
+}
+
+static int peer_wait(peer *p, int timeout_ms)
+{
+    if (p->reaped)
+        return p->status;
+    bool killed = false;
+    p->status = peer_reap(p->pid, timeout_ms, &killed);
+    p->reaped = true;
+    cr_assert(!killed, "%s (pid %d) did not end within %d ms; it printed:\n%s", p->label,
+              (int)p->pid, timeout_ms, p->transcript);
+    return p->status;
+}
+
+/* "quit": releases, destroys its context, exits 0. */
+static void quit_peer(peer *p)
+{
+    send_to(p, "quit");
+    expect_line(p, "ok bye", REPLY_MS);
+    int status = peer_wait(p, REPLY_MS);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "%s: status %#x; it printed:\n%s",
+              p->label, status, p->transcript);
+}
+
+static void kill_peer(peer *p)
+{
+    cr_assert_eq(kill(p->pid, SIGKILL), 0, "kill %d: %s", (int)p->pid, strerror(errno));
+    int status = peer_wait(p, 10000);
+    cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "%s: status %#x", p->label,
+              status);
+}
+
+/* Whether the peer's main thread sleeps (state S in /proc): after its
+ * "calling" line it is inside model_get_or_load, so it is waiting there. */
+static bool sleeps(pid_t pid)
+{
+    char path[96], text[512];
+    snprintf(path, sizeof path, "/proc/%d/task/%d/stat", (int)pid, (int)pid);
+    FILE *file = fopen(path, "re");
+    if (file == NULL)
+        return false;
+    size_t got = fread(text, 1, sizeof text - 1, file);
+    fclose(file);
+    text[got] = '\0';
+    const char *paren = strrchr(text, ')');
+    return paren != NULL && paren[1] == ' ' && paren[2] == 'S';
+}
+
+/* Waits until the peer, after its "calling" line, blocks inside the plugin
+ * (asleep in 5 samples in a row, 10 ms apart). */
+static void wait_until_blocked(peer *p)
+{
+    expect_line(p, "calling", REPLY_MS);
+    uint64_t deadline = peer_now_ms() + REPLY_MS;
+    int in_a_row = 0;
+    while (in_a_row < 5 && peer_now_ms() < deadline) {
+        in_a_row = sleeps(p->pid) ? in_a_row + 1 : 0;
+        peer_sleep_ms(10);
+    }
+    cr_assert_eq(in_a_row, 5, "%s (pid %d) never blocked in model_get_or_load; it printed:\n%s",
+                 p->label, (int)p->pid, p->transcript);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Contexts and loaders of this process                                     */
+/* ------------------------------------------------------------------------ */
+
+/* A context with this test's driver and key/value pairs (NULL-ended);
+ * the code, *out tracked for the fini. */
+static int32_t try_context(rm_context **out, ...)
+{
+    const char *pairs[34];
+    size_t count = 0;
+    if (td_is_fake()) {
+        pairs[count++] = "cuda.driver";
+        pairs[count++] = td_library();
+    }
+    va_list args;
+    va_start(args, out);
+    for (const char *word; count < 32 && (word = va_arg(args, const char *)) != NULL;)
+        pairs[count++] = word;
+    va_end(args);
+    pairs[count] = NULL;
+    int32_t rc = fixture_context(out, pairs);
+    if (rc == RM_OK)
+        fixture_track(*out);
+    return rc;
+}
+
+#define new_context(out, ...)                                                              \
+    do {                                                                                   \
+        int32_t rc_ = try_context((out), __VA_ARGS__, NULL);                               \
+        cr_assert_eq(rc_, RM_OK, "context_create: %s: %s", vt->error_name(rc_),            \
+                     vt->context_last_error(NULL));                                        \
+    } while (0)
+
+#define expect_code(rc, expected, context, what)                                           \
+    do {                                                                                   \
+        int32_t got_ = (rc);                                                               \
+        cr_assert_eq(got_, (expected), "%s: %s (%d), expected %s: %s", (what),            \
+                     vt->error_name(got_), (int)got_, vt->error_name(expected),            \
+                     vt->context_last_error(context));                                     \
+    } while (0)
+
+#define expect_ok(rc, context, what) expect_code((rc), RM_OK, (context), (what))
+
+/* What the loaders of this process do, and what they saw. */
+typedef enum buffer_plan {
+    PLAN_DEVICE,        /* one device buffer, filled with the pattern */
+    PLAN_DEVICE_DEVICE, /* a second device buffer after the first */
+    PLAN_HOST_DEVICE,   /* a host buffer, then a device buffer */
+    PLAN_DEVICE_HOST,   /* a device buffer, then a host buffer */
+    PLAN_NULL_POINTER,  /* alloc_device_buffer without out_device_pointer */
+    PLAN_ZERO_BYTES,    /* alloc_device_buffer of 0 bytes */
+} buffer_plan;
+
+typedef struct test_loader {
+    rm_context *context;
+    buffer_plan plan;
+    int ordinal;
+    uint64_t seed;
+    uint64_t bytes;
+    int calls;
+    /* The call the plan expects to fail: its code and message. */
+    int32_t failed_rc;
+    char failed_message[1024];
+    /* What the device buffer was. */
+    uint64_t pointer;
+    void *stream;
+} test_loader;
+
+static int32_t record_failure(test_loader *state, int32_t rc)
+{
+    state->failed_rc = rc;
+    snprintf(state->failed_message, sizeof state->failed_message, "%s",
+             rc == RM_OK ? "" : vt->context_last_error(state->context));
+    return rc;
+}
+
+static int32_t run_test_loader(void *user, const char *key, rm_loaded_model *out)
+{
+    (void)key;
+    test_loader *state = user;
+    state->calls++;
+    state->failed_rc = RM_OK;
+    state->failed_message[0] = '\0';
+    if (!RM_LOADED_MODEL_HAS_DEVICE_BUFFER(out))
+        return record_failure(state, RM_E_NOT_SHAREABLE);
+    uint64_t pointer = 0;
+    void *host = NULL;
+    int32_t rc;
+    switch (state->plan) {
+    case PLAN_NULL_POINTER:
+        return record_failure(state, out->alloc_device_buffer(out, state->bytes, NULL, NULL));
+    case PLAN_ZERO_BYTES:
+        return record_failure(state, out->alloc_device_buffer(out, 0, &pointer, NULL));
+    case PLAN_HOST_DEVICE:
+        rc = out->alloc_buffer(out, state->bytes, &host);
+        if (rc != RM_OK)
+            return rc; /* not the call under test: failed_rc stays OK */
+        return record_failure(state,
+                              out->alloc_device_buffer(out, state->bytes, &pointer, NULL));
+    default:
+        break;
+    }
+    rc = out->alloc_device_buffer(out, state->bytes, &pointer, &state->stream);
+    if (rc != RM_OK)
+        return record_failure(state, rc);
+    state->pointer = pointer;
+    if (state->plan == PLAN_DEVICE_DEVICE) {
+        uint64_t second = 0;
+        return record_failure(state, out->alloc_device_buffer(out, state->bytes, &second, NULL));
+    }
+    if (state->plan == PLAN_DEVICE_HOST)
+        return record_failure(state, out->alloc_buffer(out, state->bytes, &host));
+    td_driver *d = driver();
+    if (td_fill(d, state->ordinal, pointer, state->bytes, state->seed) != 0) {
+        cr_log_error("the loader's fill: %s", d->why);
+        return RM_E_LOADER_FAILED;
+    }
+    return RM_OK;
+}
+
+static void expect_bytes_at(void *model, int ordinal, uint64_t bytes, uint64_t seed)
+{
+    td_driver *d = driver();
+    int rc = td_check(d, ordinal, (td_deviceptr)(uintptr_t)model, bytes, seed);
+    cr_assert_eq(rc, 0, "the model's bytes (cuda:%d, %" PRIu64 " bytes at %p): %s", ordinal,
+                 bytes, model, d->why);
+}
+
+static uint32_t list_rows(rm_context *context, rm_model_info *rows, uint32_t capacity)
+{
+    uint32_t count = 0;
+    int32_t rc = vt->registry_list(context, rows, sizeof *rows, capacity, &count);
+    expect_ok(rc, context, "registry_list");
+    return count;
+}
+
+static rm_registry_metrics metrics_of(rm_context *context)
+{
+    rm_registry_metrics metrics = RM_STRUCT_INIT(rm_registry_metrics);
+    expect_ok(vt->registry_metrics(context, &metrics), context, "registry_metrics");
+    return metrics;
+}
+
+/* This process's device 0 as cuda_info() reports it. */
+static rm_cuda_device device_zero(rm_context *context)
+{
+    rm_cuda_info info = RM_STRUCT_INIT(rm_cuda_info);
+    expect_ok(vt->cuda_info(context, &info), context, "cuda_info");
+    cr_assert(info.status == RM_OK && info.device_count >= 1, "cuda_info: %s", info.message);
+    return info.devices[0];
+}
+
+/* The fake's counter in this process; -1 on a real driver. */
+static long long counter(const char *name)
+{
+    return td_counter_loaded(name);
+}
+
+static void expect_1_4(void)
+{
+    cr_assert(RM_PLUGIN_HAS(vt, model_to_dlpack), "the plugin has no 1.4 vtable (abi %#x)",
+              vt->abi_version);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 1. Eight processes race one device key                                   */
+/* ------------------------------------------------------------------------ */
+
+Test(gpu_weights, eight_processes_racing_one_key_run_one_loader)
+{
+    enum { RACERS = 8 };
+    const uint64_t bytes = 4 * MiB + 8 * KiB;
+    const uint64_t seed = 101;
+    const char *ns = make_namespace("race");
+    const char *count_file = make_counter("race");
+    int barrier[2];
+    cr_assert_eq(pipe2(barrier, O_CLOEXEC), 0);
+    peer *racers[RACERS];
+    for (int i = 0; i < RACERS; i++) {
+        char label[32];
+        snprintf(label, sizeof label, "racer %d", i);
+        racers[i] = start_peer(label, ns, count_file, barrier[0], NULL);
+    }
+    /* Each racer says "waiting" once it reads the barrier; its end of file
+     * then starts them all. The loader sleeps 200 ms so that the others
+     * arrive while it loads. */
+    for (int i = 0; i < RACERS; i++)
+        send_to(racers[i], "get race@cuda:0 %" PRIu64 " %" PRIu64 " sleep=200 barrier", seed,
+                bytes);
+    for (int i = 0; i < RACERS; i++)
+        expect_line(racers[i], "waiting", REPLY_MS);
+    close(barrier[0]);
+    close(barrier[1]);
+
+    char results[RACERS][PEER_LINE_BYTES];
+    for (int i = 0; i < RACERS; i++) {
+        const char *reply = reply_of(racers[i], REPLY_MS);
+        cr_assert(peer_starts_with(reply, "ok"), "racer %d: %s", i, reply);
+        snprintf(results[i], sizeof results[i], "%s", reply);
+    }
+    cr_assert_eq(loader_calls_in(count_file), 1, "8 racers made %lld loader calls",
+                 loader_calls_in(count_file));
+    int loaders = 0, waited = 0;
+    for (int i = 0; i < RACERS; i++) {
+        const char *r = results[i];
+        cr_log_info("racer %d: %s", i, r);
+        int64_t calls = gw_field_int(r, "calls", -1);
+        if (calls == 1) {
+            loaders++;
+            cr_assert_eq(gw_field_int(r, "loads", -1), 1, "the loader's metrics: %s", r);
+            cr_assert_geq(gw_field_int(r, "ms", -1), 200, "the loader slept 200 ms: %s", r);
+        } else {
+            cr_assert_eq(calls, 0, "racer %d: %s", i, r);
+            cr_assert_eq(gw_field_int(r, "loads", -1), 0, "racer %d: %s", i, r);
+            cr_assert_eq(gw_field_int(r, "attaches", -1), 1, "racer %d attached? %s", i, r);
+            waited += gw_field_int(r, "ms", 0) >= 100;
+        }
+        expect_peer_bytes(racers[i], id_of(r), bytes);
+    }
+    cr_assert_eq(loaders, 1, "%d racers ran the loader", loaders);
+    cr_assert_geq(waited, 1, "no racer waited for the loader: the race did not happen");
+    for (int i = 0; i < RACERS; i++)
+        quit_peer(racers[i]);
+    test_finished = true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 2. The loader SIGKILLed mid-load                                         */
+/* ------------------------------------------------------------------------ */
+
+Test(gpu_weights, a_loader_killed_mid_load_is_taken_over)
+{
+    const uint64_t bytes = 2 * MiB + 4 * KiB;
+    const uint64_t seed = 202;
+    const char *ns = make_namespace("kill");
+    const char *count_file = make_counter("kill");
+    peer *dying = start_peer("dying loader", ns, count_file, -1, NULL);
+    peer *first = start_peer("waiter 1", ns, count_file, -1, NULL);
+    peer *second = start_peer("waiter 2", ns, count_file, -1, NULL);
+
+    /* The loader has its device buffer, has written half of it, and
+     * blocks until it is killed. */
+    send_to(dying, "get takeover@cuda:0 %" PRIu64 " %" PRIu64 " block", seed, bytes);
+    expect_line(dying, "blocked", REPLY_MS);
+    char rows[MAX_ROWS][1024];
+    cr_assert_eq(peer_rows(first, rows, MAX_ROWS), 1, "the claim is not a row");
+    cr_assert_eq(gw_field_int(rows[0], "state", -1), RM_MODEL_STATE_LOADING, "%s", rows[0]);
+    cr_assert_eq(gw_field_int(rows[0], "loader_pid", -1), dying->pid, "%s", rows[0]);
+
+    send_to(first, "get takeover@cuda:0 %" PRIu64 " %" PRIu64, seed, bytes);
+    send_to(second, "get takeover@cuda:0 %" PRIu64 " %" PRIu64, seed, bytes);
+    wait_until_blocked(first);
+    wait_until_blocked(second);
+    kill_peer(dying);
+
+    const char *reply = reply_of(first, REPLY_MS);
+    cr_assert(peer_starts_with(reply, "ok"), "waiter 1: %s", reply);
+    char one[PEER_LINE_BYTES];
+    snprintf(one, sizeof one, "%s", reply);
+    reply = reply_of(second, REPLY_MS);
+    cr_assert(peer_starts_with(reply, "ok"), "waiter 2: %s", reply);
+    char two[PEER_LINE_BYTES];
+    snprintf(two, sizeof two, "%s", reply);
+    cr_log_info("waiter 1: %s", one);
+    cr_log_info("waiter 2: %s", two);
+
+    int64_t takeovers = gw_field_int(one, "takeovers", -1) + gw_field_int(two, "takeovers", -1);
+    int64_t loads = gw_field_int(one, "loads", -1) + gw_field_int(two, "loads", -1);
+    cr_assert_eq(takeovers, 1, "one waiter takes the dead load over:\n%s\n%s", one, two);
+    cr_assert_eq(loads, 1, "one load after the takeover:\n%s\n%s", one, two);
+    const char *taker = gw_field_int(one, "takeovers", 0) == 1 ? one : two;
+    const char *other = taker == one ? two : one;
+    cr_assert_eq(gw_field_int(taker, "calls", -1), 1, "the taker ran its loader: %s", taker);
+    cr_assert_eq(gw_field_int(other, "calls", -1), 0, "the other waiter ran a loader: %s", other);
+    cr_assert_eq(gw_field_int(other, "attaches", -1), 1, "the other waiter attached: %s", other);
+    cr_assert_eq(loader_calls_in(count_file), 2, "the dead loader and the taker: %lld calls",
+                 loader_calls_in(count_file));
+    expect_peer_bytes(first, id_of(one), bytes);
+    expect_peer_bytes(second, id_of(two), bytes);
+
+    peer *late = start_peer("newcomer", ns, count_file, -1, NULL);
+    reply = peer_get(late, "takeover@cuda:0", seed, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "calls", -1), 0, "the newcomer loaded: %s", reply);
+    cr_assert_eq(gw_field_int(reply, "attaches", -1), 1, "%s", reply);
+    expect_peer_bytes(late, id_of(reply), bytes);
+    cr_assert_eq(peer_rows(late, rows, MAX_ROWS), 1);
+    cr_assert_eq(gw_field_int(rows[0], "state", -1), RM_MODEL_STATE_READY, "%s", rows[0]);
+    quit_peer(late);
+    quit_peer(second);
+    quit_peer(first);
+    test_finished = true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 3. The loader's process ends after the load                              */
+/* ------------------------------------------------------------------------ */
+
+typedef enum loader_end { END_QUIT, END_EXIT, END_KILL } loader_end;
+
+/* The loader loads and a holder attaches; the loader's process ends as
+ * `how` says; the holder still reads the weights, and a process started
+ * after the loader's end attaches to them (no loader call) and reads
+ * them. */
+static void loader_ends(const char *tag, loader_end how)
+{
+    const uint64_t bytes = 6 * MiB;
+    const uint64_t seed = 303 + (uint64_t)how;
+    const char *ns = make_namespace(tag);
+    const char *count_file = make_counter(tag);
+    peer *loader = start_peer("loader", ns, count_file, -1, NULL);
+    peer *holder = start_peer("holder", ns, count_file, -1, NULL);
+    const char *reply = peer_get(loader, "ends@cuda:0", seed, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "loads", -1), 1, "%s", reply);
+    reply = peer_get(holder, "ends@cuda:0", seed, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "attaches", -1), 1, "the holder attached? %s", reply);
+    cr_assert_eq(gw_field_int(reply, "loads", -1), 0, "%s", reply);
+    int held = id_of(reply);
+    expect_peer_bytes(holder, held, bytes);
+
+    switch (how) {
+    case END_QUIT:
+        quit_peer(loader);
+        break;
+    case END_EXIT: {
+        send_to(loader, "exit");
+        expect_line(loader, "ok exiting", REPLY_MS);
+        int status = peer_wait(loader, REPLY_MS);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
+        break;
+    }
+    case END_KILL:
+        kill_peer(loader);
+        break;
+    }
+    expect_peer_bytes(holder, held, bytes);
+
+    peer *late = start_peer("newcomer", ns, count_file, -1, NULL);
+    reply = peer_get(late, "ends@cuda:0", seed, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "calls", -1), 0, "the newcomer ran a loader: %s", reply);
+    cr_assert_eq(gw_field_int(reply, "loads", -1), 0, "%s", reply);
+    cr_assert_eq(gw_field_int(reply, "attaches", -1), 1, "the newcomer attached? %s", reply);
+    expect_peer_bytes(late, id_of(reply), bytes);
+    expect_peer_bytes(holder, held, bytes);
+    cr_assert_eq(loader_calls_in(count_file), 1, "%lld loader calls",
+                 loader_calls_in(count_file));
+    quit_peer(late);
+    quit_peer(holder);
+    test_finished = true;
+}
+
+Test(gpu_weights, loader_destroying_its_context_loses_nothing)
+{
+    loader_ends("quit", END_QUIT);
+}
+
+Test(gpu_weights, loader_exiting_loses_nothing)
+{
+    loader_ends("exit", END_EXIT);
+}
+
+Test(gpu_weights, loader_killed_after_the_load_loses_nothing)
+{
+    loader_ends("dead", END_KILL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 4. The weights are sealed                                                */
+/* ------------------------------------------------------------------------ */
+
+/* A write through the model pointer fails, in a reader's process and in
+ * the loader's; the bytes stay the loader's. On a GPU the failed copy may
+ * leave the writer's context unusable (a sticky fault), so only a third
+ * process reads the bytes afterwards there. */
+Test(gpu_weights, writes_through_the_weights_are_refused)
+{
+    const uint64_t bytes = 2 * MiB;
+    const uint64_t seed = 404;
+    const char *ns = make_namespace("seal");
+    peer *loader = start_peer("loader", ns, NULL, -1, NULL);
+    peer *reader = start_peer("reader", ns, NULL, -1, NULL);
+    peer *witness = start_peer("witness", ns, NULL, -1, NULL);
+    int loaded = id_of(peer_get(loader, "seal@cuda:0", seed, bytes, NULL));
+    int read = id_of(peer_get(reader, "seal@cuda:0", seed, bytes, NULL));
+    int watched = id_of(peer_get(witness, "seal@cuda:0", seed, bytes, NULL));
+
+    const char *reply = call_ok(reader, "write %d", read);
+    int64_t reader_cu = gw_field_int(reply, "cu", 0);
+    reply = call_ok(loader, "write %d", loaded);
+    int64_t loader_cu = gw_field_int(reply, "cu", 0);
+    if (td_is_fake()) {
+        cr_assert_eq(reader_cu, GW_CUDA_ERROR_ILLEGAL_ADDRESS,
+                     "a reader's write into the weights gave CUresult %" PRId64, reader_cu);
+        cr_assert_eq(loader_cu, GW_CUDA_ERROR_ILLEGAL_ADDRESS,
+                     "the loader's write after the load gave CUresult %" PRId64
+                     " (not sealed in its own process)",
+                     loader_cu);
+        expect_peer_bytes(reader, read, bytes);
+        expect_peer_bytes(loader, loaded, bytes);
+    } else {
+        cr_assert_neq(reader_cu, 0, "a reader wrote into the weights");
+        cr_assert_neq(loader_cu, 0, "the loader wrote into the weights after the load");
+    }
+    expect_peer_bytes(witness, watched, bytes);
+    quit_peer(witness);
+    quit_peer(reader);
+    quit_peer(loader);
+    test_finished = true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 5. One copy of device memory for every process                           */
+/* ------------------------------------------------------------------------ */
+
+Test(gpu_weights, ten_processes_use_one_copy_of_device_memory)
+{
+    fake_only("exact device memory figures");
+    enum { HOLDERS = 10 };
+    const uint64_t bytes = 64 * MiB;
+    const uint64_t seed = 505;
+    private_device();
+    const char *ns = make_namespace("mem");
+    const char *count_file = make_counter("mem");
+    peer *observer = start_peer("observer", ns, NULL, -1, NULL);
+    uint64_t before = peer_used(observer, 0);
+    peer *holders[HOLDERS];
+    for (int i = 0; i < HOLDERS; i++) {
+        char label[32];
+        snprintf(label, sizeof label, "holder %d", i);
+        holders[i] = start_peer(label, ns, count_file, -1, NULL);
+    }
+    int ids[HOLDERS];
+    for (int i = 0; i < HOLDERS; i++)
+        ids[i] = id_of(peer_get(holders[i], "mem@cuda:0", seed, bytes, NULL));
+    cr_assert_eq(loader_calls_in(count_file), 1);
+    uint64_t after = peer_used(observer, 0);
+    cr_log_info("device memory used: %" PRIu64 " before, %" PRIu64 " with %d holders", before,
+                after, HOLDERS);
+    cr_assert_geq(after, before + bytes,
+                  "the device holds less than the model: %" PRIu64 " bytes more", after - before);
+    cr_assert_leq(after, before + bytes + GW_GRANULARITY,
+                  "%d processes holding a %" PRIu64 " MiB model use %" PRIu64
+                  " MiB of device memory, not one copy",
+                  HOLDERS, bytes / MiB, (after - before) / MiB);
+    expect_peer_bytes(holders[0], ids[0], bytes);
+    expect_peer_bytes(holders[HOLDERS - 1], ids[HOLDERS - 1], bytes);
+    char rows[MAX_ROWS][1024];
+    cr_assert_eq(peer_rows(observer, rows, MAX_ROWS), 1);
+    cr_assert_eq(gw_field_u64(rows[0], "device_bytes", 0), bytes, "%s", rows[0]);
+    cr_assert_eq(gw_field_int(rows[0], "holders", -1), HOLDERS, "%s", rows[0]);
+    for (int i = 0; i < HOLDERS; i++)
+        quit_peer(holders[i]);
+    quit_peer(observer);
+    test_finished = true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 6. Devices matched by UUID                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Process A lists devices (U, V), process B (V, U): A's "m@cuda:0" and B's
+ * "m@cuda:1" are the same device U, so B attaches to A's weights; B's
+ * "m@cuda:0" is V, another entry. */
+Test(gpu_weights, processes_with_reversed_device_orders_share_by_uuid)
+{
+    fake_only("FAKE_CUDA_UUIDS");
+    const uint64_t bytes = 2 * MiB + 512;
+    const uint64_t seed = 606;
+    char u[48], v[48], uv[100], vu[100];
+    snprintf(u, sizeof u, "GPU-aaaaaaaa-%04x-4000-8000-%012lx", (unsigned)getpid() & 0xffff,
+             (unsigned long)getpid());
+    snprintf(v, sizeof v, "GPU-bbbbbbbb-%04x-4000-8000-%012lx", (unsigned)getpid() & 0xffff,
+             (unsigned long)getpid());
+    snprintf(uv, sizeof uv, "%s,%s", u, v);
+    snprintf(vu, sizeof vu, "%s,%s", v, u);
+    uint8_t u_uuid[16];
+    cr_assert_eq(fake_cuda_parse_uuid(u, u_uuid), 0);
+    char u_hex[33], u_key[96];
+    td_hex16(u_uuid, u_hex);
+    snprintf(u_key, sizeof u_key, "order@cuda:%s", u);
+
+    const char *ns = make_namespace("order");
+    setenv("FAKE_CUDA_DEVICES", "2", 1);
+    setenv("FAKE_CUDA_UUIDS", uv, 1);
+    peer *a = start_peer("A (U,V)", ns, NULL, -1, NULL);
+    setenv("FAKE_CUDA_UUIDS", vu, 1);
+    peer *b = start_peer("B (V,U)", ns, NULL, -1, NULL);
+
+    const char *reply = peer_get(a, "order@cuda:0", seed, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "loads", -1), 1, "%s", reply);
+    int a_id = id_of(reply);
+    reply = peer_get(b, "order@cuda:1", seed, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "calls", -1), 0, "B's cuda:1 is A's cuda:0, yet B loaded: %s",
+                 reply);
+    cr_assert_eq(gw_field_int(reply, "attaches", -1), 1, "%s", reply);
+    int b_id = id_of(reply);
+    expect_peer_bytes(b, b_id, bytes);
+
+    char rows[MAX_ROWS][1024];
+    const struct {
+        peer *p;
+        int ordinal;
+    } sides[2] = {{a, 0}, {b, 1}};
+    for (int s = 0; s < 2; s++) {
+        cr_assert_eq(peer_rows(sides[s].p, rows, MAX_ROWS), 1, "%s's rows", sides[s].p->label);
+        char key[RM_MODEL_KEY_MAX], uuid[40];
+        cr_assert(gw_field_word(rows[0], "key", key, sizeof key), "%s", rows[0]);
+        cr_assert_eq(strcasecmp(key, u_key), 0, "%s's row is keyed %s, not %s",
+                     sides[s].p->label, key, u_key);
+        cr_assert_eq(gw_field_int(rows[0], "ordinal", -9), sides[s].ordinal,
+                     "%s sees U as cuda:%d: %s", sides[s].p->label, sides[s].ordinal, rows[0]);
+        cr_assert(gw_field_word(rows[0], "uuid", uuid, sizeof uuid), "%s", rows[0]);
+        cr_assert_str_eq(uuid, u_hex, "%s's row: %s", sides[s].p->label, rows[0]);
+        cr_assert_eq(gw_field_int(rows[0], "memory", -1), RM_MEMORY_CUDA, "%s", rows[0]);
+    }
+    reply = call_ok(a, "dlpack %d", a_id);
+    cr_assert(gw_field_int(reply, "type", -1) == 2 && gw_field_int(reply, "id", -1) == 0,
+              "A's view: %s", reply);
+    reply = call_ok(b, "dlpack %d", b_id);
+    cr_assert(gw_field_int(reply, "type", -1) == 2 && gw_field_int(reply, "id", -1) == 1,
+              "B's view is on its own cuda:1: %s", reply);
+
+    /* B's cuda:0 is V: another entry, loaded by B. */
+    reply = peer_get(b, "order@cuda:0", seed + 1, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "calls", -1), 1, "B's cuda:0 (V) is not U's entry: %s",
+                 reply);
+    expect_peer_bytes(b, id_of(reply), bytes);
+    cr_assert_eq(peer_rows(a, rows, MAX_ROWS), 2, "U's and V's entries");
+    quit_peer(b);
+    quit_peer(a);
+    test_finished = true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 7. Rows and DLPack of a device model                                     */
+/* ------------------------------------------------------------------------ */
+
+Test(gpu_weights, rows_and_dlpack_describe_the_device_model)
+{
+    expect_1_4();
+    private_device();
+    const uint64_t bytes = 3 * MiB + 100;
+    const char *ns = make_namespace("row");
+    rm_context *context = NULL;
+    new_context(&context, "registry.scope", "node", "registry.namespace", ns);
+    rm_cuda_device device = device_zero(context);
+    long long streams = counter("@streams_live");
+    test_loader state = {.context = context, .plan = PLAN_DEVICE, .seed = 707, .bytes = bytes};
+    rm_model_handle *handle = NULL;
+    void *model = NULL;
+    expect_ok(vt->model_get_or_load(context, "row@cuda:0", run_test_loader, &state, &handle,
+                                    &model),
+              context, "model_get_or_load");
+    cr_assert_eq(state.calls, 1);
+    cr_assert_neq(state.pointer, 0);
+    cr_assert_not_null(state.stream, "alloc_device_buffer gave no stream");
+    if (streams >= 0)
+        cr_assert_eq(counter("@streams_live"), streams, "the load's stream was not destroyed");
+    expect_bytes_at(model, 0, bytes, 707);
+
+    rm_model_info rows[MAX_ROWS];
+    cr_assert_eq(list_rows(context, rows, MAX_ROWS), 1);
+    const rm_model_info *row = &rows[0];
+    char key[96];
+    snprintf(key, sizeof key, "row@cuda:%s", device.uuid_text);
+    cr_assert_eq(strcasecmp(row->key, key), 0, "the row is keyed %s, not %s", row->key, key);
+    cr_assert_eq(row->memory, RM_MEMORY_CUDA, "memory %u", row->memory);
+    cr_assert_eq(row->device_ordinal, 0);
+    cr_assert_arr_eq(row->device_uuid, device.uuid, 16, "the row's device_uuid is not device 0's");
+    cr_assert_eq(row->bytes, bytes);
+    cr_assert_geq(row->device_bytes, bytes, "device_bytes %" PRIu64, row->device_bytes);
+    cr_assert_eq(row->device_bytes % GW_GRANULARITY, 0,
+                 "device_bytes %" PRIu64 " is not a multiple of 2 MiB", row->device_bytes);
+    cr_assert_eq(row->scope, RM_REGISTRY_SCOPE_NODE);
+    cr_assert_eq(row->state, RM_MODEL_STATE_READY);
+    cr_assert_eq(row->refcount, 1);
+
+    rm_dl_managed_tensor_versioned *view = NULL;
+    expect_ok(vt->model_to_dlpack(context, handle, &view), context, "model_to_dlpack");
+    cr_assert_not_null(view);
+    cr_assert(view->version.major == 1 && view->version.minor == 0, "DLPack %u.%u",
+              view->version.major, view->version.minor);
+    const rm_dl_tensor *t = &view->dl_tensor;
+    cr_assert_eq(t->device.device_type, 2, "device type %d, not kDLCUDA", t->device.device_type);
+    cr_assert_eq(t->device.device_id, 0);
+    cr_assert_neq(view->flags & RM_DLPACK_FLAG_READ_ONLY, 0, "the view is not read-only");
+    cr_assert_eq(t->ndim, 1);
+    cr_assert_not_null(t->shape);
+    cr_assert_eq(t->shape[0], (int64_t)bytes);
+    if (t->strides != NULL)
+        cr_assert_eq(t->strides[0], 1, "strides[0] %" PRId64, t->strides[0]);
+    cr_assert(t->dtype.code == RM_DTYPE_UINT && t->dtype.bits == 8 && t->dtype.lanes == 1,
+              "dtype {%u, %u, %u}, not uint8", t->dtype.code, t->dtype.bits, t->dtype.lanes);
+    cr_assert_eq((uint8_t *)t->data + t->byte_offset, (uint8_t *)model,
+                 "the view's data is not the model");
+
+    /* The view holds the model: evicting it is refused until its deleter. */
+    expect_ok(vt->model_release(context, handle), context, "model_release");
+    expect_code(vt->model_evict(context, "row@cuda:0"), RM_E_BUSY, context,
+                "model_evict while a view holds the model");
+    expect_bytes_at((uint8_t *)t->data + t->byte_offset, 0, bytes, 707);
+    view->deleter(view);
+    expect_ok(vt->model_evict(context, "row@cuda:0"), context, "model_evict after the deleter");
+    cr_assert_eq(list_rows(context, rows, MAX_ROWS), 0, "the model is still listed");
+    test_finished = true;
+}
+
+/* A host model's view is kDLCPU, read-only; a loader's own pointer has no
+ * bytes the plugin knows (RM_E_NOT_SHAREABLE). */
+static int32_t host_buffer_loader(void *user, const char *key, rm_loaded_model *out)
+{
+    (void)key;
+    (void)user;
+    void *buffer = NULL;
+    int32_t rc = out->alloc_buffer(out, 4096, &buffer);
+    if (rc == RM_OK)
+        memset(buffer, 7, 4096);
+    return rc;
+}
+
+static uint8_t own_model[64];
+
+static int32_t own_pointer_loader(void *user, const char *key, rm_loaded_model *out)
+{
+    (void)key;
+    (void)user;
+    out->model = own_model;
+    out->bytes = sizeof own_model;
+    return RM_OK;
+}
+
+Test(gpu_weights, dlpack_of_host_models)
+{
+    expect_1_4();
+    rm_context *context = NULL;
+    new_context(&context, "registry.scope", "process");
+    rm_model_handle *handle = NULL;
+    void *model = NULL;
+    expect_ok(vt->model_get_or_load(context, "host@cpu", host_buffer_loader, NULL, &handle,
+                                    &model),
+              context, "model_get_or_load");
+    rm_dl_managed_tensor_versioned *view = NULL;
+    expect_ok(vt->model_to_dlpack(context, handle, &view), context, "model_to_dlpack");
+    cr_assert_eq(view->dl_tensor.device.device_type, 1, "a host model is not kDLCPU");
+    cr_assert_neq(view->flags & RM_DLPACK_FLAG_READ_ONLY, 0);
+    cr_assert_eq(view->dl_tensor.shape[0], 4096);
+    cr_assert_eq((uint8_t *)view->dl_tensor.data + view->dl_tensor.byte_offset, (uint8_t *)model);
+    view->deleter(view);
+    expect_ok(vt->model_release(context, handle), context, "model_release");
+
+    expect_ok(vt->model_get_or_load(context, "own@cpu", own_pointer_loader, NULL, &handle,
+                                    &model),
+              context, "model_get_or_load");
+    rm_dl_managed_tensor_versioned not_set;
+    view = &not_set; /* NULL on error */
+    expect_code(vt->model_to_dlpack(context, handle, &view), RM_E_NOT_SHAREABLE, context,
+                "model_to_dlpack of a loader's own pointer");
+    cr_assert_null(view, "*out is not NULL after an error");
+    expect_ok(vt->model_release(context, handle), context, "model_release");
+    test_finished = true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 8. Eviction gives the device memory back                                 */
+/* ------------------------------------------------------------------------ */
+
+typedef enum eviction_kind { EVICT_EXPLICIT, EVICT_TTL } eviction_kind;
+
+/* Two processes get the model and release it; it is evicted (model_evict,
+ * or its TTL); the device memory goes back to what it was (the holders
+ * unmap at their next sweep), and the next get loads again. */
+static void eviction_frees(const char *tag, eviction_kind kind)
+{
+    const uint64_t bytes = 8 * MiB;
+    const uint64_t seed = 808;
+    private_device();
+    const char *ns = make_namespace(tag);
+    const char *count_file = make_counter(tag);
+    const char *ttl = kind == EVICT_TTL ? "registry.ttl_s=0.3" : "registry.ttl_s=600";
+    peer *a = start_peer("A", ns, count_file, -1, ttl, NULL);
+    peer *b = start_peer("B", ns, count_file, -1, ttl, NULL);
+    bool fake = td_is_fake();
+    uint64_t before = fake ? peer_used(a, 0) : 0;
+
+    int a_id = id_of(peer_get(a, "evict@cuda:0", seed, bytes, NULL));
+    const char *reply = peer_get(b, "evict@cuda:0", seed, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "attaches", -1), 1, "%s", reply);
+    int b_id = id_of(reply);
+    if (fake)
+        cr_assert_eq(peer_used(a, 0), before + bytes, "the model's device memory");
+    if (kind == EVICT_EXPLICIT) {
+        reply = call_ok(a, "evict evict@cuda:0");
+        cr_assert_eq(gw_field_int(reply, "code", 1), RM_E_BUSY,
+                     "evicting a model two processes hold: %s", reply);
+    }
+    call_ok(a, "release %d", a_id);
+    call_ok(b, "release %d", b_id);
+
+    char rows[MAX_ROWS][1024];
+    if (kind == EVICT_EXPLICIT) {
+        reply = call_ok(a, "evict evict@cuda:0");
+        cr_assert_eq(gw_field_int(reply, "code", 1), RM_OK, "model_evict: %s", reply);
+        cr_assert_eq(peer_rows(b, rows, MAX_ROWS), 0, "evicted, but B lists it");
+    } else {
+        uint64_t deadline = peer_now_ms() + SWEEP_MS;
+        while (peer_rows(b, rows, MAX_ROWS) != 0 && peer_now_ms() < deadline)
+            peer_sleep_ms(50);
+        cr_assert_eq(peer_rows(b, rows, MAX_ROWS), 0, "not evicted %d ms after its TTL",
+                     SWEEP_MS);
+    }
+    if (fake) {
+        uint64_t deadline = peer_now_ms() + SWEEP_MS;
+        uint64_t used = peer_used(a, 0);
+        while (used != before && peer_now_ms() < deadline) {
+            peer_sleep_ms(50);
+            used = peer_used(a, 0);
+        }
+        cr_assert_eq(used, before,
+                     "%d ms after the eviction the device still holds %" PRId64
+                     " bytes more than before the load",
+                     SWEEP_MS, (int64_t)(used - before));
+        cr_assert_eq(peer_counter(a, "@vmm_mapped"), 0, "A still maps the weights");
+        cr_assert_eq(peer_counter(b, "@vmm_mapped"), 0, "B still maps the weights");
+    }
+
+    reply = peer_get(b, "evict@cuda:0", seed + 1, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "calls", -1), 1, "the get after the eviction loaded? %s",
+                 reply);
+    expect_peer_bytes(b, id_of(reply), bytes);
+    cr_assert_eq(loader_calls_in(count_file), 2);
+    quit_peer(b);
+    quit_peer(a);
+    test_finished = true;
+}
+
+Test(gpu_weights, model_evict_frees_the_device_memory)
+{
+    eviction_frees("evict", EVICT_EXPLICIT);
+}
+
+Test(gpu_weights, ttl_eviction_frees_the_device_memory)
+{
+    eviction_frees("ttl", EVICT_TTL);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 9. Process scope                                                         */
+/* ------------------------------------------------------------------------ */
+
+Test(gpu_weights, process_scope_device_buffers)
+{
+    expect_1_4();
+    const uint64_t bytes = 1 * MiB + 1;
+    rm_context *context = NULL;
+    new_context(&context, "registry.scope", "process");
+    long long allocations = counter("@allocs_live");
+    test_loader state = {.context = context, .plan = PLAN_DEVICE, .seed = 909, .bytes = bytes};
+    rm_model_handle *handle = NULL;
+    void *model = NULL;
+    expect_ok(vt->model_get_or_load(context, "proc@cuda:0", run_test_loader, &state, &handle,
+                                    &model),
+              context, "model_get_or_load");
+    cr_assert_eq((uint64_t)(uintptr_t)model, state.pointer,
+                 "process scope: the model is the loader's device buffer");
+    expect_bytes_at(model, 0, bytes, 909);
+    if (allocations >= 0)
+        cr_assert_eq(counter("@allocs_live"), allocations + 1, "device allocations while loaded");
+
+    rm_model_info rows[MAX_ROWS];
+    cr_assert_eq(list_rows(context, rows, MAX_ROWS), 1);
+    cr_assert_str_eq(rows[0].key, "proc@cuda:0");
+    cr_assert_eq(rows[0].memory, RM_MEMORY_CUDA);
+    cr_assert_eq(rows[0].device_ordinal, 0);
+    cr_assert_geq(rows[0].device_bytes, bytes);
+    rm_dl_managed_tensor_versioned *view = NULL;
+    expect_ok(vt->model_to_dlpack(context, handle, &view), context, "model_to_dlpack");
+    cr_assert(view->dl_tensor.device.device_type == 2 && view->dl_tensor.device.device_id == 0,
+              "{%d, %d}", view->dl_tensor.device.device_type, view->dl_tensor.device.device_id);
+    cr_assert_neq(view->flags & RM_DLPACK_FLAG_READ_ONLY, 0);
+    view->deleter(view);
+
+    expect_ok(vt->model_release(context, handle), context, "model_release");
+    expect_ok(vt->model_evict(context, "proc@cuda:0"), context, "model_evict");
+    if (allocations >= 0)
+        cr_assert_eq(counter("@allocs_live"), allocations, "the device buffer was not freed");
+    expect_ok(vt->model_get_or_load(context, "proc@cuda:0", run_test_loader, &state, &handle,
+                                    &model),
+              context, "model_get_or_load after the eviction");
+    cr_assert_eq(state.calls, 2, "the get after the eviction did not load");
+    expect_bytes_at(model, 0, bytes, 909);
+    expect_ok(vt->model_release(context, handle), context, "model_release");
+    test_finished = true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 10. Errors of alloc_device_buffer                                        */
+/* ------------------------------------------------------------------------ */
+
+/* model_get_or_load(key) with a loader that follows `plan`: the call that
+ * the plan expects to fail gives `expected`, with a message naming the
+ * model; the get returns it, with a message naming the model; no entry is
+ * left, and (on the fake) no device memory. */
+static void expect_failed_load(rm_context *context, const char *key, buffer_plan plan,
+                               int32_t expected)
+{
+    long long vmm = counter("@vmm_live"), allocations = counter("@allocs_live");
+    test_loader state = {.context = context, .plan = plan, .seed = 1, .bytes = 2 * MiB};
+    rm_model_handle *handle = (rm_model_handle *)&state;
+    void *model = &state;
+    int32_t rc = vt->model_get_or_load(context, key, run_test_loader, &state, &handle, &model);
+    char name[64];
+    snprintf(name, sizeof name, "%.*s@", (int)strcspn(key, "@"), key);
+    cr_assert_eq(state.calls, 1, "%s: the loader ran %d times", key, state.calls);
+    cr_assert_eq(state.failed_rc, expected, "%s, plan %d: the buffer call gave %s, not %s: %s",
+                 key, (int)plan, vt->error_name(state.failed_rc), vt->error_name(expected),
+                 state.failed_message);
+    cr_assert(strstr(state.failed_message, name) != NULL,
+              "%s: the buffer call's message does not name the model: \"%s\"", key,
+              state.failed_message);
+    expect_code(rc, expected, context, key);
+    cr_assert(strstr(vt->context_last_error(context), name) != NULL,
+              "%s: the get's message does not name the model: \"%s\"", key,
+              vt->context_last_error(context));
+    cr_assert_null(handle);
+    cr_assert_null(model);
+    rm_model_info rows[MAX_ROWS];
+    uint32_t count = list_rows(context, rows, MAX_ROWS);
+    for (uint32_t i = 0; i < count; i++)
+        cr_assert(strncmp(rows[i].key, name, strlen(name)) != 0,
+                  "a failed load left the entry %s", rows[i].key);
+    if (vmm >= 0)
+        cr_assert_eq(counter("@vmm_live"), vmm, "%s: a failed load left VMM memory", key);
+    if (allocations >= 0)
+        cr_assert_eq(counter("@allocs_live"), allocations, "%s: a failed load left device memory",
+                     key);
+}
+
+Test(gpu_weights, device_buffer_for_a_cpu_key_is_invalid)
+{
+    expect_1_4();
+    const char *ns = make_namespace("cpu");
+    rm_context *process = NULL, *node = NULL;
+    new_context(&process, "registry.scope", "process");
+    new_context(&node, "registry.scope", "node", "registry.namespace", ns);
+    expect_failed_load(process, "cpukey@cpu", PLAN_DEVICE, RM_E_INVALID_ARGUMENT);
+    expect_failed_load(node, "cpukey@cpu", PLAN_DEVICE, RM_E_INVALID_ARGUMENT);
+    test_finished = true;
+}
+
+Test(gpu_weights, device_buffer_without_cuda_ipc_is_feature_disabled)
+{
+    expect_1_4();
+    const char *ns = make_namespace("feat");
+    rm_context *process = NULL, *node = NULL;
+    new_context(&process, "registry.scope", "process", "features",
+                "model-registry,shared-memory");
+    new_context(&node, "registry.scope", "node", "registry.namespace", ns, "features",
+                "model-registry,shared-memory");
+    expect_failed_load(process, "nofeat@cuda:0", PLAN_DEVICE, RM_E_FEATURE_DISABLED);
+    expect_failed_load(node, "nofeat@cuda:0", PLAN_DEVICE, RM_E_FEATURE_DISABLED);
+    test_finished = true;
+}
+
+/* Without VMM (POSIX descriptors) node scope cannot share device memory:
+ * RM_E_DEVICE_UNAVAILABLE, the load fails cleanly, and the next get runs
+ * the loader again. */
+Test(gpu_weights, node_scope_without_vmm_is_device_unavailable)
+{
+    fake_only("FAKE_CUDA_NO_VMM");
+    expect_1_4();
+    setenv("FAKE_CUDA_NO_VMM", "1", 1);
+    const char *ns = make_namespace("novmm");
+    rm_context *node = NULL;
+    new_context(&node, "registry.scope", "node", "registry.namespace", ns);
+    expect_failed_load(node, "novmm@cuda:0", PLAN_DEVICE, RM_E_DEVICE_UNAVAILABLE);
+    expect_failed_load(node, "novmm@cuda:0", PLAN_DEVICE, RM_E_DEVICE_UNAVAILABLE);
+    cr_assert_eq(metrics_of(node).load_failures, 2);
+    test_finished = true;
+}
+
+/* At most one buffer, host or device, per load; and the bad arguments. */
+Test(gpu_weights, second_buffer_and_bad_arguments_are_invalid)
+{
+    expect_1_4();
+    private_device();
+    const char *ns = make_namespace("two");
+    rm_context *contexts[2] = {NULL, NULL};
+    new_context(&contexts[0], "registry.scope", "process");
+    new_context(&contexts[1], "registry.scope", "node", "registry.namespace", ns);
+    for (int i = 0; i < 2; i++) {
+        expect_failed_load(contexts[i], "twodev@cuda:0", PLAN_DEVICE_DEVICE,
+                           RM_E_INVALID_ARGUMENT);
+        expect_failed_load(contexts[i], "hostdev@cuda:0", PLAN_HOST_DEVICE,
+                           RM_E_INVALID_ARGUMENT);
+        expect_failed_load(contexts[i], "devhost@cuda:0", PLAN_DEVICE_HOST,
+                           RM_E_INVALID_ARGUMENT);
+        expect_failed_load(contexts[i], "nullptr@cuda:0", PLAN_NULL_POINTER,
+                           RM_E_INVALID_ARGUMENT);
+        expect_failed_load(contexts[i], "zero@cuda:0", PLAN_ZERO_BYTES, RM_E_INVALID_ARGUMENT);
+    }
+    test_finished = true;
+}
+
+/* ------------------------------------------------------------------------ */
+/* main: the gpu suite skips (77) without a usable device                   */
+/* ------------------------------------------------------------------------ */
+
+/* Asks cuda_info() in a child, so that this process (which forks the
+ * tests) never initialises CUDA. 0: usable; 77: not; 1: the probe failed. */
+static int probe_device(void)
+{
+    fflush(NULL);
+    pid_t child = fork();
+    if (child < 0)
+        return 1;
+    if (child == 0) {
+        rm_loaded_plugin plugin;
+        char error[1024];
+        if (load_plugin_from_env(RM_ABI_VERSION(1, 3), &plugin, error, sizeof error) != 0) {
+            fprintf(stderr, "test_gpu_weights: %s\n", error);
+            _exit(1);
+        }
+        rm_config_entry entry = {.key = "cuda.driver", .value = td_library()};
+        rm_context *context = NULL;
+        if (create_context_of(plugin.vtable, &entry, 1, &context) != RM_OK) {
+            fprintf(stderr, "test_gpu_weights: no context: %s\n",
+                    plugin.vtable->context_last_error(NULL));
+            _exit(1);
+        }
+        rm_cuda_info info = RM_STRUCT_INIT(rm_cuda_info);
+        int32_t rc = plugin.vtable->cuda_info(context, &info);
+        bool usable = rc == RM_OK && info.status == RM_OK && info.device_count > 0;
+        fprintf(stderr, "test_gpu_weights: %s: %s\n", td_library(),
+                usable ? info.message : info.message[0] != '\0' ? info.message
+                                                                 : plugin.vtable->error_name(rc));
+        plugin.vtable->context_destroy(context);
+        _exit(usable ? 0 : 77);
+    }
+    int status = 0;
+    while (waitpid(child, &status, 0) < 0 && errno == EINTR)
+        ;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+int main(int argc, char *argv[])
+{
+    struct criterion_test_set *tests = criterion_initialize();
+    int result = 0;
+    if (criterion_handle_args(argc, argv, true)) {
+        int probe = probe_device();
+        if (probe == 77 && !td_is_fake()) {
+            fprintf(stderr, "test_gpu_weights: no usable CUDA device: skipped\n");
+            result = 77;
+        } else if (probe != 0) {
+            fprintf(stderr, "test_gpu_weights: the driver probe failed (%d)\n", probe);
+            result = 1;
+        } else {
+            result = !criterion_run_all_tests(tests);
+        }
+    }
+    criterion_finalize(tests);
+    return result;
+}
