@@ -10,7 +10,7 @@
  * $RM_PLUGIN_CONFIG ignored), prints "ready <pid>", then answers one line
  * per command read from stdin:
  *
- *   get KEY SEED BYTES [sleep=MS] [block] [barrier]
+ *   get KEY SEED BYTES [sleep=MS] [block] [gate] [fail=CODE] [barrier]
  *                        model_get_or_load(KEY). Its loader appends one
  *                        byte to the --counter file (O_APPEND: the file's
  *                        size is the loader calls of every process), prints
@@ -21,7 +21,11 @@
  *                        cuMemcpyHtoD_v2 in the primary context of the
  *                        device of KEY. With block it writes the first half,
  *                        prints "blocked PID ptr=P" and waits for its
- *                        SIGKILL. With barrier the peer prints "waiting"
+ *                        SIGKILL. With gate, once the pattern is written,
+ *                        it prints "gated PID" and reads one more line
+ *                        from stdin before it returns. With fail=CODE it
+ *                        then prints "failing PID" and returns CODE (a
+ *                        negative code). With barrier the peer prints "waiting"
  *                        and reads descriptor 3 until end of file before
  *                        the call (a start barrier). "calling KEY" comes
  *                        right before model_get_or_load.
@@ -94,6 +98,8 @@ typedef struct load_request {
     uint64_t bytes;
     long sleep_ms;
     bool block;
+    bool gate;
+    int32_t fail_code; /* 0: succeed */
 } load_request;
 
 static const rm_plugin_v1 *vt;
@@ -193,6 +199,16 @@ static int32_t peer_loader(void *user, const char *key, rm_loaded_model *out)
         say("fail fill: %s", d->why);
         return RM_E_LOADER_FAILED;
     }
+    if (request->gate) {
+        say("gated %ld", (long)getpid());
+        char line[64];
+        if (fgets(line, sizeof line, stdin) == NULL)
+            say("fail the gate's stdin ended");
+    }
+    if (request->fail_code != 0) {
+        say("failing %ld", (long)getpid());
+        return request->fail_code;
+    }
     return RM_OK;
 }
 
@@ -218,7 +234,7 @@ static held_model *model_at(const char *id_text)
 static void command_get(char **words, int count)
 {
     if (count < 4) {
-        say("fail usage: get KEY SEED BYTES [sleep=MS] [block] [barrier]");
+        say("fail usage: get KEY SEED BYTES [sleep=MS] [block] [gate] [fail=CODE] [barrier]");
         return;
     }
     const char *key = words[1];
@@ -231,6 +247,10 @@ static void command_get(char **words, int count)
             request.sleep_ms = strtol(words[i] + 6, NULL, 10);
         else if (strcmp(words[i], "block") == 0)
             request.block = true;
+        else if (strcmp(words[i], "gate") == 0)
+            request.gate = true;
+        else if (strncmp(words[i], "fail=", 5) == 0)
+            request.fail_code = (int32_t)strtol(words[i] + 5, NULL, 10);
         else if (strcmp(words[i], "barrier") == 0)
             barrier = true;
         else {

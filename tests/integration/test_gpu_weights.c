@@ -702,13 +702,15 @@ Test(gpu_weights, eight_processes_racing_one_key_run_one_loader)
 
 Test(gpu_weights, a_loader_killed_mid_load_is_taken_over)
 {
-    const uint64_t bytes = 2 * MiB + 4 * KiB;
+    const uint64_t bytes = 2 * MiB + 4 * KiB; /* 4 MiB on the device */
     const uint64_t seed = 202;
+    private_device();
     const char *ns = make_namespace("kill");
     const char *count_file = make_counter("kill");
     peer *dying = start_peer("dying loader", ns, count_file, -1, NULL);
     peer *first = start_peer("waiter 1", ns, count_file, -1, NULL);
     peer *second = start_peer("waiter 2", ns, count_file, -1, NULL);
+    uint64_t before = td_is_fake() ? peer_used(first, 0) : 0;
 
     /* The loader has its device buffer, has written half of it, and
      * blocks until it is killed. */
@@ -749,6 +751,10 @@ Test(gpu_weights, a_loader_killed_mid_load_is_taken_over)
                  loader_calls_in(count_file));
     expect_peer_bytes(first, id_of(one), bytes);
     expect_peer_bytes(second, id_of(two), bytes);
+    if (td_is_fake())
+        cr_assert_eq(peer_used(first, 0), before + 2 * GW_GRANULARITY,
+                     "the device holds other than one copy of the weights after the takeover "
+                     "(the dead loader's half-made buffer dies with it)");
 
     peer *late = start_peer("newcomer", ns, count_file, -1, NULL);
     reply = peer_get(late, "takeover@cuda:0", seed, bytes, NULL);
@@ -833,6 +839,158 @@ Test(gpu_weights, loader_exiting_loses_nothing)
 Test(gpu_weights, loader_killed_after_the_load_loses_nothing)
 {
     loader_ends("dead", END_KILL);
+}
+
+/* When no live process has the weights any more, they are gone: the next
+ * get loads again (the entry stayed in the table, idle, when the holders
+ * ended cleanly; it names weights of dead processes when they were
+ * killed). */
+static void last_holders_end(const char *tag, bool killed)
+{
+    const uint64_t bytes = 2 * MiB;
+    const uint64_t seed = 330 + killed;
+    private_device();
+    const char *ns = make_namespace(tag);
+    const char *count_file = make_counter(tag);
+    peer *loader = start_peer("loader", ns, count_file, -1, NULL);
+    peer *holder = start_peer("holder", ns, count_file, -1, NULL);
+    uint64_t before = td_is_fake() ? peer_used(loader, 0) : 0;
+    peer_get(loader, "gone@cuda:0", seed, bytes, NULL);
+    peer_get(holder, "gone@cuda:0", seed, bytes, NULL);
+    if (killed) {
+        kill_peer(holder);
+        kill_peer(loader);
+    } else {
+        quit_peer(holder);
+        quit_peer(loader);
+    }
+    peer *late = start_peer("newcomer", ns, count_file, -1, NULL);
+    if (td_is_fake())
+        cr_assert_eq(peer_used(late, 0), before, "the weights outlived every process");
+    const char *reply = peer_get(late, "gone@cuda:0", seed + 1, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "calls", -1), 1,
+                 "no process had the weights, yet the newcomer did not load: %s", reply);
+    expect_peer_bytes(late, id_of(reply), bytes);
+    char rows[MAX_ROWS][1024];
+    cr_assert_eq(peer_rows(late, rows, MAX_ROWS), 1);
+    cr_assert_eq(gw_field_int(rows[0], "state", -1), RM_MODEL_STATE_READY, "%s", rows[0]);
+    cr_assert_eq(loader_calls_in(count_file), 2);
+    if (td_is_fake())
+        cr_assert_eq(peer_used(late, 0), before + bytes, "one copy of the new weights");
+    quit_peer(late);
+    test_finished = true;
+}
+
+Test(gpu_weights, weights_go_with_their_last_process_that_ends)
+{
+    last_holders_end("gone", false);
+}
+
+Test(gpu_weights, weights_go_with_their_last_process_killed)
+{
+    last_holders_end("gonek", true);
+}
+
+/* A process keeps the weights mapped after its last handle is released,
+ * while the entry stays: a newcomer attaches through it. */
+Test(gpu_weights, a_process_that_released_the_model_still_serves_it)
+{
+    const uint64_t bytes = 2 * MiB;
+    const uint64_t seed = 340;
+    const char *ns = make_namespace("idle");
+    const char *count_file = make_counter("idle");
+    peer *loader = start_peer("loader", ns, count_file, -1, NULL);
+    int id = id_of(peer_get(loader, "idle@cuda:0", seed, bytes, NULL));
+    call_ok(loader, "release %d", id);
+    if (td_is_fake())
+        cr_assert_eq(peer_counter(loader, "@vmm_mapped"), 1,
+                     "the loader unmapped the weights at its release");
+    peer *late = start_peer("newcomer", ns, count_file, -1, NULL);
+    const char *reply = peer_get(late, "idle@cuda:0", seed, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "calls", -1), 0, "the newcomer loaded: %s", reply);
+    cr_assert_eq(gw_field_int(reply, "attaches", -1), 1, "%s", reply);
+    expect_peer_bytes(late, id_of(reply), bytes);
+    cr_assert_eq(loader_calls_in(count_file), 1);
+    quit_peer(late);
+    quit_peer(loader);
+    test_finished = true;
+}
+
+/* The code of an "err CODE NAME ..." reply (1 when it is not one). */
+static int32_t error_code_of(const char *reply)
+{
+    int code = 1;
+    if (peer_starts_with(reply, "err ") && sscanf(reply, "err %d", &code) == 1)
+        return (int32_t)code;
+    return 1;
+}
+
+/* A loader that fails after filling its device buffer: its code reaches a
+ * process waiting for the load, no entry and no device memory is left,
+ * and the waiter's next get loads. */
+Test(gpu_weights, a_loader_failure_reaches_the_waiters_and_frees_the_buffer)
+{
+    const uint64_t bytes = 2 * MiB;
+    const uint64_t seed = 350;
+    private_device();
+    const char *ns = make_namespace("fail");
+    const char *count_file = make_counter("fail");
+    peer *loader = start_peer("failing loader", ns, count_file, -1, NULL);
+    peer *waiter = start_peer("waiter", ns, count_file, -1, NULL);
+    uint64_t before = td_is_fake() ? peer_used(waiter, 0) : 0;
+    send_to(loader, "get fails@cuda:0 %" PRIu64 " %" PRIu64 " gate fail=%d", seed, bytes,
+            (int)RM_E_NOT_FOUND);
+    expect_line(loader, "gated", REPLY_MS);
+    send_to(waiter, "get fails@cuda:0 %" PRIu64 " %" PRIu64, seed, bytes);
+    wait_until_blocked(waiter);
+    send_to(loader, "go");
+    const char *reply = reply_of(loader, REPLY_MS);
+    cr_assert_eq(error_code_of(reply), RM_E_NOT_FOUND, "the loader's own get: %s", reply);
+    reply = reply_of(waiter, REPLY_MS);
+    cr_assert_eq(error_code_of(reply), RM_E_NOT_FOUND,
+                 "the waiter did not get the loader's code: %s", reply);
+    cr_assert_eq(loader_calls_in(count_file), 1, "the waiter ran its loader");
+    char rows[MAX_ROWS][1024];
+    cr_assert_eq(peer_rows(waiter, rows, MAX_ROWS), 0, "a failed load left an entry");
+    if (td_is_fake())
+        cr_assert_eq(peer_used(waiter, 0), before, "the failed load's device buffer stays");
+    reply = peer_get(waiter, "fails@cuda:0", seed, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "calls", -1), 1, "the next get did not load: %s", reply);
+    expect_peer_bytes(waiter, id_of(reply), bytes);
+    quit_peer(waiter);
+    quit_peer(loader);
+    test_finished = true;
+}
+
+/* A process whose driver cannot import POSIX descriptors cannot map
+ * weights another process loaded: RM_E_DEVICE_UNAVAILABLE with a message
+ * naming the key, no loader call of its own, and the others keep them. */
+Test(gpu_weights, a_process_without_vmm_cannot_attach)
+{
+    fake_only("FAKE_CUDA_NO_VMM");
+    const uint64_t bytes = 2 * MiB;
+    const uint64_t seed = 360;
+    const char *ns = make_namespace("novmma");
+    const char *count_file = make_counter("novmma");
+    peer *loader = start_peer("loader", ns, count_file, -1, NULL);
+    int id = id_of(peer_get(loader, "vmmless@cuda:0", seed, bytes, NULL));
+    setenv("FAKE_CUDA_NO_VMM", "1", 1);
+    peer *vmmless = start_peer("without VMM", ns, count_file, -1, NULL);
+    unsetenv("FAKE_CUDA_NO_VMM");
+    send_to(vmmless, "get vmmless@cuda:0 %" PRIu64 " %" PRIu64, seed, bytes);
+    const char *reply = reply_of(vmmless, REPLY_MS);
+    cr_assert_eq(error_code_of(reply), RM_E_DEVICE_UNAVAILABLE, "%s", reply);
+    cr_assert(strstr(reply, "vmmless@") != NULL, "the message does not name the key: %s", reply);
+    cr_assert_eq(loader_calls_in(count_file), 1, "the process without VMM ran a loader");
+    expect_peer_bytes(loader, id, bytes);
+    peer *late = start_peer("newcomer", ns, count_file, -1, NULL);
+    reply = peer_get(late, "vmmless@cuda:0", seed, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "attaches", -1), 1, "%s", reply);
+    expect_peer_bytes(late, id_of(reply), bytes);
+    quit_peer(late);
+    quit_peer(vmmless);
+    quit_peer(loader);
+    test_finished = true;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -997,6 +1155,28 @@ Test(gpu_weights, processes_with_reversed_device_orders_share_by_uuid)
                  reply);
     expect_peer_bytes(b, id_of(reply), bytes);
     cr_assert_eq(peer_rows(a, rows, MAX_ROWS), 2, "U's and V's entries");
+
+    /* C sees V alone, as its cuda:0: it attaches to B's V weights, and
+     * lists U's entry with ordinal -1 (a device it does not see). */
+    setenv("FAKE_CUDA_DEVICES", "1", 1);
+    setenv("FAKE_CUDA_UUIDS", v, 1);
+    peer *c = start_peer("C (V)", ns, NULL, -1, NULL);
+    reply = peer_get(c, "order@cuda:0", seed + 1, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "calls", -1), 0, "C's cuda:0 is V, loaded by B: %s", reply);
+    expect_peer_bytes(c, id_of(reply), bytes);
+    int count = peer_rows(c, rows, MAX_ROWS);
+    cr_assert_eq(count, 2, "C's rows");
+    bool seen_u = false;
+    for (int i = 0; i < count; i++) {
+        char key[RM_MODEL_KEY_MAX];
+        cr_assert(gw_field_word(rows[i], "key", key, sizeof key), "%s", rows[i]);
+        bool is_u = strcasecmp(key, u_key) == 0;
+        seen_u |= is_u;
+        cr_assert_eq(gw_field_int(rows[i], "ordinal", -9), is_u ? -1 : 0,
+                     "C's row of %s: %s", is_u ? "U, which it does not see," : "V", rows[i]);
+    }
+    cr_assert(seen_u, "C does not list U's entry");
+    quit_peer(c);
     quit_peer(b);
     quit_peer(a);
     test_finished = true;
@@ -1349,8 +1529,8 @@ Test(gpu_weights, node_scope_without_vmm_is_device_unavailable)
     test_finished = true;
 }
 
-/* At most one buffer, host or device, per load; and the bad arguments. */
-Test(gpu_weights, second_buffer_and_bad_arguments_are_invalid)
+/* At most one buffer, host or device, per load. */
+Test(gpu_weights, a_second_buffer_is_invalid)
 {
     expect_1_4();
     private_device();
@@ -1365,9 +1545,23 @@ Test(gpu_weights, second_buffer_and_bad_arguments_are_invalid)
                            RM_E_INVALID_ARGUMENT);
         expect_failed_load(contexts[i], "devhost@cuda:0", PLAN_DEVICE_HOST,
                            RM_E_INVALID_ARGUMENT);
+    }
+    test_finished = true;
+}
+
+/* NULL out_device_pointer, 0 bytes. */
+Test(gpu_weights, bad_device_buffer_arguments_are_invalid)
+{
+    expect_1_4();
+    private_device();
+    const char *ns = make_namespace("args");
+    rm_context *contexts[2] = {NULL, NULL};
+    new_context(&contexts[0], "registry.scope", "process");
+    new_context(&contexts[1], "registry.scope", "node", "registry.namespace", ns);
+    for (int i = 0; i < 2; i++) {
+        expect_failed_load(contexts[i], "zero@cuda:0", PLAN_ZERO_BYTES, RM_E_INVALID_ARGUMENT);
         expect_failed_load(contexts[i], "nullptr@cuda:0", PLAN_NULL_POINTER,
                            RM_E_INVALID_ARGUMENT);
-        expect_failed_load(contexts[i], "zero@cuda:0", PLAN_ZERO_BYTES, RM_E_INVALID_ARGUMENT);
     }
     test_finished = true;
 }
