@@ -852,6 +852,7 @@ static void last_holders_end(const char *tag, bool killed)
     private_device();
     const char *ns = make_namespace(tag);
     const char *count_file = make_counter(tag);
+    peer *observer = start_peer("observer", ns, count_file, -1, NULL);
     peer *loader = start_peer("loader", ns, count_file, -1, NULL);
     peer *holder = start_peer("holder", ns, count_file, -1, NULL);
     uint64_t before = td_is_fake() ? peer_used(loader, 0) : 0;
@@ -864,6 +865,17 @@ static void last_holders_end(const char *tag, bool killed)
         quit_peer(holder);
         quit_peer(loader);
     }
+    /* The observer (alive, never mapped them) drops the entry at its next
+     * sweep. */
+    char rows[MAX_ROWS][1024];
+    uint64_t deadline = peer_now_ms() + SWEEP_MS;
+    while (peer_rows(observer, rows, MAX_ROWS) != 0 && peer_now_ms() < deadline)
+        peer_sleep_ms(50);
+    cr_assert_eq(peer_rows(observer, rows, MAX_ROWS), 0,
+                 "%d ms after the last process that had the weights %s, the entry is still "
+                 "listed: %s",
+                 SWEEP_MS, killed ? "was killed" : "ended", rows[0]);
+    quit_peer(observer);
     peer *late = start_peer("newcomer", ns, count_file, -1, NULL);
     if (td_is_fake())
         cr_assert_eq(peer_used(late, 0), before, "the weights outlived every process");
@@ -871,7 +883,6 @@ static void last_holders_end(const char *tag, bool killed)
     cr_assert_eq(gw_field_int(reply, "calls", -1), 1,
                  "no process had the weights, yet the newcomer did not load: %s", reply);
     expect_peer_bytes(late, id_of(reply), bytes);
-    char rows[MAX_ROWS][1024];
     cr_assert_eq(peer_rows(late, rows, MAX_ROWS), 1);
     cr_assert_eq(gw_field_int(rows[0], "state", -1), RM_MODEL_STATE_READY, "%s", rows[0]);
     cr_assert_eq(loader_calls_in(count_file), 2);
@@ -912,6 +923,59 @@ Test(gpu_weights, a_process_that_released_the_model_still_serves_it)
     expect_peer_bytes(late, id_of(reply), bytes);
     cr_assert_eq(loader_calls_in(count_file), 1);
     quit_peer(late);
+    quit_peer(loader);
+    test_finished = true;
+}
+
+/* Contexts of one process share its one mapping of the weights: the same
+ * pointer, one reference per context, one holder process; the mapping
+ * ends with the process's last context of the namespace. */
+static int32_t must_not_load(void *user, const char *key, rm_loaded_model *out)
+{
+    (void)out;
+    int *calls = user;
+    (*calls)++;
+    cr_log_error("a loader ran for %s, which another process has loaded", key);
+    return RM_E_LOADER_FAILED;
+}
+
+Test(gpu_weights, contexts_of_one_process_share_its_mapping)
+{
+    const uint64_t bytes = 2 * MiB;
+    const uint64_t seed = 370;
+    const char *ns = make_namespace("ctx");
+    peer *loader = start_peer("loader", ns, NULL, -1, NULL);
+    peer_get(loader, "ctx@cuda:0", seed, bytes, NULL);
+    rm_context *one = NULL, *two = NULL;
+    new_context(&one, "registry.scope", "node", "registry.namespace", ns);
+    new_context(&two, "registry.scope", "node", "registry.namespace", ns);
+    int calls = 0;
+    rm_model_handle *first = NULL, *second = NULL;
+    void *model_one = NULL, *model_two = NULL;
+    expect_ok(vt->model_get_or_load(one, "ctx@cuda:0", must_not_load, &calls, &first, &model_one),
+              one, "model_get_or_load (context one)");
+    expect_ok(vt->model_get_or_load(two, "ctx@cuda:0", must_not_load, &calls, &second,
+                                    &model_two),
+              two, "model_get_or_load (context two)");
+    cr_assert_eq(calls, 0);
+    cr_assert_eq(model_one, model_two, "two contexts of one process map the weights twice");
+    cr_assert_eq(metrics_of(two).attaches, 1);
+    if (td_is_fake())
+        cr_assert_eq(counter("@vmm_mapped"), 1, "one mapping for the process");
+    rm_model_info rows[MAX_ROWS];
+    cr_assert_eq(list_rows(one, rows, MAX_ROWS), 1);
+    cr_assert_eq(rows[0].holders, 2, "holder processes: the loader's and this one");
+    cr_assert_eq(rows[0].refcount, 3, "references: the loader's and one per context here");
+
+    expect_ok(vt->model_release(one, first), one, "model_release");
+    expect_bytes_at(model_two, 0, bytes, seed);
+    fixture_close(one);
+    expect_bytes_at(model_two, 0, bytes, seed);
+    expect_ok(vt->model_release(two, second), two, "model_release");
+    fixture_close(two);
+    if (td_is_fake())
+        cr_assert_eq(counter("@vmm_mapped"), 0,
+                     "the process's last context of the namespace is gone, the mapping stays");
     quit_peer(loader);
     test_finished = true;
 }
