@@ -292,17 +292,28 @@ static void unmap_weights(mapped_weights *w)
 }
 
 /* Enters `w` with one use, the server running first so that it can answer
- * as soon as the node table names this process. */
-static int32_t enter(mapped_weights *w, const void *owner)
+ * as soon as the node table names this process; *pointer is its address.
+ * Two contexts of the process may have received the same weights at
+ * once: the second mapping is let go and the first used. */
+static int32_t enter(mapped_weights *w, const void *owner, uint64_t *pointer)
 {
     int32_t status = ensure_server(owner);
     if (status != RM_OK)
         return status;
     pthread_mutex_lock(&table_lock);
-    w->uses = 1;
-    w->next = table;
-    table = w;
+    mapped_weights *first = find(w->namespace_name, w->id);
+    if (first != NULL) {
+        first->uses++;
+        *pointer = first->pointer;
+    } else {
+        w->uses = 1;
+        w->next = table;
+        table = w;
+        *pointer = w->pointer;
+    }
     pthread_mutex_unlock(&table_lock);
+    if (first != NULL)
+        unmap_weights(w);
     return RM_OK;
 }
 
@@ -347,9 +358,8 @@ int32_t rm_weights_publish(rm_weights_draft *draft, const char *namespace_name, 
         w->pointer = draft->pointer;
         w->bytes = draft->bytes;
         w->fd = fd;
-        status = enter(w, owner);
+        status = enter(w, owner, pointer);
         if (status == RM_OK) {
-            *pointer = w->pointer;
             *draft = (rm_weights_draft){0}; /* now the table's */
             return RM_OK;
         }
@@ -460,11 +470,9 @@ int32_t rm_weights_receive(rm_cuda_driver *driver, int ordinal, const char *name
                                      i == 0 ? "" : "; ", (int)sources[i].pid, why);
     }
     if (status == RM_OK) {
-        status = enter(w, owner);
-        if (status == RM_OK) {
-            *pointer = w->pointer;
+        status = enter(w, owner, pointer);
+        if (status == RM_OK)
             return RM_OK;
-        }
         (void)rm_cuda_driver_vmm_unmap(w->driver, ordinal, w->pointer, (size_t)bytes, NULL);
         (void)rm_cuda_driver_vmm_release(w->driver, ordinal, w->handle, NULL);
         close(w->fd);
