@@ -1008,6 +1008,7 @@ static void call_loader(node_load *load, rm_model_loader_fn loader, void *loader
     loads_on_this_thread = running.outer;
     load->loaded.plugin_private = NULL;
     load->status = status > 0 ? RM_E_LOADER_FAILED : status;
+    load->explained = rm_loader_buffer_explains(&load->buffer, load->status);
     if (load->status == RM_OK)
         check_shareable(load);
 }
