@@ -236,6 +236,46 @@ static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static mapped_weights *table;
 static rm_weights_server *server;
 
+/* fork(): the child has none of the parent's mappings (CUDA does not
+ * survive fork) and no server thread, but it would inherit the table, the
+ * descriptors (which keep the parent's device memory alive for as long as
+ * the child lives) and possibly a lock held by the server thread. The
+ * locks are therefore held across fork(), and the child starts empty. */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&server_lock);
+    pthread_mutex_lock(&table_lock);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&table_lock);
+    pthread_mutex_unlock(&server_lock);
+}
+
+static void fork_child(void)
+{
+    for (mapped_weights *w = table, *next; w != NULL; w = next) {
+        next = w->next;
+        if (w->fd >= 0)
+            close(w->fd);
+        free(w);
+    }
+    table = NULL;
+    rm_weights_server_forget(server);
+    server = NULL;
+    pthread_mutex_unlock(&table_lock);
+    pthread_mutex_unlock(&server_lock);
+}
+
+static pthread_once_t fork_guard_once = PTHREAD_ONCE_INIT;
+
+static void install_fork_guard(void)
+{
+    /* The plugin is linked -z nodelete, so the handlers outlive no code. */
+    (void)pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
 static mapped_weights *find(const char *namespace_name, uint64_t id)
 {
     for (mapped_weights *w = table; w != NULL; w = w->next)
@@ -260,6 +300,7 @@ static int32_t lookup(const rm_weights_request *request, int *out_fd, uint64_t *
 
 static int32_t ensure_server(const void *owner)
 {
+    pthread_once(&fork_guard_once, install_fork_guard);
     pthread_mutex_lock(&server_lock);
     int32_t status = RM_OK;
     if (server == NULL)
