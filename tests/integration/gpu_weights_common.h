@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cuda_tensor_common.h"
 
@@ -88,12 +89,12 @@ static inline void gw_uuid_text(const uint8_t uuid[16], char text[48])
     *at = '\0';
 }
 
-/* The ordinal N of a key "name@cuda:N" ("name@cuda" is 0); -1 for any
- * other device. */
+/* The ordinal N of a key "name@cuda:N" ("name@cuda" is 0; the device is
+ * case-insensitive, N may have leading zeros); -1 for any other device. */
 static inline int gw_key_ordinal(const char *key)
 {
     const char *device = strrchr(key, '@');
-    if (device == NULL || strncmp(device, "@cuda", 5) != 0)
+    if (device == NULL || strncasecmp(device, "@cuda", 5) != 0)
         return -1;
     if (device[5] == '\0')
         return 0;

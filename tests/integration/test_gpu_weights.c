@@ -989,6 +989,95 @@ static int32_t error_code_of(const char *reply)
     return 1;
 }
 
+/* A holder that does not answer (stopped) is skipped for another; when
+ * none answers, RM_E_SYSTEM names each one tried, and a later get
+ * attaches once they answer again. */
+Test(gpu_weights, an_unanswering_holder_is_skipped_and_none_answering_is_an_error)
+{
+    const uint64_t bytes = 2 * MiB;
+    const uint64_t seed = 380;
+    const char *ns = make_namespace("stop");
+    const char *count_file = make_counter("stop");
+    peer *loader = start_peer("loader", ns, count_file, -1, NULL);
+    peer *holder = start_peer("holder", ns, count_file, -1, NULL);
+    peer *first = start_peer("newcomer 1", ns, count_file, -1, NULL);
+    peer *second = start_peer("newcomer 2", ns, count_file, -1, NULL);
+    peer_get(loader, "stop@cuda:0", seed, bytes, NULL);
+    peer_get(holder, "stop@cuda:0", seed, bytes, NULL);
+
+    cr_assert_eq(kill(loader->pid, SIGSTOP), 0);
+    const char *reply = peer_get(first, "stop@cuda:0", seed, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "attaches", -1), 1, "%s", reply);
+    expect_peer_bytes(first, id_of(reply), bytes);
+    quit_peer(first);
+
+    cr_assert_eq(kill(holder->pid, SIGSTOP), 0);
+    send_to(second, "get stop@cuda:0 %" PRIu64 " %" PRIu64, seed, bytes);
+    reply = reply_of(second, REPLY_MS);
+    cr_assert_eq(error_code_of(reply), RM_E_SYSTEM,
+                 "no holder answers, and the get gave: %s", reply);
+    char loader_pid[32], holder_pid[32];
+    snprintf(loader_pid, sizeof loader_pid, "pid %d", (int)loader->pid);
+    snprintf(holder_pid, sizeof holder_pid, "pid %d", (int)holder->pid);
+    cr_assert(strstr(reply, "stop@") != NULL && strstr(reply, loader_pid) != NULL &&
+                  strstr(reply, holder_pid) != NULL,
+              "the message names the key and each process tried: %s", reply);
+    cr_assert_eq(loader_calls_in(count_file), 1, "a loader ran while the weights are held");
+
+    cr_assert_eq(kill(loader->pid, SIGCONT), 0);
+    cr_assert_eq(kill(holder->pid, SIGCONT), 0);
+    reply = peer_get(second, "stop@cuda:0", seed, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "calls", -1), 0, "%s", reply);
+    expect_peer_bytes(second, id_of(reply), bytes);
+    quit_peer(second);
+    quit_peer(holder);
+    quit_peer(loader);
+    test_finished = true;
+}
+
+/* Keys that normalise alike meet on one entry, and the longest name keeps
+ * all its bytes in the table's UUID key. */
+Test(gpu_weights, equivalent_keys_and_the_longest_name_share_one_entry)
+{
+    const uint64_t bytes = 2 * MiB;
+    const char *ns = make_namespace("keys");
+    peer *a = start_peer("A", ns, NULL, -1, NULL);
+    peer *b = start_peer("B", ns, NULL, -1, NULL);
+    peer_get(a, "same@cuda", 390, bytes, NULL);
+    const char *reply = peer_get(b, "same@CUDA:00", 390, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "calls", -1), 0, "\"same@CUDA:00\" is \"same@cuda\": %s",
+                 reply);
+    expect_peer_bytes(b, id_of(reply), bytes);
+
+    char name[201], key[260];
+    for (int i = 0; i < 200; i++)
+        name[i] = "abcdefghijklmnopqrstuvwxyz0123456789._-"[i % 39];
+    name[200] = '\0';
+    snprintf(key, sizeof key, "%s@cuda:0", name);
+    peer_get(a, key, 391, bytes, NULL);
+    reply = peer_get(b, key, 391, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "calls", -1), 0, "B loaded the long key: %s", reply);
+    expect_peer_bytes(b, id_of(reply), bytes);
+    char rows[MAX_ROWS][1024];
+    int count = peer_rows(b, rows, MAX_ROWS);
+    cr_assert_eq(count, 2);
+    bool long_seen = false;
+    for (int i = 0; i < count; i++) {
+        char listed[RM_MODEL_KEY_MAX];
+        cr_assert(gw_field_word(rows[i], "key", listed, sizeof listed), "%s", rows[i]);
+        if (strncmp(listed, name, 200) == 0) {
+            long_seen = true;
+            cr_assert(strncmp(listed + 200, "@cuda:GPU-", 10) == 0 &&
+                          strlen(listed) == 200 + strlen("@cuda:GPU-") + 36,
+                      "the long key's row: %s", listed);
+        }
+    }
+    cr_assert(long_seen, "no row of the 200-byte name");
+    quit_peer(b);
+    quit_peer(a);
+    test_finished = true;
+}
+
 /* A loader that fails after filling its device buffer: its code reaches a
  * process waiting for the load, no entry and no device memory is left,
  * and the waiter's next get loads. */
@@ -1456,6 +1545,48 @@ Test(gpu_weights, model_evict_frees_the_device_memory)
 Test(gpu_weights, ttl_eviction_frees_the_device_memory)
 {
     eviction_frees("ttl", EVICT_TTL);
+}
+
+/* registry.max_bytes: admitting a second device model evicts the idle
+ * first one (LRU), whose device memory goes back within a sweep. */
+Test(gpu_weights, budget_eviction_frees_the_device_memory)
+{
+    const uint64_t bytes = 4 * MiB;
+    private_device();
+    const char *ns = make_namespace("lru");
+    const char *count_file = make_counter("lru");
+    peer *a = start_peer("A", ns, count_file, -1, "registry.max_bytes=6M", NULL);
+    peer *b = start_peer("B", ns, count_file, -1, "registry.max_bytes=6M", NULL);
+    bool fake = td_is_fake();
+    uint64_t before = fake ? peer_used(a, 0) : 0;
+    int first = id_of(peer_get(a, "old@cuda:0", 1, bytes, NULL));
+    peer_get(b, "old@cuda:0", 1, bytes, NULL);
+    call_ok(b, "release 0");
+    call_ok(a, "release %d", first);
+    int second = id_of(peer_get(a, "new@cuda:0", 2, bytes, NULL));
+    char rows[MAX_ROWS][1024];
+    cr_assert_eq(peer_rows(b, rows, MAX_ROWS), 1, "over registry.max_bytes, two models are "
+                 "listed");
+    char key[RM_MODEL_KEY_MAX];
+    cr_assert(gw_field_word(rows[0], "key", key, sizeof key), "%s", rows[0]);
+    cr_assert(strncmp(key, "new@", 4) == 0, "the newest model was evicted: %s", rows[0]);
+    cr_assert_eq(gw_field_int(call_ok(a, "metrics"), "evictions", -1), 1, "A's evictions");
+    if (fake) {
+        uint64_t deadline = peer_now_ms() + SWEEP_MS;
+        uint64_t used = peer_used(a, 0);
+        while (used != before + bytes && peer_now_ms() < deadline) {
+            peer_sleep_ms(50);
+            used = peer_used(a, 0);
+        }
+        cr_assert_eq(used, before + bytes,
+                     "%d ms after the LRU eviction the device holds %" PRId64
+                     " bytes, not the one model left",
+                     SWEEP_MS, (int64_t)(used - before));
+    }
+    expect_peer_bytes(a, second, bytes);
+    quit_peer(b);
+    quit_peer(a);
+    test_finished = true;
 }
 
 /* ------------------------------------------------------------------------ */
