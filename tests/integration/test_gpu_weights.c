@@ -44,6 +44,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -521,6 +522,9 @@ typedef enum buffer_plan {
     PLAN_DEVICE_HOST,   /* a device buffer, then a host buffer */
     PLAN_NULL_POINTER,  /* alloc_device_buffer without out_device_pointer */
     PLAN_ZERO_BYTES,    /* alloc_device_buffer of 0 bytes */
+    PLAN_SET_MODEL,     /* PLAN_DEVICE, then model = the buffer, bytes = 1 */
+    PLAN_SET_DESTROY,   /* PLAN_DEVICE, then a destroy callback */
+    PLAN_OTHER_MODEL,   /* PLAN_DEVICE, then model = a host pointer */
 } buffer_plan;
 
 typedef struct test_loader {
@@ -537,6 +541,15 @@ typedef struct test_loader {
     uint64_t pointer;
     void *stream;
 } test_loader;
+
+static atomic_int destroy_calls;
+
+static void count_destroy(void *model, void *user)
+{
+    (void)model;
+    (void)user;
+    atomic_fetch_add(&destroy_calls, 1);
+}
 
 static int32_t record_failure(test_loader *state, int32_t rc)
 {
@@ -586,6 +599,15 @@ static int32_t run_test_loader(void *user, const char *key, rm_loaded_model *out
     if (td_fill(d, state->ordinal, pointer, state->bytes, state->seed) != 0) {
         cr_log_error("the loader's fill: %s", d->why);
         return RM_E_LOADER_FAILED;
+    }
+    if (state->plan == PLAN_SET_MODEL) {
+        out->model = (void *)(uintptr_t)pointer;
+        out->bytes = 1;
+    } else if (state->plan == PLAN_SET_DESTROY) {
+        out->destroy = count_destroy;
+        out->destroy_user = state;
+    } else if (state->plan == PLAN_OTHER_MODEL) {
+        out->model = state;
     }
     return RM_OK;
 }
@@ -1398,10 +1420,16 @@ Test(gpu_weights, rows_and_dlpack_describe_the_device_model)
     cr_assert_eq((uint8_t *)t->data + t->byte_offset, (uint8_t *)model,
                  "the view's data is not the model");
 
-    /* The view holds the model: evicting it is refused until its deleter. */
+    /* The view holds the model: evicting it is refused until its deleter,
+     * here and in another process. */
     expect_ok(vt->model_release(context, handle), context, "model_release");
     expect_code(vt->model_evict(context, "row@cuda:0"), RM_E_BUSY, context,
                 "model_evict while a view holds the model");
+    peer *other = start_peer("evicter", ns, NULL, -1, NULL);
+    const char *reply = call_ok(other, "evict row@cuda:0");
+    cr_assert_eq(gw_field_int(reply, "code", 1), RM_E_BUSY,
+                 "another process evicted a model this process's view holds: %s", reply);
+    quit_peer(other);
     expect_bytes_at((uint8_t *)t->data + t->byte_offset, 0, bytes, 707);
     view->deleter(view);
     expect_ok(vt->model_evict(context, "row@cuda:0"), context, "model_evict after the deleter");
@@ -1623,9 +1651,14 @@ Test(gpu_weights, process_scope_device_buffers)
     cr_assert(view->dl_tensor.device.device_type == 2 && view->dl_tensor.device.device_id == 0,
               "{%d, %d}", view->dl_tensor.device.device_type, view->dl_tensor.device.device_id);
     cr_assert_neq(view->flags & RM_DLPACK_FLAG_READ_ONLY, 0);
-    view->deleter(view);
+    cr_assert_eq(view->dl_tensor.shape[0], (int64_t)bytes);
 
+    /* The view outlives the handle: the model stays until its deleter. */
     expect_ok(vt->model_release(context, handle), context, "model_release");
+    expect_code(vt->model_evict(context, "proc@cuda:0"), RM_E_BUSY, context,
+                "model_evict while a view holds the model");
+    expect_bytes_at(view->dl_tensor.data, 0, bytes, 909);
+    view->deleter(view);
     expect_ok(vt->model_evict(context, "proc@cuda:0"), context, "model_evict");
     if (allocations >= 0)
         cr_assert_eq(counter("@allocs_live"), allocations, "the device buffer was not freed");
@@ -1757,6 +1790,63 @@ Test(gpu_weights, bad_device_buffer_arguments_are_invalid)
         expect_failed_load(contexts[i], "zero@cuda:0", PLAN_ZERO_BYTES, RM_E_INVALID_ARGUMENT);
         expect_failed_load(contexts[i], "nullptr@cuda:0", PLAN_NULL_POINTER,
                            RM_E_INVALID_ARGUMENT);
+    }
+    test_finished = true;
+}
+
+/* What the loader sets beside a device buffer: `model` may be the buffer
+ * and `bytes` is the buffer's whatever it says; a destroy callback or
+ * another model pointer is RM_E_INVALID_ARGUMENT (the callback never
+ * runs), with the buffer freed and no entry left. */
+Test(gpu_weights, loader_fields_beside_a_device_buffer)
+{
+    expect_1_4();
+    private_device();
+    const char *ns = make_namespace("fields");
+    rm_context *contexts[2] = {NULL, NULL};
+    new_context(&contexts[0], "registry.scope", "process");
+    new_context(&contexts[1], "registry.scope", "node", "registry.namespace", ns);
+    const uint64_t bytes = 2 * MiB + 8;
+    for (int i = 0; i < 2; i++) {
+        rm_context *context = contexts[i];
+        test_loader state = {.context = context, .plan = PLAN_SET_MODEL, .seed = 11,
+                             .bytes = bytes};
+        rm_model_handle *handle = NULL;
+        void *model = NULL;
+        expect_ok(vt->model_get_or_load(context, "setmodel@cuda:0", run_test_loader, &state,
+                                        &handle, &model),
+                  context, "a loader that sets model to its device buffer");
+        expect_bytes_at(model, 0, bytes, 11);
+        rm_model_info rows[MAX_ROWS];
+        uint32_t count = list_rows(context, rows, MAX_ROWS);
+        cr_assert_eq(count, 1);
+        cr_assert_eq(rows[0].bytes, bytes, "the loader said 1 byte; the row says %" PRIu64,
+                     rows[0].bytes);
+        expect_ok(vt->model_release(context, handle), context, "model_release");
+        expect_ok(vt->model_evict(context, "setmodel@cuda:0"), context, "model_evict");
+
+        const buffer_plan bad[2] = {PLAN_SET_DESTROY, PLAN_OTHER_MODEL};
+        for (int b = 0; b < 2; b++) {
+            long long vmm = counter("@vmm_live"), allocations = counter("@allocs_live");
+            atomic_store(&destroy_calls, 0);
+            state = (test_loader){.context = context, .plan = bad[b], .seed = 12, .bytes = bytes};
+            handle = (rm_model_handle *)&state;
+            int32_t rc = vt->model_get_or_load(context, "badfields@cuda:0", run_test_loader,
+                                               &state, &handle, &model);
+            expect_code(rc, RM_E_INVALID_ARGUMENT, context,
+                        bad[b] == PLAN_SET_DESTROY ? "a device buffer and a destroy callback"
+                                                   : "a device buffer and another model");
+            cr_assert(strstr(vt->context_last_error(context), "badfields@") != NULL,
+                      "the message does not name the key: %s", vt->context_last_error(context));
+            cr_assert_null(handle);
+            cr_assert_eq(atomic_load(&destroy_calls), 0, "the destroy callback ran");
+            cr_assert_eq(list_rows(context, rows, MAX_ROWS), 0, "a failed load left an entry");
+            if (vmm >= 0)
+                cr_assert_eq(counter("@vmm_live"), vmm, "the refused load's buffer stays");
+            if (allocations >= 0)
+                cr_assert_eq(counter("@allocs_live"), allocations,
+                             "the refused load's buffer stays");
+        }
     }
     test_finished = true;
 }
