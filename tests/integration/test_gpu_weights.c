@@ -42,6 +42,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -998,6 +999,108 @@ Test(gpu_weights, contexts_of_one_process_share_its_mapping)
     if (td_is_fake())
         cr_assert_eq(counter("@vmm_mapped"), 0,
                      "the process's last context of the namespace is gone, the mapping stays");
+    quit_peer(loader);
+    test_finished = true;
+}
+
+/* Threads of one process, each with a context of its own, attach to
+ * weights another process loaded all at once: one mapping, one pointer. */
+enum { ATTACHING_THREADS = 6 };
+
+typedef struct attach_thread {
+    rm_context *context;
+    pthread_barrier_t *start;
+    int32_t rc;
+    void *model;
+    rm_model_handle *handle;
+    int calls;
+    char message[512];
+} attach_thread;
+
+static void *attach_main(void *argument)
+{
+    attach_thread *t = argument;
+    pthread_barrier_wait(t->start);
+    t->rc = vt->model_get_or_load(t->context, "threads@cuda:0", must_not_load, &t->calls,
+                                  &t->handle, &t->model);
+    snprintf(t->message, sizeof t->message, "%s",
+             t->rc == RM_OK ? "" : vt->context_last_error(t->context));
+    return NULL;
+}
+
+Test(gpu_weights, threads_attaching_at_once_share_one_mapping)
+{
+    const uint64_t bytes = 2 * MiB;
+    const uint64_t seed = 375;
+    const char *ns = make_namespace("thr");
+    peer *loader = start_peer("loader", ns, NULL, -1, NULL);
+    peer_get(loader, "threads@cuda:0", seed, bytes, NULL);
+    pthread_barrier_t start;
+    cr_assert_eq(pthread_barrier_init(&start, NULL, ATTACHING_THREADS), 0);
+    attach_thread threads[ATTACHING_THREADS];
+    pthread_t ids[ATTACHING_THREADS];
+    for (int i = 0; i < ATTACHING_THREADS; i++) {
+        threads[i] = (attach_thread){.start = &start};
+        new_context(&threads[i].context, "registry.scope", "node", "registry.namespace", ns);
+    }
+    for (int i = 0; i < ATTACHING_THREADS; i++)
+        cr_assert_eq(pthread_create(&ids[i], NULL, attach_main, &threads[i]), 0);
+    for (int i = 0; i < ATTACHING_THREADS; i++)
+        pthread_join(ids[i], NULL);
+    pthread_barrier_destroy(&start);
+    for (int i = 0; i < ATTACHING_THREADS; i++) {
+        cr_assert_eq(threads[i].rc, RM_OK, "thread %d: %s: %s", i, vt->error_name(threads[i].rc),
+                     threads[i].message);
+        cr_assert_eq(threads[i].calls, 0);
+        cr_assert_eq(threads[i].model, threads[0].model,
+                     "threads %d and 0 of one process got different pointers", i);
+    }
+    if (td_is_fake())
+        cr_assert_eq(counter("@vmm_mapped"), 1, "one mapping for the process");
+    expect_bytes_at(threads[0].model, 0, bytes, seed);
+    rm_model_info rows[MAX_ROWS];
+    cr_assert_eq(list_rows(threads[0].context, rows, MAX_ROWS), 1);
+    cr_assert_eq(rows[0].holders, 2, "holder processes: the loader's and this one");
+    cr_assert_eq(rows[0].refcount, 1 + ATTACHING_THREADS);
+    for (int i = 0; i < ATTACHING_THREADS; i++) {
+        expect_ok(vt->model_release(threads[i].context, threads[i].handle), threads[i].context,
+                  "model_release");
+        fixture_close(threads[i].context);
+    }
+    if (td_is_fake())
+        cr_assert_eq(counter("@vmm_mapped"), 0, "the mapping outlived every context");
+    quit_peer(loader);
+    test_finished = true;
+}
+
+/* Namespaces do not share weights; one process serves many models. */
+Test(gpu_weights, namespaces_are_apart_and_many_models_cross)
+{
+    enum { MODELS = 12 };
+    const uint64_t bytes = 2 * MiB - 16;
+    const char *one = make_namespace("ns1");
+    const char *two = make_namespace("ns2");
+    peer *loader = start_peer("loader (ns1)", one, NULL, -1, NULL);
+    peer *reader = start_peer("reader (ns1)", one, NULL, -1, NULL);
+    peer *stranger = start_peer("stranger (ns2)", two, NULL, -1, NULL);
+    for (int i = 0; i < MODELS; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "many%d@cuda:0", i);
+        peer_get(loader, key, 1000 + (uint64_t)i, bytes, NULL);
+    }
+    for (int i = 0; i < MODELS; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "many%d@cuda:0", i);
+        const char *reply = peer_get(reader, key, 1000 + (uint64_t)i, bytes, NULL);
+        cr_assert_eq(gw_field_int(reply, "calls", -1), 0, "%s: %s", key, reply);
+        expect_peer_bytes(reader, id_of(reply), bytes);
+    }
+    const char *reply = peer_get(stranger, "many0@cuda:0", 2000, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "calls", -1), 1,
+                 "a process of another namespace got ns1's weights: %s", reply);
+    expect_peer_bytes(stranger, id_of(reply), bytes);
+    quit_peer(stranger);
+    quit_peer(reader);
     quit_peer(loader);
     test_finished = true;
 }
