@@ -796,7 +796,7 @@ Test(gpu_weights, a_loader_killed_mid_load_is_taken_over)
 /* 3. The loader's process ends after the load                              */
 /* ------------------------------------------------------------------------ */
 
-typedef enum loader_end { END_QUIT, END_EXIT, END_KILL } loader_end;
+typedef enum loader_end { END_QUIT, END_EXIT, END_UNDERSCORE_EXIT, END_KILL } loader_end;
 
 /* The loader loads and a holder attaches; the loader's process ends as
  * `how` says; the holder still reads the weights, and a process started
@@ -822,11 +822,14 @@ static void loader_ends(const char *tag, loader_end how)
     case END_QUIT:
         quit_peer(loader);
         break;
-    case END_EXIT: {
-        send_to(loader, "exit");
+    case END_EXIT:
+    case END_UNDERSCORE_EXIT: {
+        send_to(loader, how == END_EXIT ? "exit" : "_exit");
         expect_line(loader, "ok exiting", REPLY_MS);
         int status = peer_wait(loader, REPLY_MS);
-        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %#x", status);
+        cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "the loader ended with status %#x after its exit; it printed:\n%s", status,
+                  loader->transcript);
         break;
     }
     case END_KILL:
@@ -857,6 +860,11 @@ Test(gpu_weights, loader_destroying_its_context_loses_nothing)
 Test(gpu_weights, loader_exiting_loses_nothing)
 {
     loader_ends("exit", END_EXIT);
+}
+
+Test(gpu_weights, loader_exiting_without_destructors_loses_nothing)
+{
+    loader_ends("uexit", END_UNDERSCORE_EXIT);
 }
 
 Test(gpu_weights, loader_killed_after_the_load_loses_nothing)
