@@ -43,7 +43,7 @@
  *                           attaches=.. takeovers=.. evictions=.. models=..
  *                           bytes=..
  *   rows                 registry_list -> ok count=N, then N lines
- *                        "row key=K memory=M ordinal=O uuid=HEX bytes=B
+ *                        "row key=K device=D memory=M ordinal=O uuid=HEX bytes=B
  *                        device_bytes=D refcount=R holders=H state=S
  *                        loader_pid=L scope=S"
  *   dlpack ID            model_to_dlpack, then its deleter -> ok type=T
@@ -384,10 +384,12 @@ static void command_rows(void)
         const rm_model_info *r = &rows[i];
         char uuid[33];
         td_hex16(r->device_uuid, uuid);
-        say("row key=%s memory=%u ordinal=%d uuid=%s bytes=%" PRIu64 " device_bytes=%" PRIu64
-            " refcount=%" PRIu64 " holders=%u state=%u loader_pid=%d scope=%u",
-            r->key, r->memory, r->device_ordinal, uuid, r->bytes, r->device_bytes, r->refcount,
-            r->holders, r->state, r->loader_pid, r->scope);
+        say("row key=%s device=%.32s memory=%u ordinal=%d uuid=%s bytes=%" PRIu64
+            " device_bytes=%" PRIu64 " refcount=%" PRIu64 " holders=%u state=%u loader_pid=%d"
+            " scope=%u",
+            r->key, r->device[0] != '\0' ? r->device : "-", r->memory, r->device_ordinal, uuid,
+            r->bytes, r->device_bytes, r->refcount, r->holders, r->state, r->loader_pid,
+            r->scope);
     }
 }
 

@@ -743,6 +743,12 @@ Test(gpu_weights, a_loader_killed_mid_load_is_taken_over)
     cr_assert_eq(peer_rows(first, rows, MAX_ROWS), 1, "the claim is not a row");
     cr_assert_eq(gw_field_int(rows[0], "state", -1), RM_MODEL_STATE_LOADING, "%s", rows[0]);
     cr_assert_eq(gw_field_int(rows[0], "loader_pid", -1), dying->pid, "%s", rows[0]);
+    /* rm_model_info.memory of a LOADING row: what is known so far, HOST
+     * until the buffer exists; here the device buffer exists. */
+    cr_expect_eq(gw_field_int(rows[0], "memory", -1), RM_MEMORY_CUDA,
+                 "the loading row's device buffer exists, yet memory is not "
+                 "RM_MEMORY_CUDA: %s",
+                 rows[0]);
 
     send_to(first, "get takeover@cuda:0 %" PRIu64 " %" PRIu64, seed, bytes);
     send_to(second, "get takeover@cuda:0 %" PRIu64 " %" PRIu64, seed, bytes);
@@ -1424,6 +1430,13 @@ Test(gpu_weights, processes_with_reversed_device_orders_share_by_uuid)
                      sides[s].p->label, key, u_key);
         cr_assert_eq(gw_field_int(rows[0], "ordinal", -9), sides[s].ordinal,
                      "%s sees U as cuda:%d: %s", sides[s].p->label, sides[s].ordinal, rows[0]);
+        char device[40], expected[16];
+        snprintf(expected, sizeof expected, "cuda:%d", sides[s].ordinal);
+        cr_assert(gw_field_word(rows[0], "device", device, sizeof device), "%s", rows[0]);
+        cr_expect_str_eq(device, expected,
+                         "%s's row names the device %s; rm_model_info.device[32] is "
+                         "\"cpu\", \"cuda:N\" (a UUID does not fit)",
+                         sides[s].p->label, device);
         cr_assert(gw_field_word(rows[0], "uuid", uuid, sizeof uuid), "%s", rows[0]);
         cr_assert_str_eq(uuid, u_hex, "%s's row: %s", sides[s].p->label, rows[0]);
         cr_assert_eq(gw_field_int(rows[0], "memory", -1), RM_MEMORY_CUDA, "%s", rows[0]);
@@ -1503,6 +1516,10 @@ Test(gpu_weights, rows_and_dlpack_describe_the_device_model)
     cr_assert_eq(strcasecmp(row->key, key), 0, "the row is keyed %s, not %s", row->key, key);
     cr_assert_eq(row->memory, RM_MEMORY_CUDA, "memory %u", row->memory);
     cr_assert_eq(row->device_ordinal, 0);
+    cr_expect_str_eq(row->device, "cuda:0",
+                     "the row's device is \"%.32s\"; rm_model_info.device[32] is \"cpu\", "
+                     "\"cuda:N\" (a UUID does not fit)",
+                     row->device);
     cr_assert_arr_eq(row->device_uuid, device.uuid, 16, "the row's device_uuid is not device 0's");
     cr_assert_eq(row->bytes, bytes);
     cr_assert_geq(row->device_bytes, bytes, "device_bytes %" PRIu64, row->device_bytes);
