@@ -523,6 +523,7 @@ typedef enum buffer_plan {
     PLAN_DEVICE_HOST,   /* a device buffer, then a host buffer */
     PLAN_NULL_POINTER,  /* alloc_device_buffer without out_device_pointer */
     PLAN_ZERO_BYTES,    /* alloc_device_buffer of 0 bytes */
+    PLAN_HUGE_BYTES,    /* alloc_device_buffer of 2^48 + 1 bytes */
     PLAN_SET_MODEL,     /* PLAN_DEVICE, then model = the buffer, bytes = 1 */
     PLAN_SET_DESTROY,   /* PLAN_DEVICE, then a destroy callback */
     PLAN_OTHER_MODEL,   /* PLAN_DEVICE, then model = a host pointer */
@@ -577,6 +578,9 @@ static int32_t run_test_loader(void *user, const char *key, rm_loaded_model *out
         return record_failure(state, out->alloc_device_buffer(out, state->bytes, NULL, NULL));
     case PLAN_ZERO_BYTES:
         return record_failure(state, out->alloc_device_buffer(out, 0, &pointer, NULL));
+    case PLAN_HUGE_BYTES:
+        return record_failure(
+            state, out->alloc_device_buffer(out, ((uint64_t)1 << 48) + 1, &pointer, NULL));
     case PLAN_HOST_DEVICE:
         rc = out->alloc_buffer(out, state->bytes, &host);
         if (rc != RM_OK)
@@ -1616,6 +1620,14 @@ Test(gpu_weights, dlpack_of_host_models)
     expect_code(vt->model_to_dlpack(context, handle, &view), RM_E_NOT_SHAREABLE, context,
                 "model_to_dlpack of a loader's own pointer");
     cr_assert_null(view, "*out is not NULL after an error");
+    view = &not_set;
+    expect_code(vt->model_to_dlpack(context, NULL, &view), RM_E_INVALID_ARGUMENT, context,
+                "model_to_dlpack of a NULL handle");
+    cr_assert_null(view, "*out is not NULL after an error");
+    expect_code(vt->model_to_dlpack(context, handle, NULL), RM_E_INVALID_ARGUMENT, context,
+                "model_to_dlpack without out");
+    expect_code(vt->model_to_dlpack(NULL, handle, &view), RM_E_INVALID_ARGUMENT, NULL,
+                "model_to_dlpack without a context");
     expect_ok(vt->model_release(context, handle), context, "model_release");
     test_finished = true;
 }
@@ -1885,6 +1897,52 @@ Test(gpu_weights, node_scope_without_vmm_is_device_unavailable)
     test_finished = true;
 }
 
+/* A device the process does not have, a driver that cannot be loaded, and
+ * a device too small: each its code from alloc_device_buffer and the get,
+ * with a message naming the key, and nothing left. */
+Test(gpu_weights, missing_devices_drivers_and_memory_are_errors)
+{
+    expect_1_4();
+    private_device();
+    const char *ns = make_namespace("dev");
+    const char *nodriver = make_namespace("nodrv");
+    rm_context *contexts[4] = {NULL, NULL, NULL, NULL};
+    new_context(&contexts[0], "registry.scope", "process");
+    new_context(&contexts[1], "registry.scope", "node", "registry.namespace", ns);
+    new_context(&contexts[2], "registry.scope", "process", "cuda.driver",
+                "/nonexistent/libcuda.so.1");
+    new_context(&contexts[3], "registry.scope", "node", "registry.namespace", nodriver,
+                "cuda.driver", "/nonexistent/libcuda.so.1");
+    for (int i = 0; i < 2; i++)
+        expect_failed_load(contexts[i], "seventh@cuda:7", PLAN_DEVICE, RM_E_DEVICE_UNAVAILABLE);
+    for (int i = 2; i < 4; i++)
+        expect_failed_load(contexts[i], "nodriver@cuda:0", PLAN_DEVICE,
+                           RM_E_DEVICE_UNAVAILABLE);
+    if (!td_is_fake()) {
+        test_finished = true;
+        return; /* the device's size is the fake's knob */
+    }
+    setenv("FAKE_CUDA_MEMORY_BYTES", "33554432", 1); /* 32 MiB */
+    for (int i = 0; i < 2; i++) {
+        long long vmm = counter("@vmm_live"), allocations = counter("@allocs_live");
+        test_loader state = {.context = contexts[i], .plan = PLAN_DEVICE, .seed = 1,
+                             .bytes = 64 * MiB};
+        rm_model_handle *handle = NULL;
+        void *model = NULL;
+        int32_t rc = vt->model_get_or_load(contexts[i], "toobig@cuda:0", run_test_loader, &state,
+                                           &handle, &model);
+        expect_code(state.failed_rc, RM_E_NO_MEMORY, contexts[i],
+                    "alloc_device_buffer of 64 MiB on a 32 MiB device");
+        cr_assert(strstr(state.failed_message, "toobig@") != NULL,
+                  "the message does not name the key: %s", state.failed_message);
+        expect_code(rc, RM_E_NO_MEMORY, contexts[i], "model_get_or_load");
+        cr_assert_eq(counter("@vmm_live"), vmm);
+        cr_assert_eq(counter("@allocs_live"), allocations);
+    }
+    unsetenv("FAKE_CUDA_MEMORY_BYTES");
+    test_finished = true;
+}
+
 /* At most one buffer, host or device, per load. */
 Test(gpu_weights, a_second_buffer_is_invalid)
 {
@@ -1916,6 +1974,7 @@ Test(gpu_weights, bad_device_buffer_arguments_are_invalid)
     new_context(&contexts[1], "registry.scope", "node", "registry.namespace", ns);
     for (int i = 0; i < 2; i++) {
         expect_failed_load(contexts[i], "zero@cuda:0", PLAN_ZERO_BYTES, RM_E_INVALID_ARGUMENT);
+        expect_failed_load(contexts[i], "huge@cuda:0", PLAN_HUGE_BYTES, RM_E_INVALID_ARGUMENT);
         expect_failed_load(contexts[i], "nullptr@cuda:0", PLAN_NULL_POINTER,
                            RM_E_INVALID_ARGUMENT);
     }
