@@ -1943,6 +1943,61 @@ Test(gpu_weights, missing_devices_drivers_and_memory_are_errors)
     test_finished = true;
 }
 
+/* The driver failing while the plugin seals a load (export) or while a
+ * process maps weights it received (import): an error code with a message
+ * naming the key, nothing half-made left, and the next get works. */
+Test(gpu_weights, driver_failures_while_sealing_and_attaching)
+{
+    fake_only("FAKE_CUDA_FAIL");
+    expect_1_4();
+    private_device();
+    const uint64_t bytes = 2 * MiB;
+    const char *ns = make_namespace("drvf");
+    rm_context *context = NULL;
+    new_context(&context, "registry.scope", "node", "registry.namespace", ns);
+    (void)device_zero(context); /* the driver loaded: the counters can be read */
+    long long vmm = counter("@vmm_live");
+    setenv("FAKE_CUDA_FAIL", "cuMemExportToShareableHandle:1", 1);
+    test_loader state = {.context = context, .plan = PLAN_DEVICE, .seed = 21, .bytes = bytes};
+    rm_model_handle *handle = NULL;
+    void *model = NULL;
+    int32_t rc = vt->model_get_or_load(context, "sealfail@cuda:0", run_test_loader, &state,
+                                       &handle, &model);
+    unsetenv("FAKE_CUDA_FAIL");
+    cr_assert_neq(rc, RM_OK, "the seal's export failed, yet the get succeeded");
+    cr_log_info("a failed export: %s: %s", vt->error_name(rc), vt->context_last_error(context));
+    cr_assert(strstr(vt->context_last_error(context), "sealfail@") != NULL,
+              "the message does not name the key: %s", vt->context_last_error(context));
+    cr_assert_null(handle);
+    rm_model_info rows[MAX_ROWS];
+    cr_assert_eq(list_rows(context, rows, MAX_ROWS), 0, "a failed seal left an entry");
+    cr_assert_eq(counter("@vmm_live"), vmm, "a failed seal left device memory");
+    expect_ok(vt->model_get_or_load(context, "sealfail@cuda:0", run_test_loader, &state,
+                                    &handle, &model),
+              context, "the get after a failed seal");
+    cr_assert_eq(state.calls, 2);
+    expect_bytes_at(model, 0, bytes, 21);
+
+    /* A process whose import fails: its error, the entry stays for the
+     * others, and its next get attaches. */
+    setenv("FAKE_CUDA_FAIL", "cuMemImportFromShareableHandle:1", 1);
+    peer *attacher = start_peer("attacher", ns, NULL, -1, NULL);
+    unsetenv("FAKE_CUDA_FAIL");
+    send_to(attacher, "get sealfail@cuda:0 21 %" PRIu64, bytes);
+    const char *reply = reply_of(attacher, REPLY_MS);
+    cr_assert(peer_starts_with(reply, "err "), "the import failed, yet: %s", reply);
+    cr_assert(strstr(reply, "sealfail@") != NULL, "the message does not name the key: %s",
+              reply);
+    cr_assert_eq(list_rows(context, rows, MAX_ROWS), 1, "a failed attach took the entry");
+    cr_assert_eq(rows[0].refcount, 1, "the failed attach left a reference");
+    reply = peer_get(attacher, "sealfail@cuda:0", 21, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "calls", -1), 0, "%s", reply);
+    expect_peer_bytes(attacher, id_of(reply), bytes);
+    quit_peer(attacher);
+    expect_ok(vt->model_release(context, handle), context, "model_release");
+    test_finished = true;
+}
+
 /* At most one buffer, host or device, per load. */
 Test(gpu_weights, a_second_buffer_is_invalid)
 {
