@@ -524,6 +524,7 @@ typedef enum buffer_plan {
     PLAN_NULL_POINTER,  /* alloc_device_buffer without out_device_pointer */
     PLAN_ZERO_BYTES,    /* alloc_device_buffer of 0 bytes */
     PLAN_HUGE_BYTES,    /* alloc_device_buffer of 2^48 + 1 bytes */
+    PLAN_HALF,          /* one device buffer, the first half filled */
     PLAN_SET_MODEL,     /* PLAN_DEVICE, then model = the buffer, bytes = 1 */
     PLAN_SET_DESTROY,   /* PLAN_DEVICE, then a destroy callback */
     PLAN_OTHER_MODEL,   /* PLAN_DEVICE, then model = a host pointer */
@@ -601,7 +602,8 @@ static int32_t run_test_loader(void *user, const char *key, rm_loaded_model *out
     if (state->plan == PLAN_DEVICE_HOST)
         return record_failure(state, out->alloc_buffer(out, state->bytes, &host));
     td_driver *d = driver();
-    if (td_fill(d, state->ordinal, pointer, state->bytes, state->seed) != 0) {
+    uint64_t filled = state->plan == PLAN_HALF ? state->bytes / 2 : state->bytes;
+    if (td_fill(d, state->ordinal, pointer, filled, state->seed) != 0) {
         cr_log_error("the loader's fill: %s", d->why);
         return RM_E_LOADER_FAILED;
     }
@@ -1373,6 +1375,11 @@ Test(gpu_weights, ten_processes_use_one_copy_of_device_memory)
     cr_assert_eq(peer_rows(observer, rows, MAX_ROWS), 1);
     cr_assert_eq(gw_field_u64(rows[0], "device_bytes", 0), bytes, "%s", rows[0]);
     cr_assert_eq(gw_field_int(rows[0], "holders", -1), HOLDERS, "%s", rows[0]);
+    cr_assert_eq(gw_field_int(rows[0], "refcount", -1), HOLDERS, "%s", rows[0]);
+    const char *metrics = call_ok(observer, "metrics");
+    cr_assert(gw_field_int(metrics, "models", -1) == 1 &&
+                  gw_field_u64(metrics, "bytes", 0) == bytes,
+              "node-scope metrics count the table's ready models: %s", metrics);
     for (int i = 0; i < HOLDERS; i++)
         quit_peer(holders[i]);
     quit_peer(observer);
@@ -1566,6 +1573,49 @@ Test(gpu_weights, rows_and_dlpack_describe_the_device_model)
     view->deleter(view);
     expect_ok(vt->model_evict(context, "row@cuda:0"), context, "model_evict after the deleter");
     cr_assert_eq(list_rows(context, rows, MAX_ROWS), 0, "the model is still listed");
+    test_finished = true;
+}
+
+/* Bytes [from, from + size) of a device model are zero. */
+static void expect_zero_at(void *model, int ordinal, uint64_t from, uint64_t size)
+{
+    td_driver *d = driver();
+    uint8_t *bytes = malloc(size);
+    cr_assert_not_null(bytes);
+    cr_assert_eq(td_enter(d, ordinal), 0, "%s", d->why);
+    int rc = d->dtoh(bytes, (td_deviceptr)(uintptr_t)model + from, size);
+    td_leave(d);
+    cr_assert_eq(rc, 0, "cuMemcpyDtoH_v2: CUresult %d", rc);
+    uint64_t first = size;
+    for (uint64_t i = 0; i < size && first == size; i++)
+        if (bytes[i] != 0)
+            first = i;
+    free(bytes);
+    cr_assert_eq(first, size, "byte %" PRIu64 " of a device buffer the loader left alone is not "
+                 "zero (alloc_device_buffer zero-fills)", from + first);
+}
+
+/* What the loader does not write of its device buffer reads as zero. */
+Test(gpu_weights, device_buffers_are_zero_filled)
+{
+    expect_1_4();
+    const uint64_t bytes = 4 * MiB;
+    const char *ns = make_namespace("zero");
+    rm_context *contexts[2] = {NULL, NULL};
+    new_context(&contexts[0], "registry.scope", "process");
+    new_context(&contexts[1], "registry.scope", "node", "registry.namespace", ns);
+    for (int i = 0; i < 2; i++) {
+        test_loader state = {.context = contexts[i], .plan = PLAN_HALF, .seed = 31,
+                             .bytes = bytes};
+        rm_model_handle *handle = NULL;
+        void *model = NULL;
+        expect_ok(vt->model_get_or_load(contexts[i], "half@cuda:0", run_test_loader, &state,
+                                        &handle, &model),
+                  contexts[i], "model_get_or_load");
+        expect_bytes_at(model, 0, bytes / 2, 31);
+        expect_zero_at(model, 0, bytes / 2, bytes / 2);
+        expect_ok(vt->model_release(contexts[i], handle), contexts[i], "model_release");
+    }
     test_finished = true;
 }
 
