@@ -761,6 +761,7 @@ Test(gpu_weights, a_loader_killed_mid_load_is_taken_over)
     wait_until_blocked(first);
     wait_until_blocked(second);
     kill_peer(dying);
+    uint64_t killed_at = peer_now_ms();
 
     const char *reply = reply_of(first, REPLY_MS);
     cr_assert(peer_starts_with(reply, "ok"), "waiter 1: %s", reply);
@@ -770,6 +771,9 @@ Test(gpu_weights, a_loader_killed_mid_load_is_taken_over)
     cr_assert(peer_starts_with(reply, "ok"), "waiter 2: %s", reply);
     char two[PEER_LINE_BYTES];
     snprintf(two, sizeof two, "%s", reply);
+    uint64_t took = peer_now_ms() - killed_at;
+    cr_assert_leq(took, 2000, "the waiters took %" PRIu64 " ms to take over the dead load (it "
+                  "is noticed within RM_NODE_TAKEOVER_POLL_MS)", took);
     cr_log_info("waiter 1: %s", one);
     cr_log_info("waiter 2: %s", two);
 
@@ -908,16 +912,18 @@ static void last_holders_end(const char *tag, bool killed)
         quit_peer(holder);
         quit_peer(loader);
     }
-    /* The observer (alive, never mapped them) drops the entry at its next
-     * sweep. */
+    /* The observer (alive, never mapped them) drops the entry: at once
+     * with registry_reclaim (killed), at its next sweep (ended). */
     char rows[MAX_ROWS][1024];
-    uint64_t deadline = peer_now_ms() + SWEEP_MS;
+    if (killed)
+        call_ok(observer, "reclaim");
+    uint64_t deadline = peer_now_ms() + (killed ? 0 : SWEEP_MS);
     while (peer_rows(observer, rows, MAX_ROWS) != 0 && peer_now_ms() < deadline)
         peer_sleep_ms(50);
     cr_assert_eq(peer_rows(observer, rows, MAX_ROWS), 0,
-                 "%d ms after the last process that had the weights %s, the entry is still "
-                 "listed: %s",
-                 SWEEP_MS, killed ? "was killed" : "ended", rows[0]);
+                 "%s the last process that had the weights %s, the entry is still listed: %s",
+                 killed ? "after registry_reclaim," : "a sweep after",
+                 killed ? "was killed" : "ended", rows[0]);
     quit_peer(observer);
     peer *late = start_peer("newcomer", ns, count_file, -1, NULL);
     if (td_is_fake())
@@ -1947,7 +1953,7 @@ Test(gpu_weights, node_scope_without_vmm_is_device_unavailable)
     test_finished = true;
 }
 
-/* A device the process does not have, a driver that cannot be loaded, and
+/* A device the process does not have (cuda:1023), a driver that cannot be loaded, and
  * a device too small: each its code from alloc_device_buffer and the get,
  * with a message naming the key, and nothing left. */
 Test(gpu_weights, missing_devices_drivers_and_memory_are_errors)
@@ -1964,7 +1970,7 @@ Test(gpu_weights, missing_devices_drivers_and_memory_are_errors)
     new_context(&contexts[3], "registry.scope", "node", "registry.namespace", nodriver,
                 "cuda.driver", "/nonexistent/libcuda.so.1");
     for (int i = 0; i < 2; i++)
-        expect_failed_load(contexts[i], "seventh@cuda:7", PLAN_DEVICE, RM_E_DEVICE_UNAVAILABLE);
+        expect_failed_load(contexts[i], "lastdev@cuda:1023", PLAN_DEVICE, RM_E_DEVICE_UNAVAILABLE);
     for (int i = 2; i < 4; i++)
         expect_failed_load(contexts[i], "nodriver@cuda:0", PLAN_DEVICE,
                            RM_E_DEVICE_UNAVAILABLE);
