@@ -1953,9 +1953,9 @@ Test(gpu_weights, node_scope_without_vmm_is_device_unavailable)
     test_finished = true;
 }
 
-/* A device the process does not have (cuda:1023), a driver that cannot be loaded, and
- * a device too small: each its code from alloc_device_buffer and the get,
- * with a message naming the key, and nothing left. */
+/* A device the process does not have (cuda:1023), a driver that cannot be
+ * loaded, and a device too small: each its code from alloc_device_buffer
+ * and the get, with a message naming the key, and nothing left. */
 Test(gpu_weights, missing_devices_drivers_and_memory_are_errors)
 {
     expect_1_4();
@@ -1970,7 +1970,8 @@ Test(gpu_weights, missing_devices_drivers_and_memory_are_errors)
     new_context(&contexts[3], "registry.scope", "node", "registry.namespace", nodriver,
                 "cuda.driver", "/nonexistent/libcuda.so.1");
     for (int i = 0; i < 2; i++)
-        expect_failed_load(contexts[i], "lastdev@cuda:1023", PLAN_DEVICE, RM_E_DEVICE_UNAVAILABLE);
+        expect_failed_load(contexts[i], "lastdev@cuda:1023", PLAN_DEVICE,
+                           RM_E_DEVICE_UNAVAILABLE);
     for (int i = 2; i < 4; i++)
         expect_failed_load(contexts[i], "nodriver@cuda:0", PLAN_DEVICE,
                            RM_E_DEVICE_UNAVAILABLE);
