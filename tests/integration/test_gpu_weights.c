@@ -4,17 +4,33 @@
  * writes into, holds and releases device models on command (protocol at
  * the top of gpu_weights_peer.c).
  *
- * Covered: 8 processes racing one "name@cuda:0" key run one loader and
- * all read its bytes; a loader SIGKILLed mid-load is taken over by one
- * waiter; the loader's process ending (context destroyed, plain exit,
- * SIGKILL) loses nothing while another process has the weights, and a
- * newcomer still attaches; a write through the sealed weights fails, in
- * the loader's process too; ten processes holding a 64 MiB model use one
- * copy of device memory; processes that list the devices in opposite
- * orders meet on one entry keyed by UUID; rows and model_to_dlpack of a
- * device model, whose view outlives its handle; eviction (explicit and
- * TTL) gives the device memory back and the next get loads again;
- * process-scope device buffers; and the errors of alloc_device_buffer.
+ * Covered, in the order of the sections below:
+ *  1. 8 processes released together on one "name@cuda:0" run one loader
+ *     and all read its bytes;
+ *  2. a loader SIGKILLed mid-load is taken over by one of two waiters
+ *     within 2 s, with one copy of device memory after;
+ *  3. the loader's process ending (context destroyed, exit(), _exit(),
+ *     SIGKILL) loses nothing while another process has the weights, and a
+ *     newcomer still attaches; when the last process that had them ends
+ *     or is killed, the entry goes (sweep, registry_reclaim) and the next
+ *     get loads; a process that released the model still serves it;
+ *     contexts and threads of one process share one mapping; a loader
+ *     failure reaches the waiter; a process without VMM cannot attach; a
+ *     stopped holder is skipped, none answering is RM_E_SYSTEM; equivalent
+ *     keys and a 200-byte name meet; namespaces are apart;
+ *  4. a write through the sealed weights fails, in the loader's process
+ *     too;
+ *  5. ten processes holding a 64 MiB model use one copy of device memory;
+ *  6. processes that list the devices in opposite orders meet on one
+ *     entry keyed by UUID, each with its own ordinal (-1 where unseen);
+ *  7. rows and model_to_dlpack of device and host models; a view outlives
+ *     its handle;
+ *  8. model_evict, the TTL and registry.max_bytes give the device memory
+ *     back within a sweep, and the next get loads again;
+ *  9. process-scope device buffers;
+ * 10. alloc_device_buffer's errors and the loader's fields beside a device
+ *     buffer; zero-filled buffers; driver failures while sealing and
+ *     attaching.
  *
  * One binary, two suites (tests/meson.build), as test_cuda_tensors:
  * "cuda" against the fake driver (FAKE_CUDA_LIBRARY, named to the plugin
@@ -35,7 +51,8 @@
  *
  * No sleep stands in for synchronisation: start barriers are pipes, and a
  * condition that the plugin reaches in the background (a sweep) is polled
- * with a deadline. Run time (2 cores): a few seconds. */
+ * with a deadline. Run time (2 cores): about 7 s, 10 s under ASan+UBSan
+ * (4 s of it the stopped holders' timeouts). */
 #include <criterion/criterion.h>
 #include <criterion/logging.h>
 #include <errno.h>
@@ -809,7 +826,7 @@ Test(gpu_weights, a_loader_killed_mid_load_is_taken_over)
 }
 
 /* ------------------------------------------------------------------------ */
-/* 3. The loader's process ends after the load                              */
+/* 3. Which processes have the weights                                      */
 /* ------------------------------------------------------------------------ */
 
 typedef enum loader_end { END_QUIT, END_EXIT, END_UNDERSCORE_EXIT, END_KILL } loader_end;
