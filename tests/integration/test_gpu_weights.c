@@ -17,7 +17,8 @@
  *     contexts and threads of one process share one mapping; a loader
  *     failure reaches the waiter; a process without VMM cannot attach; a
  *     stopped holder is skipped, none answering is RM_E_SYSTEM; equivalent
- *     keys and a 200-byte name meet; namespaces are apart;
+ *     keys and a 200-byte name meet; namespaces are apart; a process
+ *     without "cuda-ipc" keeps "name@cuda:N" apart;
  *  4. a write through the sealed weights fails, in the loader's process
  *     too;
  *  5. ten processes holding a 64 MiB model use one copy of device memory;
@@ -1311,6 +1312,35 @@ Test(gpu_weights, a_process_without_vmm_cannot_attach)
     quit_peer(late);
     quit_peer(vmmless);
     quit_peer(loader);
+    test_finished = true;
+}
+
+/* A process with "cuda-ipc" disabled keeps "name@cuda:N" as its key: it
+ * does not meet the device weights (keyed by UUID), and its own loader
+ * cannot ask for a device buffer. */
+Test(gpu_weights, a_process_without_cuda_ipc_keeps_its_own_key)
+{
+    const uint64_t bytes = 2 * MiB;
+    const char *ns = make_namespace("noipc");
+    const char *count_file = make_counter("noipc");
+    peer *gpu = start_peer("with cuda-ipc", ns, count_file, -1, NULL);
+    peer *cpu = start_peer("without cuda-ipc", ns, count_file, -1,
+                           "features=model-registry,shared-memory", NULL);
+    peer_get(gpu, "noipc@cuda:0", 395, bytes, NULL);
+    send_to(cpu, "get noipc@cuda:0 395 %" PRIu64, bytes);
+    const char *reply = reply_of(cpu, REPLY_MS);
+    cr_assert_eq(error_code_of(reply), RM_E_FEATURE_DISABLED,
+                 "its loader's alloc_device_buffer without cuda-ipc: %s", reply);
+    cr_assert_eq(loader_calls_in(count_file), 2, "the process without cuda-ipc attached to the "
+                 "device weights instead of running its loader");
+    char rows[MAX_ROWS][1024];
+    int count = peer_rows(cpu, rows, MAX_ROWS);
+    cr_assert_eq(count, 1, "the failed load of \"noipc@cuda:0\" left a row");
+    char key[RM_MODEL_KEY_MAX];
+    cr_assert(gw_field_word(rows[0], "key", key, sizeof key), "%s", rows[0]);
+    cr_assert(strncmp(key, "noipc@cuda:GPU-", 15) == 0, "%s", rows[0]);
+    quit_peer(cpu);
+    quit_peer(gpu);
     test_finished = true;
 }
 
