@@ -19,8 +19,8 @@
 
 /* The vtable says it implements RM_PLUGIN_MAX_ABI, so it must hold every
  * member of that version: RM_PLUGIN_HAS() trusts struct_size. */
-_Static_assert(RM_PLUGIN_MAX_ABI == RM_ABI_VERSION(1, 3) &&
-                   sizeof(rm_plugin_v1) == RM_PLUGIN_V1_SIZE_V1_3,
+_Static_assert(RM_PLUGIN_MAX_ABI == RM_ABI_VERSION(1, 4) &&
+                   sizeof(rm_plugin_v1) == RM_PLUGIN_V1_SIZE_V1_4,
                "the vtable must end where its newest version ends (abi_sizes.h)");
 
 static pthread_mutex_t negotiated_lock = PTHREAD_MUTEX_INITIALIZER;
