@@ -25,7 +25,7 @@ from .errors import RmError, PluginNotFoundError
 from .registry import LoadRequest, Loaded, ModelBuffer, ModelHandle
 from .tensor import Tensor, from_torch
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 
 def get_or_load(key, loader, context=None):
