@@ -85,6 +85,7 @@ static const rm_plugin_v1 plugin_v1 = {
     .tensor_record = rm_context_tensor_record,
     .tensor_wait = rm_context_tensor_wait,
     .cuda_info = rm_context_cuda_info,
+    .model_to_dlpack = rm_context_model_to_dlpack,
 };
 
 static int32_t refuse(const rm_negotiate_request *request, int32_t code,
