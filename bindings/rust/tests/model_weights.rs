@@ -1,10 +1,11 @@
 //! ABI 1.4 without a GPU: `model_to_dlpack` of host models (the view holds
 //! its own reference), where rows say a model lives, device buffers asked
-//! for where there are none, and hosts that negotiated 1.3.
+//! for where there are none, hosts that negotiated 1.3, and device weights
+//! in both scopes against the test-only fake driver (tests/fake_cuda).
 
 mod common;
 
-use rm_plugin::{AbiVersion, DType, Device, Error, ModelMemory, PluginLoader, Scope};
+use rm_plugin::{AbiVersion, DType, Device, Error, Features, ModelMemory, PluginLoader, Scope};
 
 const NO_DRIVER: &str = "/nonexistent/rm-rust-test/libcuda.so.1";
 
@@ -250,4 +251,108 @@ fn a_host_that_negotiated_1_3_has_no_1_4_members() {
     // Everything of 1.3 works as before.
     assert_eq!(model.bytes().unwrap(), b"old");
     assert_eq!(row(&ctx, "old@cpu").bytes, 3);
+}
+
+#[test]
+fn device_weights_in_both_scopes_with_the_fake_driver() {
+    let plugin = plugin_or_skip!();
+    if !plugin.features_built().contains(Features::CUDA_IPC) {
+        return;
+    }
+    let Some(fake) = common::fake_cuda() else {
+        eprintln!("skipped: no fake CUDA driver (build tests/fake_cuda with meson)");
+        return;
+    };
+    let library = fake.to_string_lossy().into_owned();
+    // The primary context of device 0 current on this thread, as a loader
+    // that copies with the driver API (or the CUDA runtime) has it.
+    let driver = common::driver::Driver::open(&fake);
+    let weights: Vec<u8> = (0..5000u32).map(|i| (i * 7) as u8).collect();
+    let ns = common::namespace("mdlgpu");
+    for scope in ["process", "node"] {
+        let pairs = [
+            ("cuda.driver", library.as_str()),
+            ("registry.scope", scope),
+            ("registry.ttl_s", "0"),
+        ];
+        let ctx = common::context(&plugin, &ns, &pairs);
+        let uuid = ctx.cuda_info().unwrap().devices[0].clone();
+        let model = ctx
+            .get_or_load("gpu@cuda:0", |l| {
+                let buffer = l.device_buffer(weights.len())?;
+                assert_eq!(buffer.bytes, weights.len());
+                assert_ne!(buffer.device_pointer, 0);
+                driver.upload(buffer.device_pointer as usize as *mut _, &weights);
+                Ok(())
+            })
+            .unwrap();
+        let pointer = model.device_pointer().unwrap().expect("device weights");
+        assert_eq!(pointer, model.as_ptr() as u64);
+        assert_eq!(model.len().unwrap(), weights.len());
+        assert!(
+            matches!(model.bytes().unwrap_err(), Error::InvalidArgument(_)),
+            "no host slice of device memory"
+        );
+        assert_eq!(
+            driver.download(pointer as usize as *mut _, weights.len()),
+            weights
+        );
+
+        let view = model.to_dlpack().unwrap();
+        assert_eq!(
+            (view.device(), view.dtype(), view.shape(), view.read_only()),
+            (
+                Device::Cuda(0),
+                DType::U8,
+                &[weights.len() as i64][..],
+                true
+            ),
+            "{scope}"
+        );
+        assert_eq!(view.data() as u64, pointer);
+        assert_eq!(view.host_bytes(), None);
+
+        let rows = ctx.models().unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let r = &rows[0];
+        assert_eq!(
+            (r.memory, r.device_ordinal, r.device_uuid, r.bytes),
+            (ModelMemory::Cuda, 0, uuid.uuid, weights.len() as u64),
+            "{scope}: {r:?}"
+        );
+        assert!(r.device_bytes >= r.bytes, "{r:?}");
+        if scope == "node" {
+            // The table names the device by UUID.
+            assert_eq!(r.key, format!("gpu@cuda:{}", uuid.uuid_text));
+            assert_eq!(r.scope, Scope::Node);
+            // Whole granules (2 MiB, the fake's as current GPUs').
+            assert_eq!(r.device_bytes % (2 << 20), 0, "{r:?}");
+            // Another context attaches without a loader; its handle finds
+            // its size and place without a row under the key it asked for.
+            let other = common::context(&plugin, &ns, &pairs);
+            let attached = other
+                .get_or_load("gpu@cuda:0", |_| unreachable!("node scope loads once"))
+                .unwrap();
+            let attached_pointer = attached.device_pointer().unwrap().expect("device");
+            assert_eq!(attached.len().unwrap(), weights.len());
+            assert_eq!(
+                driver.download(attached_pointer as usize as *mut _, weights.len()),
+                weights
+            );
+            drop(attached);
+        } else {
+            assert_eq!((r.key.as_str(), r.scope), ("gpu@cuda:0", Scope::Process));
+            assert_eq!(r.device_bytes, weights.len() as u64, "{r:?}");
+        }
+        drop(model);
+        assert!(matches!(
+            ctx.evict("gpu@cuda:0").unwrap_err(),
+            Error::Busy(_)
+        ));
+        drop(view);
+        ctx.evict("gpu@cuda:0").unwrap();
+        assert!(ctx.models().unwrap().is_empty());
+    }
+    drop(driver);
+    common::assert_no_leftovers(&ns);
 }
