@@ -1,9 +1,11 @@
 """ABI 1.4 without a GPU: model_to_dlpack of host models (the view holds
-its own reference), where rows say a model lives, and device buffers asked
-for where there are none."""
+its own reference), where rows say a model lives, device buffers asked for
+where there are none, and device weights in both scopes against the
+test-only fake driver (tests/fake_cuda) when it is built."""
 
 import ctypes
 import gc
+import os
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import rm_plugin
 from rm_plugin import _abi
 
 NO_DRIVER = "/nonexistent/libcuda.so.1"
+FAKE = os.environ.get("FAKE_CUDA_LIBRARY")
 
 
 class Model:
@@ -133,3 +136,80 @@ def test_a_device_buffer_needs_a_cuda_key_and_a_driver(config):
             assert bytes(handle.model) == b"ok" and handle.device == (_abi.DL_CPU, 0)
             assert_host_fields(row(ctx, "fallback@cuda:0"), _abi.MODEL_MEMORY_HOST)
         ctx.evict()
+
+
+class FakeDriver:
+    """The test-only fake driver's API through ctypes, with device 0's
+    primary context current on this thread (as a loader that copies with
+    the driver API or the CUDA runtime has it)."""
+
+    def __init__(self, path):
+        self.lib = ctypes.CDLL(path)
+        device, context = ctypes.c_int(), ctypes.c_void_p()
+        assert self.lib.cuInit(0) == 0
+        assert self.lib.cuDeviceGet(ctypes.byref(device), 0) == 0
+        assert self.lib.cuDevicePrimaryCtxRetain(ctypes.byref(context), device) == 0
+        assert self.lib.cuCtxPushCurrent_v2(context) == 0
+
+    def close(self):
+        popped = ctypes.c_void_p()
+        assert self.lib.cuCtxPopCurrent_v2(ctypes.byref(popped)) == 0
+        assert self.lib.cuDevicePrimaryCtxRelease_v2(0) == 0
+
+    def upload(self, pointer, data):
+        assert self.lib.cuMemcpyHtoD_v2(ctypes.c_uint64(pointer), data,
+                                        ctypes.c_size_t(len(data))) == 0
+
+    def download(self, pointer, size):
+        out = ctypes.create_string_buffer(size)
+        assert self.lib.cuMemcpyDtoH_v2(out, ctypes.c_uint64(pointer),
+                                        ctypes.c_size_t(size)) == 0
+        return out.raw
+
+
+@pytest.mark.skipif(not FAKE, reason="the fake CUDA driver is not built")
+@pytest.mark.parametrize("scope", ["process", "node"])
+def test_device_weights_with_the_fake_driver(config, scope):
+    config = dict(config, **{"cuda.driver": FAKE, "registry.scope": scope,
+                             "registry.ttl_s": "0"})
+    weights = bytes(i * 7 % 256 for i in range(5000))
+    driver = FakeDriver(FAKE)
+    try:
+        with rm_plugin.Context(config, ignore_env=True) as ctx:
+            if not ctx.info().features_built & _abi.FEATURE_CUDA_IPC:
+                pytest.skip("cuda-ipc not built")
+            uuid = ctx.cuda_info().devices[0]["uuid"]
+
+            def load(request):
+                buffer = request.alloc_device(len(weights))
+                assert buffer.nbytes == len(weights) and buffer.device_pointer
+                driver.upload(buffer.device_pointer, weights)
+
+            with ctx.get_or_load("gpu@cuda:0", load) as model:
+                assert model.device == (_abi.DL_CUDA, 0)
+                assert model.nbytes == len(weights)
+                assert model.device_pointer == model.address
+                assert driver.download(model.device_pointer, len(weights)) == weights
+                with pytest.raises(TypeError):
+                    model.numpy()
+                with pytest.raises(TypeError):
+                    model.model
+                assert model.__dlpack_device__() == (_abi.DL_CUDA, 0)
+                r = ctx.models()[0]
+                assert (r.memory, r.device_ordinal, r.bytes) == (
+                    _abi.MEMORY_CUDA, 0, len(weights)), r
+                assert r.device_bytes >= r.bytes and r.device_uuid != bytes(16)
+                assert r.key == ("gpu@cuda:" + uuid if scope == "node" else "gpu@cuda:0")
+                if scope == "node":
+                    with rm_plugin.Context(config, ignore_env=True) as other:
+                        with other.get_or_load("gpu@cuda:0", lambda request: pytest.fail(
+                                "node scope loads once")) as attached:
+                            # No row under the key asked for: found through DLPack.
+                            assert attached.device == (_abi.DL_CUDA, 0)
+                            assert attached.nbytes == len(weights)
+                            assert driver.download(attached.device_pointer,
+                                                   len(weights)) == weights
+            ctx.evict("gpu@cuda:0")
+            assert ctx.models() == []
+    finally:
+        driver.close()
