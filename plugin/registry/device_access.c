@@ -118,7 +118,7 @@ bool rm_device_access_uuid(rm_device_access *access, int ordinal, uint8_t uuid[1
 
 int rm_device_access_ordinal_of(rm_device_access *access, const uint8_t uuid[16])
 {
-    rm_cuda_driver *driver = rm_device_access_opened(access);
+    rm_cuda_driver *driver = quiet_driver(access);
     int ordinal = -1;
     if (driver == NULL || rm_cuda_driver_ordinal_of_uuid(driver, uuid, &ordinal, NULL) != RM_OK)
         return -1;

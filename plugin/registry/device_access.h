@@ -54,8 +54,9 @@ void rm_device_table_key(rm_device_access *access, const char *key,
  *  driver is open or there is no such device); false then. */
 bool rm_device_access_uuid(rm_device_access *access, int ordinal, uint8_t uuid[16]);
 
-/** This process's ordinal of the device with `uuid`, or -1 (no driver
- *  open, or the device is not visible here). */
+/** This process's ordinal of the device with `uuid`, or -1 (no usable
+ *  driver, or the device is not visible here). Opens the driver if the
+ *  context may use it; sets no message. */
 int rm_device_access_ordinal_of(rm_device_access *access, const uint8_t uuid[16]);
 
 #endif

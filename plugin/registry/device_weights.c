@@ -236,6 +236,46 @@ static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static mapped_weights *table;
 static rm_weights_server *server;
 
+/* fork(): the child has none of the parent's mappings (CUDA does not
+ * survive fork) and no server thread, but it would inherit the table, the
+ * descriptors (which keep the parent's device memory alive for as long as
+ * the child lives) and possibly a lock held by the server thread. The
+ * locks are therefore held across fork(), and the child starts empty. */
+static void fork_prepare(void)
+{
+    pthread_mutex_lock(&server_lock);
+    pthread_mutex_lock(&table_lock);
+}
+
+static void fork_parent(void)
+{
+    pthread_mutex_unlock(&table_lock);
+    pthread_mutex_unlock(&server_lock);
+}
+
+static void fork_child(void)
+{
+    for (mapped_weights *w = table, *next; w != NULL; w = next) {
+        next = w->next;
+        if (w->fd >= 0)
+            close(w->fd);
+        free(w);
+    }
+    table = NULL;
+    rm_weights_server_forget(server);
+    server = NULL;
+    pthread_mutex_unlock(&table_lock);
+    pthread_mutex_unlock(&server_lock);
+}
+
+static pthread_once_t fork_guard_once = PTHREAD_ONCE_INIT;
+
+static void install_fork_guard(void)
+{
+    /* The plugin is linked -z nodelete, so the handlers outlive no code. */
+    (void)pthread_atfork(fork_prepare, fork_parent, fork_child);
+}
+
 static mapped_weights *find(const char *namespace_name, uint64_t id)
 {
     for (mapped_weights *w = table; w != NULL; w = w->next)
@@ -260,6 +300,7 @@ static int32_t lookup(const rm_weights_request *request, int *out_fd, uint64_t *
 
 static int32_t ensure_server(const void *owner)
 {
+    pthread_once(&fork_guard_once, install_fork_guard);
     pthread_mutex_lock(&server_lock);
     int32_t status = RM_OK;
     if (server == NULL)
@@ -292,17 +333,28 @@ static void unmap_weights(mapped_weights *w)
 }
 
 /* Enters `w` with one use, the server running first so that it can answer
- * as soon as the node table names this process. */
-static int32_t enter(mapped_weights *w, const void *owner)
+ * as soon as the node table names this process; *pointer is its address.
+ * Two contexts of the process may have received the same weights at
+ * once: the second mapping is let go and the first used. */
+static int32_t enter(mapped_weights *w, const void *owner, uint64_t *pointer)
 {
     int32_t status = ensure_server(owner);
     if (status != RM_OK)
         return status;
     pthread_mutex_lock(&table_lock);
-    w->uses = 1;
-    w->next = table;
-    table = w;
+    mapped_weights *first = find(w->namespace_name, w->id);
+    if (first != NULL) {
+        first->uses++;
+        *pointer = first->pointer;
+    } else {
+        w->uses = 1;
+        w->next = table;
+        table = w;
+        *pointer = w->pointer;
+    }
     pthread_mutex_unlock(&table_lock);
+    if (first != NULL)
+        unmap_weights(w);
     return RM_OK;
 }
 
@@ -347,9 +399,8 @@ int32_t rm_weights_publish(rm_weights_draft *draft, const char *namespace_name, 
         w->pointer = draft->pointer;
         w->bytes = draft->bytes;
         w->fd = fd;
-        status = enter(w, owner);
+        status = enter(w, owner, pointer);
         if (status == RM_OK) {
-            *pointer = w->pointer;
             *draft = (rm_weights_draft){0}; /* now the table's */
             return RM_OK;
         }
@@ -460,11 +511,9 @@ int32_t rm_weights_receive(rm_cuda_driver *driver, int ordinal, const char *name
                                      i == 0 ? "" : "; ", (int)sources[i].pid, why);
     }
     if (status == RM_OK) {
-        status = enter(w, owner);
-        if (status == RM_OK) {
-            *pointer = w->pointer;
+        status = enter(w, owner, pointer);
+        if (status == RM_OK)
             return RM_OK;
-        }
         (void)rm_cuda_driver_vmm_unmap(w->driver, ordinal, w->pointer, (size_t)bytes, NULL);
         (void)rm_cuda_driver_vmm_release(w->driver, ordinal, w->handle, NULL);
         close(w->fd);

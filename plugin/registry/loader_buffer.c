@@ -19,18 +19,20 @@ static int32_t alloc_buffer(rm_loaded_model *self, uint64_t bytes, void **out_bu
                             "and an output pointer");
     rm_loader_buffer *buffer = self->plugin_private;
     if (buffer->base != NULL || buffer->device_pointer != 0)
-        return rm_error_set(buffer->error_owner, RM_E_INVALID_ARGUMENT,
+        return buffer->failure = rm_error_set(buffer->error_owner, RM_E_INVALID_ARGUMENT,
                             "alloc_buffer called after a buffer was made while loading model "
                             "key '%s' (one buffer per load)",
                             buffer->key);
     if (bytes == 0 || bytes > RM_LOADER_BUFFER_MAX_BYTES)
-        return rm_error_set(buffer->error_owner, RM_E_INVALID_ARGUMENT,
+        return buffer->failure = rm_error_set(buffer->error_owner, RM_E_INVALID_ARGUMENT,
                             "alloc_buffer of %llu bytes for model key '%s': a buffer has "
                             "1 to 2^48 bytes",
                             (unsigned long long)bytes, buffer->key);
     int32_t status = buffer->create(buffer, bytes);
-    if (status != RM_OK)
+    if (status != RM_OK) {
+        buffer->failure = status;
         return status;
+    }
     buffer->bytes = bytes;
     *out_buffer = buffer->base;
     return RM_OK;
@@ -49,24 +51,26 @@ static int32_t alloc_device_buffer(rm_loaded_model *self, uint64_t bytes,
                             "given and an output pointer");
     rm_loader_buffer *buffer = self->plugin_private;
     if (buffer->base != NULL || buffer->device_pointer != 0)
-        return rm_error_set(buffer->error_owner, RM_E_INVALID_ARGUMENT,
+        return buffer->failure = rm_error_set(buffer->error_owner, RM_E_INVALID_ARGUMENT,
                             "alloc_device_buffer called after a buffer was made while loading "
                             "model key '%s' (one buffer per load)",
                             buffer->key);
     if (bytes == 0 || bytes > RM_LOADER_BUFFER_MAX_BYTES)
-        return rm_error_set(buffer->error_owner, RM_E_INVALID_ARGUMENT,
+        return buffer->failure = rm_error_set(buffer->error_owner, RM_E_INVALID_ARGUMENT,
                             "alloc_device_buffer of %llu bytes for model key '%s': a buffer "
                             "has 1 to 2^48 bytes",
                             (unsigned long long)bytes, buffer->key);
     buffer->device_ordinal = rm_device_key_ordinal(buffer->key);
     if (buffer->device_ordinal < 0)
-        return rm_error_set(buffer->error_owner, RM_E_INVALID_ARGUMENT,
+        return buffer->failure = rm_error_set(buffer->error_owner, RM_E_INVALID_ARGUMENT,
                             "alloc_device_buffer for model key '%s': a device buffer needs a "
                             "key whose device is \"cuda:N\"",
                             buffer->key);
     int32_t status = buffer->create_device(buffer, bytes);
-    if (status != RM_OK)
+    if (status != RM_OK) {
+        buffer->failure = status;
         return status;
+    }
     buffer->bytes = bytes;
     *out_device_pointer = buffer->device_pointer;
     if (out_stream != NULL)
@@ -82,6 +86,11 @@ void rm_loader_buffer_offer(rm_loaded_model *model, rm_loader_buffer *buffer)
         model->struct_size >= offsetof(rm_loaded_model, alloc_device_buffer) + sizeof(void *))
         model->alloc_device_buffer = alloc_device_buffer;
     buffer->placement = RM_MODEL_PLACEMENT_OPAQUE;
+}
+
+bool rm_loader_buffer_explains(const rm_loader_buffer *buffer, int32_t status)
+{
+    return status < 0 && buffer->failure == status;
 }
 
 int32_t rm_loader_buffer_check(rm_loaded_model *model, const rm_loader_buffer *buffer,

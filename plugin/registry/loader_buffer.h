@@ -46,6 +46,9 @@ struct rm_loader_buffer {
     void *stream;            /* the device buffer's, for the loader */
     int device_ordinal;      /* of the key, when a device buffer is asked */
     uint64_t bytes;
+    /* The code the last failed create/create_device returned (0: none):
+     * a loader that returns it hands on that call's message. */
+    int32_t failure;
     /* Set by the scope once the model is in place (a buffer's, or the one
      * node scope's acquire attached); the process registry records it. */
     rm_model_placement placement;
@@ -63,6 +66,10 @@ void rm_loader_buffer_offer(rm_loaded_model *model, rm_loader_buffer *buffer);
  */
 int32_t rm_loader_buffer_check(rm_loaded_model *model, const rm_loader_buffer *buffer,
                                bool *used);
+
+/** True when a loader's failure `status` is the code a buffer call gave it:
+ *  the message recorded then explains it better than "loader failed". */
+bool rm_loader_buffer_explains(const rm_loader_buffer *buffer, int32_t status);
 
 /** Private pages for a process-scope buffer, and their release. */
 int32_t rm_loader_buffer_create_private(rm_loader_buffer *self, uint64_t bytes);

@@ -1008,6 +1008,7 @@ static void call_loader(node_load *load, rm_model_loader_fn loader, void *loader
     loads_on_this_thread = running.outer;
     load->loaded.plugin_private = NULL;
     load->status = status > 0 ? RM_E_LOADER_FAILED : status;
+    load->explained = rm_loader_buffer_explains(&load->buffer, load->status);
     if (load->status == RM_OK)
         check_shareable(load);
 }
@@ -2017,8 +2018,6 @@ int32_t rm_node_registry_list(rm_node_registry *registry, rm_model_info *out,
             if (e->memory == RM_MEMORY_CUDA) {
                 memcpy(row->device_uuid, e->device_uuid, sizeof row->device_uuid);
                 row->device_bytes = e->device_bytes;
-                row->device_ordinal =
-                    rm_device_access_ordinal_of(registry->config.device, e->device_uuid);
             }
         }
         row->idle_ns = e->state == RM_NODE_READY && e->refs == 0 && now_ns > e->last_used_ns
@@ -2026,6 +2025,11 @@ int32_t rm_node_registry_list(rm_node_registry *registry, rm_model_info *out,
                            : 0;
     }
     table_unlock(registry);
+    /* After the lock: naming the device may load the driver. */
+    for (uint32_t i = 0; i < found; i++)
+        if (rows[i].memory == RM_MEMORY_CUDA && registry->config.device != NULL)
+            rows[i].device_ordinal =
+                rm_device_access_ordinal_of(registry->config.device, rows[i].device_uuid);
     qsort(rows, found, sizeof *rows, compare_rows_by_last_use);
     uint32_t written = found < capacity ? found : capacity;
     for (uint32_t i = 0; i < written; i++)

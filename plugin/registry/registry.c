@@ -1347,7 +1347,8 @@ static void run_loader(const rm_registry *registry, const get_request *request,
         result->explained = result->explained || (status == RM_OK && finished != RM_OK);
         status = finished;
     }
-    result->explained = result->explained || registry->config.loader_explains_failures;
+    result->explained = result->explained || registry->config.loader_explains_failures ||
+                        rm_loader_buffer_explains(&buffer, status);
     if (status != RM_OK && buffer.base != NULL)
         rm_loader_buffer_destroy_private(buffer.base, (void *)(uintptr_t)buffer.bytes);
     result->placement = buffer.placement;

@@ -221,6 +221,16 @@ void rm_weights_server_stop(rm_weights_server *server)
     free(server);
 }
 
+void rm_weights_server_forget(rm_weights_server *server)
+{
+    if (server == NULL)
+        return;
+    close(server->listener);
+    close(server->stop_pipe[0]);
+    close(server->stop_pipe[1]);
+    free(server);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Client                                                                   */
 /* ------------------------------------------------------------------------ */

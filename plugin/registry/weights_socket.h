@@ -58,6 +58,10 @@ int32_t rm_weights_server_start(rm_weights_lookup_fn lookup, const void *error_o
  *  takes. */
 void rm_weights_server_stop(rm_weights_server *server);
 
+/** In a fork()ed child, where the thread does not exist: closes the
+ *  child's copies of the server's descriptors and frees it. NULL: no-op. */
+void rm_weights_server_forget(rm_weights_server *server);
+
 /**
  * Asks process `pid` (started at `start_time`) for the weights of
  * `request`. RM_OK and *out_fd (the caller's) and *out_bytes; otherwise
