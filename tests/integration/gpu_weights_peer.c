@@ -38,7 +38,8 @@
  *   write ID             cuMemcpyHtoD_v2 of 4 KiB into the middle of the
  *                        model -> ok cu=CURESULT
  *   release ID           model_release -> ok
- *   evict KEY            model_evict -> ok rc=NAME code=N msg=MESSAGE
+ *   evict KEY|-          model_evict (of every idle model for "-") -> ok
+ *                        rc=NAME code=N msg=MESSAGE
  *   metrics              -> ok hits=.. misses=.. loads=.. load_failures=..
  *                           attaches=.. takeovers=.. evictions=.. models=..
  *                           bytes=..
@@ -350,10 +351,10 @@ static void command_release(const char *id_text)
 static void command_evict(const char *key)
 {
     if (key == NULL) {
-        say("fail usage: evict KEY");
+        say("fail usage: evict KEY|-");
         return;
     }
-    int32_t rc = vt->model_evict(context, key);
+    int32_t rc = vt->model_evict(context, strcmp(key, "-") == 0 ? NULL : key);
     say("ok rc=%s code=%d msg=%s", vt->error_name(rc), (int)rc,
         rc == RM_OK ? "" : vt->context_last_error(context));
 }

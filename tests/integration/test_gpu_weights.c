@@ -26,8 +26,9 @@
  *     entry keyed by UUID, each with its own ordinal (-1 where unseen);
  *  7. rows and model_to_dlpack of device and host models; a view outlives
  *     its handle;
- *  8. model_evict, the TTL and registry.max_bytes give the device memory
- *     back within a sweep, and the next get loads again;
+ *  8. model_evict (of the key, and of every idle model), the TTL and
+ *     registry.max_bytes give the device memory back within a sweep, and
+ *     the next get loads again;
  *  9. process-scope device buffers;
  * 10. alloc_device_buffer's errors and the loader's fields beside a device
  *     buffer; a failed call uses up nothing (ask again, or for a host
@@ -1006,12 +1007,22 @@ Test(gpu_weights, a_process_that_released_the_model_still_serves_it)
     if (td_is_fake())
         cr_assert_eq(peer_counter(loader, "@vmm_mapped"), 1,
                      "the loader unmapped the weights at its release");
+    char rows[MAX_ROWS][1024];
+    cr_assert_eq(peer_rows(loader, rows, MAX_ROWS), 1);
+    cr_assert(gw_field_int(rows[0], "holders", -1) == 0 &&
+                  gw_field_int(rows[0], "refcount", -1) == 0,
+              "a process that keeps the weights mapped without a reference is no holder: %s",
+              rows[0]);
     peer *late = start_peer("newcomer", ns, count_file, -1, NULL);
     const char *reply = peer_get(late, "idle@cuda:0", seed, bytes, NULL);
     cr_assert_eq(gw_field_int(reply, "calls", -1), 0, "the newcomer loaded: %s", reply);
     cr_assert_eq(gw_field_int(reply, "attaches", -1), 1, "%s", reply);
     expect_peer_bytes(late, id_of(reply), bytes);
     cr_assert_eq(loader_calls_in(count_file), 1);
+    cr_assert_eq(peer_rows(late, rows, MAX_ROWS), 1);
+    cr_assert(gw_field_int(rows[0], "holders", -1) == 1 &&
+                  gw_field_int(rows[0], "refcount", -1) == 1,
+              "the newcomer alone holds it: %s", rows[0]);
     quit_peer(late);
     quit_peer(loader);
     test_finished = true;
@@ -1769,7 +1780,7 @@ Test(gpu_weights, dlpack_of_host_models)
 /* 8. Eviction gives the device memory back                                 */
 /* ------------------------------------------------------------------------ */
 
-typedef enum eviction_kind { EVICT_EXPLICIT, EVICT_TTL } eviction_kind;
+typedef enum eviction_kind { EVICT_EXPLICIT, EVICT_ALL_IDLE, EVICT_TTL } eviction_kind;
 
 /* Two processes get the model and release it; it is evicted (model_evict,
  * or its TTL); the device memory goes back to what it was (the holders
@@ -1793,7 +1804,7 @@ static void eviction_frees(const char *tag, eviction_kind kind)
     int b_id = id_of(reply);
     if (fake)
         cr_assert_eq(peer_used(a, 0), before + bytes, "the model's device memory");
-    if (kind == EVICT_EXPLICIT) {
+    if (kind != EVICT_TTL) {
         reply = call_ok(a, "evict evict@cuda:0");
         cr_assert_eq(gw_field_int(reply, "code", 1), RM_E_BUSY,
                      "evicting a model two processes hold: %s", reply);
@@ -1802,8 +1813,8 @@ static void eviction_frees(const char *tag, eviction_kind kind)
     call_ok(b, "release %d", b_id);
 
     char rows[MAX_ROWS][1024];
-    if (kind == EVICT_EXPLICIT) {
-        reply = call_ok(a, "evict evict@cuda:0");
+    if (kind != EVICT_TTL) {
+        reply = call_ok(a, kind == EVICT_EXPLICIT ? "evict evict@cuda:0" : "evict -");
         cr_assert_eq(gw_field_int(reply, "code", 1), RM_OK, "model_evict: %s", reply);
         cr_assert_eq(peer_rows(b, rows, MAX_ROWS), 0, "evicted, but B lists it");
     } else {
@@ -1841,6 +1852,11 @@ static void eviction_frees(const char *tag, eviction_kind kind)
 Test(gpu_weights, model_evict_frees_the_device_memory)
 {
     eviction_frees("evict", EVICT_EXPLICIT);
+}
+
+Test(gpu_weights, evicting_every_idle_model_frees_the_device_memory)
+{
+    eviction_frees("all", EVICT_ALL_IDLE);
 }
 
 Test(gpu_weights, ttl_eviction_frees_the_device_memory)
