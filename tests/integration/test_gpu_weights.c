@@ -28,7 +28,7 @@
  *     its handle;
  *  8. model_evict (of the key, and of every idle model), the TTL and
  *     registry.max_bytes give the device memory back within a sweep, and
- *     the next get loads again;
+ *     the next get loads again, also before the old mappings are swept;
  *  9. process-scope device buffers;
  * 10. alloc_device_buffer's errors and the loader's fields beside a device
  *     buffer; a failed call uses up nothing (ask again, or for a host
@@ -1862,6 +1862,40 @@ Test(gpu_weights, evicting_every_idle_model_frees_the_device_memory)
 Test(gpu_weights, ttl_eviction_frees_the_device_memory)
 {
     eviction_frees("ttl", EVICT_TTL);
+}
+
+/* A key loaded again right after its eviction, before the processes that
+ * kept the old weights mapped have swept: everyone gets the new weights,
+ * and the old mappings go at the next sweep. */
+Test(gpu_weights, a_reload_right_after_eviction_is_the_new_model)
+{
+    const uint64_t bytes = 2 * MiB;
+    const char *ns = make_namespace("reld");
+    peer *a = start_peer("A", ns, NULL, -1, NULL);
+    peer *b = start_peer("B", ns, NULL, -1, NULL);
+    int a_old = id_of(peer_get(a, "reload@cuda:0", 1, bytes, NULL));
+    int b_old = id_of(peer_get(b, "reload@cuda:0", 1, bytes, NULL));
+    call_ok(a, "release %d", a_old);
+    call_ok(b, "release %d", b_old);
+    const char *reply = call_ok(a, "evict reload@cuda:0");
+    cr_assert_eq(gw_field_int(reply, "code", 1), RM_OK, "%s", reply);
+    reply = peer_get(b, "reload@cuda:0", 2, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "calls", -1), 1, "B did not load the evicted key: %s", reply);
+    expect_peer_bytes(b, id_of(reply), bytes);
+    reply = peer_get(a, "reload@cuda:0", 2, bytes, NULL);
+    cr_assert_eq(gw_field_int(reply, "calls", -1), 1, "A ran its loader again: %s", reply);
+    expect_peer_bytes(a, id_of(reply), bytes);
+    if (td_is_fake()) {
+        uint64_t deadline = peer_now_ms() + SWEEP_MS;
+        while ((peer_counter(a, "@vmm_mapped") != 1 || peer_counter(b, "@vmm_mapped") != 1) &&
+               peer_now_ms() < deadline)
+            peer_sleep_ms(50);
+        cr_assert(peer_counter(a, "@vmm_mapped") == 1 && peer_counter(b, "@vmm_mapped") == 1,
+                  "the evicted weights are still mapped %d ms later", SWEEP_MS);
+    }
+    quit_peer(b);
+    quit_peer(a);
+    test_finished = true;
 }
 
 /* registry.max_bytes: admitting a second device model evicts the idle
