@@ -1848,7 +1848,10 @@ int32_t rm_node_registry_release(rm_node_registry *registry, rm_model_handle *ha
 int32_t rm_node_registry_evict(rm_node_registry *registry, const char *key)
 {
     char normal[RM_MODEL_KEY_MAX];
-    if (key != NULL) {
+    if (key != NULL && rm_device_uuid_key(key)) {
+        /* A row's key (REF: gpu-weights): already the table's. */
+        snprintf(normal, sizeof normal, "%s", key);
+    } else if (key != NULL) {
         char given[RM_MODEL_KEY_MAX];
         int32_t status =
             rm_model_key_normalize(key, given, sizeof given, registry->error_owner);
@@ -2025,11 +2028,20 @@ int32_t rm_node_registry_list(rm_node_registry *registry, rm_model_info *out,
                            : 0;
     }
     table_unlock(registry);
-    /* After the lock: naming the device may load the driver. */
-    for (uint32_t i = 0; i < found; i++)
-        if (rows[i].memory == RM_MEMORY_CUDA && registry->config.device != NULL)
+    /* After the lock: naming the device may load the driver. The key names
+     * the device by UUID, too long for `device`, which says this process's
+     * ordinal ("cuda:?" when it does not see the device). */
+    for (uint32_t i = 0; i < found; i++) {
+        if (rows[i].memory != RM_MEMORY_CUDA)
+            continue;
+        if (registry->config.device != NULL)
             rows[i].device_ordinal =
                 rm_device_access_ordinal_of(registry->config.device, rows[i].device_uuid);
+        if (rows[i].device_ordinal >= 0)
+            snprintf(rows[i].device, sizeof rows[i].device, "cuda:%d", rows[i].device_ordinal);
+        else
+            snprintf(rows[i].device, sizeof rows[i].device, "cuda:?");
+    }
     qsort(rows, found, sizeof *rows, compare_rows_by_last_use);
     uint32_t written = found < capacity ? found : capacity;
     for (uint32_t i = 0; i < written; i++)
