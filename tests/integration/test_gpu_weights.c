@@ -16,7 +16,8 @@
  *     get loads; a process that released the model still serves it;
  *     contexts and threads of one process share one mapping; a loader
  *     failure reaches the waiter; a process without VMM cannot attach; a
- *     stopped holder is skipped, none answering is RM_E_SYSTEM; equivalent
+ *     stopped holder is skipped, none answering is RM_E_SYSTEM; newcomers
+ *     racing right after the last holder was killed load once; equivalent
  *     keys and a 200-byte name meet; namespaces are apart; a process
  *     without "cuda-ipc" keeps "name@cuda:N" apart;
  *  4. a write through the sealed weights fails, in the loader's process
@@ -991,6 +992,88 @@ Test(gpu_weights, weights_go_with_their_last_process_that_ends)
 Test(gpu_weights, weights_go_with_their_last_process_killed)
 {
     last_holders_end("gonek", true);
+}
+
+/* Every process that had the weights killed at once (stopped first, so
+ * that neither sweeps the other's death), and a newcomer's get right
+ * after, before any sweep or reclaim: it loads, whatever the table still
+ * says about the dead holders. */
+Test(gpu_weights, a_get_right_after_every_holder_was_killed_loads)
+{
+    const uint64_t bytes = 2 * MiB;
+    const char *ns = make_namespace("wedge");
+    const char *count_file = make_counter("wedge");
+    peer *late = start_peer("newcomer", ns, count_file, -1, NULL);
+    peer *group[2] = {start_peer("loader", ns, count_file, -1, NULL),
+                      start_peer("holder", ns, count_file, -1, NULL)};
+    peer_get(group[0], "wedge@cuda:0", 7, bytes, NULL);
+    peer_get(group[1], "wedge@cuda:0", 7, bytes, NULL);
+    call_ok(group[1], "release 0"); /* one keeper, one holder */
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(kill(group[i]->pid, SIGSTOP), 0);
+    for (int i = 0; i < 2; i++)
+        kill_peer(group[i]);
+    uint64_t start = peer_now_ms();
+    const char *reply = peer_get(late, "wedge@cuda:0", 8, bytes, NULL);
+    uint64_t took = peer_now_ms() - start;
+    cr_assert_eq(gw_field_int(reply, "calls", -1), 1,
+                 "nobody has the weights, yet the newcomer did not load: %s", reply);
+    expect_peer_bytes(late, id_of(reply), bytes);
+    cr_assert_leq(took, 5000, "the get took %" PRIu64 " ms", took);
+    quit_peer(late);
+    test_finished = true;
+}
+
+/* Newcomers released together right after the only process that had
+ * the weights was killed (holding them, or keeping them released): one of
+ * them loads, the others attach to it, nobody wedges. */
+static void herd_after_kill(const char *tag, bool released)
+{
+    enum { NEWCOMERS = 6 };
+    const uint64_t bytes = 2 * MiB;
+    const char *ns = make_namespace(tag);
+    const char *count_file = make_counter(tag);
+    int barrier[2];
+    cr_assert_eq(pipe2(barrier, O_CLOEXEC), 0);
+    peer *newcomers[NEWCOMERS];
+    for (int i = 0; i < NEWCOMERS; i++) {
+        char label[32];
+        snprintf(label, sizeof label, "newcomer %d", i);
+        newcomers[i] = start_peer(label, ns, count_file, barrier[0], NULL);
+    }
+    peer *holder = start_peer("holder", ns, count_file, -1, NULL);
+    peer_get(holder, "herd@cuda:0", 9, bytes, NULL);
+    if (released)
+        call_ok(holder, "release 0");
+    for (int i = 0; i < NEWCOMERS; i++)
+        send_to(newcomers[i], "get herd@cuda:0 10 %" PRIu64 " barrier", bytes);
+    for (int i = 0; i < NEWCOMERS; i++)
+        expect_line(newcomers[i], "waiting", REPLY_MS);
+    kill_peer(holder);
+    close(barrier[0]);
+    close(barrier[1]);
+    int loaders = 0;
+    for (int i = 0; i < NEWCOMERS; i++) {
+        const char *reply = reply_of(newcomers[i], REPLY_MS);
+        cr_assert(peer_starts_with(reply, "ok"), "newcomer %d: %s", i, reply);
+        loaders += gw_field_int(reply, "calls", -1) == 1;
+        expect_peer_bytes(newcomers[i], id_of(reply), bytes);
+    }
+    cr_assert_eq(loaders, 1, "%d newcomers loaded", loaders);
+    cr_assert_eq(loader_calls_in(count_file), 2, "the holder's load and one more");
+    for (int i = 0; i < NEWCOMERS; i++)
+        quit_peer(newcomers[i]);
+    test_finished = true;
+}
+
+Test(gpu_weights, newcomers_racing_after_the_holder_was_killed_load_once)
+{
+    herd_after_kill("herd", false);
+}
+
+Test(gpu_weights, newcomers_racing_after_the_keeper_was_killed_load_once)
+{
+    herd_after_kill("herdk", true);
 }
 
 /* A process keeps the weights mapped after its last handle is released,
