@@ -27,9 +27,10 @@
  *     entry keyed by UUID, each with its own ordinal (-1 where unseen);
  *  7. rows and model_to_dlpack of device and host models; a view outlives
  *     its handle;
- *  8. model_evict (of the key, and of every idle model), the TTL and
- *     registry.max_bytes give the device memory back within a sweep, and
- *     the next get loads again, also before the old mappings are swept;
+ *  8. model_evict (of the key, and of every idle model), the TTL,
+ *     registry.max_bytes and a full table give the device memory back
+ *     within a sweep, and the next get loads again, also before the old
+ *     mappings are swept;
  *  9. process-scope device buffers;
  * 10. alloc_device_buffer's errors and the loader's fields beside a device
  *     buffer; a failed call uses up nothing (ask again, or for a host
@@ -2019,6 +2020,47 @@ Test(gpu_weights, budget_eviction_frees_the_device_memory)
     }
     expect_peer_bytes(a, second, bytes);
     quit_peer(b);
+    quit_peer(a);
+    test_finished = true;
+}
+
+/* A full node table (registry.table_entries) reuses the least recently
+ * used idle entry for a new key: its device memory goes back too. */
+Test(gpu_weights, a_full_table_evicts_the_lru_device_model)
+{
+    enum { ENTRIES = 4 };
+    const uint64_t bytes = 2 * MiB;
+    private_device();
+    const char *ns = make_namespace("full");
+    peer *a = start_peer("A", ns, NULL, -1, "registry.table_entries=4", NULL);
+    bool fake = td_is_fake();
+    uint64_t before = fake ? peer_used(a, 0) : 0;
+    for (int i = 0; i <= ENTRIES; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "full%d@cuda:0", i);
+        int id = id_of(peer_get(a, key, 50 + (uint64_t)i, bytes, NULL));
+        if (i < ENTRIES)
+            call_ok(a, "release %d", id);
+        else
+            expect_peer_bytes(a, id, bytes);
+    }
+    char rows[MAX_ROWS][1024];
+    int count = peer_rows(a, rows, MAX_ROWS);
+    cr_assert_eq(count, ENTRIES);
+    for (int i = 0; i < count; i++)
+        cr_assert(strncmp(rows[i], "row key=full0@", 14) != 0,
+                  "the least recently used model is still listed: %s", rows[i]);
+    if (fake) {
+        uint64_t deadline = peer_now_ms() + SWEEP_MS;
+        uint64_t used = peer_used(a, 0);
+        while (used != before + ENTRIES * bytes && peer_now_ms() < deadline) {
+            peer_sleep_ms(50);
+            used = peer_used(a, 0);
+        }
+        cr_assert_eq(used, before + ENTRIES * bytes,
+                     "%d entries of 2 MiB, and the device holds %" PRIu64 " MiB", ENTRIES,
+                     (used - before) / MiB);
+    }
     quit_peer(a);
     test_finished = true;
 }
