@@ -481,8 +481,8 @@ static int weights_share(const rm_loaded_plugin *plugin, const rmctl_options *op
                "%.1f ms with\n   %s\n", first->alloc_us / 1e3, first->copy_us / 1e3,
                first->copy_call);
 
-    printf("3. each reads all %" PRIu64 " MiB back (cuMemcpyDtoH_v2) and checksums them:\n",
-           WEIGHTS_MODEL_BYTES >> 20);
+    printf("3. each reads all %" PRIu64 " MiB back (cuMemcpyDtoH_v2) and checksums them; "
+           "per process:\n", WEIGHTS_MODEL_BYTES >> 20);
     for (int i = 0; i < WEIGHTS_PROCESSES; i++)
         if (weights_command(&workers[i], 'c') != 0)
             return -1;
@@ -500,6 +500,7 @@ static int weights_share(const rm_loaded_plugin *plugin, const rmctl_options *op
         content_ok &= r->checksum == expected;
         on_device &= r->memory == RM_MEMORY_CUDA && r->device_ordinal == 0;
     }
+    printf("   (one device allocation, which each process maps at an address of its own)\n");
     char device_bytes[32];
     format_bytes(first->device_bytes, device_bytes, sizeof device_bytes);
     printf("   its row: key %s, memory %s, %s on the device (cuda:%" PRId32 " here)\n",
