@@ -1390,7 +1390,8 @@ typedef struct rm_dl_managed_tensor_versioned {
  * documented below (REF: members, "@fn <member>"), and the rules all of
  * them share are in REF: conventions. The markers say which ABI version
  * added the members below them: 1.1 shared-memory tensors, 1.2 the
- * node-scope registry, 1.3 device tensors. A plugin older than a member lacks it: check members
+ * node-scope registry, 1.3 device tensors, 1.4 model_to_dlpack. A plugin
+ * older than a member lacks it: check members
  * newer than 1.0 with RM_PLUGIN_HAS().
  */
 typedef struct rm_plugin_v1 {

@@ -20,6 +20,7 @@
 #include "fork.h"
 #if RM_HAVE_MODEL_REGISTRY
 #include "model_key.h"
+#include "device_access.h"
 #include "node_registry.h"
 #include "registry.h"
 #include "registry_ops.h"
@@ -49,6 +50,10 @@ struct rm_context {
      * at creation when the registry is enabled. */
     const rm_registry_ops *registry_ops;
     void *registry;
+    /* The driver for loaders' device buffers (1.4); set up with the
+     * registry, gone after it. */
+    rm_device_access device;
+    bool device_ready;
 #endif
 #if RM_HAVE_SHARED_MEMORY
     rm_tensors *tensors;
@@ -182,7 +187,12 @@ static int32_t start_capabilities(rm_context *context)
 #endif
 #if RM_HAVE_MODEL_REGISTRY
     if (context->features_enabled & RM_FEATURE_MODEL_REGISTRY) {
+        rm_device_access_init(&context->device,
+                              (context->features_enabled & RM_FEATURE_CUDA_IPC) != 0,
+                              context->config.cuda_driver);
+        context->device_ready = true;
         rm_registry_config registry_config = {
+            .device = &context->device,
             /* Rounded: 9 fractional digits at most, so exact in ns. */
             .ttl_ns = (uint64_t)(context->config.registry_ttl_s * 1e9 + 0.5),
             .max_bytes = context->config.registry_max_bytes,
@@ -198,6 +208,7 @@ static int32_t start_capabilities(rm_context *context)
                 .max_models = registry_config.max_models,
                 .existing_table_only =
                     context->config.registry_table == RM_REGISTRY_TABLE_EXISTING,
+                .device = &context->device,
             };
             rm_node_registry *node = NULL;
             status = rm_node_registry_create(&node_config, &context->host, context, &node);
@@ -230,6 +241,9 @@ static void stop_capabilities(rm_context *context)
         context->registry_ops->destroy(context->registry);
     context->registry = NULL;
     context->registry_ops = NULL;
+    if (context->device_ready)
+        rm_device_access_fini(&context->device);
+    context->device_ready = false;
 #endif
 #if RM_HAVE_SHARED_MEMORY
     rm_tensors_destroy(context->tensors);
@@ -474,6 +488,78 @@ int32_t rm_context_registry_list(rm_context *context, rm_model_info *out,
 #if RM_HAVE_MODEL_REGISTRY
     return context->registry_ops->list(context->registry, out, info_struct_size, capacity,
                                        out_count);
+#else
+    return RM_E_FEATURE_UNAVAILABLE;
+#endif
+}
+
+#if RM_HAVE_MODEL_REGISTRY
+/* What a model's DLPack view owns: the tensor, its shape, and the
+ * reference it gives back. */
+typedef struct model_dlpack {
+    rm_dl_managed_tensor_versioned managed;
+    int64_t shape[1];
+    rm_context *context;
+    rm_model_handle *handle;
+} model_dlpack;
+
+static void model_dlpack_delete(rm_dl_managed_tensor_versioned *self)
+{
+    if (self == NULL)
+        return;
+    model_dlpack *view = self->manager_ctx;
+    (void)view->context->registry_ops->release(view->context->registry, view->handle);
+    free(view);
+}
+#endif
+
+int32_t rm_context_model_to_dlpack(rm_context *context, rm_model_handle *handle,
+                                   rm_dl_managed_tensor_versioned **out)
+{
+    if (out != NULL)
+        *out = NULL;
+    int32_t status = check_registry(context);
+    if (status != RM_OK)
+        return status;
+    if (handle == NULL || out == NULL)
+        return rm_error_set(context, RM_E_INVALID_ARGUMENT,
+                            "model_to_dlpack: handle and out must not be NULL");
+#if RM_HAVE_MODEL_REGISTRY
+    model_dlpack *view = calloc(1, sizeof *view);
+    if (view == NULL)
+        return rm_error_set(context, RM_E_NO_MEMORY, "model_to_dlpack: out of memory");
+    rm_model_view described;
+    status = context->registry_ops->view(context->registry, handle, &described);
+    if (status != RM_OK) {
+        free(view);
+        return status;
+    }
+    if (!described.placement.buffer) {
+        (void)context->registry_ops->release(context->registry, handle);
+        free(view);
+        return rm_error_set(context, RM_E_NOT_SHAREABLE,
+                            "model_to_dlpack: the loader returned a model of its own, not a "
+                            "buffer, so its bytes are unknown to the plugin");
+    }
+    bool device = described.placement.memory == RM_MEMORY_CUDA;
+    view->context = context;
+    view->handle = handle;
+    view->shape[0] = (int64_t)described.bytes;
+    view->managed = (rm_dl_managed_tensor_versioned){
+        .version = {.major = 1, .minor = 0},
+        .manager_ctx = view,
+        .deleter = model_dlpack_delete,
+        .flags = RM_DLPACK_FLAG_READ_ONLY,
+        .dl_tensor = {.data = described.model,
+                      .device = {.device_type = device ? 2 : 1,
+                                 .device_id = device ? described.placement.device_ordinal : 0},
+                      .ndim = 1,
+                      .dtype = {.code = RM_DTYPE_UINT, .bits = 8, .lanes = 1},
+                      .shape = view->shape,
+                      .strides = NULL,
+                      .byte_offset = 0}};
+    *out = &view->managed;
+    return RM_OK;
 #else
     return RM_E_FEATURE_UNAVAILABLE;
 #endif

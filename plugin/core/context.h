@@ -18,6 +18,8 @@ int32_t rm_context_model_get_or_load(rm_context *context, const char *key,
                                      rm_model_loader_fn loader, void *loader_user,
                                      rm_model_handle **out_handle, void **out_model);
 int32_t rm_context_model_release(rm_context *context, rm_model_handle *handle);
+int32_t rm_context_model_to_dlpack(rm_context *context, rm_model_handle *handle,
+                                   rm_dl_managed_tensor_versioned **out);
 int32_t rm_context_model_evict(rm_context *context, const char *key);
 int32_t rm_context_registry_metrics(rm_context *context, rm_registry_metrics *out);
 int32_t rm_context_registry_list(rm_context *context, rm_model_info *out,

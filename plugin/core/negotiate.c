@@ -19,8 +19,8 @@
 
 /* The vtable says it implements RM_PLUGIN_MAX_ABI, so it must hold every
  * member of that version: RM_PLUGIN_HAS() trusts struct_size. */
-_Static_assert(RM_PLUGIN_MAX_ABI == RM_ABI_VERSION(1, 3) &&
-                   sizeof(rm_plugin_v1) == RM_PLUGIN_V1_SIZE_V1_3,
+_Static_assert(RM_PLUGIN_MAX_ABI == RM_ABI_VERSION(1, 4) &&
+                   sizeof(rm_plugin_v1) == RM_PLUGIN_V1_SIZE_V1_4,
                "the vtable must end where its newest version ends (abi_sizes.h)");
 
 static pthread_mutex_t negotiated_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -85,6 +85,7 @@ static const rm_plugin_v1 plugin_v1 = {
     .tensor_record = rm_context_tensor_record,
     .tensor_wait = rm_context_tensor_wait,
     .cuda_info = rm_context_cuda_info,
+    .model_to_dlpack = rm_context_model_to_dlpack,
 };
 
 static int32_t refuse(const rm_negotiate_request *request, int32_t code,

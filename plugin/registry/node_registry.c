@@ -60,6 +60,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "device_access.h"
+#include "device_weights.h"
 #include "error.h"
 #include "eviction_policy.h"
 #include "loader_buffer.h"
@@ -119,7 +121,9 @@ struct rm_node_registry {
 };
 
 /* What a context holds for one model: its read-only mapping and which load
- * of which slot it is (the ticket tells a reused slot from ours). */
+ * of which slot it is (the ticket tells a reused slot from ours). Device
+ * weights are mapped once per process (device_weights.h): the attachment
+ * is one use of them, named by the weights id. */
 typedef struct attachment {
     rm_node_registry *registry;
     uint64_t generation; /* of the table the slot is in */
@@ -127,6 +131,8 @@ typedef struct attachment {
     uint64_t ticket;
     void *base;
     uint64_t bytes;
+    rm_model_placement placement;
+    uint64_t weights_id; /* placement.memory == RM_MEMORY_CUDA */
 } attachment;
 
 /* Segments to unlink once the lock is dropped. */
@@ -168,6 +174,16 @@ static bool model_segment_name(const rm_node_registry *registry, uint64_t id,
                                char out[RM_SEGMENT_NAME_MAX])
 {
     return rm_segment_name_format(out, RM_SEGMENT_NODE_MODEL, registry->namespace_name, 0, id);
+}
+
+/* The table's key for a normalised key: devices by UUID (REF: gpu-weights). */
+static void table_key_of(rm_node_registry *registry, const char *key,
+                         char out[RM_MODEL_KEY_MAX])
+{
+    if (registry->config.device != NULL)
+        rm_device_table_key(registry->config.device, key, out);
+    else
+        snprintf(out, RM_MODEL_KEY_MAX, "%s", key);
 }
 
 static void count(rm_node_registry *registry, uint64_t *counter, uint64_t amount)
@@ -467,20 +483,62 @@ static bool holder_add(rm_node_registry *registry, rm_node_entry *e)
     return true;
 }
 
+/* One reference of this process fewer. For device weights the record
+ * stays at zero: this process keeps them mapped and can still hand them
+ * over, until holder_forget(). */
 static void holder_remove(rm_node_registry *registry, rm_node_entry *e)
+{
+    for (uint32_t i = 0; i < RM_NODE_MAX_HOLDER_PROCESSES; i++) {
+        rm_node_holder *h = &e->holders[i];
+        if (h->pid == 0 || !is_self(registry, h->pid, h->start_time) || h->refs == 0)
+            continue;
+        h->refs--;
+        e->refs--;
+        if (h->refs == 0 && e->memory != RM_MEMORY_CUDA) {
+            *h = (rm_node_holder){0};
+            e->holder_count--;
+        }
+        return;
+    }
+}
+
+/* This process no longer has `e`'s device weights: its keeper record
+ * goes (a record with references stays). */
+static void holder_forget(rm_node_registry *registry, rm_node_entry *e)
 {
     for (uint32_t i = 0; i < RM_NODE_MAX_HOLDER_PROCESSES; i++) {
         rm_node_holder *h = &e->holders[i];
         if (h->pid == 0 || !is_self(registry, h->pid, h->start_time))
             continue;
-        h->refs--;
-        e->refs--;
         if (h->refs == 0) {
             *h = (rm_node_holder){0};
             e->holder_count--;
         }
         return;
     }
+}
+
+/* The records of processes that may have `e`'s device weights mapped,
+ * this one excepted; returns how many. */
+static uint32_t weights_sources(rm_node_registry *registry, const rm_node_entry *e,
+                                rm_weights_source sources[RM_NODE_MAX_HOLDER_PROCESSES])
+{
+    uint32_t count = 0;
+    for (uint32_t i = 0; i < RM_NODE_MAX_HOLDER_PROCESSES; i++) {
+        const rm_node_holder *h = &e->holders[i];
+        if (h->pid != 0 && !is_self(registry, h->pid, h->start_time))
+            sources[count++] = (rm_weights_source){.pid = h->pid, .start_time = h->start_time};
+    }
+    return count;
+}
+
+/* Holder records with references (keepers not counted). */
+static uint32_t referencing_holders(const rm_node_entry *e)
+{
+    uint32_t count = 0;
+    for (uint32_t i = 0; i < RM_NODE_MAX_HOLDER_PROCESSES; i++)
+        count += e->holders[i].pid != 0 && e->holders[i].refs != 0;
+    return count;
 }
 
 /* Drops the references of dead processes; returns how many. */
@@ -503,12 +561,15 @@ static uint64_t drop_dead_holders(rm_node_registry *registry, rm_node_entry *e,
     return dropped;
 }
 
-/* Empties `slot` and queues its segment for unlinking. */
+/* Empties `slot` and queues its segment for unlinking. Device weights
+ * have none: their holders unmap them when they see the entry gone. */
 static void clear_and_unlink(rm_node_registry *registry, uint32_t slot, unlink_list *victims)
 {
-    uint64_t id = slot_entry(registry, slot)->segment_id;
+    const rm_node_entry *e = slot_entry(registry, slot);
+    uint64_t id = e->segment_id;
+    bool segment = e->memory != RM_MEMORY_CUDA;
     clear_slot(registry, slot);
-    if (!unlink_list_push(victims, id))
+    if (segment && !unlink_list_push(victims, id))
         victims->freed_bytes += unlink_segment(registry, id);
 }
 
@@ -526,6 +587,7 @@ typedef struct sweep_result {
     uint64_t loads_abandoned;
     uint64_t evicted_ttl;
     uint64_t evicted_lru;
+    uint64_t weights_lost; /* device entries no live process had mapped */
 } sweep_result;
 
 static bool over_budget(const rm_node_registry *registry)
@@ -596,9 +658,80 @@ static void sweep_locked(rm_node_registry *registry, uint64_t now_ns, unlink_lis
             result->loads_abandoned++;
         } else if (e->state == RM_NODE_READY) {
             result->dead_references += drop_dead_holders(registry, e, now_ns);
+            /* Device memory lives only while a process has it mapped: with
+             * no holder left, the weights are gone and the key must load
+             * again. */
+            if (e->memory == RM_MEMORY_CUDA && e->holder_count == 0) {
+                evict_slot(registry, slot, victims);
+                result->weights_lost++;
+            }
         }
     }
     evict_idle(registry, RM_EVICT_EXPIRED | RM_EVICT_OVER_BUDGET, now_ns, victims, result);
+}
+
+/* Unmaps the device weights this process keeps (no context uses them)
+ * whose entry is gone from the table, or no longer lists this process:
+ * evicted, or lost. Takes the table lock; call it without. */
+static void drop_unlisted_weights(rm_node_registry *registry)
+{
+    uint64_t *ids = NULL;
+    uint32_t count = rm_weights_list(registry->namespace_name, false, &ids);
+    if (count == 0)
+        return;
+    bool table = table_lock(registry, TABLE_CURRENT) == RM_OK;
+    for (uint32_t i = 0; i < count; i++) {
+        bool listed = false;
+        for (uint32_t slot = 0; table && slot < registry->table.capacity && !listed; slot++) {
+            const rm_node_entry *e = slot_entry(registry, slot);
+            if (e->state != RM_NODE_READY || e->memory != RM_MEMORY_CUDA ||
+                e->segment_id != ids[i])
+                continue;
+            for (uint32_t h = 0; h < RM_NODE_MAX_HOLDER_PROCESSES && !listed; h++)
+                listed = e->holders[h].pid != 0 &&
+                         is_self(registry, e->holders[h].pid, e->holders[h].start_time);
+        }
+        if (listed)
+            ids[i] = 0; /* kept */
+    }
+    if (table)
+        table_unlock(registry);
+    for (uint32_t i = 0; i < count; i++)
+        if (ids[i] != 0)
+            (void)rm_weights_drop(registry->namespace_name, ids[i]);
+    free(ids);
+}
+
+/* This process stops keeping the device weights of the namespace (its
+ * last context of it goes): its keeper records leave the table (an entry
+ * left with no holder is evicted: nobody else has the memory), then the
+ * mappings go. Lock held for the records; the mappings go after. */
+static void forget_kept_weights_locked(rm_node_registry *registry, unlink_list *victims)
+{
+    uint64_t *ids = NULL;
+    uint32_t count = rm_weights_list(registry->namespace_name, false, &ids);
+    for (uint32_t i = 0; i < count; i++) {
+        for (uint32_t slot = 0; slot < registry->table.capacity; slot++) {
+            rm_node_entry *e = slot_entry(registry, slot);
+            if (e->state != RM_NODE_READY || e->memory != RM_MEMORY_CUDA ||
+                e->segment_id != ids[i])
+                continue;
+            holder_forget(registry, e);
+            if (e->holder_count == 0)
+                evict_slot(registry, slot, victims);
+            break;
+        }
+    }
+    free(ids);
+}
+
+static void drop_kept_weights(rm_node_registry *registry)
+{
+    uint64_t *ids = NULL;
+    uint32_t count = rm_weights_list(registry->namespace_name, false, &ids);
+    for (uint32_t i = 0; i < count; i++)
+        (void)rm_weights_drop(registry->namespace_name, ids[i]);
+    free(ids);
 }
 
 /* A sweep of the table `need` names; RM_E_NOT_FOUND: there is none (the
@@ -618,6 +751,7 @@ static int32_t sweep(rm_node_registry *registry, table_need need, bool attachers
         (void)rm_node_drop_dead_attachers(&registry->table, registry->self);
     sweep_locked(registry, rm_monotonic_ns(), &victims, result);
     end_update(registry, &victims);
+    drop_unlisted_weights(registry);
     result->freed_bytes = victims.freed_bytes;
     pthread_mutex_lock(&registry->counters_lock);
     registry->dead_references += result->dead_references;
@@ -675,6 +809,9 @@ static void claim(rm_node_registry *registry, uint32_t slot, const char *key, ui
     e->state = RM_NODE_LOADING;
     e->segment_id = segment_id;
     e->bytes = 0;
+    e->memory = RM_MEMORY_SHM; /* until a device load is admitted */
+    e->device_bytes = 0;
+    memset(e->device_uuid, 0, sizeof e->device_uuid);
     e->loader_pid = registry->pid;
     e->loader_start_time = registry->start_time;
 }
@@ -731,7 +868,8 @@ static int32_t map_sealed(rm_node_registry *registry, const char *key, uint64_t 
  * the segment the loader writes, and how it went. */
 typedef struct node_load {
     rm_node_registry *registry;
-    const char *key;
+    const char *key;       /* as the host asked: the loader's */
+    const char *table_key; /* as the table has it (REF: gpu-weights) */
     uint64_t generation; /* of the table the slot is in */
     uint32_t slot;
     uint64_t ticket;
@@ -739,6 +877,14 @@ typedef struct node_load {
     int fd; /* the segment while it is written; -1 */
     rm_loader_buffer buffer;
     rm_loaded_model loaded;
+    /* A device buffer: the draft until sealed, then this process's
+     * published weights (segment_id is their id). */
+    bool device;
+    rm_weights_draft draft;
+    uint64_t device_pointer; /* once published */
+    int device_ordinal;
+    uint64_t device_bytes; /* the allocation's */
+    uint8_t device_uuid[16];
     int32_t status;
     bool explained; /* the status has a message of its own */
 } node_load;
@@ -775,14 +921,39 @@ static int32_t create_segment(rm_loader_buffer *buffer, uint64_t bytes)
     return RM_OK;
 }
 
+/* The loader's alloc_device_buffer(): exportable device memory, mapped
+ * read-write here until the load is sealed. */
+static int32_t create_device_weights(rm_loader_buffer *buffer, uint64_t bytes)
+{
+    node_load *load = buffer->scope_state;
+    rm_node_registry *registry = load->registry;
+    rm_cuda_driver *driver = NULL;
+    int32_t status = rm_device_access_driver(registry->config.device, buffer->key,
+                                             buffer->error_owner, &driver);
+    if (status == RM_OK)
+        status = rm_weights_draft_create(driver, buffer->device_ordinal, bytes, buffer->key,
+                                         buffer->error_owner, &load->draft);
+    if (status != RM_OK)
+        return status;
+    load->device = true;
+    load->device_ordinal = buffer->device_ordinal;
+    load->device_bytes = load->draft.bytes;
+    (void)rm_device_access_uuid(registry->config.device, buffer->device_ordinal,
+                                load->device_uuid);
+    buffer->device_pointer = load->draft.pointer;
+    buffer->stream = load->draft.stream;
+    return RM_OK;
+}
+
 /* The load this process has just claimed in `slot` (lock held). */
 static void begin_load(node_load *load, rm_node_registry *registry, const char *key,
-                       uint64_t generation, uint32_t slot)
+                       const char *table_key, uint64_t generation, uint32_t slot)
 {
     const rm_node_entry *e = slot_entry(registry, slot);
     *load = (node_load){
         .registry = registry,
         .key = key,
+        .table_key = table_key,
         .generation = generation,
         .slot = slot,
         .ticket = e->ticket,
@@ -817,6 +988,7 @@ static void call_loader(node_load *load, rm_model_loader_fn loader, void *loader
     rm_node_registry *registry = load->registry;
     load->buffer = (rm_loader_buffer){
         .create = create_segment,
+        .create_device = registry->config.device != NULL ? create_device_weights : NULL,
         .scope_state = load,
         .error_owner = registry->error_owner,
         .key = load->key,
@@ -836,6 +1008,7 @@ static void call_loader(node_load *load, rm_model_loader_fn loader, void *loader
     loads_on_this_thread = running.outer;
     load->loaded.plugin_private = NULL;
     load->status = status > 0 ? RM_E_LOADER_FAILED : status;
+    load->explained = rm_loader_buffer_explains(&load->buffer, load->status);
     if (load->status == RM_OK)
         check_shareable(load);
 }
@@ -858,10 +1031,33 @@ static void seal_segment(node_load *load)
     load->fd = -1;
 }
 
+/* Seals a device buffer: the device's work done, every mapping
+ * read-only, and the weights published in this process's table (served
+ * to others once the entry is READY). A failure frees the draft. */
+static void seal_weights(node_load *load)
+{
+    if (load->status != RM_OK)
+        return;
+    load->status = rm_weights_publish(&load->draft, load->registry->namespace_name,
+                                      load->segment_id, load->table_key,
+                                      load->registry->error_owner, &load->device_pointer);
+    load->explained = load->explained || load->status != RM_OK;
+}
+
 /* The rollback of a load: its segment, if it got one, is unmapped and
- * removed. */
+ * removed; device memory is freed (a draft) or unmapped (published). */
 static void discard_segment(node_load *load)
 {
+    if (load->device) {
+        if (load->device_pointer != 0) {
+            rm_weights_unuse(load->registry->namespace_name, load->segment_id);
+            (void)rm_weights_drop(load->registry->namespace_name, load->segment_id);
+            load->device_pointer = 0;
+        } else {
+            rm_weights_draft_discard(&load->draft);
+        }
+        return;
+    }
     if (load->buffer.base == NULL)
         return;
     munmap(load->buffer.base, (size_t)load->buffer.bytes);
@@ -872,10 +1068,16 @@ static void discard_segment(node_load *load)
 /* The admit state: the entry READY with this process's first reference
  * (lock held), then the budget. Returns the evictions that made room;
  * *over: admitted over budget all the same. */
-static uint64_t admit(rm_node_registry *registry, rm_node_entry *e, uint64_t bytes,
+static uint64_t admit(rm_node_registry *registry, rm_node_entry *e, const node_load *load,
                       unlink_list *victims, bool *over)
 {
     uint64_t now_ns = rm_monotonic_ns();
+    uint64_t bytes = load->buffer.bytes;
+    e->memory = load->device ? RM_MEMORY_CUDA : RM_MEMORY_SHM;
+    if (load->device) {
+        e->device_bytes = load->device_bytes;
+        memcpy(e->device_uuid, load->device_uuid, sizeof e->device_uuid);
+    }
     /* Size first: a READY entry without one is what repair removes. */
     e->bytes = bytes;
     e->state = RM_NODE_READY;
@@ -927,7 +1129,7 @@ static bool publish_load(node_load *load)
     uint64_t evicted = 0;
     bool over = false;
     if (e != NULL && load->status == RM_OK)
-        evicted = admit(registry, e, load->buffer.bytes, &victims, &over);
+        evicted = admit(registry, e, load, &victims, &over);
     else if (e != NULL)
         publish_failure(e, load->ticket, load->status);
     if (e != NULL)
@@ -961,7 +1163,19 @@ static int32_t finish_load(node_load *load, attachment *out)
                         .slot = load->slot,
                         .ticket = load->ticket,
                         .base = load->buffer.base,
-                        .bytes = load->buffer.bytes};
+                        .bytes = load->buffer.bytes,
+                        .placement = {.memory = RM_MEMORY_SHM,
+                                      .buffer = true,
+                                      .device_ordinal = -1}};
+    if (load->device) {
+        out->base = (void *)(uintptr_t)load->device_pointer;
+        out->weights_id = load->segment_id;
+        out->placement = (rm_model_placement){.memory = RM_MEMORY_CUDA,
+                                              .buffer = true,
+                                              .device_ordinal = load->device_ordinal,
+                                              .device_bytes = load->device_bytes};
+        memcpy(out->placement.device_uuid, load->device_uuid, sizeof load->device_uuid);
+    }
     return RM_OK;
 }
 
@@ -973,7 +1187,10 @@ static int32_t run_load(node_load *load, rm_model_loader_fn loader, void *loader
                         attachment *out)
 {
     call_loader(load, loader, loader_user);
-    seal_segment(load);
+    if (load->device)
+        seal_weights(load);
+    else
+        seal_segment(load);
     if (load->status != RM_OK)
         discard_segment(load);
     if (!publish_load(load) && load->status == RM_OK) {
@@ -997,8 +1214,10 @@ static int32_t run_load(node_load *load, rm_model_loader_fn loader, void *loader
  * name), and this turn's view of the table, taken with the lock. */
 typedef struct acquire {
     rm_node_registry *registry;
-    const char *key;
-    uint64_t hash;
+    const char *key;       /* as the host asked */
+    const char *table_key; /* as the table has it (REF: gpu-weights) */
+    uint64_t hash;         /* of table_key */
+    uint32_t weights_retries; /* device weights nobody handed over */
     rm_model_loader_fn loader;
     void *loader_user;
     attachment *out;
@@ -1046,10 +1265,100 @@ static void drop_reference(rm_node_registry *registry, uint64_t generation, uint
 /* The attach state: `slot` is READY. A reference of this process, then the
  * sealed segment mapped; the one rollback is the reference, when the
  * mapping fails. */
+/* After a failed hand-over: when no live process but this one is left in
+ * `slot`'s entry (load `ticket`), the weights are gone and it goes, so
+ * that the next turn loads again. */
+static void clear_if_unheld(rm_node_registry *registry, uint64_t generation, uint32_t slot,
+                            uint64_t ticket)
+{
+    unlink_list victims;
+    if (begin_update(registry, TABLE_CURRENT, &victims) != RM_OK)
+        return;
+    rm_node_entry *e = slot_entry(registry, slot);
+    if (registry->table_generation == generation && e->ticket == ticket &&
+        e->state == RM_NODE_READY && e->memory == RM_MEMORY_CUDA) {
+        (void)drop_dead_holders(registry, e, rm_monotonic_ns());
+        rm_weights_source sources[RM_NODE_MAX_HOLDER_PROCESSES];
+        if (weights_sources(registry, e, sources) == 0 && e->refs == 0) {
+            holder_forget(registry, e);
+            evict_slot(registry, slot, &victims);
+        }
+    }
+    end_update(registry, &victims);
+}
+
+/* The attach state for device weights (lock held; ended here): one more
+ * use of this process's mapping if it has one, else a reference first
+ * (so the entry stays while the weights travel), then the descriptor from
+ * a holder, imported and mapped read-only on this process's ordinal of
+ * the device. */
+static int32_t attach_device(acquire *a, uint32_t slot)
+{
+    rm_node_registry *registry = a->registry;
+    rm_node_entry *e = slot_entry(registry, slot);
+    bool added = holder_add(registry, e);
+    if (!added) {
+        (void)drop_dead_holders(registry, e, a->now_ns);
+        added = holder_add(registry, e);
+    }
+    uint64_t pointer = 0;
+    bool mapped = added && rm_weights_use(registry->namespace_name, e->segment_id, &pointer);
+    rm_weights_source sources[RM_NODE_MAX_HOLDER_PROCESSES];
+    uint32_t source_count = mapped ? 0 : weights_sources(registry, e, sources);
+    attachment held = {.registry = registry,
+                       .generation = a->generation,
+                       .slot = slot,
+                       .ticket = e->ticket,
+                       .bytes = e->bytes,
+                       .weights_id = e->segment_id,
+                       .placement = {.memory = RM_MEMORY_CUDA,
+                                     .buffer = true,
+                                     .device_bytes = e->device_bytes}};
+    memcpy(held.placement.device_uuid, e->device_uuid, sizeof e->device_uuid);
+    end_update(registry, &a->victims);
+    if (!added)
+        return rm_error_set(registry->error_owner, RM_E_QUOTA_EXCEEDED,
+                            "model key '%s' is held by %u processes, the most a node "
+                            "table entry records",
+                            a->key, RM_NODE_MAX_HOLDER_PROCESSES);
+    int ordinal = rm_device_access_ordinal_of(registry->config.device, held.placement.device_uuid);
+    held.placement.device_ordinal = ordinal;
+    int32_t status = RM_OK;
+    if (!mapped && ordinal < 0)
+        status = rm_error_set(registry->error_owner, RM_E_DEVICE_UNAVAILABLE,
+                              "model key '%s' is ready on device %s, which this process "
+                              "does not see",
+                              a->key, strrchr(a->table_key, '@') + 1);
+    rm_cuda_driver *driver = NULL;
+    if (!mapped && status == RM_OK)
+        status = rm_device_access_driver(registry->config.device, a->key,
+                                         registry->error_owner, &driver);
+    if (!mapped && status == RM_OK)
+        status = rm_weights_receive(driver, ordinal, registry->namespace_name, held.weights_id,
+                                    a->table_key, held.placement.device_bytes, sources,
+                                    source_count, registry->error_owner, &pointer);
+    if (status != RM_OK) {
+        drop_reference(registry, held.generation, slot, held.ticket);
+        if (status == RM_E_NOT_FOUND && a->weights_retries++ < 3) {
+            /* The holders let the weights go meanwhile (or died): if
+             * nobody has them, the entry goes and the next turn loads. */
+            clear_if_unheld(registry, held.generation, slot, held.ticket);
+            return ACQUIRE_AGAIN;
+        }
+        return status;
+    }
+    count(registry, &registry->attaches, 1);
+    held.base = (void *)(uintptr_t)pointer;
+    *a->out = held;
+    return RM_OK;
+}
+
 static int32_t attach_ready(acquire *a, uint32_t slot)
 {
     rm_node_registry *registry = a->registry;
     rm_node_entry *e = slot_entry(registry, slot);
+    if (e->memory == RM_MEMORY_CUDA)
+        return attach_device(a, slot);
     bool added = holder_add(registry, e);
     if (!added) {
         (void)drop_dead_holders(registry, e, a->now_ns);
@@ -1076,7 +1385,10 @@ static int32_t attach_ready(acquire *a, uint32_t slot)
                            .slot = slot,
                            .ticket = ticket,
                            .base = base,
-                           .bytes = bytes};
+                           .bytes = bytes,
+                           .placement = {.memory = RM_MEMORY_SHM,
+                                         .buffer = true,
+                                         .device_ordinal = -1}};
     return RM_OK;
 }
 
@@ -1114,9 +1426,9 @@ static int32_t take_over(acquire *a, uint32_t slot)
         end_update(registry, &a->victims);
         return status;
     }
-    claim(registry, slot, a->key, a->hash, segment_id);
+    claim(registry, slot, a->table_key, a->hash, segment_id);
     node_load load;
-    begin_load(&load, registry, a->key, a->generation, slot);
+    begin_load(&load, registry, a->key, a->table_key, a->generation, slot);
     end_update(registry, &a->victims);
     (void)unlink_segment(registry, dead_segment);
     count(registry, &registry->takeovers, 1);
@@ -1173,9 +1485,9 @@ static int32_t claim_and_load(acquire *a, int64_t found)
                             "or held by live processes",
                             registry->namespace_name, capacity);
     }
-    claim(registry, (uint32_t)slot, a->key, a->hash, segment_id);
+    claim(registry, (uint32_t)slot, a->table_key, a->hash, segment_id);
     node_load load;
-    begin_load(&load, registry, a->key, a->generation, (uint32_t)slot);
+    begin_load(&load, registry, a->key, a->table_key, a->generation, (uint32_t)slot);
     end_update(registry, &a->victims);
     pthread_mutex_lock(&registry->counters_lock);
     registry->dead_references += swept.dead_references;
@@ -1202,7 +1514,7 @@ static int32_t begin_turn(acquire *a, int64_t *found)
         a->waited_ticket = 0;
     }
     a->now_ns = rm_monotonic_ns();
-    *found = find_slot(a->registry, a->key, a->hash);
+    *found = find_slot(a->registry, a->table_key, a->hash);
     return RM_OK;
 }
 
@@ -1212,9 +1524,12 @@ static int32_t begin_turn(acquire *a, int64_t *found)
 static int32_t node_acquire(rm_node_registry *registry, const char *key,
                             rm_model_loader_fn loader, void *loader_user, attachment *out)
 {
+    char table_key[RM_MODEL_KEY_MAX];
+    table_key_of(registry, key, table_key);
     acquire a = {.registry = registry,
                  .key = key,
-                 .hash = rm_node_key_hash(key),
+                 .table_key = table_key,
+                 .hash = rm_node_key_hash(table_key),
                  .loader = loader,
                  .loader_user = loader_user,
                  .out = out,
@@ -1269,7 +1584,15 @@ static void node_detach(void *base, void *user)
                     registry->namespace_name);
     }
     count(registry, &registry->evictions_lru, lru);
-    munmap(base, (size_t)held->bytes);
+    if (held->placement.memory == RM_MEMORY_CUDA) {
+        /* The mapping stays while the entry does (REF: gpu-weights); one
+         * evicted just now to fit the budget goes at once. */
+        rm_weights_unuse(registry->namespace_name, held->weights_id);
+        if (lru != 0)
+            drop_unlisted_weights(registry);
+    } else {
+        munmap(base, (size_t)held->bytes);
+    }
     free(held);
 }
 
@@ -1297,6 +1620,9 @@ static int32_t acquire_for_local(void *user, const char *key, rm_loaded_model *o
     out->bytes = held->bytes;
     out->destroy = node_detach;
     out->destroy_user = held;
+    /* For rows and model_to_dlpack: the local registry keeps it. */
+    if (out->plugin_private != NULL)
+        ((rm_loader_buffer *)out->plugin_private)->placement = held->placement;
     return RM_OK;
 }
 
@@ -1444,9 +1770,15 @@ static void leave_table(rm_node_registry *registry)
                         "this process stays counted in it until it exits",
                         registry->namespace_name);
         rm_node_table_unmap(&registry->table);
+        drop_kept_weights(registry);
         return;
     }
     rm_node_detach_context(&registry->table, registry->self);
+    /* The namespace's last context of this process: the device weights it
+     * kept go (no context of it is left to see them evicted). */
+    bool last_here = rm_node_attached_contexts(&registry->table, registry->self) == 0;
+    if (last_here)
+        forget_kept_weights_locked(registry, &victims);
     bool removed = false;
     uint64_t table_bytes = 0;
     if (rm_node_attached_contexts(&registry->table, registry->self) == 0 &&
@@ -1458,6 +1790,8 @@ static void leave_table(rm_node_registry *registry)
                                            &table_bytes);
     }
     end_update(registry, &victims);
+    if (last_here)
+        drop_kept_weights(registry);
     rm_node_table_unmap(&registry->table);
     if (removed)
         rm_host_log(registry->host, RM_LOG_DEBUG,
@@ -1480,6 +1814,8 @@ void rm_node_registry_destroy(rm_node_registry *registry)
     rm_registry_destroy(registry->local);
     if (registry->table.header != NULL)
         leave_table(registry);
+    else
+        drop_kept_weights(registry);
     if (registry->view_lock_ready)
         pthread_rwlock_destroy(&registry->view_lock);
     pthread_cond_destroy(&registry->sweeper_wake);
@@ -1513,10 +1849,12 @@ int32_t rm_node_registry_evict(rm_node_registry *registry, const char *key)
 {
     char normal[RM_MODEL_KEY_MAX];
     if (key != NULL) {
+        char given[RM_MODEL_KEY_MAX];
         int32_t status =
-            rm_model_key_normalize(key, normal, sizeof normal, registry->error_owner);
+            rm_model_key_normalize(key, given, sizeof given, registry->error_owner);
         if (status != RM_OK)
             return status;
+        table_key_of(registry, given, normal);
     }
     unlink_list victims;
     int32_t status = begin_update(registry, TABLE_EXISTING, &victims);
@@ -1570,6 +1908,8 @@ int32_t rm_node_registry_evict(rm_node_registry *registry, const char *key)
         }
     }
     end_update(registry, &victims);
+    if (evicted != 0)
+        drop_unlisted_weights(registry);
     pthread_mutex_lock(&registry->counters_lock);
     registry->evictions_explicit += evicted;
     registry->dead_references += dead;
@@ -1670,13 +2010,26 @@ int32_t rm_node_registry_list(rm_node_registry *registry, rm_model_info *out,
         row->last_used_ns = e->last_used_ns;
         row->scope = RM_REGISTRY_SCOPE_NODE;
         row->state = e->state == RM_NODE_READY ? RM_MODEL_STATE_READY : RM_MODEL_STATE_LOADING;
-        row->holders = e->holder_count;
+        row->holders = e->memory == RM_MEMORY_CUDA ? referencing_holders(e) : e->holder_count;
         row->loader_pid = e->state == RM_NODE_LOADING ? e->loader_pid : 0;
+        row->device_ordinal = -1;
+        if (e->state == RM_NODE_READY) {
+            row->memory = e->memory == RM_MEMORY_CUDA ? RM_MEMORY_CUDA : RM_MEMORY_SHM;
+            if (e->memory == RM_MEMORY_CUDA) {
+                memcpy(row->device_uuid, e->device_uuid, sizeof row->device_uuid);
+                row->device_bytes = e->device_bytes;
+            }
+        }
         row->idle_ns = e->state == RM_NODE_READY && e->refs == 0 && now_ns > e->last_used_ns
                            ? now_ns - e->last_used_ns
                            : 0;
     }
     table_unlock(registry);
+    /* After the lock: naming the device may load the driver. */
+    for (uint32_t i = 0; i < found; i++)
+        if (rows[i].memory == RM_MEMORY_CUDA && registry->config.device != NULL)
+            rows[i].device_ordinal =
+                rm_device_access_ordinal_of(registry->config.device, rows[i].device_uuid);
     qsort(rows, found, sizeof *rows, compare_rows_by_last_use);
     uint32_t written = found < capacity ? found : capacity;
     for (uint32_t i = 0; i < written; i++)
@@ -1867,6 +2220,11 @@ static int32_t node_reclaim(void *registry, rm_registry_reclaim_report *out)
     return rm_node_registry_reclaim(registry, out);
 }
 
+static int32_t node_view(void *registry, rm_model_handle *handle, rm_model_view *out)
+{
+    return rm_registry_view(((rm_node_registry *)registry)->local, handle, out);
+}
+
 static void node_destroy(void *registry)
 {
     rm_node_registry_destroy(registry);
@@ -1879,5 +2237,6 @@ const rm_registry_ops rm_node_registry_ops = {
     .metrics = node_metrics,
     .list = node_list,
     .reclaim = node_reclaim,
+    .view = node_view,
     .destroy = node_destroy,
 };

@@ -22,6 +22,9 @@ typedef struct rm_node_registry_config {
      * table only if there is one, else fails with RM_E_NOT_FOUND and
      * creates nothing (false: creates it, as a host's first use must). */
     bool existing_table_only;
+    /* The context's way to the CUDA driver: device buffers of loaders and
+     * keys by device UUID (1.4). Outlives the registry. */
+    struct rm_device_access *device;
 } rm_node_registry_config;
 
 /**

@@ -60,7 +60,10 @@ void rm_node_clear_slot(const rm_node_view *table, uint32_t slot)
     e->loader_pid = 0;
     e->loader_start_time = 0;
     e->holder_count = 0;
+    e->memory = 0;
     e->refs = 0;
+    e->device_bytes = 0;
+    memset(e->device_uuid, 0, sizeof e->device_uuid);
     memset(e->holders, 0, sizeof e->holders);
 }
 
@@ -97,7 +100,7 @@ static void repair_table(const rm_node_view *table)
         for (uint32_t i = 0; i < RM_NODE_MAX_HOLDER_PROCESSES; i++) {
             if (e->holders[i].pid == 0)
                 continue;
-            if (e->holders[i].refs == 0) {
+            if (e->holders[i].refs == 0 && e->memory != RM_MEMORY_CUDA) {
                 e->holders[i] = (rm_node_holder){0};
                 continue;
             }

@@ -35,10 +35,11 @@
 #include "rm_plugin.h"
 
 #define RM_NODE_TABLE_MAGIC UINT64_C(0x3162617464726d72) /* "rmrdtab1" */
-/* 2: attachers[] and `retired` (table lifetime). A table of another layout
+/* 2: attachers[] and `retired` (table lifetime); 3: device weights
+ * (`memory`, `device_bytes`, `device_uuid`). A table of another layout
  * is refused (RM_E_CORRUPT_STATE): processes of two plugin versions cannot
  * share one. */
-#define RM_NODE_TABLE_LAYOUT 2u
+#define RM_NODE_TABLE_LAYOUT 3u
 #define RM_NODE_TABLE_ENTRIES_MIN 4u
 #define RM_NODE_TABLE_ENTRIES_MAX 65536u
 #define RM_NODE_TABLE_ENTRIES_DEFAULT 1024u
@@ -58,6 +59,9 @@ typedef enum rm_node_state {
                             claimable by anyone, as if empty */
 } rm_node_state;
 
+/* A process holding references to an entry's model. For device weights a
+ * record stays at refs 0 while the process keeps the weights mapped (a
+ * keeper): it can still hand them to newcomers (REF: gpu-weights). */
 typedef struct rm_node_holder {
     int32_t pid; /* 0: free */
     uint32_t refs;
@@ -83,9 +87,14 @@ typedef struct rm_node_entry {
     int32_t loader_pid;
     int32_t failure;         /* code of the failed load failure_ticket */
     uint64_t failure_ticket;
-    uint32_t holder_count;   /* holders[] in use */
-    uint32_t reserved;
+    uint32_t holder_count;   /* holders[] in use (keepers included) */
+    /* RM_MEMORY_SHM: segment_id names a sealed /dev/shm segment;
+     * RM_MEMORY_CUDA: segment_id is the weights id the holders serve
+     * (device_weights.h), and device_bytes and device_uuid say where. */
+    uint32_t memory;
     uint64_t refs;           /* holders[].refs added up */
+    uint64_t device_bytes;   /* RM_MEMORY_CUDA: the allocation's size */
+    uint8_t device_uuid[16]; /* RM_MEMORY_CUDA */
     char key[RM_MODEL_KEY_MAX];
     rm_node_holder holders[RM_NODE_MAX_HOLDER_PROCESSES];
 } rm_node_entry;

@@ -100,6 +100,8 @@
 
 #include "error.h"
 #include "eviction_policy.h"
+#include "device_access.h"
+#include "device_weights.h"
 #include "loader_buffer.h"
 #include "model_key.h"
 #include "registry_ops.h"
@@ -200,6 +202,7 @@ struct registry_entry {
 
     /* Under the mutex. */
     rm_loaded_model loaded;
+    rm_model_placement placement; /* set with `loaded` */
     uint64_t loaded_at_ns;
     uint64_t load_serial;     /* breaks ties between equal times */
     entry *list_next;         /* victims awaiting destroy, or the free list */
@@ -546,6 +549,7 @@ static void entry_begin_load(entry *e, const char *key, size_t length, uint64_t 
     }
     e->model = NULL;
     e->loaded = (rm_loaded_model){0};
+    e->placement = RM_MODEL_PLACEMENT_OPAQUE;
     e->loaded_at_ns = 0;
     e->name_length = (size_t)(strchr(key, '@') - key);
     e->failure = RM_OK;
@@ -1234,6 +1238,7 @@ static int32_t wait_for_load(rm_registry *registry, entry *e, const get_request 
 /* What the host's loader gave, checked (run_loader). */
 typedef struct load_result {
     rm_loaded_model loaded;
+    rm_model_placement placement;
     int32_t status;
     /* The status has a message of its own (a buffer misuse, or the loader
      * records its own: loader_explains_failures), which the generic
@@ -1255,9 +1260,58 @@ static entry *claim_entry(rm_registry *registry, const get_request *request)
     return e;
 }
 
+/* A process-scope device buffer (1.4): private device memory. */
+static int32_t create_private_device(rm_loader_buffer *buffer, uint64_t bytes)
+{
+    const rm_registry *registry = buffer->scope_state;
+    rm_cuda_driver *driver = NULL;
+    int32_t status = registry->config.device == NULL
+                         ? rm_error_set(buffer->error_owner, RM_E_FEATURE_DISABLED,
+                                        "a device buffer for model key '%s' needs feature "
+                                        "'cuda-ipc'",
+                                        buffer->key)
+                         : rm_device_access_driver(registry->config.device, buffer->key,
+                                                   buffer->error_owner, &driver);
+    rm_device_buffer *made = NULL;
+    if (status == RM_OK)
+        status = rm_device_buffer_create(driver, buffer->device_ordinal, bytes, buffer->key,
+                                         buffer->error_owner, &made);
+    if (status != RM_OK)
+        return status;
+    buffer->device_pointer = made->pointer;
+    buffer->stream = made->stream;
+    buffer->placement = (rm_model_placement){.memory = RM_MEMORY_CUDA,
+                                             .buffer = true,
+                                             .device_ordinal = buffer->device_ordinal,
+                                             .device_bytes = bytes};
+    (void)rm_device_access_uuid(registry->config.device, buffer->device_ordinal,
+                                buffer->placement.device_uuid);
+    /* Kept where the destroy callback will find it. */
+    buffer->base = NULL;
+    buffer->scope_state = made;
+    return RM_OK;
+}
+
+/* After a load that used a device buffer: its work finished, the buffer
+ * destroyed with the model; or, when the load failed, freed now. */
+static int32_t finish_private_device(rm_loader_buffer *buffer, rm_loaded_model *loaded,
+                                     int32_t status)
+{
+    rm_device_buffer *made = buffer->scope_state;
+    if (status == RM_OK)
+        status = rm_device_buffer_finish(made, buffer->key, buffer->error_owner);
+    if (status != RM_OK) {
+        rm_device_buffer_destroy(NULL, made);
+        return status;
+    }
+    loaded->destroy = rm_device_buffer_destroy;
+    loaded->destroy_user = made;
+    return RM_OK;
+}
+
 /* The run-loader state (no lock held): runs the host's loader with a
- * private buffer on offer, then seals the buffer it used, or gives it back
- * when the load failed. */
+ * private buffer (host or device) on offer, then seals the host buffer it
+ * used, or gives either back when the load failed. */
 static void run_loader(const rm_registry *registry, const get_request *request,
                        load_result *result)
 {
@@ -1265,6 +1319,8 @@ static void run_loader(const rm_registry *registry, const get_request *request,
                                        .abi_version = RM_ABI_VERSION_CURRENT}};
     rm_loader_buffer buffer = {
         .create = rm_loader_buffer_create_private,
+        .create_device = registry->config.device != NULL ? create_private_device : NULL,
+        .scope_state = (void *)registry,
         .error_owner = registry->error_owner,
         .key = request->key,
     };
@@ -1273,19 +1329,29 @@ static void run_loader(const rm_registry *registry, const get_request *request,
     int32_t status = request->loader(request->loader_user, request->key, loaded);
     loaded->plugin_private = NULL;
     bool used_buffer = false;
+    bool device = buffer.device_pointer != 0;
     if (status == RM_OK) {
         status = rm_loader_buffer_check(loaded, &buffer, &used_buffer);
-        if (status == RM_OK && used_buffer)
+        if (status == RM_OK && used_buffer && !device)
             status = rm_loader_buffer_seal_private(&buffer);
-        if (status == RM_OK && used_buffer) {
+        if (status == RM_OK && used_buffer && !device) {
             loaded->destroy = rm_loader_buffer_destroy_private;
             loaded->destroy_user = (void *)(uintptr_t)buffer.bytes;
+            buffer.placement = (rm_model_placement){
+                .memory = RM_MODEL_MEMORY_HOST, .buffer = true, .device_ordinal = -1};
         }
         result->explained = status != RM_OK;
     }
-    result->explained = result->explained || registry->config.loader_explains_failures;
+    if (device) {
+        int32_t finished = finish_private_device(&buffer, loaded, status);
+        result->explained = result->explained || (status == RM_OK && finished != RM_OK);
+        status = finished;
+    }
+    result->explained = result->explained || registry->config.loader_explains_failures ||
+                        rm_loader_buffer_explains(&buffer, status);
     if (status != RM_OK && buffer.base != NULL)
         rm_loader_buffer_destroy_private(buffer.base, (void *)(uintptr_t)buffer.bytes);
+    result->placement = buffer.placement;
     result->null_model = status == RM_OK && loaded->model == NULL;
     if (status > 0)
         status = RM_E_LOADER_FAILED;
@@ -1391,6 +1457,7 @@ static int32_t admit(rm_registry *registry, entry *e, const get_request *request
         .destroy_user = loaded->destroy_user,
     };
     e->model = loaded->model;
+    e->placement = result->placement;
     e->loaded_at_ns = result->done_ns;
     e->load_serial = ++registry->load_serial;
     /* This caller's reference, taken before READY is visible; each waiter
@@ -1603,6 +1670,25 @@ int32_t rm_registry_release(rm_registry *registry, rm_model_handle *handle)
     return process_release(registry, handle);
 }
 
+int32_t rm_registry_view(rm_registry *registry, rm_model_handle *handle, rm_model_view *out)
+{
+    /* The caller's own reference keeps the entry READY: it cannot be
+     * evicted or reused while the count is above zero, so a second one
+     * may be added without the mutex. */
+    int64_t holds = atomic_load_explicit(&handle->holds, memory_order_relaxed);
+    do {
+        if (holds <= 0)
+            return rm_error_set(registry->error_owner, RM_E_INVALID_ARGUMENT,
+                                "model_to_dlpack: the handle holds no reference (released)");
+    } while (!atomic_compare_exchange_weak_explicit(&handle->holds, &holds, holds + 1,
+                                                    memory_order_seq_cst,
+                                                    memory_order_relaxed));
+    const entry *e = handle->entry;
+    *out = (rm_model_view){
+        .model = e->model, .bytes = e->loaded.bytes, .placement = e->placement};
+    return RM_OK;
+}
+
 int32_t rm_registry_evict(rm_registry *registry, const char *key)
 {
     if (registry == NULL)
@@ -1719,7 +1805,11 @@ int32_t rm_registry_list(rm_registry *registry, rm_model_info *out,
             .state = RM_MODEL_STATE_READY,
             .holders = references != 0 ? 1 : 0,
             .idle_ns = references == 0 && now_ns > last_used_ns ? now_ns - last_used_ns : 0,
+            .memory = e->placement.memory,
+            .device_ordinal = e->placement.device_ordinal,
+            .device_bytes = e->placement.device_bytes,
         };
+        memcpy(row.device_uuid, e->placement.device_uuid, sizeof row.device_uuid);
         copy_key(e, row.key);
         size_t key_length = strlen(row.key);
         memcpy(row.device, row.key + e->name_length + 1, key_length - e->name_length);
@@ -1788,6 +1878,11 @@ static void process_destroy(void *registry)
     rm_registry_destroy(registry);
 }
 
+static int32_t process_view(void *registry, rm_model_handle *handle, rm_model_view *out)
+{
+    return rm_registry_view(registry, handle, out);
+}
+
 const rm_registry_ops rm_process_registry_ops = {
     .get_or_load = process_get_or_load,
     .release = process_release,
@@ -1795,5 +1890,6 @@ const rm_registry_ops rm_process_registry_ops = {
     .metrics = process_metrics,
     .list = process_list,
     .reclaim = process_reclaim,
+    .view = process_view,
     .destroy = process_destroy,
 };

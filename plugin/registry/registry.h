@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "host.h"
+#include "loader_buffer.h" /* rm_model_placement */
 #include "rm_plugin.h"
 
 typedef struct rm_registry rm_registry;
@@ -23,6 +24,9 @@ typedef struct rm_registry_config {
     /* The loader records its own error messages (node scope's acquire):
      * keep them instead of the generic "loader failed" one. */
     bool loader_explains_failures;
+    /* The context's way to the CUDA driver, for loaders' device buffers
+     * (1.4); NULL: none offered. Outlives the registry. */
+    struct rm_device_access *device;
 } rm_registry_config;
 
 /**
@@ -49,6 +53,20 @@ void rm_registry_get_metrics(rm_registry *registry, rm_registry_metrics *out);
 int32_t rm_registry_list(rm_registry *registry, rm_model_info *out,
                          uint32_t info_struct_size, uint32_t capacity,
                          uint32_t *out_count);
+
+/** What model_to_dlpack needs of a handle's model. */
+typedef struct rm_model_view {
+    void *model;
+    uint64_t bytes;
+    rm_model_placement placement;
+} rm_model_view;
+
+/**
+ * Describes `handle`'s model and takes one more reference on it through
+ * `handle` (given back with rm_registry_release(handle)). RM_OK;
+ * RM_E_INVALID_ARGUMENT (a handle with no reference).
+ */
+int32_t rm_registry_view(rm_registry *registry, rm_model_handle *handle, rm_model_view *out);
 
 /** Evicts expired and over-budget idle models now (registry_reclaim in
  *  process scope); sets out->models_evicted. */

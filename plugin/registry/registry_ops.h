@@ -15,6 +15,7 @@
 
 #include <stdint.h>
 
+#include "registry.h" /* rm_model_view */
 #include "rm_plugin.h"
 
 typedef struct rm_registry_ops {
@@ -26,6 +27,9 @@ typedef struct rm_registry_ops {
     int32_t (*list)(void *registry, rm_model_info *out, uint32_t info_struct_size,
                     uint32_t capacity, uint32_t *out_count);
     int32_t (*reclaim)(void *registry, rm_registry_reclaim_report *out);
+    /* model_to_dlpack's half: describes the handle's model and takes one
+     * more reference through the handle (given back with `release`). */
+    int32_t (*view)(void *registry, rm_model_handle *handle, rm_model_view *out);
     /* Joins the scope's threads and gives back every model. */
     void (*destroy)(void *registry);
 } rm_registry_ops;

@@ -105,14 +105,15 @@ start_model_holder() { # NAMESPACE KEY MIB [LOAD_MS]: starts model_holder and wa
 }
 
 # Exactly one row of model $1 in the output (ls, gc, demo tables: key
-# bytes(2 fields) state holders refs idle age loader) has these values;
-# "*" matches anything.
+# bytes(2 fields) memory state holders refs idle age loader) has these
+# values; "*" matches anything. CPU models of node scope live in "shm".
 model_row_is() { # KEY BYTES STATE HOLDERS REFS IDLE LOADER
     awk -v key="$1" -v bytes="$2" -v state="$3" -v holders="$4" -v refs="$5" \
         -v idle="$6" -v loader="$7" '
         function is(value, want) { return want == "*" || value == want }
-        $1 == key && is($2 " " $3, bytes) && is($4, state) && is($5, holders) &&
-            is($6, refs) && is($7, idle) && is($9, loader) { found++ }
+        $1 == key && is($2 " " $3, bytes) && ($4 == "shm" || $5 == "loading") &&
+            is($5, state) && is($6, holders) && is($7, refs) && is($8, idle) &&
+            is($10, loader) { found++ }
         END { exit found != 1 }' "$work/out"
 }
 

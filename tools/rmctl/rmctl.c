@@ -518,8 +518,24 @@ void format_duration_ns(uint64_t ns, char *out, size_t out_size)
         snprintf(out, out_size, "%.1fs", (double)ns / 1e9);
 }
 
-/* One line per model: KEY BYTES(2 fields) STATE HOLDERS REFS IDLE AGE
- * LOADER; IDLE is "-" while held or loading, LOADER "-" unless loading. */
+/* Where a row's model lives: "shm", "host", or "cuda:N" (this process's
+ * ordinal of the device; "cuda:?" when it does not see it). A plugin
+ * older than 1.4 fills no such field: "-". */
+static void format_memory(const rm_model_info *row, char *out, size_t out_size)
+{
+    if (row->struct_size < offsetof(rm_model_info, device_bytes) + sizeof row->device_bytes)
+        snprintf(out, out_size, "-");
+    else if (row->memory == RM_MEMORY_CUDA && row->device_ordinal >= 0)
+        snprintf(out, out_size, "cuda:%" PRId32, row->device_ordinal);
+    else if (row->memory == RM_MEMORY_CUDA)
+        snprintf(out, out_size, "cuda:?");
+    else
+        snprintf(out, out_size, "%s", row->memory == RM_MEMORY_SHM ? "shm" : "host");
+}
+
+/* One line per model: KEY BYTES(2 fields) MEMORY STATE HOLDERS REFS IDLE
+ * AGE LOADER; IDLE is "-" while held or loading, LOADER "-" unless
+ * loading. */
 static void print_model_table(const rm_model_info *rows, uint32_t count, const char *indent)
 {
     if (count == 0) {
@@ -530,22 +546,23 @@ static void print_model_table(const rm_model_info *rows, uint32_t count, const c
     for (uint32_t i = 0; i < count; i++)
         if ((int)strlen(rows[i].key) > key_width)
             key_width = (int)strlen(rows[i].key);
-    printf("%s%-*s %10s %-7s %7s %5s %8s %8s %7s\n", indent, key_width, "KEY", "BYTES",
-           "STATE", "HOLDERS", "REFS", "IDLE", "AGE", "LOADER");
+    printf("%s%-*s %10s %-7s %-7s %7s %5s %8s %8s %7s\n", indent, key_width, "KEY", "BYTES",
+           "MEMORY", "STATE", "HOLDERS", "REFS", "IDLE", "AGE", "LOADER");
     uint64_t now = monotonic_ns();
     for (uint32_t i = 0; i < count; i++) {
         const rm_model_info *row = &rows[i];
         int ready = row->state == RM_MODEL_STATE_READY;
-        char bytes[32], idle[32] = "-", age[32] = "-", loader[16] = "-";
+        char bytes[32], idle[32] = "-", age[32] = "-", loader[16] = "-", memory[16];
         format_bytes(row->bytes, bytes, sizeof bytes);
+        format_memory(row, memory, sizeof memory);
         if (ready && row->refcount == 0)
             format_duration_ns(row->idle_ns, idle, sizeof idle);
         if (ready && row->loaded_at_ns != 0 && row->loaded_at_ns <= now)
             format_duration_ns(now - row->loaded_at_ns, age, sizeof age);
         if (!ready && row->loader_pid > 0)
             snprintf(loader, sizeof loader, "%" PRId32, row->loader_pid);
-        printf("%s%-*s %10s %-7s %7" PRIu32 " %5" PRIu64 " %8s %8s %7s\n", indent, key_width,
-               row->key, bytes,
+        printf("%s%-*s %10s %-7s %-7s %7" PRIu32 " %5" PRIu64 " %8s %8s %7s\n", indent,
+               key_width, row->key, bytes, memory,
                ready ? "ready" : row->state == RM_MODEL_STATE_LOADING ? "loading" : "?",
                row->holders, row->refcount, idle, age, loader);
     }
