@@ -523,8 +523,8 @@ static int weights_share(const rm_loaded_plugin *plugin, const rmctl_options *op
     double ratio = used_model >= used_contexts
                        ? (double)(used_model - used_contexts) / (double)copy_bytes
                        : 0.0;
-    printf("4. device memory the model takes with %d processes holding it (cuMemGetInfo_v2, "
-           "with it\n   minus with the contexts alone): %s = %.3fx one copy of %s; %d "
+    printf("4. device memory the model takes with %d processes holding it: %s = %.3fx one "
+           "copy of %s\n   (cuMemGetInfo_v2 with the model minus with the contexts alone); %d "
            "private copies\n   would take %s (%d.000x)\n",
            WEIGHTS_PROCESSES, model_delta, ratio, one_copy, WEIGHTS_PROCESSES, private_copies,
            WEIGHTS_PROCESSES);
