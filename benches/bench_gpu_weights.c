@@ -189,6 +189,7 @@ typedef struct holder_state {
     rm_context *context;
     cuda_host cuda;
     const char *key;
+    uint64_t seed;          /* of the model's name: "name@cuda:N" on any N */
     uint64_t bytes;
     uint64_t *image;        /* the host image of the model, when prepared */
     int loader_calls;
@@ -229,7 +230,7 @@ static int32_t holder_load(void *user, const char *key, rm_loaded_model *out)
     uint64_t *scratch = NULL;
     if (h->image == NULL)
         scratch = checked_malloc(COPY_CHUNK_BYTES);
-    uint64_t seed = pattern_seed(h->key);
+    uint64_t seed = h->seed;
     h->copied_on_stream = h->cuda.memcpy_htod_async != NULL;
     uint64_t start = now_ns();
     int failed = 0;
@@ -259,7 +260,7 @@ static int holder_verify(holder_state *h, uint64_t device, char *message, size_t
 {
     enum { PROBE = 4096 };
     uint64_t words[PROBE / 8];
-    uint64_t seed = pattern_seed(h->key);
+    uint64_t seed = h->seed;
     uint64_t probe = h->bytes < PROBE ? h->bytes : PROBE;
     uint64_t offsets[3] = {0, (h->bytes / 2) & ~(uint64_t)7, h->bytes - probe};
     for (int i = 0; i < 3; i++) {
@@ -307,15 +308,21 @@ static _Noreturn void holder_main(int argc, char **argv)
     snprintf(cuda_driver, sizeof cuda_driver, "%s", argv[7]);
     static holder_state h;
     h.key = argv[5];
+    char name[RM_MODEL_KEY_MAX];
+    snprintf(name, sizeof name, "%.*s", (int)strcspn(h.key, "@"), h.key);
+    h.seed = pattern_seed(name);
     h.bytes = strtoull(argv[6], NULL, 10);
     ready_reply ready = {.pid = (int32_t)getpid(), .ok = 1};
     rm_loaded_plugin plugin;
     h.vt = load_plugin(plugin_path, RM_ABI_VERSION(1, 4), &plugin);
     host_companion_start(); /* a host has more than one thread */
     h.context = create_context(h.vt, scope);
+    /* The loader copies in the primary context of the key's device. */
+    const char *device = strstr(h.key, "@cuda:");
+    int ordinal = device != NULL ? atoi(device + 6) : 0;
     rm_cuda_info info;
     if (device_unusable(h.vt, h.context, &info, ready.message, sizeof ready.message) != NULL ||
-        cuda_host_open(info.library, 0, &h.cuda, ready.message, sizeof ready.message) != 0)
+        cuda_host_open(info.library, ordinal, &h.cuda, ready.message, sizeof ready.message) != 0)
         ready.ok = 0;
     write_full(STDOUT_FILENO, &ready, sizeof ready);
     if (!ready.ok)
@@ -333,7 +340,7 @@ static _Noreturn void holder_main(int argc, char **argv)
             get_reply reply = {.ok = 1};
             if (command == MSG_PREPARE_GET && h.image == NULL) {
                 h.image = checked_malloc((size_t)h.bytes);
-                fill_image(h.image, pattern_seed(h.key), 0, h.bytes / 8);
+                fill_image(h.image, h.seed, 0, h.bytes / 8);
             }
             uint64_t start = now_ns();
             int32_t status = h.vt->model_get_or_load(h.context, h.key, holder_load, &h, &handle,
