@@ -664,8 +664,10 @@ typedef struct rm_model_handle rm_model_handle;
  *    rights are needed (no pidfd_getfd).
  *  - Devices are matched by UUID: the table stores "name@cuda:N" as
  *    "name@cuda:GPU-<uuid of local device N>", so processes with different
- *    CUDA_VISIBLE_DEVICES meet on one entry; rows show that key and this
- *    process's ordinal of the device (device_ordinal). A process whose
+ *    CUDA_VISIBLE_DEVICES meet on one entry. Rows show that key, and in
+ *    `device` and device_ordinal this process's ordinal of the device
+ *    ("cuda:N"; "cuda:?" and -1 when it does not see it). model_evict()
+ *    takes either form of the key. A process whose
  *    driver cannot be loaded, or whose "cuda-ipc" is disabled, keeps the
  *    key as "name@cuda:N" (and its loader cannot ask for a device buffer).
  *  - Lifetime. The memory lives while a process has it mapped. A process
@@ -775,7 +777,10 @@ typedef struct rm_loaded_model {
      * (host or device) per load. The loader fills it by copying from the
      * host or with its own kernels, in device N's primary context (the
      * one the CUDA runtime and PyTorch use), on `*out_stream` or any
-     * stream of that context.
+     * stream of that context. A call that fails uses up nothing: the
+     * loader may ask again, or for a host buffer. The member is set
+     * whatever ABI version the host negotiated (the struct is the
+     * plugin's); a loader tests RM_LOADED_MODEL_HAS_DEVICE_BUFFER(out).
      *
      * @param self                the struct the loader was given; not NULL.
      *                            Valid only while the loader runs.
@@ -1778,7 +1783,9 @@ typedef struct rm_plugin_v1 {
  * otherwise.
  *
  * @param context  a live context.
- * @param key      a model key, or NULL for every idle model.
+ * @param key      a model key, or NULL for every idle model. In node scope
+ *                 also a device-weights row's key, "name@cuda:GPU-<uuid>"
+ *                 (1.4, REF: gpu-weights).
  * @ownership  -
  * @return
  *   RM_OK
@@ -2424,7 +2431,7 @@ typedef struct rm_plugin_v1 {
  * Describes a model loaded into a buffer (host or device) as DLPack 1.0:
  * a 1-D uint8 tensor of the model's `bytes` bytes at the model pointer,
  * on kDLCUDA (this process's ordinal of the device) for a device buffer,
- * else kDLCPU, with RM_DLPACK_FLAG_READ_ONLY set (a sealed buffer is
+ * else kDLCPU, with NULL strides (compact) and RM_DLPACK_FLAG_READ_ONLY set (a sealed buffer is
  * read-only). The view holds a reference of its own: the model stays
  * loaded until the deleter runs, even after `handle` is released.
  *

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "model_key.h"
 #include "rm_build_config.h"
 
 #if RM_HAVE_CUDA_IPC
@@ -40,6 +41,30 @@ int rm_device_key_ordinal(const char *key)
     if (end == at + 6 || *end != '\0' || ordinal < 0 || ordinal > 1023)
         return -1; /* a UUID key, or not normalised */
     return (int)ordinal;
+}
+
+bool rm_device_uuid_key(const char *key)
+{
+    const char *at = strrchr(key, '@');
+    static const char prefix[] = "cuda:GPU-";
+    if (at == NULL || at == key || strncmp(at + 1, prefix, sizeof prefix - 1) != 0 ||
+        strlen(key) >= RM_MODEL_KEY_MAX)
+        return false;
+    /* The name as the grammar has it (model_key.h). */
+    char name[RM_MODEL_KEY_MAX];
+    snprintf(name, sizeof name, "%.*s@cpu", (int)(at - key), key);
+    char normal[RM_MODEL_KEY_MAX];
+    static const char quiet_owner;
+    if (rm_model_key_normalize(name, normal, sizeof normal, &quiet_owner) != RM_OK)
+        return false;
+    const char *uuid = at + 1 + sizeof prefix - 1;
+    static const char shape[] = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx";
+    for (size_t i = 0; i < sizeof shape - 1; i++) {
+        bool hex = (uuid[i] >= '0' && uuid[i] <= '9') || (uuid[i] >= 'a' && uuid[i] <= 'f');
+        if (shape[i] == '-' ? uuid[i] != '-' : !hex)
+            return false;
+    }
+    return uuid[sizeof shape - 1] == '\0';
 }
 
 rm_cuda_driver *rm_device_access_opened(rm_device_access *access)

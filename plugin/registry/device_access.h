@@ -41,6 +41,10 @@ rm_cuda_driver *rm_device_access_opened(rm_device_access *access);
 /** N for a normalised key "name@cuda:N", -1 for any other device. */
 int rm_device_key_ordinal(const char *key);
 
+/** True for a key as node rows show device weights: a valid model name,
+ *  then "@cuda:GPU-" and a UUID in lower-case hex, 8-4-4-4-12. */
+bool rm_device_uuid_key(const char *key);
+
 /**
  * The node table's key for the normalised `key`: "name@cuda:N" becomes
  * "name@cuda:GPU-<UUID of local device N>" when the context may use the

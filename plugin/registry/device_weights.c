@@ -298,17 +298,6 @@ static int32_t lookup(const rm_weights_request *request, int *out_fd, uint64_t *
     return status;
 }
 
-static int32_t ensure_server(const void *owner)
-{
-    pthread_once(&fork_guard_once, install_fork_guard);
-    pthread_mutex_lock(&server_lock);
-    int32_t status = RM_OK;
-    if (server == NULL)
-        status = rm_weights_server_start(lookup, owner, &server);
-    pthread_mutex_unlock(&server_lock);
-    return status;
-}
-
 static void stop_server_if_idle(void)
 {
     pthread_mutex_lock(&server_lock);
@@ -334,13 +323,21 @@ static void unmap_weights(mapped_weights *w)
 
 /* Enters `w` with one use, the server running first so that it can answer
  * as soon as the node table names this process; *pointer is its address.
+ * The server lock is held until `w` is in: a drop of the last weights
+ * meanwhile would otherwise stop the server this entry needs.
  * Two contexts of the process may have received the same weights at
  * once: the second mapping is let go and the first used. */
 static int32_t enter(mapped_weights *w, const void *owner, uint64_t *pointer)
 {
-    int32_t status = ensure_server(owner);
-    if (status != RM_OK)
+    pthread_once(&fork_guard_once, install_fork_guard);
+    pthread_mutex_lock(&server_lock);
+    int32_t status = RM_OK;
+    if (server == NULL)
+        status = rm_weights_server_start(lookup, owner, &server);
+    if (status != RM_OK) {
+        pthread_mutex_unlock(&server_lock);
         return status;
+    }
     pthread_mutex_lock(&table_lock);
     mapped_weights *first = find(w->namespace_name, w->id);
     if (first != NULL) {
@@ -353,6 +350,7 @@ static int32_t enter(mapped_weights *w, const void *owner, uint64_t *pointer)
         *pointer = w->pointer;
     }
     pthread_mutex_unlock(&table_lock);
+    pthread_mutex_unlock(&server_lock);
     if (first != NULL)
         unmap_weights(w);
     return RM_OK;
@@ -541,6 +539,14 @@ int32_t rm_weights_receive(rm_cuda_driver *driver, int ordinal, const char *name
                         tried);
 }
 
+bool rm_weights_has(const char *namespace_name, uint64_t id)
+{
+    pthread_mutex_lock(&table_lock);
+    bool found = find(namespace_name, id) != NULL;
+    pthread_mutex_unlock(&table_lock);
+    return found;
+}
+
 void rm_weights_unuse(const char *namespace_name, uint64_t id)
 {
     pthread_mutex_lock(&table_lock);
@@ -658,6 +664,12 @@ void rm_weights_unuse(const char *namespace_name, uint64_t id)
 }
 
 bool rm_weights_drop(const char *namespace_name, uint64_t id)
+{
+    (void)namespace_name, (void)id;
+    return false;
+}
+
+bool rm_weights_has(const char *namespace_name, uint64_t id)
 {
     (void)namespace_name, (void)id;
     return false;

@@ -104,14 +104,18 @@ typedef struct rm_weights_source {
  * Receives the weights from the first of `sources` that answers, maps them
  * read-only on `ordinal` and enters them with one use. `bytes` is the
  * allocation size the node entry records (checked against the answer).
- * RM_OK; RM_E_NOT_FOUND (no source had them: each one tried is named in
- * the message); RM_E_DEVICE_UNAVAILABLE (this device cannot import POSIX
+ * RM_OK; RM_E_NOT_FOUND (every source said it has them not, or was not
+ * listening: the weights are gone; each one tried is named in the
+ * message); RM_E_DEVICE_UNAVAILABLE (this device cannot import POSIX
  * descriptors); RM_E_NO_MEMORY; RM_E_SYSTEM.
  */
 int32_t rm_weights_receive(rm_cuda_driver *driver, int ordinal, const char *namespace_name,
                            uint64_t id, const char *key, uint64_t bytes,
                            const rm_weights_source *sources, uint32_t source_count,
                            const void *error_owner, uint64_t *pointer);
+
+/** True when this process has the weights mapped (uses not counted). */
+bool rm_weights_has(const char *namespace_name, uint64_t id);
 
 /** One use fewer; the weights stay mapped at zero (see the top). */
 void rm_weights_unuse(const char *namespace_name, uint64_t id);

@@ -1265,11 +1265,15 @@ static void drop_reference(rm_node_registry *registry, uint64_t generation, uint
 /* The attach state: `slot` is READY. A reference of this process, then the
  * sealed segment mapped; the one rollback is the reference, when the
  * mapping fails. */
-/* After a failed hand-over: when no live process but this one is left in
- * `slot`'s entry (load `ticket`), the weights are gone and it goes, so
- * that the next turn loads again. */
-static void clear_if_unheld(rm_node_registry *registry, uint64_t generation, uint32_t slot,
-                            uint64_t ticket)
+/* After a failed hand-over: gives back the reference this process took
+ * on `slot` (load `ticket`) and, as it never got the weights, its record
+ * too (a record at zero references says "has them mapped": a keeper).
+ * With `lost` (every holder said it has them not), the weights are gone:
+ * the entry goes, so that the next turn loads the key again. A holder that
+ * was itself receiving them meanwhile keeps its mapping for as long as it
+ * holds it; the table forgets it. */
+static void give_back_unmapped(rm_node_registry *registry, uint64_t generation, uint32_t slot,
+                               uint64_t ticket, uint64_t weights_id, bool lost)
 {
     unlink_list victims;
     if (begin_update(registry, TABLE_CURRENT, &victims) != RM_OK)
@@ -1277,12 +1281,13 @@ static void clear_if_unheld(rm_node_registry *registry, uint64_t generation, uin
     rm_node_entry *e = slot_entry(registry, slot);
     if (registry->table_generation == generation && e->ticket == ticket &&
         e->state == RM_NODE_READY && e->memory == RM_MEMORY_CUDA) {
-        (void)drop_dead_holders(registry, e, rm_monotonic_ns());
-        rm_weights_source sources[RM_NODE_MAX_HOLDER_PROCESSES];
-        if (weights_sources(registry, e, sources) == 0 && e->refs == 0) {
+        holder_remove(registry, e);
+        if (!rm_weights_has(registry->namespace_name, weights_id))
             holder_forget(registry, e);
+        if (e->refs == 0)
+            e->last_used_ns = rm_monotonic_ns();
+        if (lost || e->holder_count == 0)
             evict_slot(registry, slot, &victims);
-        }
     }
     end_update(registry, &victims);
 }
@@ -1304,7 +1309,12 @@ static int32_t attach_device(acquire *a, uint32_t slot)
     uint64_t pointer = 0;
     bool mapped = added && rm_weights_use(registry->namespace_name, e->segment_id, &pointer);
     rm_weights_source sources[RM_NODE_MAX_HOLDER_PROCESSES];
-    uint32_t source_count = mapped ? 0 : weights_sources(registry, e, sources);
+    /* The dead first: a SIGKILLed holder answers nobody. */
+    uint32_t source_count = 0;
+    if (added && !mapped) {
+        count(registry, &registry->dead_references, drop_dead_holders(registry, e, a->now_ns));
+        source_count = weights_sources(registry, e, sources);
+    }
     attachment held = {.registry = registry,
                        .generation = a->generation,
                        .slot = slot,
@@ -1338,12 +1348,14 @@ static int32_t attach_device(acquire *a, uint32_t slot)
                                     a->table_key, held.placement.device_bytes, sources,
                                     source_count, registry->error_owner, &pointer);
     if (status != RM_OK) {
-        drop_reference(registry, held.generation, slot, held.ticket);
-        if (status == RM_E_NOT_FOUND && a->weights_retries++ < 3) {
-            /* The holders let the weights go meanwhile (or died): if
-             * nobody has them, the entry goes and the next turn loads. */
-            clear_if_unheld(registry, held.generation, slot, held.ticket);
-            return ACQUIRE_AGAIN;
+        bool lost = status == RM_E_NOT_FOUND;
+        give_back_unmapped(registry, held.generation, slot, held.ticket, held.weights_id, lost);
+        if (lost && a->weights_retries++ < 3)
+            return ACQUIRE_AGAIN; /* the entry went: load, or attach to who did */
+        if (lost) {
+            char why[RM_ERROR_MESSAGE_MAX];
+            snprintf(why, sizeof why, "%s", rm_error_last(registry->error_owner));
+            return rm_error_set(registry->error_owner, RM_E_SYSTEM, "%s", why);
         }
         return status;
     }
@@ -1848,7 +1860,10 @@ int32_t rm_node_registry_release(rm_node_registry *registry, rm_model_handle *ha
 int32_t rm_node_registry_evict(rm_node_registry *registry, const char *key)
 {
     char normal[RM_MODEL_KEY_MAX];
-    if (key != NULL) {
+    if (key != NULL && rm_device_uuid_key(key)) {
+        /* A row's key (REF: gpu-weights): already the table's. */
+        snprintf(normal, sizeof normal, "%s", key);
+    } else if (key != NULL) {
         char given[RM_MODEL_KEY_MAX];
         int32_t status =
             rm_model_key_normalize(key, given, sizeof given, registry->error_owner);
@@ -2025,11 +2040,20 @@ int32_t rm_node_registry_list(rm_node_registry *registry, rm_model_info *out,
                            : 0;
     }
     table_unlock(registry);
-    /* After the lock: naming the device may load the driver. */
-    for (uint32_t i = 0; i < found; i++)
-        if (rows[i].memory == RM_MEMORY_CUDA && registry->config.device != NULL)
+    /* After the lock: naming the device may load the driver. The key names
+     * the device by UUID, too long for `device`, which says this process's
+     * ordinal ("cuda:?" when it does not see the device). */
+    for (uint32_t i = 0; i < found; i++) {
+        if (rows[i].memory != RM_MEMORY_CUDA)
+            continue;
+        if (registry->config.device != NULL)
             rows[i].device_ordinal =
                 rm_device_access_ordinal_of(registry->config.device, rows[i].device_uuid);
+        if (rows[i].device_ordinal >= 0)
+            snprintf(rows[i].device, sizeof rows[i].device, "cuda:%d", rows[i].device_ordinal);
+        else
+            snprintf(rows[i].device, sizeof rows[i].device, "cuda:?");
+    }
     qsort(rows, found, sizeof *rows, compare_rows_by_last_use);
     uint32_t written = found < capacity ? found : capacity;
     for (uint32_t i = 0; i < written; i++)

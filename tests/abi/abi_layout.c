@@ -1,5 +1,5 @@
 /* Pins the size and every field offset of each published ABI struct (1.0,
- * LP64; 1.1, 1.2 and 1.3 appended). A failure here means the ABI changed: only appending is allowed,
+ * LP64; 1.1, 1.2, 1.3 and 1.4 appended). A failure here means the ABI changed: only appending is allowed,
  * which changes sizes but never an existing offset; update a size only for
  * an append, and never an offset.
  *
@@ -20,14 +20,14 @@
 
 _Static_assert(sizeof(void *) == 8, "the pinned layout is the LP64 one");
 
-PIN_SIZE(rm_host_services, RM_HOST_SERVICES_SIZE_V1_3);
+PIN_SIZE(rm_host_services, RM_HOST_SERVICES_SIZE_V1_4);
 PIN_OFFSET(rm_host_services, struct_size, 0);
 PIN_OFFSET(rm_host_services, abi_version, 4);
 PIN_OFFSET(rm_host_services, user, 8);
 PIN_OFFSET(rm_host_services, log, 16);
 PIN_OFFSET(rm_host_services, monotonic_ns, 24);
 
-PIN_SIZE(rm_negotiate_request, RM_NEGOTIATE_REQUEST_SIZE_V1_3);
+PIN_SIZE(rm_negotiate_request, RM_NEGOTIATE_REQUEST_SIZE_V1_4);
 PIN_OFFSET(rm_negotiate_request, struct_size, 0);
 PIN_OFFSET(rm_negotiate_request, abi_version, 4);
 PIN_OFFSET(rm_negotiate_request, min_abi_version, 8);
@@ -41,14 +41,14 @@ PIN_SIZE(rm_config_entry, 16);
 PIN_OFFSET(rm_config_entry, key, 0);
 PIN_OFFSET(rm_config_entry, value, 8);
 
-PIN_SIZE(rm_context_options, RM_CONTEXT_OPTIONS_SIZE_V1_3);
+PIN_SIZE(rm_context_options, RM_CONTEXT_OPTIONS_SIZE_V1_4);
 PIN_OFFSET(rm_context_options, entries, 8);
 PIN_OFFSET(rm_context_options, entry_count, 16);
 PIN_OFFSET(rm_context_options, config_path, 24);
 PIN_OFFSET(rm_context_options, flags, 32);
 PIN_OFFSET(rm_context_options, reserved, 40);
 
-PIN_SIZE(rm_context_info, RM_CONTEXT_INFO_SIZE_V1_3);
+PIN_SIZE(rm_context_info, RM_CONTEXT_INFO_SIZE_V1_4);
 PIN_OFFSET(rm_context_info, negotiated_abi_version, 8);
 PIN_OFFSET(rm_context_info, reserved0, 12);
 PIN_OFFSET(rm_context_info, features_built, 16);
@@ -57,8 +57,9 @@ PIN_OFFSET(rm_context_info, allocator, 32);
 PIN_OFFSET(rm_context_info, allocator_arena, 128);
 PIN_OFFSET(rm_context_info, reserved1, 132);
 
-/* 1.0 ended at destroy_user (40 bytes); 1.2 appended the loader buffer. */
-PIN_SIZE(rm_loaded_model, RM_LOADED_MODEL_SIZE_V1_3);
+/* 1.0 ended at destroy_user (40 bytes); 1.2 appended the loader buffer,
+ * 1.4 the device buffer. */
+PIN_SIZE(rm_loaded_model, RM_LOADED_MODEL_SIZE_V1_4);
 PIN_OFFSET(rm_loaded_model, model, 8);
 PIN_OFFSET(rm_loaded_model, bytes, 16);
 PIN_OFFSET(rm_loaded_model, destroy, 24);
@@ -67,9 +68,13 @@ _Static_assert(offsetof(rm_loaded_model, destroy_user) + 8 == RM_LOADED_MODEL_SI
                "rm_loaded_model 1.0 end");
 PIN_OFFSET(rm_loaded_model, alloc_buffer, 40);
 PIN_OFFSET(rm_loaded_model, plugin_private, 48);
+_Static_assert(offsetof(rm_loaded_model, plugin_private) + 8 == RM_LOADED_MODEL_SIZE_V1_3,
+               "rm_loaded_model 1.3 end");
+PIN_OFFSET(rm_loaded_model, alloc_device_buffer, 56);
 
-/* 1.0 ended at last_used_ns (328 bytes); 1.2 appended the node fields. */
-PIN_SIZE(rm_model_info, RM_MODEL_INFO_SIZE_V1_3);
+/* 1.0 ended at last_used_ns (328 bytes); 1.2 appended the node fields,
+ * 1.4 where the model lives. */
+PIN_SIZE(rm_model_info, RM_MODEL_INFO_SIZE_V1_4);
 PIN_OFFSET(rm_model_info, key, 8);
 PIN_OFFSET(rm_model_info, device, 264);
 PIN_OFFSET(rm_model_info, bytes, 296);
@@ -83,9 +88,15 @@ PIN_OFFSET(rm_model_info, state, 332);
 PIN_OFFSET(rm_model_info, holders, 336);
 PIN_OFFSET(rm_model_info, loader_pid, 340);
 PIN_OFFSET(rm_model_info, idle_ns, 344);
+_Static_assert(offsetof(rm_model_info, idle_ns) + 8 == RM_MODEL_INFO_SIZE_V1_3,
+               "rm_model_info 1.3 end");
+PIN_OFFSET(rm_model_info, memory, 352);
+PIN_OFFSET(rm_model_info, device_ordinal, 356);
+PIN_OFFSET(rm_model_info, device_uuid, 360);
+PIN_OFFSET(rm_model_info, device_bytes, 376);
 
 /* 1.0 ended at hit_rate (104 bytes); 1.2 appended the node counters. */
-PIN_SIZE(rm_registry_metrics, RM_REGISTRY_METRICS_SIZE_V1_3);
+PIN_SIZE(rm_registry_metrics, RM_REGISTRY_METRICS_SIZE_V1_4);
 PIN_OFFSET(rm_registry_metrics, hits, 8);
 PIN_OFFSET(rm_registry_metrics, misses, 16);
 PIN_OFFSET(rm_registry_metrics, loads, 24);
@@ -106,7 +117,7 @@ PIN_OFFSET(rm_registry_metrics, dead_references, 120);
 PIN_OFFSET(rm_registry_metrics, lock_recoveries, 128);
 
 /* ---- 1.2: registry_reclaim's report ---- */
-PIN_SIZE(rm_registry_reclaim_report, RM_REGISTRY_RECLAIM_REPORT_SIZE_V1_3);
+PIN_SIZE(rm_registry_reclaim_report, RM_REGISTRY_RECLAIM_REPORT_SIZE_V1_4);
 PIN_OFFSET(rm_registry_reclaim_report, struct_size, 0);
 PIN_OFFSET(rm_registry_reclaim_report, abi_version, 4);
 PIN_OFFSET(rm_registry_reclaim_report, dead_references, 8);
@@ -116,8 +127,9 @@ PIN_OFFSET(rm_registry_reclaim_report, segments_unlinked, 32);
 PIN_OFFSET(rm_registry_reclaim_report, bytes_unlinked, 40);
 
 /* 1.0 ended at registry_list (144 bytes); 1.1 appended the tensor
- * functions (256 bytes); 1.2 appended registry_reclaim. */
-PIN_SIZE(rm_plugin_v1, RM_PLUGIN_V1_SIZE_V1_3);
+ * functions (256 bytes); 1.2 appended registry_reclaim; 1.3 the device
+ * tensor functions (296 bytes); 1.4 model_to_dlpack. */
+PIN_SIZE(rm_plugin_v1, RM_PLUGIN_V1_SIZE_V1_4);
 PIN_OFFSET(rm_plugin_v1, struct_size, 0);
 PIN_OFFSET(rm_plugin_v1, abi_version, 4);
 PIN_OFFSET(rm_plugin_v1, features_built, 8);
@@ -160,6 +172,8 @@ PIN_OFFSET(rm_plugin_v1, tensor_record, 272);
 PIN_OFFSET(rm_plugin_v1, tensor_wait, 280);
 PIN_OFFSET(rm_plugin_v1, cuda_info, 288);
 _Static_assert(offsetof(rm_plugin_v1, cuda_info) + 8 == RM_PLUGIN_V1_SIZE_V1_3, "1.3 end");
+PIN_OFFSET(rm_plugin_v1, model_to_dlpack, 296);
+_Static_assert(offsetof(rm_plugin_v1, model_to_dlpack) + 8 == RM_PLUGIN_V1_SIZE_V1_4, "1.4 end");
 
 /* ---- 1.1: shared-memory tensors ---- */
 PIN_SIZE(rm_dtype, 4);
@@ -167,7 +181,7 @@ PIN_OFFSET(rm_dtype, code, 0);
 PIN_OFFSET(rm_dtype, bits, 1);
 PIN_OFFSET(rm_dtype, lanes, 2);
 
-PIN_SIZE(rm_tensor_spec, RM_TENSOR_SPEC_SIZE_V1_3);
+PIN_SIZE(rm_tensor_spec, RM_TENSOR_SPEC_SIZE_V1_4);
 PIN_OFFSET(rm_tensor_spec, dtype, 8);
 PIN_OFFSET(rm_tensor_spec, ndim, 12);
 PIN_OFFSET(rm_tensor_spec, shape, 16);
@@ -178,7 +192,7 @@ PIN_OFFSET(rm_tensor_spec, flags, 160);
 PIN_OFFSET(rm_tensor_spec, reserved, 168);
 PIN_OFFSET(rm_tensor_spec, device, 200);
 
-PIN_SIZE(rm_tensor_info, RM_TENSOR_INFO_SIZE_V1_3);
+PIN_SIZE(rm_tensor_info, RM_TENSOR_INFO_SIZE_V1_4);
 PIN_OFFSET(rm_tensor_info, data, 8);
 PIN_OFFSET(rm_tensor_info, nbytes, 16);
 PIN_OFFSET(rm_tensor_info, dtype, 24);
@@ -193,7 +207,7 @@ PIN_OFFSET(rm_tensor_info, reserved0, 188);
 PIN_OFFSET(rm_tensor_info, device, 192);
 PIN_OFFSET(rm_tensor_info, device_uuid, 200);
 
-PIN_SIZE(rm_tensor_pool_stats, RM_TENSOR_POOL_STATS_SIZE_V1_3);
+PIN_SIZE(rm_tensor_pool_stats, RM_TENSOR_POOL_STATS_SIZE_V1_4);
 PIN_OFFSET(rm_tensor_pool_stats, pool_name, 8);
 PIN_OFFSET(rm_tensor_pool_stats, pool_id, 104);
 PIN_OFFSET(rm_tensor_pool_stats, pool_bytes, 112);
@@ -222,7 +236,7 @@ PIN_OFFSET(rm_tensor_pool_stats, cuda_handles_open, 288);
 PIN_OFFSET(rm_tensor_pool_stats, cuda_handle_cache_hits, 296);
 PIN_OFFSET(rm_tensor_pool_stats, cuda_blocks_orphaned, 304);
 
-PIN_SIZE(rm_reclaim_report, RM_RECLAIM_REPORT_SIZE_V1_3);
+PIN_SIZE(rm_reclaim_report, RM_RECLAIM_REPORT_SIZE_V1_4);
 PIN_OFFSET(rm_reclaim_report, dead_holders, 8);
 PIN_OFFSET(rm_reclaim_report, holds_dropped, 16);
 PIN_OFFSET(rm_reclaim_report, tensors_freed, 24);
@@ -231,7 +245,7 @@ PIN_OFFSET(rm_reclaim_report, bytes_unlinked, 40);
 PIN_OFFSET(rm_reclaim_report, cuda_handles_closed, 48);
 PIN_OFFSET(rm_reclaim_report, cuda_blocks_freed, 56);
 
-PIN_SIZE(rm_shm_pool_info, RM_SHM_POOL_INFO_SIZE_V1_3);
+PIN_SIZE(rm_shm_pool_info, RM_SHM_POOL_INFO_SIZE_V1_4);
 PIN_OFFSET(rm_shm_pool_info, name, 8);
 PIN_OFFSET(rm_shm_pool_info, pool_id, 104);
 PIN_OFFSET(rm_shm_pool_info, owner_pid, 112);
@@ -251,7 +265,7 @@ PIN_OFFSET(rm_cuda_device, ordinal, 0);
 PIN_OFFSET(rm_cuda_device, uuid, 8);
 PIN_OFFSET(rm_cuda_device, uuid_text, 24);
 
-PIN_SIZE(rm_cuda_info, RM_CUDA_INFO_SIZE_V1_3);
+PIN_SIZE(rm_cuda_info, RM_CUDA_INFO_SIZE_V1_4);
 PIN_OFFSET(rm_cuda_info, status, 8);
 PIN_OFFSET(rm_cuda_info, driver_version, 12);
 PIN_OFFSET(rm_cuda_info, device_count, 16);
@@ -289,7 +303,8 @@ _Static_assert(RM_E_DEVICE_UNAVAILABLE == -25, "1.3 error codes");
 _Static_assert(RM_MEMORY_SHM == 1 && RM_MEMORY_CUDA == 2 && RM_TENSOR_WAIT_HOST == 1 &&
                    RM_CUDA_INFO_MAX_DEVICES == 16,
                "1.3 values");
-_Static_assert(RM_ABI_MAJOR == 1 && RM_ABI_MINOR == 3, "this file pins 1.3");
+_Static_assert(RM_MODEL_MEMORY_HOST == 0, "1.4 values");
+_Static_assert(RM_ABI_MAJOR == 1 && RM_ABI_MINOR == 4, "this file pins 1.4");
 _Static_assert(RM_TENSOR_MAX_DIMS == 8 && RM_TENSOR_MAX_HOLDERS == 31 &&
                    RM_TENSOR_DESCRIPTOR_SIZE == 200 && RM_TENSOR_DESCRIPTOR_TEXT_MAX == 280,
                "tensor limits");

@@ -1,6 +1,6 @@
 /* Every published size of every ABI struct, passed through the real shared
- * object the way hosts built against the 1.0, 1.1 and 1.2 headers (and a
- * newer one) pass them.
+ * object the way hosts built against the 1.0, 1.1, 1.2, 1.3 and 1.4 headers
+ * (and a newer one) pass them.
  *
  * The promise under test is the header's versioning policy: a struct of
  * any published size works; the plugin reads and writes only the bytes its
@@ -51,9 +51,10 @@ enum abi_struct_id {
 
 enum direction { FROM_HOST, FILLED, ROWS };
 
-#define PUBLISHED_VERSIONS 4
+#define PUBLISHED_VERSIONS 5
 static const uint32_t published_versions[PUBLISHED_VERSIONS] = {
-    RM_ABI_VERSION(1, 0), RM_ABI_VERSION(1, 1), RM_ABI_VERSION(1, 2), RM_ABI_VERSION(1, 3)};
+    RM_ABI_VERSION(1, 0), RM_ABI_VERSION(1, 1), RM_ABI_VERSION(1, 2), RM_ABI_VERSION(1, 3),
+    RM_ABI_VERSION(1, 4)};
 
 typedef struct abi_struct {
     const char *name;
@@ -66,51 +67,47 @@ typedef struct abi_struct {
 #define REGISTRY RM_FEATURE_MODEL_REGISTRY
 #define SHM RM_FEATURE_SHARED_MEMORY
 
+/* The published sizes of a struct that appeared in 1.0 (1.1, 1.2, 1.3),
+ * one per published version: 0 for the versions before it. */
+#define SINCE_1_0(NAME) \
+    {NAME##_V1_0, NAME##_V1_1, NAME##_V1_2, NAME##_V1_3, NAME##_V1_4}
+#define SINCE_1_1(NAME) {0, NAME##_V1_1, NAME##_V1_2, NAME##_V1_3, NAME##_V1_4}
+#define SINCE_1_2(NAME) {0, 0, NAME##_V1_2, NAME##_V1_3, NAME##_V1_4}
+#define SINCE_1_3(NAME) {0, 0, 0, NAME##_V1_3, NAME##_V1_4}
+
 static const abi_struct structs[ABI_STRUCT_COUNT] = {
     [NEGOTIATE_REQUEST] = {"rm_negotiate_request", FROM_HOST, 0, sizeof(rm_negotiate_request),
-                           {RM_NEGOTIATE_REQUEST_SIZE_V1_0, RM_NEGOTIATE_REQUEST_SIZE_V1_1,
-                            RM_NEGOTIATE_REQUEST_SIZE_V1_2, RM_NEGOTIATE_REQUEST_SIZE_V1_3}},
+                           SINCE_1_0(RM_NEGOTIATE_REQUEST_SIZE)},
     [HOST_SERVICES] = {"rm_host_services", FROM_HOST, 0, sizeof(rm_host_services),
-                       {RM_HOST_SERVICES_SIZE_V1_0, RM_HOST_SERVICES_SIZE_V1_1,
-                        RM_HOST_SERVICES_SIZE_V1_2, RM_HOST_SERVICES_SIZE_V1_3}},
+                       SINCE_1_0(RM_HOST_SERVICES_SIZE)},
     [CONTEXT_OPTIONS] = {"rm_context_options", FROM_HOST, 0, sizeof(rm_context_options),
-                         {RM_CONTEXT_OPTIONS_SIZE_V1_0, RM_CONTEXT_OPTIONS_SIZE_V1_1,
-                          RM_CONTEXT_OPTIONS_SIZE_V1_2, RM_CONTEXT_OPTIONS_SIZE_V1_3}},
+                         SINCE_1_0(RM_CONTEXT_OPTIONS_SIZE)},
     [TENSOR_SPEC] = {"rm_tensor_spec", FROM_HOST, SHM, sizeof(rm_tensor_spec),
-                     {0, RM_TENSOR_SPEC_SIZE_V1_1, RM_TENSOR_SPEC_SIZE_V1_2,
-                     RM_TENSOR_SPEC_SIZE_V1_3}},
+                     SINCE_1_1(RM_TENSOR_SPEC_SIZE)},
     [CONTEXT_INFO] = {"rm_context_info", FILLED, 0, sizeof(rm_context_info),
-                      {RM_CONTEXT_INFO_SIZE_V1_0, RM_CONTEXT_INFO_SIZE_V1_1,
-                       RM_CONTEXT_INFO_SIZE_V1_2, RM_CONTEXT_INFO_SIZE_V1_3}},
+                      SINCE_1_0(RM_CONTEXT_INFO_SIZE)},
     [REGISTRY_METRICS] = {"rm_registry_metrics", FILLED, REGISTRY, sizeof(rm_registry_metrics),
-                          {RM_REGISTRY_METRICS_SIZE_V1_0, RM_REGISTRY_METRICS_SIZE_V1_1,
-                           RM_REGISTRY_METRICS_SIZE_V1_2, RM_REGISTRY_METRICS_SIZE_V1_3}},
+                          SINCE_1_0(RM_REGISTRY_METRICS_SIZE)},
     [REGISTRY_RECLAIM_REPORT] = {"rm_registry_reclaim_report", FILLED, REGISTRY,
                                  sizeof(rm_registry_reclaim_report),
-                                 {0, 0, RM_REGISTRY_RECLAIM_REPORT_SIZE_V1_2,
-                                 RM_REGISTRY_RECLAIM_REPORT_SIZE_V1_3}},
+                                 SINCE_1_2(RM_REGISTRY_RECLAIM_REPORT_SIZE)},
     [TENSOR_INFO] = {"rm_tensor_info", FILLED, SHM, sizeof(rm_tensor_info),
-                     {0, RM_TENSOR_INFO_SIZE_V1_1, RM_TENSOR_INFO_SIZE_V1_2,
-                     RM_TENSOR_INFO_SIZE_V1_3}},
+                     SINCE_1_1(RM_TENSOR_INFO_SIZE)},
     [TENSOR_POOL_STATS] = {"rm_tensor_pool_stats", FILLED, SHM, sizeof(rm_tensor_pool_stats),
-                           {0, RM_TENSOR_POOL_STATS_SIZE_V1_1, RM_TENSOR_POOL_STATS_SIZE_V1_2,
-                           RM_TENSOR_POOL_STATS_SIZE_V1_3}},
+                           SINCE_1_1(RM_TENSOR_POOL_STATS_SIZE)},
     [RECLAIM_REPORT] = {"rm_reclaim_report", FILLED, SHM, sizeof(rm_reclaim_report),
-                        {0, RM_RECLAIM_REPORT_SIZE_V1_1, RM_RECLAIM_REPORT_SIZE_V1_2,
-                        RM_RECLAIM_REPORT_SIZE_V1_3}},
+                        SINCE_1_1(RM_RECLAIM_REPORT_SIZE)},
+    /* 1.4 appended where the model lives (352 -> 384 bytes). */
     [MODEL_INFO] = {"rm_model_info", ROWS, REGISTRY, sizeof(rm_model_info),
-                    {RM_MODEL_INFO_SIZE_V1_0, RM_MODEL_INFO_SIZE_V1_1, RM_MODEL_INFO_SIZE_V1_2,
-                    RM_MODEL_INFO_SIZE_V1_3}},
+                    SINCE_1_0(RM_MODEL_INFO_SIZE)},
     [SHM_POOL_INFO] = {"rm_shm_pool_info", ROWS, SHM, sizeof(rm_shm_pool_info),
-                       {0, RM_SHM_POOL_INFO_SIZE_V1_1, RM_SHM_POOL_INFO_SIZE_V1_2,
-                       RM_SHM_POOL_INFO_SIZE_V1_3}},
+                       SINCE_1_1(RM_SHM_POOL_INFO_SIZE)},
     [CUDA_INFO] = {"rm_cuda_info", FILLED, 0, sizeof(rm_cuda_info),
-                   {0, 0, 0, RM_CUDA_INFO_SIZE_V1_3}},
+                   SINCE_1_3(RM_CUDA_INFO_SIZE)},
 };
 
 /* The vtable, by the version a host negotiated. */
-static const size_t plugin_v1_sizes[PUBLISHED_VERSIONS] = {
-    RM_PLUGIN_V1_SIZE_V1_0, RM_PLUGIN_V1_SIZE_V1_1, RM_PLUGIN_V1_SIZE_V1_2, RM_PLUGIN_V1_SIZE_V1_3};
+static const size_t plugin_v1_sizes[PUBLISHED_VERSIONS] = SINCE_1_0(RM_PLUGIN_V1_SIZE);
 
 /* What a host built against a newer minor adds beyond our struct. */
 #define NEWER_HOST_BYTES 32
@@ -764,7 +761,7 @@ struct version_case {
 
 ParameterizedTestParameters(abi_sizes, vtable_of_each_negotiated_version)
 {
-    static struct version_case cases[PUBLISHED_VERSIONS] = {{0}, {1}, {2}};
+    static struct version_case cases[PUBLISHED_VERSIONS] = {{0}, {1}, {2}, {3}, {4}};
     return cr_make_param_array(struct version_case, cases, PUBLISHED_VERSIONS);
 }
 
@@ -807,6 +804,10 @@ ParameterizedTest(struct version_case *c, abi_sizes, vtable_of_each_negotiated_v
         cr_expect(RM_PLUGIN_HAS(vtable, tensor_allocate) && RM_PLUGIN_HAS(vtable, shm_list));
     if (version >= RM_ABI_VERSION(1, 2))
         cr_expect(RM_PLUGIN_HAS(vtable, registry_reclaim));
+    if (version >= RM_ABI_VERSION(1, 3))
+        cr_expect(RM_PLUGIN_HAS(vtable, tensor_wrap_device) && RM_PLUGIN_HAS(vtable, cuda_info));
+    if (version >= RM_ABI_VERSION(1, 4))
+        cr_expect(RM_PLUGIN_HAS(vtable, model_to_dlpack));
 
     /* The host calls members of its version with structs of its sizes
      * (a published size is never above ours, so our types hold them). */
@@ -859,6 +860,10 @@ struct loader_view {
     uint32_t abi_version;
     int zeroed;
     int has_buffer;
+    int has_device_buffer;
+    int32_t device_buffer_status; /* alloc_device_buffer for a cpu key */
+    uint64_t device_pointer;
+    void *stream;
 };
 
 static int32_t inspect_loaded_model(void *user, const char *key, rm_loaded_model *out)
@@ -869,6 +874,14 @@ static int32_t inspect_loaded_model(void *user, const char *key, rm_loaded_model
     view->zeroed = out->model == NULL && out->bytes == 0 && out->destroy == NULL &&
                    out->destroy_user == NULL;
     view->has_buffer = RM_LOADED_MODEL_HAS_BUFFER(out);
+    view->has_device_buffer = RM_LOADED_MODEL_HAS_DEVICE_BUFFER(out);
+    if (view->has_device_buffer) {
+        /* A key whose device is not "cuda:N" has no device buffer. */
+        view->device_pointer = 1;
+        view->stream = view;
+        view->device_buffer_status =
+            out->alloc_device_buffer(out, 64, &view->device_pointer, &view->stream);
+    }
     /* What a 1.0 loader does: only the 1.0 fields. */
     out->model = view;
     out->bytes = 1;
@@ -892,9 +905,20 @@ Test(abi_sizes, loaded_model_covers_every_published_version)
     cr_expect_geq(view.struct_size, RM_LOADED_MODEL_SIZE_V1_0);
     cr_expect_geq(view.struct_size, RM_LOADED_MODEL_SIZE_V1_2,
                   "this plugin implements 1.2: a 1.2 loader reads alloc_buffer");
+    cr_expect_geq(view.struct_size, RM_LOADED_MODEL_SIZE_V1_4,
+                  "this plugin implements 1.4: a 1.4 loader reads alloc_device_buffer");
     cr_expect_eq(view.abi_version, RM_ABI_VERSION_CURRENT);
     cr_expect(view.zeroed, "the plugin hands the loader a zeroed struct");
     cr_expect(view.has_buffer, "RM_LOADED_MODEL_HAS_BUFFER on a 1.2 plugin");
+    if (view.has_device_buffer) {
+        /* Invalid for a cpu key; the feature checks may come first. */
+        int32_t status = view.device_buffer_status;
+        cr_expect(status == RM_E_INVALID_ARGUMENT || status == RM_E_FEATURE_UNAVAILABLE ||
+                      status == RM_E_FEATURE_DISABLED,
+                  "alloc_device_buffer for a cpu key: %s", vt->error_name(status));
+        cr_expect_eq(view.device_pointer, 0, "0 on error");
+        cr_expect_null(view.stream, "no stream on error");
+    }
     cr_expect_eq(vt->model_release(context, handle), RM_OK);
     fixture_close(context);
 }

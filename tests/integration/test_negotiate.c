@@ -38,18 +38,20 @@ struct range_case {
 ParameterizedTestParameters(negotiate, version_ranges)
 {
     static struct range_case cases[] = {
-        /* older hosts (1.0 only, 1.1 only, 1.2 only) with this plugin (1.3) */
+        /* older hosts (1.0 only, ..., 1.3 only) with this plugin (1.4) */
         {RM_ABI_VERSION(1, 0), RM_ABI_VERSION(1, 0), RM_OK, RM_ABI_VERSION(1, 0)},
         {RM_ABI_VERSION(1, 1), RM_ABI_VERSION(1, 1), RM_OK, RM_ABI_VERSION(1, 1)},
         {RM_ABI_VERSION(1, 0), RM_ABI_VERSION(1, 1), RM_OK, RM_ABI_VERSION(1, 1)},
         {RM_ABI_VERSION(1, 2), RM_ABI_VERSION(1, 2), RM_OK, RM_ABI_VERSION(1, 2)},
         {RM_ABI_VERSION(1, 3), RM_ABI_VERSION(1, 3), RM_OK, RM_ABI_VERSION(1, 3)},
+        {RM_ABI_VERSION(1, 0), RM_ABI_VERSION(1, 3), RM_OK, RM_ABI_VERSION(1, 3)},
+        {RM_ABI_VERSION(1, 4), RM_ABI_VERSION(1, 4), RM_OK, RM_ABI_VERSION(1, 4)},
         /* a newer host minor: the highest common version is ours */
-        {RM_ABI_VERSION(1, 0), RM_ABI_VERSION(1, 7), RM_OK, RM_ABI_VERSION(1, 3)},
+        {RM_ABI_VERSION(1, 0), RM_ABI_VERSION(1, 7), RM_OK, RM_ABI_VERSION(1, 4)},
         /* a host spanning majors */
-        {RM_ABI_VERSION(0, 3), RM_ABI_VERSION(2, 1), RM_OK, RM_ABI_VERSION(1, 3)},
+        {RM_ABI_VERSION(0, 3), RM_ABI_VERSION(2, 1), RM_OK, RM_ABI_VERSION(1, 4)},
         /* a host that needs a newer minor than we have */
-        {RM_ABI_VERSION(1, 4), RM_ABI_VERSION(1, 9), RM_E_INCOMPATIBLE_VERSION, 0},
+        {RM_ABI_VERSION(1, 5), RM_ABI_VERSION(1, 9), RM_E_INCOMPATIBLE_VERSION, 0},
         /* major too new */
         {RM_ABI_VERSION(2, 0), RM_ABI_VERSION(2, 4), RM_E_INCOMPATIBLE_VERSION, 0},
         /* major too old */

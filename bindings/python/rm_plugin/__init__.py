@@ -22,10 +22,10 @@ from ._plugin import Plugin, find_plugin, load
 from .context import Context, default_context
 from .errors import *  # noqa: F401,F403 (one exception class per code)
 from .errors import RmError, PluginNotFoundError
-from .registry import LoadRequest, Loaded, ModelBuffer, ModelHandle
+from .registry import DeviceBuffer, LoadRequest, Loaded, ModelBuffer, ModelHandle
 from .tensor import Tensor, from_torch
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 
 def get_or_load(key, loader, context=None):
@@ -36,5 +36,5 @@ def get_or_load(key, loader, context=None):
 
 
 __all__ = ["Context", "Plugin", "Tensor", "ModelHandle", "LoadRequest", "Loaded",
-           "ModelBuffer", "RmError", "PluginNotFoundError", "default_context",
+           "ModelBuffer", "DeviceBuffer", "RmError", "PluginNotFoundError", "default_context",
            "find_plugin", "from_torch", "get_or_load", "load"]

@@ -1,4 +1,4 @@
-"""ctypes mirrors of abi/rm_plugin.h (ABI 1.3, LP64).
+"""ctypes mirrors of abi/rm_plugin.h (ABI 1.4, LP64).
 
 The header is the contract; this module restates its structs, constants and
 vtable for ctypes so that the package needs no compiler. Field order and
@@ -16,7 +16,7 @@ def abi_version(major, minor):
     return ((major & 0xFFFF) << 16) | (minor & 0xFFFF)
 
 
-ABI_CURRENT = abi_version(1, 3)
+ABI_CURRENT = abi_version(1, 4)
 ABI_MIN = abi_version(1, 0)
 ENTRY_POINT = "rm_plugin_negotiate"
 PLUGIN_FILE_NAME = "rm_plugin.so"
@@ -70,6 +70,7 @@ TENSOR_WAIT_HOST = 1 << 0
 
 MEMORY_SHM = 1
 MEMORY_CUDA = 2
+MODEL_MEMORY_HOST = 0  # rm_model_info.memory: private host memory (1.4)
 
 DL_CPU = 1
 DL_CUDA = 2
@@ -127,12 +128,29 @@ class LoadedModel(Structure):
 DESTROY_FN = ctypes.CFUNCTYPE(None, c_void_p, c_void_p)
 ALLOC_BUFFER_FN = ctypes.CFUNCTYPE(c_int32, POINTER(LoadedModel), c_uint64,
                                    POINTER(c_void_p))
+ALLOC_DEVICE_BUFFER_FN = ctypes.CFUNCTYPE(c_int32, POINTER(LoadedModel), c_uint64,
+                                          POINTER(c_uint64), POINTER(c_void_p))
 LoadedModel._fields_ = [
     ("struct_size", c_uint32), ("abi_version", c_uint32),
     ("model", c_void_p), ("bytes", c_uint64),
     ("destroy", DESTROY_FN), ("destroy_user", c_void_p),
+    # 1.2
     ("alloc_buffer", ALLOC_BUFFER_FN), ("plugin_private", c_void_p),
+    # 1.4
+    ("alloc_device_buffer", ALLOC_DEVICE_BUFFER_FN),
 ]
+
+
+def loaded_model_has(loaded, member):
+    """RM_LOADED_MODEL_HAS_BUFFER / _HAS_DEVICE_BUFFER: the plugin's struct
+    reaches `member` ("alloc_buffer", "alloc_device_buffer") and sets it. A
+    plugin older than the member gives a shorter struct: nothing past its
+    struct_size is read."""
+    field = getattr(LoadedModel, member)
+    if loaded.struct_size < field.offset + field.size:
+        return False
+    return bool(getattr(loaded, member))
+
 LOADER_FN = ctypes.CFUNCTYPE(c_int32, c_void_p, c_char_p, POINTER(LoadedModel))
 
 
@@ -144,6 +162,9 @@ class ModelInfo(Structure):
         ("loaded_at_ns", c_uint64), ("last_used_ns", c_uint64),
         ("scope", c_uint32), ("state", c_uint32), ("holders", c_uint32),
         ("loader_pid", c_int32), ("idle_ns", c_uint64),
+        # 1.4
+        ("memory", c_uint32), ("device_ordinal", c_int32),
+        ("device_uuid", c_uint8 * 16), ("device_bytes", c_uint64),
     ]
 
 
@@ -348,6 +369,9 @@ class PluginV1(Structure):
         ("tensor_record", _F(_I, _ctx, c_void_p, c_void_p)),
         ("tensor_wait", _F(_I, _ctx, c_void_p, c_void_p, c_uint64)),
         ("cuda_info", _F(_I, _ctx, POINTER(CudaInfo))),
+        # 1.4
+        ("model_to_dlpack", _F(_I, _ctx, c_void_p,
+                               POINTER(POINTER(DLManagedTensorVersioned)))),
     ]
 
     def has(self, member):

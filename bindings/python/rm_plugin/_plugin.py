@@ -49,7 +49,7 @@ class Plugin:
     Attributes:
         path: the shared object's path.
         abi_version: the negotiated version, as (major, minor).
-        version: the plugin's own version string ("0.4.0").
+        version: the plugin's own version string ("0.5.0").
         features_built: the RM_FEATURE_* bits compiled in.
         vt: the ctypes vtable (rm_plugin_v1).
     """

@@ -42,7 +42,20 @@ class RegistryMetrics(_Record):
 
 
 class ModelInfo(_Record):
-    """One row of registry_list()."""
+    """One row of registry_list().
+
+    The 1.4 fields say where the model lives: memory is
+    _abi.MODEL_MEMORY_HOST (0, private host memory), _abi.MEMORY_SHM (a
+    sealed shared segment, node scope) or _abi.MEMORY_CUDA (a device
+    buffer, whose device_ordinal, device_uuid (16 bytes) and device_bytes
+    are set; otherwise -1, zero bytes and 0, as from a plugin older than
+    1.4, which leaves memory 0)."""
+
+    def __init__(self, struct):
+        _Record.__init__(self, struct)
+        self.device_uuid = bytes(struct.device_uuid)
+        if struct.struct_size < _abi.ModelInfo.device_bytes.offset + 8:
+            self.device_ordinal = -1  # the plugin wrote no 1.4 fields
 
 
 class PoolStats(_Record):

@@ -23,18 +23,28 @@ MIRRORS = {
 }
 
 
-def published_sizes(version="1_3"):
+def published_sizes(version="1_4"):
     text = open(SIZES).read()
     return {name: int(size) for name, size in re.findall(
         r"#define RM_(\w+)_SIZE_V%s \(\(size_t\)(\d+)\)" % version, text)}
 
 
 @pytest.mark.skipif(not os.path.exists(SIZES), reason="source tree not present")
-def test_every_struct_has_the_published_1_3_size():
+def test_every_struct_has_the_published_1_4_size():
     sizes = published_sizes()
     assert set(sizes) == set(MIRRORS), "a struct was added to the ABI: mirror it"
     for name, mirror in MIRRORS.items():
         assert ctypes.sizeof(mirror) == sizes[name], name
+
+
+@pytest.mark.skipif(not os.path.exists(SIZES), reason="source tree not present")
+def test_1_4_appends_after_the_1_3_ends():
+    v13 = published_sizes("1_3")
+    assert _abi.LoadedModel.alloc_device_buffer.offset == v13["LOADED_MODEL"] == 56
+    assert _abi.ModelInfo.memory.offset == v13["MODEL_INFO"] == 352
+    assert (_abi.ModelInfo.device_ordinal.offset, _abi.ModelInfo.device_uuid.offset,
+            _abi.ModelInfo.device_bytes.offset) == (356, 360, 376)
+    assert _abi.PluginV1.model_to_dlpack.offset == v13["PLUGIN_V1"] == 296
 
 
 def test_dlpack_layouts_match_dlpack_h():

@@ -15,7 +15,7 @@ def test_discovery_follows_the_plugin_dir_variable():
     first = os.environ["REMOTEMEDIA_PLUGIN_DIR"].split(":")[0]
     assert path == os.path.join(first, "rm_plugin.so")
     plugin = rm_plugin.load()
-    assert plugin.abi_version == (1, 3)
+    assert plugin.abi_version == (1, 4)
     assert plugin.version == rm_plugin.__version__
 
 
@@ -37,7 +37,7 @@ def test_no_plugin_is_a_clear_error():
 def test_context_manager_and_info(config):
     with rm_plugin.Context(config, ignore_env=True) as ctx:
         info = ctx.info()
-        assert info.negotiated_abi_version == (1 << 16) | 3
+        assert info.negotiated_abi_version == (1 << 16) | 4
         assert ctx.config_get("shm.namespace") == config["shm.namespace"]
         assert "registry.scope" in ctx.config_keys()
     assert ctx.closed

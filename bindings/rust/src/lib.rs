@@ -33,6 +33,9 @@
 //! - Registry: [`Context::get_or_load`] ([`ModelLoad`], [`ModelHandle`]),
 //!   [`Context::registry_metrics`], [`Context::models`],
 //!   [`Context::evict`], [`Context::reclaim_models`].
+//! - Model weights in device memory (ABI 1.4): [`ModelLoad::device_buffer`],
+//!   [`ModelHandle::device_pointer`], [`ModelHandle::to_dlpack`] (also
+//!   for host models), [`ModelInfo::memory`].
 //! - Tensors: [`Context::allocate`] ([`TensorSpec`], [`Tensor`]),
 //!   [`Tensor::export`], [`Context::import`], [`Tensor::to_dlpack`],
 //!   [`Context::pool_stats`], [`Context::shm_list`],
@@ -66,7 +69,8 @@ pub use cuda::{CudaDevice, CudaInfo, CudaStream, Wait};
 pub use error::{Detail, Error, Result};
 pub use plugin::{install_dirs, AbiVersion, Features, Plugin, PluginLoader, PLUGIN_DIR_ENV};
 pub use registry::{
-    ModelHandle, ModelInfo, ModelLoad, ModelState, RegistryMetrics, RegistryReclaimReport, Scope,
+    DeviceBuffer, ModelHandle, ModelInfo, ModelLoad, ModelMemory, ModelState, RegistryMetrics,
+    RegistryReclaimReport, Scope,
 };
 pub use services::{HostServices, LogLevel};
 pub use tensor::{

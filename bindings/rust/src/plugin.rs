@@ -35,7 +35,7 @@ pub const PLUGIN_DIR_ENV: &str = "REMOTEMEDIA_PLUGIN_DIR";
 /// assert_eq!(v.raw(), 0x0001_0002);
 /// assert_eq!(AbiVersion::from_raw(0x0001_0002), v);
 /// assert_eq!(v.to_string(), "1.2");
-/// assert!(AbiVersion::V1_3 > v);
+/// assert!(AbiVersion::V1_4 > v);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AbiVersion {
@@ -54,8 +54,10 @@ impl AbiVersion {
     pub const V1_2: AbiVersion = AbiVersion::new(1, 2);
     /// 1.3: CUDA device tensors.
     pub const V1_3: AbiVersion = AbiVersion::new(1, 3);
+    /// 1.4: model weights in device memory, `model_to_dlpack`.
+    pub const V1_4: AbiVersion = AbiVersion::new(1, 4);
     /// The newest version this crate knows.
-    pub const CURRENT: AbiVersion = AbiVersion::V1_3;
+    pub const CURRENT: AbiVersion = AbiVersion::V1_4;
 
     /// `major.minor`.
     pub const fn new(major: u16, minor: u16) -> AbiVersion {
@@ -577,7 +579,7 @@ impl Plugin {
         crate::cstr_ptr(self.vtable().name)
     }
 
-    /// The plugin's project version, e.g. `"0.4.0"`.
+    /// The plugin's project version, e.g. `"0.5.0"`.
     pub fn version(&self) -> String {
         crate::cstr_ptr(self.vtable().version)
     }

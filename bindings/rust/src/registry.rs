@@ -1,5 +1,6 @@
 //! The model registry: `get_or_load` with a closure, handles that release
-//! themselves, metrics, listing, eviction and reclaim.
+//! themselves, metrics, listing, eviction and reclaim; model weights in
+//! device memory and DLPack views of a model (1.4).
 
 use std::ffi::{c_char, c_void, CStr};
 use std::fmt;
@@ -8,26 +9,50 @@ use std::ptr::{self, NonNull};
 use std::sync::OnceLock;
 
 use crate::context::Context;
+use crate::cuda::CudaStream;
 use crate::error::{Error, Result};
 use crate::plugin::member;
 use crate::sys::{self, AbiStruct};
+use crate::tensor::{Device, DlPackVersioned};
 
-/// What a loader closure is given: the key, and the two ways to hand the
+/// What a loader closure is given: the key, and the three ways to hand the
 /// plugin a model.
 ///
 /// - [`ModelLoad::buffer`]: the plugin's buffer (ABI 1.2 loader buffers),
 ///   which works in both scopes and is required in node scope. The plugin
 ///   seals it read-only when the loader returns.
+/// - [`ModelLoad::device_buffer`]: the plugin's device buffer on the key's
+///   GPU (ABI 1.4, keys `"name@cuda:N"`, both scopes), which the loader
+///   fills with CUDA copies or kernels; in node scope one copy per GPU
+///   serves every process.
 /// - [`ModelLoad::provide`]: bytes the host made (the 1.0 way, process
 ///   scope only; in node scope the load fails with `NotShareable`).
 pub struct ModelLoad<'a> {
     raw: *mut sys::RmLoadedModel,
+    ctx: &'a Context,
     key: &'a str,
     // What this load handed the plugin that the crate must free if the
     // closure fails afterwards (a provided or fallback Vec).
     owned: Option<*mut Vec<u8>>,
     used: bool,
     len: Option<usize>,
+    device: bool,
+}
+
+/// A device buffer from [`ModelLoad::device_buffer`] (ABI 1.4): where the
+/// loader writes the model on the key's GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DeviceBuffer {
+    /// The buffer's address (a `CUdeviceptr`), valid in every CUDA context
+    /// of the process; writable until the loader returns, zero-filled.
+    pub device_pointer: u64,
+    /// Its size in bytes (the model's size).
+    pub bytes: usize,
+    /// A stream of device N's primary context that the plugin made for
+    /// this load; the loader may queue its copies on it (or on any stream
+    /// of that context). The plugin waits for the device's work and
+    /// destroys the stream after the loader returns.
+    pub stream: CudaStream,
 }
 
 impl fmt::Debug for ModelLoad<'_> {
@@ -63,29 +88,27 @@ impl<'a> ModelLoad<'a> {
             )));
         }
         // SAFETY: raw is the plugin's struct, valid while the loader runs,
-        // which is the lifetime of this ModelLoad.
-        let raw = unsafe { &mut *self.raw };
-        let has_buffer = raw.struct_size as usize >= std::mem::size_of::<sys::RmLoadedModel>()
-            && raw.alloc_buffer.is_some();
-        if !has_buffer {
+        // which is the lifetime of this ModelLoad; alloc_buffer is read only
+        // if its struct_size covers it (a 1.0 or 1.1 plugin's is shorter).
+        let alloc = unsafe {
+            sys::RmLoadedModel::has_buffer(self.raw)
+                .then(|| ptr::addr_of!((*self.raw).alloc_buffer).read())
+                .flatten()
+        };
+        let Some(alloc) = alloc else {
             self.provide(vec![0u8; bytes])?;
             let owned = self.owned.expect("just provided");
             // SAFETY: the Vec lives in its Box until the plugin destroys the
             // model or this load frees it; the slice borrows self mutably, so
             // nothing else touches it meanwhile.
             return Ok(unsafe { (*owned).as_mut_slice() });
-        }
-        let alloc = raw.alloc_buffer.expect("checked");
+        };
         let mut buffer = ptr::null_mut();
         // SAFETY: the plugin's own struct and function, called once, while
         // the loader runs.
         let code = unsafe { alloc(self.raw, bytes as u64, &mut buffer) };
         if code != sys::RM_OK || buffer.is_null() {
-            return Err(Error::from_code(
-                if code == sys::RM_OK { -4 } else { code },
-                Error::code_name(code).unwrap_or("UNKNOWN"),
-                format!("{}: alloc_buffer({bytes}) failed", self.key),
-            ));
+            return Err(self.alloc_error(code, format!("alloc_buffer({bytes})")));
         }
         self.used = true;
         self.len = Some(bytes);
@@ -93,6 +116,80 @@ impl<'a> ModelLoad<'a> {
         // the loader may write until it returns; the slice's borrow of self
         // ends before the closure (and so the loader) returns.
         Ok(unsafe { std::slice::from_raw_parts_mut(buffer as *mut u8, bytes) })
+    }
+
+    /// A zero-filled device buffer of `bytes` bytes on the key's GPU, for
+    /// a key `"name@cuda:N"` (at most one buffer, host or device, per load;
+    /// ABI 1.4). The loader fills it (`cuMemcpyHtoD`, its own kernels) in
+    /// device N's primary context, on [`DeviceBuffer::stream`] or any
+    /// stream of that context, before it returns; the plugin then waits
+    /// for the device's work, seals the buffer read-only (node scope) and
+    /// hands [`DeviceBuffer::device_pointer`] to every caller as the model.
+    ///
+    /// Errors: `Unsupported` from a plugin older than 1.4 (its loader
+    /// struct has no device buffers); the plugin's codes otherwise:
+    /// `InvalidArgument` (a key whose device is not `cuda:N`, a second
+    /// buffer, 0 bytes), `FeatureUnavailable`/`FeatureDisabled`
+    /// (`cuda-ipc`), `DeviceUnavailable` (no driver or device, or, in node
+    /// scope, no exportable memory), `NoMemory`, `System`.
+    pub fn device_buffer(&mut self, bytes: usize) -> Result<DeviceBuffer> {
+        if self.used {
+            return Err(Error::invalid(format!(
+                "{}: the loader asked for a second model buffer",
+                self.key
+            )));
+        }
+        // SAFETY: as in buffer(), for alloc_device_buffer (1.4).
+        let alloc = unsafe {
+            sys::RmLoadedModel::has_device_buffer(self.raw)
+                .then(|| ptr::addr_of!((*self.raw).alloc_device_buffer).read())
+                .flatten()
+        };
+        let negotiated = self.ctx.plugin().abi_version();
+        let Some(alloc) = alloc.filter(|_| negotiated >= crate::AbiVersion::V1_4) else {
+            // SAFETY: struct_size and abi_version are 1.0 fields.
+            let (size, version) = unsafe { ((*self.raw).struct_size, (*self.raw).abi_version) };
+            return Err(Error::Unsupported {
+                member: "alloc_device_buffer",
+                since: "1.4",
+                plugin: format!(
+                    "{}: ABI {negotiated} negotiated; the plugin's rm_loaded_model is {size} \
+                     bytes (ABI {})",
+                    self.key,
+                    crate::AbiVersion::from_raw(version)
+                ),
+            });
+        };
+        let mut device_pointer = 0u64;
+        let mut stream = ptr::null_mut();
+        // SAFETY: the plugin's own struct and function, called once, while
+        // the loader runs, with two valid outputs.
+        let code = unsafe { alloc(self.raw, bytes as u64, &mut device_pointer, &mut stream) };
+        if code != sys::RM_OK || device_pointer == 0 {
+            return Err(self.alloc_error(code, format!("alloc_device_buffer({bytes})")));
+        }
+        self.used = true;
+        self.len = Some(bytes);
+        self.device = true;
+        Ok(DeviceBuffer {
+            device_pointer,
+            bytes,
+            // SAFETY: the plugin's stream for this load, live until the
+            // loader returns (the plugin destroys it afterwards).
+            stream: unsafe { CudaStream::from_raw(stream) },
+        })
+    }
+
+    /// The error of a failed buffer request, with the plugin's message (read
+    /// on this thread, right after the call).
+    fn alloc_error(&self, code: i32, call: String) -> Error {
+        let code = if code == sys::RM_OK { -4 } else { code };
+        let plugin_message = self.ctx.error(code).message();
+        let mut message = format!("{}: {call} failed", self.key);
+        if !plugin_message.is_empty() {
+            message = format!("{message}: {plugin_message}");
+        }
+        Error::from_code(code, self.ctx.plugin().error_name(code), message)
     }
 
     /// Hands the plugin a model the host made (the 1.0 way): process scope
@@ -125,8 +222,10 @@ impl<'a> ModelLoad<'a> {
 
 struct LoaderState<F> {
     loader: Option<F>,
+    ctx: *const Context,
     error: Option<Error>,
     len: Option<usize>,
+    device: bool,
 }
 
 unsafe extern "C" fn loader_trampoline<F>(
@@ -149,15 +248,21 @@ where
         let Some(loader) = state.loader.take() else {
             return -13;
         };
+        // SAFETY: the context that called model_get_or_load, borrowed for
+        // the whole call.
+        let ctx = unsafe { &*state.ctx };
         let mut load = ModelLoad {
             raw: out,
+            ctx,
             key: &key,
             owned: None,
             used: false,
             len: None,
+            device: false,
         };
         let result = loader(&mut load);
         state.len = load.len;
+        state.device = load.device;
         match result {
             Ok(()) => sys::RM_OK,
             Err(error) => {
@@ -187,15 +292,24 @@ where
 
 /// One reference to a loaded model (`rm_model_handle`), released on `Drop`.
 ///
-/// The model is the bytes its loader wrote: [`ModelHandle::bytes`]. `Send`
-/// and `Sync`: a handle may be released on any thread, and the bytes are
-/// read-only (sealed loader buffers, or a provided `Vec` nobody writes).
+/// The model is the bytes its loader wrote: [`ModelHandle::bytes`] on the
+/// host, [`ModelHandle::device_pointer`] for weights in device memory (1.4),
+/// and [`ModelHandle::to_dlpack`] for either (1.4). `Send` and `Sync`: a
+/// handle may be released on any thread, and the bytes are read-only
+/// (sealed loader buffers, or a provided `Vec` nobody writes).
 pub struct ModelHandle<'ctx> {
     ctx: &'ctx Context,
     raw: NonNull<sys::RmModelHandle>,
     model: *const u8,
     key: String,
-    len: OnceLock<usize>,
+    layout: OnceLock<Layout>,
+}
+
+/// A model's size and whether it is in device memory.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    len: usize,
+    device: bool,
 }
 
 // SAFETY: model_release may run on any thread (header), and the model's
@@ -213,38 +327,86 @@ impl fmt::Debug for ModelHandle<'_> {
     }
 }
 
-impl ModelHandle<'_> {
+impl<'ctx> ModelHandle<'ctx> {
     /// The normalised key.
     pub fn key(&self) -> &str {
         &self.key
     }
 
     /// The model's first byte: in node scope the start of this process's
-    /// read-only mapping, the same physical pages in every process.
+    /// read-only mapping, the same physical pages in every process. For
+    /// weights in device memory (1.4) a device address: use
+    /// [`ModelHandle::device_pointer`].
     pub fn as_ptr(&self) -> *const u8 {
         self.model
     }
 
-    /// The model's bytes. Their length comes from the loader that ran in
-    /// this call or else from the registry's row for the key (read once per
-    /// handle).
-    pub fn bytes(&self) -> Result<&[u8]> {
-        let len = match self.len.get() {
-            Some(len) => *len,
-            None => {
-                let row = self
-                    .ctx
-                    .models()?
-                    .into_iter()
-                    .find(|row| row.key == self.key);
-                let len = row
-                    .ok_or_else(|| {
-                        Error::from_code(-11, "NOT_FOUND", format!("{}: no registry row", self.key))
-                    })?
-                    .bytes as usize;
-                *self.len.get_or_init(|| len)
-            }
+    /// The model's size and place: from the loader that ran in this call,
+    /// else from the registry's row for the key, else (a node-scope device
+    /// model, whose row names the GPU by UUID) from a DLPack view; found
+    /// once per handle.
+    fn layout(&self) -> Result<Layout> {
+        if let Some(layout) = self.layout.get() {
+            return Ok(*layout);
+        }
+        let row = self
+            .ctx
+            .models()?
+            .into_iter()
+            .find(|row| row.key == self.key);
+        let layout = match row {
+            Some(row) => Layout {
+                len: row.bytes as usize,
+                device: row.memory == ModelMemory::Cuda,
+            },
+            None => match self.to_dlpack() {
+                Ok(view) => Layout {
+                    len: view.shape().first().copied().unwrap_or(0).max(0) as usize,
+                    device: matches!(view.device(), Device::Cuda(_)),
+                },
+                Err(_) => {
+                    return Err(Error::from_code(
+                        -11,
+                        "NOT_FOUND",
+                        format!("{}: no registry row", self.key),
+                    ))
+                }
+            },
         };
+        Ok(*self.layout.get_or_init(|| layout))
+    }
+
+    /// The model's size in bytes (`rm_model_info.bytes`).
+    pub fn len(&self) -> Result<usize> {
+        Ok(self.layout()?.len)
+    }
+
+    /// Whether the model has no bytes.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The weights' device address (a `CUdeviceptr`, valid in every CUDA
+    /// context of this process while the handle lives) for a model loaded
+    /// into a device buffer ([`ModelLoad::device_buffer`], ABI 1.4); `None`
+    /// for a model in host memory.
+    pub fn device_pointer(&self) -> Result<Option<u64>> {
+        Ok(self.layout()?.device.then_some(self.model as u64))
+    }
+
+    /// The model's bytes, for a model in host memory. Their length comes
+    /// from the loader that ran in this call or else from the registry's
+    /// row for the key (read once per handle). A model in device memory is
+    /// `InvalidArgument`: see [`ModelHandle::device_pointer`] and
+    /// [`ModelHandle::to_dlpack`].
+    pub fn bytes(&self) -> Result<&[u8]> {
+        let Layout { len, device } = self.layout()?;
+        if device {
+            return Err(Error::invalid(format!(
+                "{}: the model is in device memory, not host bytes (device_pointer, to_dlpack)",
+                self.key
+            )));
+        }
         if len == 0 {
             return Ok(&[]);
         }
@@ -252,6 +414,27 @@ impl ModelHandle<'_> {
         // read-only, or a Vec nobody writes) for the handle's lifetime, and
         // the registry counts `len` bytes for it.
         Ok(unsafe { std::slice::from_raw_parts(self.model, len) })
+    }
+
+    /// The model as a DLPack 1.0 tensor (`model_to_dlpack`, ABI 1.4): 1-D
+    /// uint8 of the model's bytes, on [`Device::Cpu`] or, for weights in
+    /// device memory, [`Device::Cuda`] (this process's ordinal), flagged
+    /// read-only. The view holds a reference of its own: the model stays
+    /// loaded until it is dropped (or its consumer calls the deleter, after
+    /// [`DlPackVersioned::into_raw`]), even after this handle is.
+    ///
+    /// Errors: `Unsupported` from a plugin older than 1.4; `NotShareable`
+    /// for a model the loader gave as its own memory
+    /// ([`ModelLoad::provide`]), whose bytes the plugin does not hold.
+    pub fn to_dlpack(&self) -> Result<DlPackVersioned<'ctx>> {
+        let f = member!(self.ctx.plugin(), model_to_dlpack, 1, 4)?;
+        let mut out = ptr::null_mut();
+        // SAFETY: a live handle of this context and an output.
+        let code = unsafe { f(self.ctx.as_raw(), self.raw.as_ptr(), &mut out) };
+        self.ctx.check(code)?;
+        let raw = NonNull::new(out)
+            .ok_or_else(|| Error::invalid("model_to_dlpack returned no DLPack tensor"))?;
+        Ok(DlPackVersioned::from_raw(raw, self.ctx))
     }
 }
 
@@ -290,6 +473,19 @@ pub enum ModelState {
     Loading,
 }
 
+/// Where a model lives (`rm_model_info.memory`, ABI 1.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ModelMemory {
+    /// Private host memory of the process: the loader's own pointer, or a
+    /// buffer in process scope (`RM_MODEL_MEMORY_HOST`; also every row of a
+    /// plugin older than 1.4).
+    Host,
+    /// A sealed shared-memory segment, node scope (`RM_MEMORY_SHM`).
+    Shm,
+    /// A device buffer (`RM_MEMORY_CUDA`).
+    Cuda,
+}
+
 /// One row of [`Context::models`] (`rm_model_info`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelInfo {
@@ -315,6 +511,17 @@ pub struct ModelInfo {
     pub loader_pid: i32,
     /// Nanoseconds idle (1.2).
     pub idle_ns: u64,
+    /// Where the model lives (1.4; `Host` from an older plugin). A loading
+    /// row says what is known so far.
+    pub memory: ModelMemory,
+    /// `Cuda`: this process's ordinal of the device, -1 when it does not
+    /// see the device; otherwise -1 (1.4).
+    pub device_ordinal: i32,
+    /// `Cuda`: the device's UUID; otherwise zero (1.4).
+    pub device_uuid: [u8; 16],
+    /// `Cuda`: the bytes allocated on the device (`bytes` rounded up to the
+    /// allocation granularity in node scope); otherwise 0 (1.4).
+    pub device_bytes: u64,
 }
 
 /// Registry counters since the context was created (`rm_registry_metrics`).
@@ -404,8 +611,10 @@ impl Context {
         let c_key = crate::c_string(key, "model key")?;
         let mut state = LoaderState {
             loader: Some(loader),
+            ctx: self,
             error: None,
             len: None,
+            device: false,
         };
         let mut handle = ptr::null_mut();
         let mut model = ptr::null_mut();
@@ -437,16 +646,19 @@ impl Context {
             .plugin()
             .normalize_key(key)
             .unwrap_or_else(|_| key.to_string());
-        let len = OnceLock::new();
-        if let Some(known) = state.len {
-            let _ = len.set(known);
+        let layout = OnceLock::new();
+        if let Some(len) = state.len {
+            let _ = layout.set(Layout {
+                len,
+                device: state.device,
+            });
         }
         Ok(ModelHandle {
             ctx: self,
             raw,
             model: model as *const u8,
             key: normalised,
-            len,
+            layout,
         })
     }
 
@@ -517,6 +729,8 @@ impl Context {
                 )
             }
         })?;
+        // The 1.4 fields exist where the plugin wrote them (struct_size).
+        let v1_4 = std::mem::offset_of!(sys::RmModelInfo, device_bytes) + 8;
         Ok(rows
             .iter()
             .map(|r| ModelInfo {
@@ -539,6 +753,18 @@ impl Context {
                 holders: r.holders,
                 loader_pid: r.loader_pid,
                 idle_ns: r.idle_ns,
+                memory: match r.memory {
+                    sys::RM_MEMORY_SHM => ModelMemory::Shm,
+                    sys::RM_MEMORY_CUDA => ModelMemory::Cuda,
+                    _ => ModelMemory::Host,
+                },
+                device_ordinal: if (r.struct_size as usize) < v1_4 {
+                    -1
+                } else {
+                    r.device_ordinal
+                },
+                device_uuid: r.device_uuid,
+                device_bytes: r.device_bytes,
             })
             .collect())
     }

@@ -1,4 +1,4 @@
-//! Raw `#[repr(C)]` mirrors of `abi/rm_plugin.h` (ABI 1.3).
+//! Raw `#[repr(C)]` mirrors of `abi/rm_plugin.h` (ABI 1.4).
 //!
 //! Everything here is what the C header declares, under Rust names, so that
 //! a host that needs something the safe API does not offer can still reach
@@ -17,7 +17,7 @@ pub const fn abi_version(major: u32, minor: u32) -> u32 {
 }
 
 /// The ABI version this crate is written against (`RM_ABI_VERSION_CURRENT`).
-pub const ABI_VERSION_CURRENT: u32 = abi_version(1, 3);
+pub const ABI_VERSION_CURRENT: u32 = abi_version(1, 4);
 /// `RM_PLUGIN_ENTRY_POINT`.
 pub const ENTRY_POINT: &std::ffi::CStr = c"rm_plugin_negotiate";
 /// The plugin's file name in a plugin directory.
@@ -44,6 +44,7 @@ pub const RM_TENSOR_WAIT_HOST: u64 = 1 << 0;
 pub const RM_DLPACK_FLAG_READ_ONLY: u64 = 1 << 0;
 pub const RM_MEMORY_SHM: u32 = 1;
 pub const RM_MEMORY_CUDA: u32 = 2;
+pub const RM_MODEL_MEMORY_HOST: u32 = 0;
 pub const RM_CUDA_INFO_MAX_DEVICES: usize = 16;
 
 /// `rm_host_services`.
@@ -130,7 +131,10 @@ pub struct RmContextInfo {
     pub reserved1: u32,
 }
 
-/// `rm_loaded_model` (with the 1.2 buffer members).
+/// `rm_loaded_model` (with the 1.2 buffer members and the 1.4 device
+/// buffer). A plugin older than 1.4 gives a shorter struct: read a member
+/// only when `struct_size` covers it ([`RmLoadedModel::has_buffer`],
+/// [`RmLoadedModel::has_device_buffer`]).
 #[repr(C)]
 pub struct RmLoadedModel {
     pub struct_size: u32,
@@ -147,6 +151,50 @@ pub struct RmLoadedModel {
         ) -> i32,
     >,
     pub plugin_private: *mut c_void,
+    // ---- 1.4 ----
+    pub alloc_device_buffer: Option<
+        unsafe extern "C" fn(
+            this: *mut RmLoadedModel,
+            bytes: u64,
+            out_device_pointer: *mut u64,
+            out_stream: *mut *mut c_void,
+        ) -> i32,
+    >,
+}
+
+impl RmLoadedModel {
+    /// `RM_LOADED_MODEL_HAS_BUFFER(this)`: the plugin offers loader buffers
+    /// (1.2).
+    ///
+    /// # Safety
+    /// `this` points to the struct the plugin gave a loader, at least its
+    /// `struct_size` bytes readable.
+    pub unsafe fn has_buffer(this: *const RmLoadedModel) -> bool {
+        let end = std::mem::offset_of!(RmLoadedModel, alloc_buffer) + std::mem::size_of::<usize>();
+        // SAFETY: struct_size is a 1.0 field; alloc_buffer is read only when
+        // struct_size says the plugin's struct holds it.
+        unsafe {
+            (*this).struct_size as usize >= end
+                && std::ptr::addr_of!((*this).alloc_buffer).read().is_some()
+        }
+    }
+
+    /// `RM_LOADED_MODEL_HAS_DEVICE_BUFFER(this)`: the plugin offers device
+    /// buffers (1.4).
+    ///
+    /// # Safety
+    /// As for [`RmLoadedModel::has_buffer`].
+    pub unsafe fn has_device_buffer(this: *const RmLoadedModel) -> bool {
+        let end =
+            std::mem::offset_of!(RmLoadedModel, alloc_device_buffer) + std::mem::size_of::<usize>();
+        // SAFETY: as in has_buffer, for alloc_device_buffer.
+        unsafe {
+            (*this).struct_size as usize >= end
+                && std::ptr::addr_of!((*this).alloc_device_buffer)
+                    .read()
+                    .is_some()
+        }
+    }
 }
 
 /// `rm_model_loader_fn`.
@@ -172,6 +220,11 @@ pub struct RmModelInfo {
     pub holders: u32,
     pub loader_pid: i32,
     pub idle_ns: u64,
+    // ---- 1.4 ----
+    pub memory: u32,
+    pub device_ordinal: i32,
+    pub device_uuid: [u8; 16],
+    pub device_bytes: u64,
 }
 
 /// `rm_registry_metrics`.
@@ -453,7 +506,7 @@ pub struct RmPluginV1Base {
     >,
 }
 
-/// `rm_plugin_v1`, every member through ABI 1.3. Members after the 1.0 ones
+/// `rm_plugin_v1`, every member through ABI 1.4. Members after the 1.0 ones
 /// exist only when `struct_size` covers them: read them through
 /// [`crate::Plugin`], which checks.
 #[repr(C)]
@@ -618,6 +671,14 @@ pub struct RmPluginV1 {
         ) -> i32,
     >,
     pub cuda_info: Option<unsafe extern "C" fn(context: Ctx, out: *mut RmCudaInfo) -> i32>,
+    // ---- 1.4 ----
+    pub model_to_dlpack: Option<
+        unsafe extern "C" fn(
+            context: Ctx,
+            handle: *mut RmModelHandle,
+            out: *mut *mut RmDlManagedTensorVersioned,
+        ) -> i32,
+    >,
 }
 
 /// `RM_STRUCT_INIT`: a versioned struct with `struct_size` and
@@ -674,10 +735,15 @@ const _: () = {
     assert!(size_of::<RmNegotiateRequest>() == 72);
     assert!(size_of::<RmContextOptions>() == 72);
     assert!(size_of::<RmContextInfo>() == 136);
-    assert!(size_of::<RmLoadedModel>() == 56);
+    assert!(size_of::<RmLoadedModel>() == 64);
     assert!(offset_of!(RmLoadedModel, alloc_buffer) == 40);
-    assert!(size_of::<RmModelInfo>() == 352);
+    assert!(offset_of!(RmLoadedModel, alloc_device_buffer) == 56);
+    assert!(size_of::<RmModelInfo>() == 384);
     assert!(offset_of!(RmModelInfo, scope) == 328);
+    assert!(offset_of!(RmModelInfo, memory) == 352);
+    assert!(offset_of!(RmModelInfo, device_ordinal) == 356);
+    assert!(offset_of!(RmModelInfo, device_uuid) == 360);
+    assert!(offset_of!(RmModelInfo, device_bytes) == 376);
     assert!(size_of::<RmRegistryMetrics>() == 136);
     assert!(offset_of!(RmRegistryMetrics, attaches) == 104);
     assert!(size_of::<RmRegistryReclaimReport>() == 48);
@@ -697,9 +763,10 @@ const _: () = {
     assert!(size_of::<RmDlTensor>() == 48);
     assert!(size_of::<RmDlManagedTensor>() == 64);
     assert!(size_of::<RmDlManagedTensorVersioned>() == 80);
-    assert!(size_of::<RmPluginV1>() == 296);
+    assert!(size_of::<RmPluginV1>() == 304);
     assert!(size_of::<RmPluginV1Base>() == 144);
     assert!(offset_of!(RmPluginV1, tensor_allocate) == 144);
     assert!(offset_of!(RmPluginV1, registry_reclaim) == 256);
     assert!(offset_of!(RmPluginV1, tensor_wrap_device) == 264);
+    assert!(offset_of!(RmPluginV1, model_to_dlpack) == 296);
 };

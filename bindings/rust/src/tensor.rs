@@ -896,7 +896,8 @@ impl Drop for DlPack<'_> {
 }
 
 /// A DLPack 1.0 `DLManagedTensorVersioned` from
-/// [`Tensor::to_dlpack_versioned`]; deleted on `Drop` as [`DlPack`].
+/// [`Tensor::to_dlpack_versioned`] or [`crate::ModelHandle::to_dlpack`]
+/// (1.4); deleted on `Drop` as [`DlPack`].
 pub struct DlPackVersioned<'ctx> {
     raw: NonNull<sys::RmDlManagedTensorVersioned>,
     _ctx: PhantomData<&'ctx Context>,
@@ -906,6 +907,42 @@ pub struct DlPackVersioned<'ctx> {
 unsafe impl Send for DlPackVersioned<'_> {}
 // SAFETY: as for DlPack.
 unsafe impl Sync for DlPackVersioned<'_> {}
+
+impl fmt::Debug for DlPackVersioned<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DlPackVersioned")
+            .field("data", &self.data())
+            .field("device", &self.device())
+            .field("dtype", &self.dtype())
+            .field("shape", &self.shape())
+            .field("read_only", &self.read_only())
+            .finish()
+    }
+}
+
+impl fmt::Debug for DlPack<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DlPack")
+            .field("data", &self.data())
+            .field("device", &self.device())
+            .field("dtype", &self.dtype())
+            .field("shape", &self.shape())
+            .finish()
+    }
+}
+
+impl<'ctx> DlPackVersioned<'ctx> {
+    /// Takes ownership of a managed tensor a member of `ctx`'s plugin made.
+    pub(crate) fn from_raw(
+        raw: NonNull<sys::RmDlManagedTensorVersioned>,
+        _ctx: &'ctx Context,
+    ) -> DlPackVersioned<'ctx> {
+        DlPackVersioned {
+            raw,
+            _ctx: PhantomData,
+        }
+    }
+}
 
 impl DlPackVersioned<'_> {
     fn managed(&self) -> &sys::RmDlManagedTensorVersioned {
@@ -946,6 +983,48 @@ impl DlPackVersioned<'_> {
     /// The strides in elements, if set.
     pub fn strides(&self) -> Option<&[i64]> {
         dl_view(&self.managed().dl_tensor).1
+    }
+
+    /// The bytes of a read-only host tensor stored without gaps (row-major
+    /// strides or none), such as a model's weights from
+    /// [`crate::ModelHandle::to_dlpack`]; `None` for device memory, a
+    /// writable tensor (other handles may write it meanwhile) or a strided
+    /// layout.
+    pub fn host_bytes(&self) -> Option<&[u8]> {
+        let tensor = &self.managed().dl_tensor;
+        if !self.read_only() || self.device() != Device::Cpu {
+            return None;
+        }
+        let (shape, strides) = dl_view(tensor);
+        if let Some(strides) = strides {
+            let mut expected = 1i64;
+            for (&size, &stride) in shape.iter().zip(strides).rev() {
+                if size != 1 && stride != expected {
+                    return None;
+                }
+                expected = expected.checked_mul(size)?;
+            }
+        }
+        let mut elements = 1usize;
+        for &size in shape {
+            elements = elements.checked_mul(usize::try_from(size).ok()?)?;
+        }
+        let len = elements.checked_mul(self.dtype().element_bytes())?;
+        if len == 0 {
+            return Some(&[]);
+        }
+        if tensor.data.is_null() {
+            return None;
+        }
+        // SAFETY: a read-only host tensor of `len` contiguous bytes from
+        // data + byte_offset, valid and unchanged until the deleter runs,
+        // which only Drop does; the slice borrows self.
+        Some(unsafe {
+            std::slice::from_raw_parts(
+                (tensor.data as *const u8).add(tensor.byte_offset as usize),
+                len,
+            )
+        })
     }
 
     /// Hands the managed tensor to a consumer, as [`DlPack::into_raw`].
