@@ -1,8 +1,10 @@
 #!/bin/sh
 # One run on a borrowed machine with an NVIDIA GPU (the repository copied
 # to it, maybe no internet): builds rm_plugin, runs `meson test --suite
-# gpu`, rmctl's CUDA driver line and GPU demo, bench_cuda --json (full
-# plan) and bench_tensor --quick --json, and writes everything under $OUT
+# gpu`, rmctl's CUDA driver line and GPU demo (the device tensor handoff
+# and the weights 4 processes share), bench_cuda --json (full plan),
+# bench_gpu_weights --json (a 1 GiB model, 1/2/4/8 processes) and
+# bench_tensor --quick --json, and writes everything under $OUT
 # (default ./gpu-out): the logs, the JSON, nvidia-smi -q, the driver
 # version, and summary.txt / summary.json with one status per step.
 #
@@ -184,6 +186,16 @@ elif grep -q 'GPU handoff skipped' "$OUT/rmctl-demo-gpu.txt"; then
 else
     record rmctl-demo-gpu OK "$(grep -m1 'IPC handles opened' "$OUT/rmctl-demo-gpu.txt" | sed 's/^ *//')"
 fi
+# The same run's second part: the weights 4 processes share (ABI 1.4).
+if [ "$status" -ne 0 ] || grep -q 'GPU handoff skipped' "$OUT/rmctl-demo-gpu.txt"; then
+    : # reported above
+elif ! grep -q '^== GPU weights shared' "$OUT/rmctl-demo-gpu.txt"; then
+    record rmctl-demo-weights FAIL "no weights part in rmctl-demo-gpu.txt"
+elif grep -q 'part skipped' "$OUT/rmctl-demo-gpu.txt"; then
+    record rmctl-demo-weights "$(not_run)" "$(grep -m1 'part skipped' "$OUT/rmctl-demo-gpu.txt")"
+else
+    record rmctl-demo-weights OK "$(grep -m1 'x one copy of' "$OUT/rmctl-demo-gpu.txt" | sed 's/^ *//'); write $(grep -A1 'writes .* through its mapping' "$OUT/rmctl-demo-gpu.txt" | tail -n 1 | sed 's/^ *//' | cut -c1-80)"
+fi
 
 # ---- benchmarks -------------------------------------------------------------
 # bench_cuda: the real driver (libcuda.so.1), whatever RM_PLUGIN_CONFIG says.
@@ -203,6 +215,23 @@ else
     else
         record bench-cuda OK "$(wc -l <"$OUT/bench_cuda.json") figures, targets met $met, missed $missed"
     fi
+fi
+# bench_gpu_weights: a 1 GiB model, 1, 2, 4 and 8 processes, the real driver.
+timeout 300 "$BUILD/benches/bench_gpu_weights" --json --bytes 1G --processes 1,2,4,8 \
+    --driver libcuda.so.1 "$plugin" >"$OUT/bench_gpu_weights.json" 2>"$OUT/bench_gpu_weights.log"
+status=$?
+if [ ! -x "$BUILD/benches/bench_gpu_weights" ]; then
+    record bench-gpu-weights FAIL "not built (model-registry or cuda-ipc missing from the build?)"
+elif [ "$status" -eq 77 ]; then
+    record bench-gpu-weights "$(not_run)" "exit 77: $(tail -n 1 "$OUT/bench_gpu_weights.log")"
+elif [ "$status" -ne 0 ]; then
+    record bench-gpu-weights FAIL "exit $status (bench_gpu_weights.log)"
+elif grep -q '"fake_driver":true' "$OUT/bench_gpu_weights.json"; then
+    record bench-gpu-weights FAIL "measured through the FAKE driver: not GPU figures"
+else
+    met=$(grep -c '"met":true' "$OUT/bench_gpu_weights.json")
+    missed=$(grep -c '"met":false' "$OUT/bench_gpu_weights.json")
+    record bench-gpu-weights OK "$(wc -l <"$OUT/bench_gpu_weights.json") figures, targets met $met, missed $missed"
 fi
 timeout 120 "$BUILD/benches/bench_tensor" --quick --json "$plugin" \
     >"$OUT/bench_tensor.json" 2>"$OUT/bench_tensor.log"

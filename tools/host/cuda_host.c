@@ -30,6 +30,7 @@ static const entry_point entry_points[] = {
     ENTRY(stream_synchronize, "cuStreamSynchronize"),
     ENTRY(stream_destroy, "cuStreamDestroy_v2"),
     ENTRY(error_name, "cuGetErrorName"),
+    ENTRY(mem_get_info, "cuMemGetInfo_v2"),
 };
 
 static int failed(const cuda_host *cuda, const char *call, cuda_host_result result, char *error,
@@ -62,6 +63,9 @@ int cuda_host_open(const char *library, int ordinal, cuda_host *out, char *error
          * through void *, which is how dlsym() returns it. */
         memcpy((char *)out + entry_points[i].offset, &symbol, sizeof symbol);
     }
+    /* Optional: a loader that has it copies on the load's stream. */
+    void *async_copy = dlsym(out->library, "cuMemcpyHtoDAsync_v2");
+    memcpy(&out->memcpy_htod_async, &async_copy, sizeof async_copy);
     /* Only the fake exports its call counters; figures measured through it
      * are not GPU figures, and whoever prints them must say so. */
     out->fake = dlsym(out->library, "fake_cuda_calls") != NULL;
@@ -148,6 +152,36 @@ int cuda_host_copy_device_on_stream(cuda_host *cuda, uint64_t destination, uint6
     void *popped;
     cuda->pop(&popped);
     return result != 0 ? failed(cuda, call, result, error, error_size) : 0;
+}
+
+int cuda_host_copy_to_device_async(cuda_host *cuda, uint64_t device_pointer,
+                                   const void *source, size_t size, cuda_host_stream stream,
+                                   char *error, size_t error_size)
+{
+    if (cuda->memcpy_htod_async == NULL) {
+        snprintf(error, error_size, "the driver library has no cuMemcpyHtoDAsync_v2");
+        return -1;
+    }
+    IN_PRIMARY_CONTEXT(cuda, "cuMemcpyHtoDAsync_v2",
+                       cuda->memcpy_htod_async((cuda_host_deviceptr)device_pointer, source,
+                                               size, stream));
+}
+
+int cuda_host_memory_info(cuda_host *cuda, uint64_t *free_bytes, uint64_t *total_bytes,
+                          char *error, size_t error_size)
+{
+    size_t free_now = 0, total = 0;
+    cuda_host_result pushed = cuda->push(cuda->context);
+    if (pushed != 0)
+        return failed(cuda, "cuCtxPushCurrent_v2", pushed, error, error_size);
+    cuda_host_result result = cuda->mem_get_info(&free_now, &total);
+    void *popped;
+    cuda->pop(&popped);
+    if (result != 0)
+        return failed(cuda, "cuMemGetInfo_v2", result, error, error_size);
+    *free_bytes = free_now;
+    *total_bytes = total;
+    return 0;
 }
 
 int cuda_host_stream_create(cuda_host *cuda, cuda_host_stream *out, char *error,

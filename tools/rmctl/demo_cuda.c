@@ -14,9 +14,13 @@
  * two tensors share one block, so the second import is served by the
  * handle the first opened.
  *
+ * Then, on the same device, model weights that several processes share
+ * (ABI 1.4, demo_gpu_weights.c).
+ *
  * Without a usable device (no driver, NVIDIA's stub, no GPU, a plugin
  * without 1.3 or built without cuda-ipc) the section prints one line with
- * cuda_info()'s reason and succeeds: the demo runs on any machine. */
+ * cuda_info()'s reason and succeeds, for both parts: the demo runs on any
+ * machine. */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -170,15 +174,16 @@ int demo_cuda_consumer(const rm_loaded_plugin *plugin, const rmctl_options *opti
 
 /* ---- the producer (the demo) ----------------------------------------------- */
 
-/* Execs rmctl as the consumer with this run's configuration. */
-static pid_t start_consumer(const rm_loaded_plugin *plugin, const rmctl_options *options,
-                            int from_producer, int to_producer)
+pid_t spawn_rmctl(const rm_loaded_plugin *plugin, const rmctl_options *options,
+                  const char *command, const char *const *arguments, int argument_count,
+                  const int *inherit_fds, int inherit_count)
 {
-    enum { MAX_ARGS = 12 + 2 * MAX_CONFIG_ENTRIES };
+    enum { MAX_ARGS = 12 + 2 * MAX_CONFIG_ENTRIES + MAX_COMMAND_ARGUMENTS };
     char *args[MAX_ARGS];
     char pairs[MAX_CONFIG_ENTRIES][512];
-    char fds[2][16];
     int count = 0;
+    if (argument_count > MAX_COMMAND_ARGUMENTS)
+        return -1;
     args[count++] = "rmctl";
     args[count++] = "--plugin";
     args[count++] = (char *)plugin->path;
@@ -196,25 +201,35 @@ static pid_t start_consumer(const rm_loaded_plugin *plugin, const rmctl_options 
         args[count++] = "-c";
         args[count++] = pairs[i];
     }
-    snprintf(fds[0], sizeof fds[0], "%d", from_producer);
-    snprintf(fds[1], sizeof fds[1], "%d", to_producer);
-    args[count++] = DEMO_CUDA_CONSUMER_COMMAND;
-    args[count++] = fds[0];
-    args[count++] = fds[1];
+    args[count++] = (char *)command;
+    for (int i = 0; i < argument_count; i++)
+        args[count++] = (char *)arguments[i];
     args[count] = NULL;
     fflush(stdout);
     fflush(stderr);
     pid_t pid = fork();
     if (pid == 0) {
-        /* The pipes are close-on-exec, so that the consumer holds no end of
-         * the producer's: only its own two ends cross. */
-        fcntl(from_producer, F_SETFD, 0);
-        fcntl(to_producer, F_SETFD, 0);
+        /* The pipes are close-on-exec, so that the child holds no end of
+         * another's: only its own cross. */
+        for (int i = 0; i < inherit_count; i++)
+            fcntl(inherit_fds[i], F_SETFD, 0);
         execv("/proc/self/exe", args);
         fprintf(stderr, "rmctl: exec /proc/self/exe: %s\n", strerror(errno));
         _exit(127);
     }
     return pid;
+}
+
+/* Execs rmctl as the consumer with this run's configuration. */
+static pid_t start_consumer(const rm_loaded_plugin *plugin, const rmctl_options *options,
+                            int from_producer, int to_producer)
+{
+    char fds[2][16];
+    snprintf(fds[0], sizeof fds[0], "%d", from_producer);
+    snprintf(fds[1], sizeof fds[1], "%d", to_producer);
+    const char *const arguments[] = {fds[0], fds[1]};
+    const int inherit[] = {from_producer, to_producer};
+    return spawn_rmctl(plugin, options, DEMO_CUDA_CONSUMER_COMMAND, arguments, 2, inherit, 2);
 }
 
 static int allocate_device(const rm_plugin_v1 *vt, rm_context *context, rm_tensor **out,
@@ -351,6 +366,49 @@ static int hand_off(const rm_loaded_plugin *plugin, const rmctl_options *options
     return result;
 }
 
+/* Steps 1 to 5: two device tensors handed to an exec'd consumer. */
+static int demo_cuda_handoff(const rm_loaded_plugin *plugin, const rmctl_options *options,
+                             rm_context *context, const rm_cuda_info *cuda_info, cuda_host *cuda)
+{
+    const rm_plugin_v1 *vt = plugin->vtable;
+    printf("1. the producer (pid %ld) allocates 2 x float32 [%d,%d] on cuda:0 (%s, driver "
+           "%s)\n",
+           (long)getpid(), ROWS, COLUMNS, cuda_info->devices[0].uuid_text, cuda_info->library);
+    if (cuda->fake)
+        printf("   (the fake driver of the tests: device memory is host memory here)\n");
+    rm_tensor *tensors[HANDOFF_TENSORS] = {NULL, NULL};
+    rm_tensor_info info[HANDOFF_TENSORS];
+    uint64_t checksums[HANDOFF_TENSORS];
+    int result = 1;
+    for (int i = 0; i < HANDOFF_TENSORS; i++)
+        if (allocate_device(vt, context, &tensors[i], &info[i]) != 0)
+            goto out;
+    printf("2. fills them with cuMemcpyHtoD_v2 in the primary context and records each "
+           "(tensor_record)\n");
+    for (int i = 0; i < HANDOFF_TENSORS; i++)
+        if (fill_and_record(vt, context, cuda, tensors[i], &info[i], i, &checksums[i]) != 0)
+            goto out;
+    print_device_stats(vt, context, "before the handoff");
+    if (hand_off(plugin, options, context, tensors, checksums) != 0)
+        goto out;
+    printf("5. the consumer released both and exited; the producer releases its own\n");
+    for (int i = 0; i < HANDOFF_TENSORS; i++) {
+        vt->tensor_release(context, tensors[i]);
+        tensors[i] = NULL;
+    }
+    vt->tensor_reclaim(context, NULL);
+    print_device_stats(vt, context, "at the end");
+    result = 0;
+out:
+    for (int i = 0; i < HANDOFF_TENSORS; i++)
+        if (tensors[i] != NULL)
+            vt->tensor_release(context, tensors[i]);
+    return result;
+}
+
+/* The GPU section: the handoff, then the weights that processes share
+ * (demo_gpu_weights.c). Whether a device is usable is asked once, so
+ * that without one the section is one line. */
 int demo_cuda(const rm_loaded_plugin *plugin, const rmctl_options *options)
 {
     const rm_plugin_v1 *vt = plugin->vtable;
@@ -390,39 +448,12 @@ int demo_cuda(const rm_loaded_plugin *plugin, const rmctl_options *options)
         vt->context_destroy(context);
         return 1;
     }
-    printf("1. the producer (pid %ld) allocates 2 x float32 [%d,%d] on cuda:0 (%s, driver "
-           "%s)\n",
-           (long)getpid(), ROWS, COLUMNS, cuda_info.devices[0].uuid_text, cuda_info.library);
-    if (cuda.fake)
-        printf("   (the fake driver of the tests: device memory is host memory here)\n");
-    rm_tensor *tensors[HANDOFF_TENSORS] = {NULL, NULL};
-    rm_tensor_info info[HANDOFF_TENSORS];
-    uint64_t checksums[HANDOFF_TENSORS];
-    int result = 1;
-    for (int i = 0; i < HANDOFF_TENSORS; i++)
-        if (allocate_device(vt, context, &tensors[i], &info[i]) != 0)
-            goto out;
-    printf("2. fills them with cuMemcpyHtoD_v2 in the primary context and records each "
-           "(tensor_record)\n");
-    for (int i = 0; i < HANDOFF_TENSORS; i++)
-        if (fill_and_record(vt, context, &cuda, tensors[i], &info[i], i, &checksums[i]) != 0)
-            goto out;
-    print_device_stats(vt, context, "before the handoff");
-    if (hand_off(plugin, options, context, tensors, checksums) != 0)
-        goto out;
-    printf("5. the consumer released both and exited; the producer releases its own\n");
-    for (int i = 0; i < HANDOFF_TENSORS; i++) {
-        vt->tensor_release(context, tensors[i]);
-        tensors[i] = NULL;
-    }
-    vt->tensor_reclaim(context, NULL);
-    print_device_stats(vt, context, "at the end");
-    result = 0;
-out:
-    for (int i = 0; i < HANDOFF_TENSORS; i++)
-        if (tensors[i] != NULL)
-            vt->tensor_release(context, tensors[i]);
+    int result = demo_cuda_handoff(plugin, options, context, &cuda_info, &cuda);
+    /* The weights part measures the device's memory: this context's
+     * blocks are gone first (its CUDA context stays, in the baseline). */
     vt->context_destroy(context);
+    if (result == 0)
+        result = demo_gpu_weights(plugin, options, &cuda_info, &cuda);
     cuda_host_close(&cuda);
     return result;
 }

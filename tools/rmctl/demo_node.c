@@ -391,8 +391,8 @@ static int node_share(const rm_loaded_plugin *plugin, const rmctl_options *optio
  * are reclaimed, idle models evicted, and the table removed once nothing
  * is left in it (after a success its last context has removed it
  * already). 0 when nothing is left. */
-static int node_cleanup(const rm_loaded_plugin *plugin, const rmctl_options *options,
-                        const char *namespace_name)
+int demo_node_cleanup(const rm_loaded_plugin *plugin, const rmctl_options *options,
+                      const char *namespace_name)
 {
     const rm_plugin_v1 *vt = plugin->vtable;
     rm_context *context;
@@ -514,7 +514,7 @@ int demo_node_registry(const rm_loaded_plugin *plugin, const rmctl_options *opti
             vt->context_destroy(context);
         }
     }
-    if (node_cleanup(plugin, options, namespace_name) != 0)
+    if (demo_node_cleanup(plugin, options, namespace_name) != 0)
         result = -1;
     if (result != 0)
         fprintf(stderr, "rmctl: demo: the node-scope section failed\n");

@@ -11,7 +11,8 @@
  *   demo   the plugin at work: the model registry shared by pipeline nodes,
  *          one model shared by several processes (node scope), then a
  *          tensor handed from one process to another, then a device tensor
- *          (CUDA IPC, ABI 1.3) when a GPU is usable
+ *          (CUDA IPC, ABI 1.3) and model weights on the GPU that 4 processes
+ *          share (ABI 1.4) when a GPU is usable
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -52,10 +53,12 @@ static void usage(FILE *out)
             "         the model registry shared by pipeline nodes; one 64 MiB model\n"
             "         shared by 5 processes in node scope (one loader call, the Pss of\n"
             "         each); a tensor handed to a forked process without a copy; a\n"
-            "         device tensor handed to another process over CUDA IPC (skipped,\n"
-            "         with the reason, when no GPU is usable). A section name runs\n"
-            "         that part alone (registry: the plugin and the process scope;\n"
-            "         node: node scope)\n"
+            "         device tensor handed to another process over CUDA IPC, then\n"
+            "         256 MiB of model weights on the GPU shared by 4 processes, one\n"
+            "         read-only copy (ABI 1.4); the GPU parts are skipped, with the\n"
+            "         reason, when no GPU is usable. A section name runs that part\n"
+            "         alone (registry: the plugin and the process scope; node: node\n"
+            "         scope; gpu: both GPU parts)\n"
             "\n"
             "options:\n"
             "  --plugin PATH     load this rm_plugin.so\n"
@@ -120,8 +123,8 @@ static int parse_arguments(int argc, char **argv, rmctl_options *options)
         } else if (options->command == NULL) {
             options->command = arg;
         } else if (options->command_argument_count < MAX_COMMAND_ARGUMENTS) {
-            /* demo's section, or what the demo's GPU consumer is handed;
-             * the command decides whether it takes any. */
+            /* demo's section, or what the demo's GPU consumer or weights
+             * worker is handed; the command decides whether it takes any. */
             options->command_arguments[options->command_argument_count++] = arg;
         } else {
             fprintf(stderr, "rmctl: unexpected argument '%s'\n", arg);
@@ -867,8 +870,10 @@ int main(int argc, char **argv)
         command = command_demo;
     else if (strcmp(options.command, DEMO_CUDA_CONSUMER_COMMAND) == 0)
         command = demo_cuda_consumer;
+    else if (strcmp(options.command, DEMO_GPU_WEIGHTS_WORKER_COMMAND) == 0)
+        command = demo_gpu_weights_worker;
     if (command != NULL && command != command_demo && command != demo_cuda_consumer &&
-        options.command_argument_count > 0) {
+        command != demo_gpu_weights_worker && options.command_argument_count > 0) {
         fprintf(stderr, "rmctl: unexpected argument '%s'\n", options.command_arguments[0]);
         return 2;
     }

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "plugin_loader.h"
 #include "rm_build_config.h"
@@ -21,8 +22,9 @@ typedef struct rmctl_options {
     uint64_t entry_count;
     const char *namespace_name; /* --namespace: shm.namespace and registry.namespace */
     const char *command;
-    /* Words after the command: demo's section, or the fds the demo's GPU
-     * consumer is handed. */
+    /* Words after the command: demo's section, or what the demo's GPU
+     * consumer (two fds) or weights worker (two fds, a namespace) is
+     * handed. */
     const char *command_arguments[MAX_COMMAND_ARGUMENTS];
     int command_argument_count;
 } rmctl_options;
@@ -91,6 +93,26 @@ int demo_tensors(const rm_loaded_plugin *plugin, const rmctl_options *options);
 #define DEMO_CUDA_CONSUMER_COMMAND "__demo-cuda-consumer"
 int demo_cuda(const rm_loaded_plugin *plugin, const rmctl_options *options);
 int demo_cuda_consumer(const rm_loaded_plugin *plugin, const rmctl_options *options);
+/* fork() + exec of rmctl itself with this run's configuration (--plugin,
+ * --config, --namespace, -c), then `command` and its arguments; the
+ * inherit_fds lose close-on-exec in the child. The child's pid, or -1. */
+pid_t spawn_rmctl(const rm_loaded_plugin *plugin, const rmctl_options *options,
+                  const char *command, const char *const *arguments, int argument_count,
+                  const int *inherit_fds, int inherit_count);
+/* demo_gpu_weights.c: the weights part of the GPU section (ABI 1.4), run
+ * by demo_cuda() once a device is usable, with its driver binding; and
+ * the worker processes it execs (rmctl with this hidden command, two pipe
+ * fds and the namespace). */
+struct cuda_host; /* cuda_host.h */
+#define DEMO_GPU_WEIGHTS_WORKER_COMMAND "__demo-gpu-weights-worker"
+int demo_gpu_weights(const rm_loaded_plugin *plugin, const rmctl_options *options,
+                     const rm_cuda_info *cuda_info, struct cuda_host *cuda);
+int demo_gpu_weights_worker(const rm_loaded_plugin *plugin, const rmctl_options *options);
+/* demo_node.c: leaves nothing of a node namespace behind (registry_reclaim,
+ * model_evict, the table removed once empty) and says what it did; 0 when
+ * nothing is left. */
+int demo_node_cleanup(const rm_loaded_plugin *plugin, const rmctl_options *options,
+                      const char *namespace_name);
 int command_demo(const rm_loaded_plugin *plugin, const rmctl_options *options);
 
 #endif
