@@ -13,11 +13,15 @@ static int32_t alloc_buffer(rm_loaded_model *self, uint64_t bytes, void **out_bu
 {
     if (out_buffer != NULL)
         *out_buffer = NULL;
-    if (self == NULL || out_buffer == NULL || self->plugin_private == NULL)
+    if (self == NULL || self->plugin_private == NULL)
         return rm_error_set(NULL, RM_E_INVALID_ARGUMENT,
-                            "alloc_buffer needs the rm_loaded_model the loader was given "
-                            "and an output pointer");
+                            "alloc_buffer needs the rm_loaded_model the loader was given");
     rm_loader_buffer *buffer = self->plugin_private;
+    if (out_buffer == NULL)
+        return buffer->failure = rm_error_set(buffer->error_owner, RM_E_INVALID_ARGUMENT,
+                                              "alloc_buffer for model key '%s': out_buffer "
+                                              "is NULL",
+                                              buffer->key);
     if (buffer->base != NULL || buffer->device_pointer != 0)
         return buffer->failure = rm_error_set(buffer->error_owner, RM_E_INVALID_ARGUMENT,
                             "alloc_buffer called after a buffer was made while loading model "
@@ -45,11 +49,16 @@ static int32_t alloc_device_buffer(rm_loaded_model *self, uint64_t bytes,
         *out_device_pointer = 0;
     if (out_stream != NULL)
         *out_stream = NULL;
-    if (self == NULL || out_device_pointer == NULL || self->plugin_private == NULL)
+    if (self == NULL || self->plugin_private == NULL)
         return rm_error_set(NULL, RM_E_INVALID_ARGUMENT,
                             "alloc_device_buffer needs the rm_loaded_model the loader was "
-                            "given and an output pointer");
+                            "given");
     rm_loader_buffer *buffer = self->plugin_private;
+    if (out_device_pointer == NULL)
+        return buffer->failure = rm_error_set(buffer->error_owner, RM_E_INVALID_ARGUMENT,
+                                              "alloc_device_buffer for model key '%s': "
+                                              "out_device_pointer is NULL",
+                                              buffer->key);
     if (buffer->base != NULL || buffer->device_pointer != 0)
         return buffer->failure = rm_error_set(buffer->error_owner, RM_E_INVALID_ARGUMENT,
                             "alloc_device_buffer called after a buffer was made while loading "

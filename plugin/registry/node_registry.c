@@ -809,7 +809,7 @@ static void claim(rm_node_registry *registry, uint32_t slot, const char *key, ui
     e->state = RM_NODE_LOADING;
     e->segment_id = segment_id;
     e->bytes = 0;
-    e->memory = RM_MEMORY_SHM; /* until a device load is admitted */
+    e->memory = RM_MODEL_MEMORY_HOST; /* unknown until the loader asks for a buffer */
     e->device_bytes = 0;
     memset(e->device_uuid, 0, sizeof e->device_uuid);
     e->loader_pid = registry->pid;
@@ -889,6 +889,27 @@ typedef struct node_load {
     bool explained; /* the status has a message of its own */
 } node_load;
 
+static rm_node_entry *claimed_entry(rm_node_registry *registry, const struct node_load *load);
+
+/* Shows in the LOADING entry what its buffer is (rows of a load in
+ * progress; clearing a dead loader's claim unlinks a segment only for
+ * shared memory). The claim may have been lost meanwhile: then nothing. */
+static void record_buffer(node_load *load, uint32_t memory)
+{
+    rm_node_registry *registry = load->registry;
+    if (table_lock(registry, TABLE_CURRENT) != RM_OK)
+        return;
+    rm_node_entry *e = claimed_entry(registry, load);
+    if (e != NULL) {
+        e->memory = memory;
+        if (memory == RM_MEMORY_CUDA) {
+            e->device_bytes = load->device_bytes;
+            memcpy(e->device_uuid, load->device_uuid, sizeof e->device_uuid);
+        }
+    }
+    table_unlock(registry);
+}
+
 /* The loader's alloc_buffer(): a new segment, committed and mapped
  * writable. */
 static int32_t create_segment(rm_loader_buffer *buffer, uint64_t bytes)
@@ -918,6 +939,7 @@ static int32_t create_segment(rm_loader_buffer *buffer, uint64_t bytes)
     }
     load->fd = fd;
     buffer->base = base;
+    record_buffer(load, RM_MEMORY_SHM);
     return RM_OK;
 }
 
@@ -942,6 +964,7 @@ static int32_t create_device_weights(rm_loader_buffer *buffer, uint64_t bytes)
                                 load->device_uuid);
     buffer->device_pointer = load->draft.pointer;
     buffer->stream = load->draft.stream;
+    record_buffer(load, RM_MEMORY_CUDA);
     return RM_OK;
 }
 
@@ -2028,12 +2051,14 @@ int32_t rm_node_registry_list(rm_node_registry *registry, rm_model_info *out,
         row->holders = e->memory == RM_MEMORY_CUDA ? referencing_holders(e) : e->holder_count;
         row->loader_pid = e->state == RM_NODE_LOADING ? e->loader_pid : 0;
         row->device_ordinal = -1;
-        if (e->state == RM_NODE_READY) {
-            row->memory = e->memory == RM_MEMORY_CUDA ? RM_MEMORY_CUDA : RM_MEMORY_SHM;
-            if (e->memory == RM_MEMORY_CUDA) {
-                memcpy(row->device_uuid, e->device_uuid, sizeof row->device_uuid);
-                row->device_bytes = e->device_bytes;
-            }
+        /* A load in progress says what its buffer is once it has one. */
+        row->memory = e->memory == RM_MEMORY_CUDA ? RM_MEMORY_CUDA
+                      : e->memory == RM_MEMORY_SHM || e->state == RM_NODE_READY
+                          ? RM_MEMORY_SHM
+                          : RM_MODEL_MEMORY_HOST;
+        if (e->memory == RM_MEMORY_CUDA) {
+            memcpy(row->device_uuid, e->device_uuid, sizeof row->device_uuid);
+            row->device_bytes = e->device_bytes;
         }
         row->idle_ns = e->state == RM_NODE_READY && e->refs == 0 && now_ns > e->last_used_ns
                            ? now_ns - e->last_used_ns
