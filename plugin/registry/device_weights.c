@@ -512,11 +512,7 @@ int32_t rm_weights_receive(rm_cuda_driver *driver, int ordinal, const char *name
         status = enter(w, owner, pointer);
         if (status == RM_OK)
             return RM_OK;
-        (void)rm_cuda_driver_vmm_unmap(w->driver, ordinal, w->pointer, (size_t)bytes, NULL);
-        (void)rm_cuda_driver_vmm_release(w->driver, ordinal, w->handle, NULL);
-        close(w->fd);
-        rm_cuda_driver_release(w->driver);
-        free(w);
+        unmap_weights(w);
         return status;
     }
     rm_cuda_driver_release(w->driver);

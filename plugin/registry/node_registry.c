@@ -135,6 +135,10 @@ typedef struct attachment {
     uint64_t weights_id; /* placement.memory == RM_MEMORY_CUDA */
 } attachment;
 
+/* Where a model of a sealed segment lives, for rows and model_to_dlpack. */
+static const rm_model_placement shm_placement = {
+    .memory = RM_MEMORY_SHM, .buffer = true, .device_ordinal = -1};
+
 /* Segments to unlink once the lock is dropped. */
 typedef struct unlink_list {
     uint64_t *ids;
@@ -459,26 +463,35 @@ static int64_t find_slot(rm_node_registry *registry, const char *key, uint64_t h
     return -1;
 }
 
+static uint64_t drop_dead_holders(rm_node_registry *registry, rm_node_entry *e,
+                                  uint64_t now_ns);
+
+/* This process's holder record in `e`, or NULL. */
+static rm_node_holder *self_holder(const rm_node_registry *registry, rm_node_entry *e)
+{
+    for (uint32_t i = 0; i < RM_NODE_MAX_HOLDER_PROCESSES; i++) {
+        rm_node_holder *h = &e->holders[i];
+        if (h->pid != 0 && is_self(registry, h->pid, h->start_time))
+            return h;
+    }
+    return NULL;
+}
+
 /* Adds a reference of this process; false when every holder record is
  * taken by live processes. */
 static bool holder_add(rm_node_registry *registry, rm_node_entry *e)
 {
-    rm_node_holder *free_record = NULL;
-    for (uint32_t i = 0; i < RM_NODE_MAX_HOLDER_PROCESSES; i++) {
-        rm_node_holder *h = &e->holders[i];
-        if (h->pid != 0 && is_self(registry, h->pid, h->start_time)) {
-            h->refs++;
-            e->refs++;
-            return true;
-        }
-        if (h->pid == 0 && free_record == NULL)
-            free_record = h;
+    rm_node_holder *h = self_holder(registry, e);
+    for (uint32_t i = 0; i < RM_NODE_MAX_HOLDER_PROCESSES && h == NULL; i++) {
+        if (e->holders[i].pid != 0)
+            continue;
+        h = &e->holders[i];
+        *h = (rm_node_holder){.pid = registry->pid, .start_time = registry->start_time};
+        e->holder_count++;
     }
-    if (free_record == NULL)
+    if (h == NULL)
         return false;
-    *free_record = (rm_node_holder){
-        .pid = registry->pid, .refs = 1, .start_time = registry->start_time};
-    e->holder_count++;
+    h->refs++;
     e->refs++;
     return true;
 }
@@ -488,17 +501,14 @@ static bool holder_add(rm_node_registry *registry, rm_node_entry *e)
  * over, until holder_forget(). */
 static void holder_remove(rm_node_registry *registry, rm_node_entry *e)
 {
-    for (uint32_t i = 0; i < RM_NODE_MAX_HOLDER_PROCESSES; i++) {
-        rm_node_holder *h = &e->holders[i];
-        if (h->pid == 0 || !is_self(registry, h->pid, h->start_time) || h->refs == 0)
-            continue;
-        h->refs--;
-        e->refs--;
-        if (h->refs == 0 && e->memory != RM_MEMORY_CUDA) {
-            *h = (rm_node_holder){0};
-            e->holder_count--;
-        }
+    rm_node_holder *h = self_holder(registry, e);
+    if (h == NULL || h->refs == 0)
         return;
+    h->refs--;
+    e->refs--;
+    if (h->refs == 0 && e->memory != RM_MEMORY_CUDA) {
+        *h = (rm_node_holder){0};
+        e->holder_count--;
     }
 }
 
@@ -506,16 +516,46 @@ static void holder_remove(rm_node_registry *registry, rm_node_entry *e)
  * goes (a record with references stays). */
 static void holder_forget(rm_node_registry *registry, rm_node_entry *e)
 {
-    for (uint32_t i = 0; i < RM_NODE_MAX_HOLDER_PROCESSES; i++) {
-        rm_node_holder *h = &e->holders[i];
-        if (h->pid == 0 || !is_self(registry, h->pid, h->start_time))
-            continue;
-        if (h->refs == 0) {
-            *h = (rm_node_holder){0};
-            e->holder_count--;
-        }
-        return;
+    rm_node_holder *h = self_holder(registry, e);
+    if (h != NULL && h->refs == 0) {
+        *h = (rm_node_holder){0};
+        e->holder_count--;
     }
+}
+
+/* A reference of this process on `e`, making room among dead processes'
+ * records if there is none (lock held); false when live processes hold
+ * every record. */
+static bool add_reference(rm_node_registry *registry, rm_node_entry *e, uint64_t now_ns)
+{
+    if (holder_add(registry, e))
+        return true;
+    (void)drop_dead_holders(registry, e, now_ns);
+    return holder_add(registry, e);
+}
+
+/* The READY slot whose device weights have id `weights_id`, or -1. */
+static int64_t weights_slot(rm_node_registry *registry, uint64_t weights_id)
+{
+    for (uint32_t slot = 0; slot < registry->table.capacity; slot++) {
+        const rm_node_entry *e = slot_entry(registry, slot);
+        if (e->state == RM_NODE_READY && e->memory == RM_MEMORY_CUDA &&
+            e->segment_id == weights_id)
+            return slot;
+    }
+    return -1;
+}
+
+/* The entry of `slot` if it is still the load (`ticket`, in the table of
+ * `generation`) this process took a reference on, READY; else NULL (lock
+ * held). */
+static rm_node_entry *held_entry(rm_node_registry *registry, uint64_t generation, uint32_t slot,
+                                 uint64_t ticket)
+{
+    rm_node_entry *e = slot_entry(registry, slot);
+    bool same = registry->table_generation == generation && e->ticket == ticket &&
+                e->state == RM_NODE_READY;
+    return same ? e : NULL;
 }
 
 /* The records of processes that may have `e`'s device weights mapped,
@@ -680,18 +720,9 @@ static void drop_unlisted_weights(rm_node_registry *registry)
     if (count == 0)
         return;
     bool table = table_lock(registry, TABLE_CURRENT) == RM_OK;
-    for (uint32_t i = 0; i < count; i++) {
-        bool listed = false;
-        for (uint32_t slot = 0; table && slot < registry->table.capacity && !listed; slot++) {
-            const rm_node_entry *e = slot_entry(registry, slot);
-            if (e->state != RM_NODE_READY || e->memory != RM_MEMORY_CUDA ||
-                e->segment_id != ids[i])
-                continue;
-            for (uint32_t h = 0; h < RM_NODE_MAX_HOLDER_PROCESSES && !listed; h++)
-                listed = e->holders[h].pid != 0 &&
-                         is_self(registry, e->holders[h].pid, e->holders[h].start_time);
-        }
-        if (listed)
+    for (uint32_t i = 0; i < count && table; i++) {
+        int64_t slot = weights_slot(registry, ids[i]);
+        if (slot >= 0 && self_holder(registry, slot_entry(registry, (uint32_t)slot)) != NULL)
             ids[i] = 0; /* kept */
     }
     if (table)
@@ -711,16 +742,13 @@ static void forget_kept_weights_locked(rm_node_registry *registry, unlink_list *
     uint64_t *ids = NULL;
     uint32_t count = rm_weights_list(registry->namespace_name, false, &ids);
     for (uint32_t i = 0; i < count; i++) {
-        for (uint32_t slot = 0; slot < registry->table.capacity; slot++) {
-            rm_node_entry *e = slot_entry(registry, slot);
-            if (e->state != RM_NODE_READY || e->memory != RM_MEMORY_CUDA ||
-                e->segment_id != ids[i])
-                continue;
-            holder_forget(registry, e);
-            if (e->holder_count == 0)
-                evict_slot(registry, slot, victims);
-            break;
-        }
+        int64_t slot = weights_slot(registry, ids[i]);
+        if (slot < 0)
+            continue;
+        rm_node_entry *e = slot_entry(registry, (uint32_t)slot);
+        holder_forget(registry, e);
+        if (e->holder_count == 0)
+            evict_slot(registry, (uint32_t)slot, victims);
     }
     free(ids);
 }
@@ -1187,9 +1215,7 @@ static int32_t finish_load(node_load *load, attachment *out)
                         .ticket = load->ticket,
                         .base = load->buffer.base,
                         .bytes = load->buffer.bytes,
-                        .placement = {.memory = RM_MEMORY_SHM,
-                                      .buffer = true,
-                                      .device_ordinal = -1}};
+                        .placement = shm_placement};
     if (load->device) {
         out->base = (void *)(uintptr_t)load->device_pointer;
         out->weights_id = load->segment_id;
@@ -1278,16 +1304,20 @@ static void drop_reference(rm_node_registry *registry, uint64_t generation, uint
 {
     if (table_lock(registry, TABLE_CURRENT) != RM_OK)
         return;
-    rm_node_entry *held = slot_entry(registry, slot);
-    if (registry->table_generation == generation && held->ticket == ticket &&
-        held->state == RM_NODE_READY)
+    rm_node_entry *held = held_entry(registry, generation, slot, ticket);
+    if (held != NULL)
         holder_remove(registry, held);
     table_unlock(registry);
 }
 
-/* The attach state: `slot` is READY. A reference of this process, then the
- * sealed segment mapped; the one rollback is the reference, when the
- * mapping fails. */
+static int32_t too_many_holders(const acquire *a)
+{
+    return rm_error_set(a->registry->error_owner, RM_E_QUOTA_EXCEEDED,
+                        "model key '%s' is held by %u processes, the most a node table "
+                        "entry records",
+                        a->key, RM_NODE_MAX_HOLDER_PROCESSES);
+}
+
 /* After a failed hand-over: gives back the reference this process took
  * on `slot` (load `ticket`) and, as it never got the weights, its record
  * too (a record at zero references says "has them mapped": a keeper).
@@ -1301,9 +1331,8 @@ static void give_back_unmapped(rm_node_registry *registry, uint64_t generation, 
     unlink_list victims;
     if (begin_update(registry, TABLE_CURRENT, &victims) != RM_OK)
         return;
-    rm_node_entry *e = slot_entry(registry, slot);
-    if (registry->table_generation == generation && e->ticket == ticket &&
-        e->state == RM_NODE_READY && e->memory == RM_MEMORY_CUDA) {
+    rm_node_entry *e = held_entry(registry, generation, slot, ticket);
+    if (e != NULL && e->memory == RM_MEMORY_CUDA) {
         holder_remove(registry, e);
         if (!rm_weights_has(registry->namespace_name, weights_id))
             holder_forget(registry, e);
@@ -1324,11 +1353,7 @@ static int32_t attach_device(acquire *a, uint32_t slot)
 {
     rm_node_registry *registry = a->registry;
     rm_node_entry *e = slot_entry(registry, slot);
-    bool added = holder_add(registry, e);
-    if (!added) {
-        (void)drop_dead_holders(registry, e, a->now_ns);
-        added = holder_add(registry, e);
-    }
+    bool added = add_reference(registry, e, a->now_ns);
     uint64_t pointer = 0;
     bool mapped = added && rm_weights_use(registry->namespace_name, e->segment_id, &pointer);
     rm_weights_source sources[RM_NODE_MAX_HOLDER_PROCESSES];
@@ -1350,10 +1375,7 @@ static int32_t attach_device(acquire *a, uint32_t slot)
     memcpy(held.placement.device_uuid, e->device_uuid, sizeof e->device_uuid);
     end_update(registry, &a->victims);
     if (!added)
-        return rm_error_set(registry->error_owner, RM_E_QUOTA_EXCEEDED,
-                            "model key '%s' is held by %u processes, the most a node "
-                            "table entry records",
-                            a->key, RM_NODE_MAX_HOLDER_PROCESSES);
+        return too_many_holders(a);
     int ordinal = rm_device_access_ordinal_of(registry->config.device, held.placement.device_uuid);
     held.placement.device_ordinal = ordinal;
     int32_t status = RM_OK;
@@ -1388,26 +1410,22 @@ static int32_t attach_device(acquire *a, uint32_t slot)
     return RM_OK;
 }
 
+/* The attach state: `slot` is READY. A reference of this process, then the
+ * sealed segment mapped; the one rollback is the reference, when the
+ * mapping fails. Device weights have a state of their own. */
 static int32_t attach_ready(acquire *a, uint32_t slot)
 {
     rm_node_registry *registry = a->registry;
     rm_node_entry *e = slot_entry(registry, slot);
     if (e->memory == RM_MEMORY_CUDA)
         return attach_device(a, slot);
-    bool added = holder_add(registry, e);
-    if (!added) {
-        (void)drop_dead_holders(registry, e, a->now_ns);
-        added = holder_add(registry, e);
-    }
+    bool added = add_reference(registry, e, a->now_ns);
     uint64_t id = e->segment_id;
     uint64_t bytes = e->bytes;
     uint64_t ticket = e->ticket;
     end_update(registry, &a->victims);
     if (!added)
-        return rm_error_set(registry->error_owner, RM_E_QUOTA_EXCEEDED,
-                            "model key '%s' is held by %u processes, the most a node "
-                            "table entry records",
-                            a->key, RM_NODE_MAX_HOLDER_PROCESSES);
+        return too_many_holders(a);
     void *base = NULL;
     int32_t status = map_sealed(registry, a->key, id, bytes, &base);
     if (status != RM_OK) {
@@ -1421,9 +1439,7 @@ static int32_t attach_ready(acquire *a, uint32_t slot)
                            .ticket = ticket,
                            .base = base,
                            .bytes = bytes,
-                           .placement = {.memory = RM_MEMORY_SHM,
-                                         .buffer = true,
-                                         .device_ordinal = -1}};
+                           .placement = shm_placement};
     return RM_OK;
 }
 
@@ -1602,9 +1618,8 @@ static void node_detach(void *base, void *user)
     uint64_t lru = 0;
     int32_t status = begin_update(registry, TABLE_CURRENT, &victims);
     if (status == RM_OK) {
-        rm_node_entry *e = slot_entry(registry, held->slot);
-        if (registry->table_generation == held->generation && e->state == RM_NODE_READY &&
-            e->ticket == held->ticket) {
+        rm_node_entry *e = held_entry(registry, held->generation, held->slot, held->ticket);
+        if (e != NULL) {
             holder_remove(registry, e);
             if (e->refs == 0)
                 e->last_used_ns = rm_monotonic_ns();
