@@ -79,6 +79,7 @@
 #include <unistd.h>
 
 #include "fake_cuda.h"
+#include "gpu_suite_main.h"
 #include "gpu_weights_common.h"
 #include "peer_process.h"
 #include "plugin_fixture.h"
@@ -2454,59 +2455,7 @@ Test(gpu_weights, loader_fields_beside_a_device_buffer)
 /* main: the gpu suite skips (77) without a usable device                   */
 /* ------------------------------------------------------------------------ */
 
-/* Asks cuda_info() in a child, so that this process (which forks the
- * tests) never initialises CUDA. 0: usable; 77: not; 1: the probe failed. */
-static int probe_device(void)
-{
-    fflush(NULL);
-    pid_t child = fork();
-    if (child < 0)
-        return 1;
-    if (child == 0) {
-        rm_loaded_plugin plugin;
-        char error[1024];
-        if (load_plugin_from_env(RM_ABI_VERSION(1, 3), &plugin, error, sizeof error) != 0) {
-            fprintf(stderr, "test_gpu_weights: %s\n", error);
-            _exit(1);
-        }
-        rm_config_entry entry = {.key = "cuda.driver", .value = td_library()};
-        rm_context *context = NULL;
-        if (create_context_of(plugin.vtable, &entry, 1, &context) != RM_OK) {
-            fprintf(stderr, "test_gpu_weights: no context: %s\n",
-                    plugin.vtable->context_last_error(NULL));
-            _exit(1);
-        }
-        rm_cuda_info info = RM_STRUCT_INIT(rm_cuda_info);
-        int32_t rc = plugin.vtable->cuda_info(context, &info);
-        bool usable = rc == RM_OK && info.status == RM_OK && info.device_count > 0;
-        fprintf(stderr, "test_gpu_weights: %s: %s\n", td_library(),
-                usable ? info.message : info.message[0] != '\0' ? info.message
-                                                                 : plugin.vtable->error_name(rc));
-        plugin.vtable->context_destroy(context);
-        _exit(usable ? 0 : 77);
-    }
-    int status = 0;
-    while (waitpid(child, &status, 0) < 0 && errno == EINTR)
-        ;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
-}
-
 int main(int argc, char *argv[])
 {
-    struct criterion_test_set *tests = criterion_initialize();
-    int result = 0;
-    if (criterion_handle_args(argc, argv, true)) {
-        int probe = probe_device();
-        if (probe == 77 && !td_is_fake()) {
-            fprintf(stderr, "test_gpu_weights: no usable CUDA device: skipped\n");
-            result = 77;
-        } else if (probe != 0) {
-            fprintf(stderr, "test_gpu_weights: the driver probe failed (%d)\n", probe);
-            result = 1;
-        } else {
-            result = !criterion_run_all_tests(tests);
-        }
-    }
-    criterion_finalize(tests);
-    return result;
+    return gpu_suite_main(argc, argv, "test_gpu_weights");
 }
