@@ -79,6 +79,39 @@ _Noreturn void die_status(const rm_plugin_v1 *vt, rm_context *context,
     exit(1);
 }
 
+_Noreturn void skip_cuda_bench(bool json, const char *bench, const char *prefix,
+                               const char *why, const char *driver_library)
+{
+    fprintf(stderr, "%s: skipped: %s%s\n", bench_program, prefix, why);
+    if (json) {
+        printf("{\"bench\":\"%s\",\"skipped\":true,\"reason\":\"", bench);
+        for (const char *c = why; *c != '\0'; c++)
+            if (*c == '"' || *c == '\\')
+                printf("\\%c", *c);
+            else if ((unsigned char)*c >= 0x20)
+                putchar(*c);
+        printf("\",\"driver_library\":\"%s\"}\n", driver_library);
+    }
+    fflush(stdout);
+    exit(77);
+}
+
+void cuda_driver_from_configuration(const rm_plugin_v1 *vt, char *out, size_t out_size)
+{
+    rm_config_entry entries[] = {{.key = "features", .value = "none"}};
+    rm_context_options options = RM_STRUCT_INIT(rm_context_options);
+    options.entries = entries;
+    options.entry_count = 1;
+    rm_context *context;
+    int32_t status = vt->context_create(&options, &context);
+    if (status != RM_OK)
+        die_status(vt, NULL, "context_create ($RM_PLUGIN_CONFIG)", status);
+    status = vt->config_get(context, "cuda.driver", out, out_size, NULL);
+    if (status != RM_OK)
+        die_status(vt, context, "config_get(cuda.driver)", status);
+    vt->context_destroy(context);
+}
+
 void *checked_malloc(size_t bytes)
 {
     void *memory = malloc(bytes);

@@ -58,6 +58,16 @@ _Noreturn void die_errno(const char *what);
 _Noreturn void die_status(const rm_plugin_v1 *vt, rm_context *context,
                           const char *what, int32_t status);
 
+/* The CUDA benchmarks (bench_cuda, bench_gpu_weights): */
+/* Says why benchmark `bench` cannot run here: "<program>: skipped:
+ * <prefix><why>" on stderr and, with `json`, one object {"bench",
+ * "skipped": true, "reason", "driver_library"}; exits 77 (meson: skipped). */
+_Noreturn void skip_cuda_bench(bool json, const char *bench, const char *prefix,
+                               const char *why, const char *driver_library);
+/* cuda.driver as $RM_PLUGIN_CONFIG names it, into `out`: a context that
+ * reads the configuration and nothing else (it touches no driver). */
+void cuda_driver_from_configuration(const rm_plugin_v1 *vt, char *out, size_t out_size);
+
 /* malloc() and calloc() that die on failure: a benchmark without its
  * sample arrays has nothing to report. */
 void *checked_malloc(size_t bytes);

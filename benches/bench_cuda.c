@@ -54,7 +54,6 @@
 
 const char bench_program[] = "bench_cuda";
 
-#define EXIT_SKIPPED 77
 #define MAX_HANDOFF_SIZES 4
 #define MAX_COPY_SIZES 2
 
@@ -824,37 +823,7 @@ static void usage(void)
 
 static _Noreturn void skip(bool json, const char *why)
 {
-    fprintf(stderr, "bench_cuda: skipped: no usable CUDA device: %s\n", why);
-    if (json) {
-        printf("{\"bench\":\"cuda\",\"skipped\":true,\"reason\":\"");
-        for (const char *c = why; *c != '\0'; c++)
-            if (*c == '"' || *c == '\\')
-                printf("\\%c", *c);
-            else if ((unsigned char)*c >= 0x20)
-                putchar(*c);
-        printf("\",\"driver_library\":\"%s\"}\n", cuda_driver);
-    }
-    fflush(stdout);
-    exit(EXIT_SKIPPED);
-}
-
-/* cuda.driver as the configuration file names it, when --driver does not:
- * a context that reads $RM_PLUGIN_CONFIG and nothing else, made and
- * destroyed before the consumer is forked (it touches no driver). */
-static void driver_from_configuration(const rm_plugin_v1 *vt)
-{
-    rm_config_entry entries[] = {{.key = "features", .value = "none"}};
-    rm_context_options options = RM_STRUCT_INIT(rm_context_options);
-    options.entries = entries;
-    options.entry_count = 1;
-    rm_context *context;
-    int32_t status = vt->context_create(&options, &context);
-    if (status != RM_OK)
-        die_status(vt, NULL, "context_create ($RM_PLUGIN_CONFIG)", status);
-    status = vt->config_get(context, "cuda.driver", cuda_driver, sizeof cuda_driver, NULL);
-    if (status != RM_OK)
-        die_status(vt, context, "config_get(cuda.driver)", status);
-    vt->context_destroy(context);
+    skip_cuda_bench(json, "cuda", "no usable CUDA device: ", why, cuda_driver);
 }
 
 int main(int argc, char **argv)
@@ -899,7 +868,7 @@ int main(int argc, char **argv)
             die("--driver: the path is longer than cuda.driver allows (255 bytes)");
         snprintf(cuda_driver, sizeof cuda_driver, "%s", driver_option);
     } else {
-        driver_from_configuration(vt);
+        cuda_driver_from_configuration(vt, cuda_driver, sizeof cuda_driver);
     }
 
     /* Fork the consumer before this process loads the driver. */

@@ -63,7 +63,6 @@ extern char **environ;
 
 const char bench_program[] = "bench_gpu_weights";
 
-#define EXIT_SKIPPED 77
 #define MAX_COUNTS 8
 #define MAX_HOLDERS 8
 #define HOLDER_TIMEOUT_S 180
@@ -938,35 +937,7 @@ static void usage(void)
 
 static _Noreturn void skip(bool json, const char *why)
 {
-    fprintf(stderr, "bench_gpu_weights: skipped: %s\n", why);
-    if (json) {
-        printf("{\"bench\":\"gpu_weights\",\"skipped\":true,\"reason\":\"");
-        for (const char *c = why; *c != '\0'; c++)
-            if (*c == '"' || *c == '\\')
-                printf("\\%c", *c);
-            else if ((unsigned char)*c >= 0x20)
-                putchar(*c);
-        printf("\",\"driver_library\":\"%s\"}\n", cuda_driver);
-    }
-    fflush(stdout);
-    exit(EXIT_SKIPPED);
-}
-
-/* cuda.driver as the configuration file names it, when --driver does not. */
-static void driver_from_configuration(const rm_plugin_v1 *vt)
-{
-    rm_config_entry entries[] = {{.key = "features", .value = "none"}};
-    rm_context_options options = RM_STRUCT_INIT(rm_context_options);
-    options.entries = entries;
-    options.entry_count = 1;
-    rm_context *context;
-    int32_t status = vt->context_create(&options, &context);
-    if (status != RM_OK)
-        die_status(vt, NULL, "context_create ($RM_PLUGIN_CONFIG)", status);
-    status = vt->config_get(context, "cuda.driver", cuda_driver, sizeof cuda_driver, NULL);
-    if (status != RM_OK)
-        die_status(vt, context, "config_get(cuda.driver)", status);
-    vt->context_destroy(context);
+    skip_cuda_bench(json, "gpu_weights", "", why, cuda_driver);
 }
 
 static uint64_t parse_size(const char *text)
@@ -1079,7 +1050,7 @@ int main(int argc, char **argv)
         skip(options.json, why);
     }
     if (driver_option == NULL)
-        driver_from_configuration(vt);
+        cuda_driver_from_configuration(vt, cuda_driver, sizeof cuda_driver);
 
     /* This process binds the driver for cuMemGetInfo_v2; its own context
      * is in every reading, so it cancels out of every difference. */
