@@ -307,8 +307,12 @@ int32_t rm_node_table_lock(const rm_node_view *table, const char *namespace_name
         if (rc == ETIMEDOUT) {
             unsigned word = lock_word(&table->header->lock);
             pid_t owner = (pid_t)(word & FUTEX_TID_MASK);
-            if (owner_may_hold(table, word))
-                continue; /* a real, live holder: keep waiting */
+            /* A real, live holder: keep waiting. So too when the word
+             * changed while it was looked into: the holder released the
+             * lock and exited in between (its thread then is gone, yet it
+             * held the lock), or another took it. A scribbled word stays. */
+            if (owner_may_hold(table, word) || lock_word(&table->header->lock) != word)
+                continue;
             return rm_error_set(error_owner, RM_E_CORRUPT_STATE,
                                 "node registry '%s': the table lock names thread %d as its "
                                 "holder, which cannot hold it (no such thread, or its process "
